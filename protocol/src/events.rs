@@ -1,0 +1,92 @@
+//! The stage event plane: a WebSocket to the token's `events_url`, the token
+//! as the WebSocket subprotocol.
+//!
+//! The server sends a full [`StageState`] snapshot (with a growing sequence
+//! number) on every change; the client diffs consecutive snapshots into
+//! joined / left / published / mute events, so a reconnect never loses one.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One participant as every member of the stage sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantState {
+    pub id: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Whether the token allows publishing / subscribing.
+    #[serde(default)]
+    pub can_publish: bool,
+    #[serde(default)]
+    pub can_subscribe: bool,
+    /// Has a live publish session in the SFU (its media can be subscribed).
+    pub published: bool,
+    /// Kinds of the published tracks: "audio", "video".
+    #[serde(default)]
+    pub tracks: Vec<String>,
+    pub audio_muted: bool,
+    pub video_stopped: bool,
+}
+
+/// Why the server ended a participant's connection. String values are the
+/// IVS `StageLeftReason`s where one exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DisconnectReason {
+    /// The host or the control plane removed the participant.
+    ParticipantDisconnected,
+    StageDeleted,
+    TokenExpired,
+    /// The same token connected again; the older connection is closed.
+    TokenReused,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ParticipantDisconnected => "participant-disconnected",
+            DisconnectReason::StageDeleted => "stage-deleted",
+            DisconnectReason::TokenExpired => "token-expired",
+            DisconnectReason::TokenReused => "token-reused",
+        }
+    }
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerMessage {
+    /// Full state of the stage. `self_id` is the receiving participant.
+    #[serde(rename_all = "camelCase")]
+    StageState {
+        sequence_number: u64,
+        self_id: String,
+        participants: Vec<ParticipantState>,
+    },
+    /// The server ended this connection; it will not be accepted again when
+    /// the reason is final (kicked, deleted, expired).
+    #[serde(rename_all = "camelCase")]
+    Disconnect {
+        reason: DisconnectReason,
+        #[serde(default)]
+        message: String,
+    },
+    /// A request on the socket was refused (bad JSON, unknown type...).
+    #[serde(rename_all = "camelCase")]
+    Error { code: String, message: String },
+    Pong,
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientMessage {
+    #[serde(rename_all = "camelCase")]
+    SetState { audio_muted: bool, video_stopped: bool },
+    Ping,
+}
+
+/// Largest event-plane frame the server reads, in bytes.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
