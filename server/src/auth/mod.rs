@@ -1,0 +1,174 @@
+//! Participant tokens (ES384 JWTs), the signing key, imported public keys and
+//! the control-plane API key.
+//!
+//! [`KeyRing::verify`] checks what a token says about itself (signature,
+//! expiry); [`AppState::authorize`] adds what only the server knows (the
+//! stage still exists, the participant was not disconnected, the capability).
+
+mod jwt;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+use stagecast_protocol::token::{Capability, ParticipantClaims};
+use stagecast_protocol::{ParticipantId, StageId};
+
+use crate::store::{ParticipantRecord, StoreError};
+use crate::{AppError, AppState, Config};
+
+pub use jwt::{check_attributes, parse_public_key, signing_key_path, KeyRing, ParsedPublicKey, SIGNING_KEY_FILE};
+
+/// The file (in the data dir) holding the generated API key.
+pub const API_KEY_FILE: &str = "api-key";
+
+/// Token and key failures. [`From<AuthError> for AppError`] maps them to the
+/// wire error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Not a JWT at all (parts, base64, JSON).
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// A JWT, but not one we signed or accept.
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    #[error("the token has expired")]
+    Expired,
+    #[error("attributes are {size} bytes; at most {max} are allowed", max = stagecast_protocol::MAX_ATTRIBUTES_BYTES)]
+    AttributesTooLarge { size: usize },
+    #[error("the public key is not a PEM P-384 public key (SPKI)")]
+    InvalidPublicKey,
+    #[error("key handling failed: {0}")]
+    Key(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Malformed(_) => AppError::unauthorized("TOKEN_MALFORMED", e.to_string()),
+            AuthError::Invalid(_) => AppError::unauthorized("TOKEN_INVALID", e.to_string()),
+            AuthError::Expired => AppError::unauthorized("TOKEN_EXPIRED", e.to_string()),
+            AuthError::AttributesTooLarge { .. } => AppError::bad_request("ATTRIBUTES_TOO_LARGE", e.to_string()),
+            AuthError::InvalidPublicKey => AppError::bad_request("INVALID_PUBLIC_KEY", e.to_string()),
+            AuthError::Key(_) | AuthError::Io { .. } | AuthError::Store(_) => AppError::internal(e),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Write a secret (key material) readable by the owner only.
+pub(crate) fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), AuthError> {
+    let io = |source| AuthError::Io { path: path.to_owned(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+/// A random string of ASCII letters and digits (ids, API keys).
+pub fn random_alphanumeric(len: usize) -> String {
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// The control-plane API key: `config.api_key` if set, else the one in
+/// `<data_dir>/api-key`, generated (mode 0600) when absent. The flag says
+/// whether it was generated now, so `main` can show it once.
+pub fn load_or_create_api_key(config: &Config) -> Result<(String, bool), AuthError> {
+    if let Some(key) = config.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        return Ok((key.to_owned(), false));
+    }
+    let path = api_key_path(config);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(AuthError::Io { path, source }),
+    }
+    let key = format!("sk_{}", random_alphanumeric(40));
+    write_secret_file(&path, format!("{key}\n").as_bytes())?;
+    Ok((key, true))
+}
+
+/// Where the generated API key is kept.
+pub fn api_key_path(config: &Config) -> PathBuf {
+    config.data_dir.join(API_KEY_FILE)
+}
+
+/// Compare two secrets without leaking where they differ: every byte is
+/// looked at whatever the first mismatch. Only the length can leak, and
+/// key lengths are not secret.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token in an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: Option<&axum::http::HeaderValue>) -> Option<&str> {
+    let value = header?.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim()).filter(|t| !t.is_empty())
+}
+
+impl AppState {
+    /// Verify a participant token on any path: signature, expiry, that its
+    /// stage exists, that the participant was not disconnected, and that it
+    /// carries `need`.
+    pub fn authorize(&self, token: &str, need: Capability) -> Result<ParticipantClaims, AppError> {
+        let claims = self.keys.verify(token, now_unix())?;
+        let stage = StageId(claims.topic.clone());
+        if self.store.get_stage(&stage).map_err(AppError::internal)?.is_none() {
+            return Err(AppError::not_found("STAGE_NOT_FOUND", format!("stage {stage} does not exist")));
+        }
+        let participant = ParticipantId(claims.jti.clone());
+        if let Some(record) = self.store.get_participant(&stage, &participant).map_err(AppError::internal)? {
+            if record.revoked {
+                return Err(AppError::forbidden(
+                    "PARTICIPANT_DISCONNECTED",
+                    "this participant was disconnected from the stage; its token can no longer be used",
+                ));
+            }
+        }
+        if !claims.allows(need) {
+            let what = match need {
+                Capability::Publish => "publish",
+                Capability::Subscribe => "subscribe",
+                Capability::Join => "join",
+            };
+            return Err(AppError::forbidden("TOKEN_NOT_ALLOWED", format!("this token does not allow to {what}")));
+        }
+        Ok(claims)
+    }
+
+    /// Record that a participant connected to the event plane (first join time).
+    pub fn participant_joined(&self, claims: &ParticipantClaims) {
+        let record = ParticipantRecord {
+            stage_id: StageId(claims.topic.clone()),
+            participant_id: ParticipantId(claims.jti.clone()),
+            user_id: claims.user_id.clone(),
+            attributes: claims.attributes.clone(),
+            capabilities: claims.capabilities,
+            expiration: claims.exp,
+            first_join_time: None,
+            revoked: false,
+            revoke_reason: None,
+        };
+        if let Err(e) = self.store.record_join(&record, now_unix()) {
+            tracing::warn!(stage = %record.stage_id, participant = %record.participant_id, error = %e, "cannot record join");
+        }
+    }
+}
