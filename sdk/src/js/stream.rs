@@ -1,0 +1,128 @@
+//! `LocalStageStream`: a local track the strategy can publish.
+
+use super::convert::type_error;
+use crate::core::StreamKind;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use web_sys::MediaStreamTrack;
+
+/// What stages need from a local stream; shared with the JS wrapper.
+pub(crate) struct LocalShared {
+    pub key: u32,
+    pub kind: StreamKind,
+    pub track: MediaStreamTrack,
+    pub muted: Cell<bool>,
+}
+
+type MuteHook = dyn Fn(u32);
+
+thread_local! {
+    static NEXT_KEY: Cell<u32> = const { Cell::new(1) };
+    static REGISTRY: RefCell<HashMap<u32, Weak<LocalShared>>> = RefCell::new(HashMap::new());
+    static MUTE_HOOKS: RefCell<Vec<Weak<MuteHook>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Finds the stream behind a JS value returned by `stageStreamsToPublish()`.
+pub(crate) fn lookup(value: &JsValue) -> Option<Rc<LocalShared>> {
+    let key = js_sys::Reflect::get(value, &JsValue::from_str("__stagecastKey"))
+        .ok()?
+        .as_f64()? as u32;
+    REGISTRY.with(|r| r.borrow().get(&key).and_then(Weak::upgrade))
+}
+
+/// Registers a stage's "a local stream was (un)muted" hook; it lives as long
+/// as the caller keeps the `Rc`.
+pub(crate) fn add_mute_hook(hook: &Rc<MuteHook>) {
+    MUTE_HOOKS.with(|h| {
+        let mut hooks = h.borrow_mut();
+        hooks.retain(|w| w.strong_count() > 0);
+        hooks.push(Rc::downgrade(hook));
+    });
+}
+
+/// A local audio or video track to publish on a stage.
+#[wasm_bindgen]
+pub struct LocalStageStream {
+    shared: Rc<LocalShared>,
+}
+
+#[wasm_bindgen]
+impl LocalStageStream {
+    /// `new LocalStageStream(mediaStreamTrack, config?)`. The config is
+    /// accepted for IVS compatibility; encoder settings are browser defaults.
+    #[wasm_bindgen(constructor)]
+    pub fn new(track: JsValue, _config: JsValue) -> Result<LocalStageStream, JsValue> {
+        let track: MediaStreamTrack = track
+            .dyn_into()
+            .map_err(|_| type_error("LocalStageStream: expected a MediaStreamTrack"))?;
+        let kind = StreamKind::parse(&track.kind())
+            .ok_or_else(|| type_error("LocalStageStream: the track must be audio or video"))?;
+        let key = NEXT_KEY.with(|k| {
+            let key = k.get();
+            k.set(key.wrapping_add(1).max(1));
+            key
+        });
+        let shared = Rc::new(LocalShared {
+            key,
+            kind,
+            muted: Cell::new(!track.enabled()),
+            track,
+        });
+        REGISTRY.with(|r| r.borrow_mut().insert(key, Rc::downgrade(&shared)));
+        Ok(LocalStageStream { shared })
+    }
+
+    /// Mutes (disables the track) or unmutes; stages publishing this stream
+    /// tell everyone (`stageStreamMuteChanged`).
+    #[wasm_bindgen(js_name = setMuted)]
+    pub fn set_muted(&self, muted: JsValue) {
+        let muted = muted.is_truthy();
+        self.shared.track.set_enabled(!muted);
+        if self.shared.muted.replace(muted) == muted {
+            return;
+        }
+        let key = self.shared.key;
+        let hooks: Vec<Rc<MuteHook>> =
+            MUTE_HOOKS.with(|h| h.borrow().iter().filter_map(Weak::upgrade).collect());
+        for hook in hooks {
+            crate::web::defer(move || hook(key));
+        }
+    }
+
+    #[wasm_bindgen(getter, js_name = isMuted)]
+    pub fn is_muted(&self) -> bool {
+        self.shared.muted.get()
+    }
+
+    /// The track id.
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.shared.track.id()
+    }
+
+    /// `'audio'` or `'video'`.
+    #[wasm_bindgen(getter, js_name = streamType)]
+    pub fn stream_type(&self) -> String {
+        self.shared.kind.as_str().to_owned()
+    }
+
+    #[wasm_bindgen(getter, js_name = mediaStreamTrack)]
+    pub fn media_stream_track(&self) -> MediaStreamTrack {
+        Clone::clone(&self.shared.track)
+    }
+
+    /// Internal handle the stage uses to find this stream.
+    #[wasm_bindgen(getter, js_name = __stagecastKey)]
+    pub fn stagecast_key(&self) -> u32 {
+        self.shared.key
+    }
+}
+
+impl Drop for LocalStageStream {
+    fn drop(&mut self) {
+        let key = self.shared.key;
+        REGISTRY.with(|r| r.borrow_mut().remove(&key));
+    }
+}

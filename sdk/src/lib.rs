@@ -1,0 +1,23 @@
+//! Stagecast browser SDK: the IVS Web Broadcast SDK stage API in Rust.
+//!
+//! - [`core`]: sans-IO logic (snapshot diffing, strategy decisions, token
+//!   claims, reconnect backoff), unit-tested natively.
+//! - `web` (wasm32 only): thin web-sys adapters — the event-plane socket,
+//!   WHIP publish / WHEP-style subscribe peer connections, timers.
+//! - `js` (wasm32 only): the `#[wasm_bindgen]` surface with IVS names.
+//!
+//! A subscription always negotiates one audio and one video transceiver (the
+//! server contract); `audio_only` is applied client-side by not exposing the
+//! video stream.
+#![deny(clippy::unwrap_used)]
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+#[cfg(target_arch = "wasm32")]
+mod js;
+
+#[cfg(target_arch = "wasm32")]
+pub use js::{stage::Stage, stream::LocalStageStream};

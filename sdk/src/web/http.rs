@@ -1,0 +1,102 @@
+//! The media-plane HTTP calls (WHIP / WHEP-style) with `fetch`.
+
+use super::js_error_text;
+use stagecast_protocol::ApiError;
+use thiserror::Error;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+/// A failed media-plane request.
+#[derive(Debug, Clone, Error)]
+pub enum HttpError {
+    /// The server answered with an error status (and usually `{code, message}`).
+    #[error("HTTP {status}")]
+    Status { status: u16, body: Option<ApiError> },
+    /// No answer: network failure, CORS, bad URL.
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// The answer to a WHIP/WHEP offer.
+#[derive(Debug, Clone)]
+pub struct SdpAnswer {
+    pub sdp: String,
+    /// Absolute URL of the session resource (for `DELETE`).
+    pub location: Option<String>,
+}
+
+fn net(e: JsValue) -> HttpError {
+    HttpError::Network(js_error_text(&e))
+}
+
+async fn send(
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&str>,
+) -> Result<Response, HttpError> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    let request = Request::new_with_str_and_init(url, &init).map_err(net)?;
+    let headers = request.headers();
+    headers
+        .set("Authorization", &format!("Bearer {token}"))
+        .map_err(net)?;
+    if body.is_some() {
+        headers
+            .set("Content-Type", "application/sdp")
+            .map_err(net)?;
+    }
+    let window = web_sys::window().ok_or_else(|| HttpError::Network("no window".into()))?;
+    let response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(net)?;
+    response.dyn_into::<Response>().map_err(net)
+}
+
+async fn text(response: &Response) -> Result<String, HttpError> {
+    let promise = response.text().map_err(net)?;
+    Ok(JsFuture::from(promise)
+        .await
+        .map_err(net)?
+        .as_string()
+        .unwrap_or_default())
+}
+
+/// POSTs an SDP offer; `201` + answer + `Location` on success.
+pub async fn post_offer(url: &str, token: &str, offer: &str) -> Result<SdpAnswer, HttpError> {
+    let response = send("POST", url, token, Some(offer)).await?;
+    let status = response.status();
+    let body = text(&response).await?;
+    if !(200..300).contains(&status) {
+        return Err(HttpError::Status {
+            status,
+            body: serde_json::from_str(&body).ok(),
+        });
+    }
+    let location = response
+        .headers()
+        .get("Location")
+        .ok()
+        .flatten()
+        .and_then(|loc| web_sys::Url::new_with_base(&loc, url).ok())
+        .map(|u| u.href());
+    Ok(SdpAnswer {
+        sdp: body,
+        location,
+    })
+}
+
+/// DELETEs a session resource; failures are ignored by callers (the
+/// server also ends sessions when their peer connection dies).
+pub async fn delete(url: &str, token: &str) -> Result<(), HttpError> {
+    let response = send("DELETE", url, token, None).await?;
+    match response.status() {
+        s if (200..300).contains(&s) || s == 404 => Ok(()),
+        status => Err(HttpError::Status { status, body: None }),
+    }
+}

@@ -1,0 +1,27 @@
+//! Thin web-sys adapters. They translate browser callbacks into Rust values
+//! and carry out what the stage logic decides; they decide nothing. Every
+//! registration is owned by a struct that undoes it on `Drop`.
+
+pub mod http;
+pub mod peer;
+pub mod socket;
+pub mod timer;
+
+use wasm_bindgen::JsValue;
+
+/// Runs `f` on the microtask queue rather than inside the browser callback,
+/// so the handler may drop the very adapter (and closure) that called it.
+pub(crate) fn defer(f: impl FnOnce() + 'static) {
+    wasm_bindgen_futures::spawn_local(async move { f() });
+}
+
+/// Best-effort text of a JS exception, for error messages.
+pub(crate) fn js_error_text(e: &JsValue) -> String {
+    if let Some(s) = e.as_string() {
+        return s;
+    }
+    js_sys::Reflect::get(e, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| "unknown browser error".to_owned())
+}
