@@ -1,0 +1,441 @@
+// Shared helpers for the end-to-end journeys: one headless Chromium per test
+// file, one browser context per participant, fake media that tells
+// participants apart by colour and by tone, and checks that read what a
+// person would see and hear (pixels of a tile, the pitch of its audio).
+//
+// `cargo xtask test` starts a server and runs the journeys. By hand:
+//   STAGECAST_API_KEY=test-key target/debug/stagecast --data-dir /tmp/sc --listen 127.0.0.1:18080
+//   STAGECAST_URL=http://127.0.0.1:18080 STAGECAST_API_KEY=test-key node --test tests/*.test.mjs
+// STAGECAST_E2E_VERBOSE=1 prints every status/code the bad-input journey gets.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, sign } from 'node:crypto';
+
+/** Base URL of the server under test (set by `cargo xtask test`). */
+export const BASE = (process.env.STAGECAST_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
+/** Control-plane API key of the server under test. */
+export const API_KEY = process.env.STAGECAST_API_KEY || '';
+
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
+  // Several participants share one browser; none of them may be throttled.
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+/** Distinct looks and sounds, so a receiver can tell who is who. */
+export const PEOPLE = {
+  red: { name: 'Red', color: [220, 40, 40], freq: 440 },
+  green: { name: 'Green', color: [40, 200, 60], freq: 880 },
+  blue: { name: 'Blue', color: [40, 60, 220], freq: 1320 },
+};
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: FLAGS,
+  });
+}
+
+/**
+ * Runs in every page before its scripts: getUserMedia returns a canvas track
+ * of one solid colour (with a moving bar along the bottom edge, so frames
+ * keep changing while the centre stays pure) and an oscillator tone.
+ */
+function fakeMediaInit({ color, freq }) {
+  if (!navigator.mediaDevices) return;
+  let source = null;
+  const build = () => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 320;
+    canvas.height = 180;
+    const ctx = canvas.getContext('2d');
+    let n = 0;
+    const draw = () => {
+      ctx.fillStyle = `rgb(${color[0]},${color[1]},${color[2]})`;
+      ctx.fillRect(0, 0, 320, 180);
+      const x = (n * 6) % 296;
+      ctx.fillStyle = '#fff';
+      ctx.fillRect(x, 160, 24, 20);
+      n += 1;
+    };
+    draw();
+    setInterval(draw, 33);
+    const video = canvas.captureStream(30).getVideoTracks()[0];
+    const ac = new AudioContext();
+    const osc = ac.createOscillator();
+    osc.type = 'sine';
+    osc.frequency.value = freq;
+    const gain = ac.createGain();
+    gain.gain.value = 0.4;
+    const dest = ac.createMediaStreamDestination();
+    osc.connect(gain).connect(dest);
+    osc.start();
+    ac.resume().catch(() => {});
+    window.__fakeMedia = { canvas, ac, osc, color, freq };
+    return { video, audio: dest.stream.getAudioTracks()[0] };
+  };
+  navigator.mediaDevices.getUserMedia = async (constraints = {}) => {
+    if (!source) source = build();
+    const tracks = [];
+    if (constraints.video) tracks.push(source.video.clone());
+    if (constraints.audio) tracks.push(source.audio.clone());
+    return new MediaStream(tracks);
+  };
+}
+
+/**
+ * A participant: its own browser context (separate localStorage) and page,
+ * with fake media and a list of uncaught page errors.
+ */
+export async function newParticipant(browser, person) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 820 } });
+  await context.addInitScript(fakeMediaInit, { color: person.color, freq: person.freq });
+  const page = await context.newPage();
+  const errors = [];
+  const logs = [];
+  page.on('pageerror', (err) => errors.push(err));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${person.name}] ${msg.type()}: ${msg.text()}`);
+  });
+  return { ...person, context, page, errors, logs };
+}
+
+/** Fails if any page threw an uncaught error. */
+export function assertNoPageErrors(participants) {
+  for (const p of participants) {
+    assert.deepEqual(
+      p.errors.map((e) => String(e && e.stack ? e.stack : e)),
+      [],
+      `uncaught errors on ${p.name}'s page`,
+    );
+  }
+}
+
+/** Prints console errors of the pages (for diagnosing a failure). */
+export function dumpLogs(participants) {
+  for (const p of participants) for (const line of p.logs.slice(-30)) console.log(line);
+}
+
+/** Sets name + avatar on the profile form of the current page. */
+export async function setProfile(page, name, avatarIndex = 0) {
+  await page.getByTestId('username-input').fill(name);
+  await page.getByTestId('avatar-option').nth(avatarIndex).click();
+}
+
+/** Host: create a stage through the UI; returns the invite link. */
+export async function createStageViaUi(p, avatarIndex = 0) {
+  await p.page.goto(`${BASE}/`);
+  await setProfile(p.page, p.name, avatarIndex);
+  await p.page.getByTestId('create-stage').click();
+  const invite = p.page.getByTestId('invite-link');
+  await invite.waitFor({ timeout: 15000 });
+  return invite.inputValue();
+}
+
+/** Guest: open the invite link, set a profile, press Join. */
+export async function joinViaInvite(p, inviteUrl, avatarIndex = 1) {
+  await p.page.goto(inviteUrl);
+  await setProfile(p.page, p.name, avatarIndex);
+  await p.page.getByTestId('join-button').click();
+  await p.page.getByTestId('stage-view').waitFor({ timeout: 15000 });
+}
+
+/** Waits until the page's SDK reports `joined` (or fails with the join error). */
+export async function waitJoined(page, timeout = 20000) {
+  const handle = await page.waitForFunction(
+    () => {
+      const ev = window.__stagecast && window.__stagecast.events;
+      if (!ev) return false;
+      return ev.find((e) => e.type === 'joined' || e.type === 'joinFailed') || false;
+    },
+    null,
+    { timeout },
+  );
+  const ev = await handle.jsonValue();
+  assert.equal(ev.type, 'joined', `join failed: ${JSON.stringify(ev)}`);
+}
+
+/** The participant id shown on the page's own (local) tile. */
+export async function localParticipantId(page) {
+  const id = await page.locator('[data-testid="tile"][data-local="true"]').getAttribute('data-participant-id');
+  assert.ok(id, 'local tile has a participant id');
+  return id;
+}
+
+/** Waits for an SDK event on the page matching all fields of `match`. */
+export async function waitForEvent(page, match, timeout = 15000) {
+  try {
+    const handle = await page.waitForFunction(
+      (m) =>
+        (window.__stagecast?.events || []).find((e) => Object.entries(m).every(([k, v]) => e[k] === v)) || false,
+      match,
+      { timeout },
+    );
+    return handle.jsonValue();
+  } catch (err) {
+    const events = await page.evaluate(() => window.__stagecast?.events || []).catch(() => []);
+    throw new Error(`no event ${JSON.stringify(match)} within ${timeout} ms; events: ${JSON.stringify(events)}`);
+  }
+}
+
+/** Waits until the set of remote tiles on the page is exactly `ids`. */
+export async function waitForRemoteTiles(page, ids, timeout = 20000) {
+  try {
+    await page.waitForFunction(
+      (want) => {
+        const have = [...document.querySelectorAll('[data-testid="tile"][data-local="false"]')].map(
+          (t) => t.dataset.participantId,
+        );
+        return have.length === want.length && want.every((id) => have.includes(id));
+      },
+      ids,
+      { timeout },
+    );
+  } catch (err) {
+    const have = await page
+      .evaluate(() => [...document.querySelectorAll('[data-testid="tile"]')].map((t) => ({ ...t.dataset })))
+      .catch(() => []);
+    throw new Error(`remote tiles ${JSON.stringify(ids)} not shown within ${timeout} ms; tiles: ${JSON.stringify(have)}`);
+  }
+}
+
+/**
+ * One look at a tile's video: size, average colour of the centre half, a
+ * signature of the bottom strip (where the fake source's bar moves), and the
+ * number of decoded frames so far.
+ */
+export async function sampleTile(page, participantId) {
+  return page.evaluate((pid) => {
+    const v = document.querySelector(`[data-testid="tile"][data-participant-id="${pid}"] video`);
+    if (!v) return { present: false };
+    const w = v.videoWidth;
+    const h = v.videoHeight;
+    const frames = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+    if (!w || !h) return { present: true, w, h, frames };
+    const c = document.createElement('canvas');
+    c.width = w;
+    c.height = h;
+    const ctx = c.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(v, 0, 0, w, h);
+    const centre = ctx.getImageData(Math.floor(w / 4), Math.floor(h / 4), Math.floor(w / 2), Math.floor(h / 2)).data;
+    let r = 0;
+    let g = 0;
+    let b = 0;
+    const n = centre.length / 4;
+    for (let i = 0; i < centre.length; i += 4) {
+      r += centre[i];
+      g += centre[i + 1];
+      b += centre[i + 2];
+    }
+    const y0 = Math.floor(h * 0.92);
+    const strip = ctx.getImageData(0, y0, w, h - y0).data;
+    let sum = 0;
+    let weight = 0;
+    for (let i = 0; i < strip.length; i += 4) {
+      const lum = strip[i] + strip[i + 1] + strip[i + 2];
+      if (lum > 600) {
+        sum += (i / 4) % w;
+        weight += 1;
+      }
+    }
+    return {
+      present: true,
+      w,
+      h,
+      frames,
+      r: Math.round(r / n),
+      g: Math.round(g / n),
+      b: Math.round(b / n),
+      barX: weight ? Math.round(sum / weight) : -1,
+    };
+  }, participantId);
+}
+
+function colourDistance(a, b) {
+  return Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+}
+
+/**
+ * Waits until the tile of `participantId` shows decoded, changing frames of
+ * the expected colour. Returns the last sample.
+ */
+export async function expectLiveVideo(page, participantId, color, timeout = 20000) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  let first = null;
+  while (Date.now() < deadline) {
+    const s = await sampleTile(page, participantId);
+    last = s;
+    const colourOk = s.w > 0 && colourDistance([s.r, s.g, s.b], color) < 70;
+    if (colourOk) {
+      if (!first) first = s;
+      else if (s.frames > first.frames + 5 && s.barX !== first.barX) return s;
+    } else {
+      first = null;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(
+    `tile ${participantId}: no live video of colour ${JSON.stringify(color)} within ${timeout} ms; last sample ${JSON.stringify(last)}`,
+  );
+}
+
+/** The peak frequency (Hz) of the audio arriving on a tile, and its level (dB). */
+export async function detectTone(page, participantId) {
+  return page.evaluate(async (pid) => {
+    const v = document.querySelector(`[data-testid="tile"][data-participant-id="${pid}"] video`);
+    const track = v && v.srcObject && v.srcObject.getAudioTracks()[0];
+    if (!track) return { freq: 0, db: -Infinity, reason: 'no audio track' };
+    const ac = new AudioContext();
+    await ac.resume();
+    const src = ac.createMediaStreamSource(new MediaStream([track]));
+    const analyser = ac.createAnalyser();
+    analyser.fftSize = 8192;
+    analyser.smoothingTimeConstant = 0.5;
+    src.connect(analyser);
+    await new Promise((r) => setTimeout(r, 800));
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    let best = 1;
+    for (let i = 2; i < bins.length; i += 1) if (bins[i] > bins[best]) best = i;
+    const freq = (best * ac.sampleRate) / analyser.fftSize;
+    const db = bins[best];
+    await ac.close();
+    return { freq, db };
+  }, participantId);
+}
+
+/** Waits until the tone of `freq` Hz is heard on the tile of `participantId`. */
+export async function expectTone(page, participantId, freq, timeout = 15000) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await detectTone(page, participantId);
+    if (Math.abs(last.freq - freq) < 25 && last.db > -90) return last;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`tile ${participantId}: tone ${freq} Hz not heard within ${timeout} ms; last ${JSON.stringify(last)}`);
+}
+
+// ---------------------------------------------------------------- control plane
+
+/** Calls the control plane with the API key; returns {status, body}. */
+export async function controlPlane(method, path, body) {
+  const res = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${API_KEY}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  return { status: res.status, body: json, text };
+}
+
+/** Creates a stage with the control plane; returns its id. */
+export async function createStage(name = 'e2e') {
+  const res = await controlPlane('POST', '/v1/stages', { name });
+  assert.ok(res.status >= 200 && res.status < 300, `create stage: ${res.status} ${res.text}`);
+  return res.body.stage.id;
+}
+
+/** Mints a participant token; returns {token, participantId, ...}. */
+export async function createToken(stageId, { userId, username, capabilities = ['PUBLISH', 'SUBSCRIBE'], duration } = {}) {
+  const res = await controlPlane('POST', `/v1/stages/${encodeURIComponent(stageId)}/tokens`, {
+    userId,
+    attributes: username ? { username } : undefined,
+    capabilities,
+    duration,
+  });
+  assert.ok(res.status >= 200 && res.status < 300, `create token: ${res.status} ${res.text}`);
+  return res.body.participantToken;
+}
+
+// ---------------------------------------------------------------- token forgery
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+
+/** The claims of a JWT (unverified). */
+export function tokenClaims(token) {
+  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+}
+
+/** The same token with a changed payload and the original signature. */
+export function tamperPayload(token, change) {
+  const [head, , sig] = token.split('.');
+  const claims = { ...tokenClaims(token), ...change };
+  return `${head}.${b64url(JSON.stringify(claims))}.${sig}`;
+}
+
+/** The same token with a flipped signature byte. */
+export function tamperSignature(token) {
+  const [head, body, sig] = token.split('.');
+  const bytes = Buffer.from(sig, 'base64url');
+  bytes[bytes.length - 1] ^= 0x5a;
+  return `${head}.${body}.${b64url(bytes)}`;
+}
+
+/** A self-made token, expired an hour ago, with a signature made by nobody. */
+export function expiredForgedToken(like) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { ...tokenClaims(like), iat: now - 7200, exp: now - 3600 };
+  const head = b64url(JSON.stringify({ alg: 'ES384', typ: 'JWT' }));
+  const sig = b64url(Buffer.alloc(96, 7));
+  return `${head}.${b64url(JSON.stringify(claims))}.${sig}`;
+}
+
+/**
+ * An ES384 key pair whose public half is imported into the server
+ * (ImportPublicKey), so tokens it signs carry a valid signature.
+ */
+export async function importSigningKey() {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+  const pem = publicKey.export({ type: 'spki', format: 'pem' });
+  const res = await controlPlane('POST', '/v1/public-keys', { publicKeyMaterial: pem, name: 'e2e' });
+  assert.ok(res.status >= 200 && res.status < 300, `import public key: ${res.status} ${res.text}`);
+  return { privateKey, kid: res.body.publicKey.id };
+}
+
+/** A token with `claims`, validly signed by an imported key. */
+export function selfSignedToken({ privateKey, kid }, claims) {
+  const head = b64url(JSON.stringify({ alg: 'ES384', typ: 'JWT', kid }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = sign('sha384', Buffer.from(`${head}.${body}`), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${head}.${body}.${b64url(sig)}`;
+}
+
+/** Same claims as `like`, expired an hour ago, validly signed by `key`. */
+export function expiredSignedToken(key, like) {
+  const now = Math.floor(Date.now() / 1000);
+  return selfSignedToken(key, { ...tokenClaims(like), iat: now - 7200, exp: now - 3600 });
+}
+
+/** Checks a response is a 4xx with a JSON {code, message} body. */
+export function assertClientError(res, what, expectedCode) {
+  if (process.env.STAGECAST_E2E_VERBOSE) console.log(`${String(res.status).padEnd(4)} ${String(res.body?.code ?? '').padEnd(24)} ${what}`);
+  assert.ok(res.status >= 400 && res.status < 500, `${what}: expected 4xx, got ${res.status} ${res.text}`);
+  assert.ok(res.body && typeof res.body.code === 'string' && res.body.code, `${what}: body has no code: ${res.text}`);
+  assert.ok(typeof res.body.message === 'string' && res.body.message, `${what}: body has no message: ${res.text}`);
+  if (expectedCode) assert.equal(res.body.code, expectedCode, `${what}: ${res.text}`);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,147 @@
+// Journey: three people on one stage through the sample app's UI.
+// The host creates a stage, two guests open the invite link; everyone sees
+// and hears the other two (distinct colours and tones); a guest mutes and the
+// others see it; a guest leaves and the others drop the tile.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BASE,
+  PEOPLE,
+  launch,
+  newParticipant,
+  assertNoPageErrors,
+  dumpLogs,
+  createStageViaUi,
+  joinViaInvite,
+  waitJoined,
+  localParticipantId,
+  waitForEvent,
+  waitForRemoteTiles,
+  expectLiveVideo,
+  expectTone,
+} from './lib.mjs';
+
+describe('three participants on one stage', { timeout: 180_000 }, () => {
+  let browser;
+  let red;
+  let green;
+  let blue;
+  let all = [];
+  let ok = false;
+
+  before(async () => {
+    browser = await launch();
+    red = await newParticipant(browser, PEOPLE.red);
+    green = await newParticipant(browser, PEOPLE.green);
+    blue = await newParticipant(browser, PEOPLE.blue);
+    all = [red, green, blue];
+  });
+
+  after(async () => {
+    if (!ok) dumpLogs(all);
+    await browser?.close();
+  });
+
+  it('the host creates a stage and two guests join from the invite link', async () => {
+    const invite = await createStageViaUi(red, 0);
+    assert.match(invite, /\?join=/, 'invite link points at the join page');
+    await waitJoined(red.page);
+
+    // The new stage is listed on the home page with its host.
+    const groupId = new URL(invite).searchParams.get('join');
+    await green.page.goto(`${BASE}/`);
+    const item = green.page.locator(`[data-testid="stage-item"][data-group-id="${groupId}"]`);
+    await item.waitFor({ timeout: 10000 });
+    assert.equal((await item.getByTestId('stage-host').textContent()).trim(), "Red's stage");
+    assert.match(await item.getByTestId('stage-count').textContent(), /^[1-9]\d* participants?$/);
+
+    await joinViaInvite(green, invite, 1);
+    await joinViaInvite(blue, invite, 2);
+    await Promise.all([waitJoined(green.page), waitJoined(blue.page)]);
+    for (const p of all) p.id = await localParticipantId(p.page);
+    assert.equal(new Set(all.map((p) => p.id)).size, 3, 'three distinct participant ids');
+  });
+
+  it('each page shows the other two with live video of the right colour', async () => {
+    await Promise.all(
+      all.map(async (viewer) => {
+        const others = all.filter((p) => p !== viewer);
+        await waitForRemoteTiles(viewer.page, others.map((p) => p.id));
+        for (const other of others) {
+          const name = await viewer.page
+            .locator(`[data-testid="tile"][data-participant-id="${other.id}"] [data-testid="tile-name"]`)
+            .textContent();
+          assert.equal(name.trim(), other.name, `${viewer.name} sees ${other.name}'s name`);
+          await expectLiveVideo(viewer.page, other.id, other.color);
+        }
+      }),
+    );
+    await red.page.screenshot({ path: '/tmp/stage-three.png' });
+  });
+
+  it("each page hears the other two's tones", async () => {
+    for (const viewer of all) {
+      for (const other of all.filter((p) => p !== viewer)) {
+        await expectTone(viewer.page, other.id, other.freq);
+      }
+    }
+  });
+
+  it('a guest mutes the mic and the others see it', async () => {
+    await green.page.getByTestId('toggle-mic').click();
+    for (const viewer of [red, blue]) {
+      await waitForEvent(viewer.page, { type: 'stageStreamMuteChanged', participantId: green.id, muted: true });
+      await viewer.page.waitForFunction(
+        (id) => document.querySelector(`[data-testid="tile"][data-participant-id="${id}"]`)?.dataset.muted === 'true',
+        green.id,
+        { timeout: 10000 },
+      );
+      assert.ok(
+        await viewer.page
+          .locator(`[data-testid="tile"][data-participant-id="${green.id}"] [data-testid="tile-muted"]`)
+          .isVisible(),
+        `${viewer.name} sees Green's muted indicator`,
+      );
+    }
+  });
+
+  it('a participant stops the camera and the others see the avatar', async () => {
+    await blue.page.getByTestId('toggle-camera').click();
+    for (const viewer of [red, green]) {
+      await waitForEvent(viewer.page, { type: 'stageStreamMuteChanged', participantId: blue.id, streamType: 'video', muted: true });
+      const tile = viewer.page.locator(`[data-testid="tile"][data-participant-id="${blue.id}"]`);
+      await viewer.page.waitForFunction((id) => document.querySelector(`[data-testid="tile"][data-participant-id="${id}"]`)?.dataset.videoStopped === 'true', blue.id, { timeout: 10000 });
+      assert.ok(await tile.getByTestId('tile-avatar').isVisible(), `${viewer.name} sees Blue's avatar`);
+    }
+    await red.page.screenshot({ path: '/tmp/stage-three-muted.png' });
+    await blue.page.getByTestId('toggle-camera').click();
+    await waitForEvent(red.page, { type: 'stageStreamMuteChanged', participantId: blue.id, streamType: 'video', muted: false });
+    await expectLiveVideo(red.page, blue.id, blue.color);
+  });
+
+  it('a guest leaves and the others drop the tile', async () => {
+    await blue.page.getByTestId('leave-button').click();
+    for (const viewer of [red, green]) {
+      await waitForEvent(viewer.page, { type: 'stageParticipantLeft', participantId: blue.id });
+      await waitForRemoteTiles(viewer.page, [red, green].filter((p) => p !== viewer).map((p) => p.id));
+    }
+    // The two who stayed still see each other.
+    await expectLiveVideo(red.page, green.id, green.color);
+    await expectLiveVideo(green.page, red.id, red.color);
+  });
+
+  it('the host ends the stage and the remaining guest is told', async () => {
+    await red.page.getByTestId('end-stage').click();
+    await waitForEvent(green.page, { type: 'stageLeft', reason: 'stage-deleted' });
+    assert.equal(await green.page.getByTestId('banner').getAttribute('data-reason'), 'stage-deleted');
+    assert.match(await green.page.getByTestId('banner-text').textContent(), /ended/i);
+    assert.ok(await green.page.getByTestId('back-home').isVisible(), 'a way back to the stages list');
+    await waitForEvent(red.page, { type: 'stageLeft', reason: 'stage-deleted' });
+  });
+
+  it('no page threw an uncaught error', () => {
+    assertNoPageErrors(all);
+    ok = true;
+  });
+});

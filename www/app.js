@@ -1,0 +1,923 @@
+// Stagecast sample app: pick a profile, list/create stages, join from an
+// invite link, and talk on a stage. It uses the `stagecast` package exactly
+// as any app would (see the import map in index.html) and the demo backend
+// (/api/*) that mirrors the IVS multi-host sample backend.
+
+import {
+  Stage,
+  StageEvents,
+  SubscribeType,
+  LocalStageStream,
+  StageConnectionState,
+  StreamType,
+} from 'stagecast';
+import { AVATARS, DEFAULT_AVATAR, safeAvatar } from './avatars.js';
+
+// ---------------------------------------------------------------- helpers
+
+/** Creates an element; `attrs` keys starting with "on" become listeners. */
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on') && typeof value === 'function') {
+      node.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === 'class') {
+      node.className = value;
+    } else if (key === 'text') {
+      node.textContent = value;
+    } else if (key in node && typeof value !== 'string') {
+      node[key] = value;
+    } else {
+      node.setAttribute(key, value === true ? '' : String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const view = document.getElementById('view');
+const bannerEl = document.getElementById('banner');
+
+/** Shows a message across the top. kind: "error" | "info" | "warn". */
+// Attributes a banner may carry for tests and styling (data-kind, data-reason...).
+const BANNER_KEYS = ['kind', 'reason', 'code', 'category'];
+
+function showBanner(text, kind = 'error', extra = {}) {
+  for (const k of BANNER_KEYS) delete bannerEl.dataset[k];
+  bannerEl.hidden = false;
+  bannerEl.dataset.kind = kind;
+  for (const [k, v] of Object.entries(extra)) if (BANNER_KEYS.includes(k)) bannerEl.dataset[k] = v;
+  bannerEl.querySelector('.banner-text').textContent = text;
+}
+
+function hideBanner() {
+  bannerEl.hidden = true;
+  bannerEl.querySelector('.banner-text').textContent = '';
+  for (const k of BANNER_KEYS) delete bannerEl.dataset[k];
+}
+
+bannerEl.querySelector('.banner-close').addEventListener('click', hideBanner);
+
+/** Calls the demo backend; throws an Error carrying the server's {code, message}. */
+async function api(method, path, body, token) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    throw Object.assign(new Error('The server cannot be reached. Is it running?'), { code: 'NETWORK' });
+  }
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    const message = data && data.message ? data.message : `${res.status} ${res.statusText}`;
+    throw Object.assign(new Error(message), { code: (data && data.code) || String(res.status), status: res.status });
+  }
+  return data;
+}
+
+/** Reads the (unverified) claims of a participant token, for display only. */
+function peekToken(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = decodeURIComponent(
+      Array.from(atob(part), (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0')).join(''),
+    );
+    return JSON.parse(json);
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------- profile
+
+const PROFILE_KEY = 'stagecast.profile';
+
+function loadProfile() {
+  let stored = {};
+  try {
+    stored = JSON.parse(localStorage.getItem(PROFILE_KEY) || '{}') || {};
+  } catch {
+    stored = {};
+  }
+  const profile = {
+    userId: typeof stored.userId === 'string' && stored.userId ? stored.userId : crypto.randomUUID(),
+    username: typeof stored.username === 'string' ? stored.username : '',
+    avatarUrl: AVATARS.includes(stored.avatarUrl) ? stored.avatarUrl : DEFAULT_AVATAR,
+  };
+  saveProfile(profile);
+  return profile;
+}
+
+function saveProfile(profile) {
+  localStorage.setItem(PROFILE_KEY, JSON.stringify(profile));
+  const who = document.querySelector('[data-testid="whoami"]');
+  if (who) {
+    who.replaceChildren(
+      profile.username
+        ? h('span', {}, h('img', { class: 'avatar small', src: profile.avatarUrl, alt: '' }), profile.username)
+        : '',
+    );
+  }
+}
+
+const profile = loadProfile();
+
+/** The name + avatar picker; `onChange` runs after every edit. */
+function profileForm(onChange = () => {}) {
+  const input = h('input', {
+    id: 'username',
+    type: 'text',
+    maxlength: 32,
+    placeholder: 'e.g. Alex',
+    autocomplete: 'nickname',
+    value: profile.username,
+    'data-testid': 'username-input',
+    onInput: (e) => {
+      profile.username = e.target.value.trim().slice(0, 32);
+      saveProfile(profile);
+      onChange();
+    },
+  });
+  const choices = AVATARS.map((url, i) =>
+    h(
+      'button',
+      {
+        type: 'button',
+        class: 'avatar-choice',
+        'aria-pressed': String(url === profile.avatarUrl),
+        'aria-label': `Avatar ${i + 1}`,
+        'data-testid': 'avatar-option',
+        'data-avatar': i,
+        onClick: (e) => {
+          profile.avatarUrl = url;
+          saveProfile(profile);
+          for (const b of e.currentTarget.parentElement.children) b.setAttribute('aria-pressed', 'false');
+          e.currentTarget.setAttribute('aria-pressed', 'true');
+          onChange();
+        },
+      },
+      h('img', { class: 'avatar', src: url, alt: '' }),
+    ),
+  );
+  return h(
+    'section',
+    { class: 'card', 'data-testid': 'profile' },
+    h('h2', {}, 'Your profile'),
+    h('p', { class: 'help' }, 'Pick a name and an avatar. Everyone on a stage sees them on your tile. They are saved in this browser.'),
+    h('label', { for: 'username' }, 'Name'),
+    input,
+    h('div', { class: 'label' }, 'Avatar'),
+    h('div', { class: 'avatar-row', role: 'group', 'aria-label': 'Avatar' }, choices),
+  );
+}
+
+function needName() {
+  return !profile.username;
+}
+
+// ---------------------------------------------------------------- routing
+
+const SESSION_PREFIX = 'stagecast.session.';
+
+function navigate(search) {
+  history.pushState(null, '', search || '/');
+  route();
+}
+
+window.addEventListener('popstate', route);
+
+let current = null; // the live stage controller, if any
+
+function route() {
+  if (current) {
+    current.leave('navigated');
+    current = null;
+  }
+  const params = new URLSearchParams(location.search);
+  if (params.get('token')) {
+    enterStage({ token: params.get('token'), groupId: null, isHost: false, hostName: null });
+  } else if (params.get('stage')) {
+    const groupId = params.get('stage');
+    let session = null;
+    try {
+      session = JSON.parse(sessionStorage.getItem(SESSION_PREFIX + groupId) || 'null');
+    } catch {
+      session = null;
+    }
+    if (session && session.token) enterStage(session);
+    else navigate('?join=' + encodeURIComponent(groupId));
+  } else if (params.get('join')) {
+    renderInvite(params.get('join'));
+  } else {
+    renderHome();
+  }
+}
+
+function startSession(response, isHost, hostName) {
+  const session = {
+    groupId: response.groupId,
+    token: response.stage.token,
+    participantId: response.stage.participantId,
+    stageId: response.stage.id,
+    isHost,
+    hostName,
+  };
+  sessionStorage.setItem(SESSION_PREFIX + session.groupId, JSON.stringify(session));
+  hideBanner();
+  navigate('?stage=' + encodeURIComponent(session.groupId));
+}
+
+// ---------------------------------------------------------------- home
+
+let listTimer = null;
+
+function renderHome() {
+  clearInterval(listTimer);
+  document.title = 'Stagecast — stages';
+  const createBtn = h('button', {
+    class: 'primary',
+    'data-testid': 'create-stage',
+    text: 'Create a new stage',
+    onClick: async () => {
+      if (needName()) {
+        showBanner('Please enter your name first.', 'warn');
+        return;
+      }
+      createBtn.disabled = true;
+      createBtn.textContent = 'Creating…';
+      try {
+        const res = await api('POST', '/api/create', {
+          userId: profile.userId,
+          attributes: { username: profile.username, avatarUrl: profile.avatarUrl },
+        });
+        startSession(res, true, profile.username);
+      } catch (err) {
+        showBanner(`Could not create a stage: ${err.message}`);
+        createBtn.disabled = false;
+        createBtn.textContent = 'Create a new stage';
+      }
+    },
+  });
+  const createHint = h('p', { class: 'hint', 'data-testid': 'create-hint' });
+  const list = h('ul', { class: 'stage-list', 'data-testid': 'stage-list' });
+  const refresh = () => {
+    createHint.textContent = needName() ? 'Enter your name above to create or join a stage.' : '';
+  };
+  refresh();
+
+  view.replaceChildren(
+    h('div', { class: 'home' },
+      profileForm(refresh),
+      h('section', { class: 'card' },
+        h('h2', {}, 'Start a stage'),
+        h('p', { class: 'help' }, 'A stage is a live video room for up to 12 people. Create one, then send the invite link to your guests.'),
+        createBtn,
+        createHint,
+      ),
+      h('section', { class: 'card wide' },
+        h('div', { class: 'row' },
+          h('h2', {}, 'Stages'),
+          h('button', { class: 'ghost', 'data-testid': 'refresh-stages', text: 'Refresh', onClick: () => loadList(list) }),
+        ),
+        h('p', { class: 'help' }, 'Stages on this server. Join one to see and hear its participants.'),
+        list,
+      ),
+    ),
+  );
+  loadList(list);
+  listTimer = setInterval(() => {
+    if (!document.body.contains(list)) clearInterval(listTimer);
+    else loadList(list);
+  }, 5000);
+}
+
+async function loadList(list) {
+  let items;
+  try {
+    items = await api('POST', '/api/list');
+  } catch (err) {
+    list.replaceChildren(h('li', { class: 'empty error-text', 'data-testid': 'stage-list-error' }, `Could not load stages: ${err.message}`));
+    return;
+  }
+  if (!Array.isArray(items) || items.length === 0) {
+    list.replaceChildren(h('li', { class: 'empty', 'data-testid': 'stage-list-empty' }, 'No stages yet. Create the first one!'));
+    return;
+  }
+  // Busy stages first; the sort is stable, so the server's order holds otherwise.
+  const sorted = [...items].sort((a, b) => (Number(b.participantCount) || 0) - (Number(a.participantCount) || 0));
+  list.replaceChildren(
+    ...sorted.map((item) => {
+      const attrs = item.stageAttributes || {};
+      const host = attrs.username || 'Someone';
+      const count = Number(item.participantCount) || 0;
+      return h(
+        'li',
+        { class: 'stage-item', 'data-testid': 'stage-item', 'data-group-id': item.groupId },
+        h('img', { class: 'avatar', src: safeAvatar(attrs.avatarUrl), alt: '' }),
+        h('div', { class: 'grow' },
+          h('div', { class: 'title', 'data-testid': 'stage-host' }, `${host}'s stage`),
+          h('div', { class: 'muted', 'data-testid': 'stage-count' }, `${count} ${count === 1 ? 'participant' : 'participants'}`),
+        ),
+        h('button', {
+          class: 'primary',
+          'data-testid': 'stage-join',
+          'data-group-id': item.groupId,
+          text: 'Join',
+          onClick: (e) => joinGroup(item.groupId, host, e.currentTarget),
+        }),
+      );
+    }),
+  );
+}
+
+async function joinGroup(groupId, hostName, button) {
+  if (needName()) {
+    showBanner('Please enter your name first.', 'warn');
+    return;
+  }
+  if (button) button.disabled = true;
+  try {
+    const res = await api('POST', '/api/join', {
+      groupId,
+      userId: profile.userId,
+      attributes: { username: profile.username, avatarUrl: profile.avatarUrl },
+    });
+    startSession(res, false, hostName);
+  } catch (err) {
+    const reason = err.status === 404 ? 'this stage no longer exists.' : err.message;
+    showBanner(`Could not join: ${reason}`);
+    if (button) button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- invite
+
+async function renderInvite(groupId) {
+  clearInterval(listTimer);
+  document.title = 'Stagecast — invitation';
+  const title = h('h2', { 'data-testid': 'invite-title' }, "You're invited to a stage");
+  const joinBtn = h('button', {
+    class: 'primary',
+    'data-testid': 'join-button',
+    text: 'Join stage',
+    disabled: needName(),
+    onClick: () => joinGroup(groupId, hostName, joinBtn),
+  });
+  const hint = h('p', { class: 'hint' });
+  let hostName = null;
+  const refresh = () => {
+    joinBtn.disabled = needName();
+    hint.textContent = needName() ? 'Enter your name to join.' : 'Your camera and microphone will be shared with the stage.';
+  };
+  refresh();
+  view.replaceChildren(
+    h('div', { class: 'narrow' },
+      h('section', { class: 'card invite' },
+        title,
+        h('p', { class: 'help' }, 'Set your name and avatar, then press “Join stage”. Your browser will ask to use your camera and microphone.'),
+      ),
+      profileForm(refresh),
+      h('section', { class: 'card' }, joinBtn, hint),
+    ),
+  );
+  try {
+    const items = await api('POST', '/api/list');
+    const item = Array.isArray(items) ? items.find((i) => i.groupId === groupId) : null;
+    if (item) {
+      hostName = (item.stageAttributes && item.stageAttributes.username) || null;
+      if (hostName) title.textContent = `${hostName} invited you to their stage`;
+    } else if (Array.isArray(items)) {
+      hint.textContent = 'This stage was not found in the list; it may have ended.';
+    }
+  } catch {
+    // The list is only for the title; joining still works without it.
+  }
+}
+
+// ---------------------------------------------------------------- stage
+
+const REASONS = {
+  'participant-disconnected': 'You were removed from this stage by the host.',
+  'stage-deleted': 'This stage has ended.',
+  'token-expired': 'Your access to this stage has expired.',
+  'token-reused': 'You joined this stage from another tab or window, so this one was disconnected.',
+  'user-initiated': 'You left the stage.',
+  'failed-exchange': 'Your access to the stage could not be renewed.',
+};
+
+const ERROR_NAMES = {
+  1: 'TOKEN_MALFORMED',
+  2: 'TOKEN_EXPIRED',
+  3: 'TIMEOUT',
+  4: 'FAILED',
+  5: 'CANCELED',
+  6: 'STAGE_AT_CAPACITY',
+  7: 'CODEC_MISMATCH',
+  8: 'TOKEN_NOT_ALLOWED',
+  9: 'STAGE_DELETED',
+  10: 'PARTICIPANT_DISCONNECTED',
+};
+
+const ERROR_HINTS = {
+  1: 'The token is not valid (malformed or tampered with).',
+  2: 'The token has expired. Ask for a new invite.',
+  3: 'The server took too long to answer.',
+  6: 'The stage is full (12 people can publish at once).',
+  7: 'Your browser and the server have no video/audio codec in common.',
+  8: 'Your token does not allow publishing, so your camera and microphone are not shared. You can still watch and listen.',
+  9: 'This stage has been deleted.',
+  10: 'You were removed from this stage, so this invite can no longer be used.',
+};
+
+/** A one-line human description of an SDK StageError (or any Error). */
+function describeError(err) {
+  if (!err) return 'Unknown error.';
+  const code = typeof err.code === 'number' ? err.code : Number(err.code);
+  const hint = ERROR_HINTS[code];
+  const label = [ERROR_NAMES[code] || (err.name && err.name !== 'Error' ? err.name : null), Number.isFinite(code) ? `code ${code}` : null]
+    .filter(Boolean)
+    .join(', ');
+  const message = err.message || String(err);
+  const body = hint ? `${hint} Details: ${message}` : message;
+  return `${body}${label ? ` (${label})` : ''}`;
+}
+
+function errorFields(err) {
+  return {
+    name: err && err.name,
+    code: err && err.code,
+    category: err && err.category,
+    message: err && (err.message || String(err)),
+  };
+}
+
+const MIC_ICON =
+  '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true"><path fill="currentColor" d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path stroke="currentColor" stroke-width="2.4" d="M4 3l17 18"/></svg>';
+
+async function enterStage(session) {
+  clearInterval(listTimer);
+  const claims = peekToken(session.token) || {};
+  const ownName = (claims.attributes && claims.attributes.username) || profile.username || 'You';
+  const hostName = session.hostName;
+  document.title = hostName ? `Stagecast — ${hostName}'s stage` : 'Stagecast — stage';
+
+  const events = [];
+  window.__stagecast = { stage: null, events, token: session.token, session };
+  const record = (type, extra = {}) => events.push({ type, ...extra });
+
+  // ---- layout
+  const statusEl = h('span', { class: 'status', 'data-testid': 'connection-state', 'data-state': 'connecting' }, 'Connecting…');
+  const publishEl = h('span', { class: 'status subtle', 'data-testid': 'publish-state', 'data-state': 'not_published' }, '');
+  const grid = h('div', { class: 'grid', 'data-testid': 'grid', 'data-count': 0 });
+  const micBtn = h('button', { class: 'control', 'data-testid': 'toggle-mic', 'aria-pressed': 'false', disabled: true }, 'Mute mic');
+  const camBtn = h('button', { class: 'control', 'data-testid': 'toggle-camera', 'aria-pressed': 'false', disabled: true }, 'Stop camera');
+  const leaveBtn = h('button', { class: 'control danger', 'data-testid': 'leave-button' }, 'Leave');
+  const endBtn = session.isHost
+    ? h('button', { class: 'control danger outline', 'data-testid': 'end-stage', title: 'Deletes the stage and disconnects everyone' }, 'End stage for everyone')
+    : null;
+  const backBtn = h('button', { class: 'primary', 'data-testid': 'back-home', hidden: true, onClick: () => navigate('/') }, 'Back to stages');
+  // Browsers refuse to autoplay sound until the user interacts with the page
+  // (e.g. after a reload); then remote tiles play muted until this is clicked.
+  const soundBtn = h('button', {
+    class: 'control',
+    'data-testid': 'enable-sound',
+    hidden: true,
+    onClick: () => {
+      for (const v of view.querySelectorAll('[data-testid="tile"][data-local="false"] video')) {
+        v.muted = false;
+        v.play().catch(() => {});
+      }
+      soundBtn.hidden = true;
+    },
+  }, 'Turn on sound');
+  function playWithSound(video) {
+    video.play().catch(() => {
+      video.muted = true;
+      video.play().catch(() => {});
+      soundBtn.hidden = false;
+    });
+  }
+
+  let invite = null;
+  if (session.groupId) {
+    const link = `${location.origin}/?join=${encodeURIComponent(session.groupId)}`;
+    const input = h('input', { type: 'text', readonly: true, value: link, 'data-testid': 'invite-link', 'aria-label': 'Invite link', onFocus: (e) => e.target.select() });
+    const copyBtn = h('button', {
+      class: 'ghost',
+      'data-testid': 'copy-invite',
+      text: 'Copy link',
+      onClick: async () => {
+        try {
+          await navigator.clipboard.writeText(link);
+          copyBtn.textContent = 'Copied!';
+        } catch {
+          input.select();
+          copyBtn.textContent = 'Press Ctrl+C to copy';
+        }
+        setTimeout(() => (copyBtn.textContent = 'Copy link'), 2500);
+      },
+    });
+    invite = h('div', { class: 'invite-box', 'data-testid': 'invite' },
+      h('label', {}, 'Invite guests — send them this link:'),
+      h('div', { class: 'row' }, input, copyBtn),
+    );
+  }
+
+  view.replaceChildren(
+    h('div', { class: 'stage-view', 'data-testid': 'stage-view' },
+      h('div', { class: 'stage-head' },
+        h('div', {},
+          h('h1', { 'data-testid': 'stage-title' }, hostName ? `${hostName}'s stage` : 'Stage'),
+          h('p', { class: 'help', 'data-testid': 'stage-help' },
+            session.isHost
+              ? 'You are the host. Your camera and microphone are live for everyone here. You can remove guests from their tiles.'
+              : 'Your camera and microphone are live for everyone on this stage. Use the buttons below to mute or leave.'),
+        ),
+        h('div', { class: 'statuses' }, statusEl, publishEl),
+      ),
+      invite,
+      grid,
+      h('div', { class: 'controls', 'data-testid': 'controls' }, soundBtn, micBtn, camBtn, leaveBtn, endBtn, backBtn),
+    ),
+  );
+
+  const setHelp = (text) => {
+    const el = view.querySelector('[data-testid="stage-help"]');
+    if (el) el.textContent = text;
+  };
+
+  // ---- tiles
+  const tiles = new Map(); // participant id (or "local") -> tile record
+
+  function updateGridCount() {
+    grid.dataset.count = String(tiles.size);
+  }
+
+  function tileFor(info, isLocal) {
+    const key = isLocal ? 'local' : info.id;
+    let tile = tiles.get(key);
+    if (tile) {
+      if (info && info.id) tile.el.dataset.participantId = info.id;
+      if (info && info.userId) tile.el.dataset.userId = info.userId;
+      return tile;
+    }
+    const attrs = (info && info.attributes) || {};
+    const name = isLocal ? ownName : attrs.username || info.userId || 'Guest';
+    const media = new MediaStream();
+    const video = h('video', { 'data-testid': 'tile-video', autoplay: true, playsInline: true, muted: isLocal });
+    // `muted` must be a property for autoplay rules; the attribute alone is not enough.
+    video.muted = isLocal;
+    video.srcObject = media;
+    const mutedEl = h('span', { class: 'mic-off', 'data-testid': 'tile-muted', hidden: true, title: 'Microphone muted' });
+    mutedEl.innerHTML = MIC_ICON + '<span>Muted</span>';
+    const el = h(
+      'div',
+      {
+        class: 'tile',
+        'data-testid': 'tile',
+        'data-participant-id': (info && info.id) || '',
+        'data-user-id': (info && info.userId) || '',
+        'data-username': name,
+        'data-local': String(isLocal),
+        'data-muted': 'false',
+        'data-video-stopped': 'false',
+        'data-has-video': 'false',
+        'data-host': String(attrs.isHost === 'true'),
+      },
+      video,
+      h('img', { class: 'tile-avatar', 'data-testid': 'tile-avatar', src: isLocal ? profile.avatarUrl : safeAvatar(attrs.avatarUrl), alt: '' }),
+      h('div', { class: 'tile-label' },
+        h('span', { class: 'name', 'data-testid': 'tile-name' }, isLocal ? `${name} (you)` : name),
+        attrs.isHost === 'true' ? h('span', { class: 'badge', 'data-testid': 'host-badge' }, 'Host') : null,
+        mutedEl,
+      ),
+    );
+    if (session.isHost && !isLocal && session.groupId) {
+      const removeBtn = h('button', {
+        class: 'remove',
+        'data-testid': 'remove-button',
+        title: `Remove ${name} from the stage`,
+        text: 'Remove',
+        onClick: async () => {
+          removeBtn.disabled = true;
+          try {
+            await api('POST', '/api/disconnect', {
+              groupId: session.groupId,
+              userId: profile.userId,
+              participantId: el.dataset.participantId,
+            }, session.token);
+          } catch (err) {
+            showBanner(`Could not remove ${name}: ${err.message}`);
+            removeBtn.disabled = false;
+          }
+        },
+      });
+      el.append(removeBtn);
+    }
+    tile = { el, video, media, mutedEl, audioMuted: false, videoStopped: false };
+    tiles.set(key, tile);
+    if (isLocal) grid.prepend(el);
+    else grid.append(el);
+    updateGridCount();
+    return tile;
+  }
+
+  function refreshTile(tile) {
+    const hasVideo = tile.media.getVideoTracks().length > 0;
+    tile.el.dataset.hasVideo = String(hasVideo);
+    tile.el.dataset.muted = String(tile.audioMuted);
+    tile.el.dataset.videoStopped = String(tile.videoStopped);
+    tile.mutedEl.hidden = !tile.audioMuted;
+  }
+
+  function removeTile(id) {
+    const tile = tiles.get(id);
+    if (!tile) return;
+    tile.video.srcObject = null;
+    tile.el.remove();
+    tiles.delete(id);
+    updateGridCount();
+  }
+
+  function applyStreamMute(tile, stream) {
+    if (!stream) return;
+    if (stream.streamType === StreamType.AUDIO) tile.audioMuted = !!stream.isMuted;
+    if (stream.streamType === StreamType.VIDEO) tile.videoStopped = !!stream.isMuted;
+  }
+
+  // ---- local media
+  let localMedia = null;
+  try {
+    localMedia = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180 }, audio: true });
+  } catch (err) {
+    showBanner(`Camera/microphone unavailable (${err.name || 'error'}): you can still watch and listen.`, 'warn');
+  }
+  const localStreams = [];
+  let micStream = null;
+  let camStream = null;
+  const localTile = tileFor({ id: claims.jti || '', userId: claims.user_id || profile.userId, attributes: claims.attributes || {} }, true);
+  if (localMedia) {
+    for (const track of localMedia.getTracks()) {
+      const stream = new LocalStageStream(track);
+      localStreams.push(stream);
+      if (track.kind === 'audio') micStream = stream;
+      else camStream = stream;
+    }
+    for (const t of localMedia.getVideoTracks()) localTile.media.addTrack(t);
+    refreshTile(localTile);
+  }
+
+  micBtn.disabled = !micStream;
+  camBtn.disabled = !camStream;
+  micBtn.addEventListener('click', () => {
+    if (!micStream) return;
+    const muted = !localTile.audioMuted;
+    micStream.setMuted(muted);
+    localTile.audioMuted = muted;
+    micBtn.textContent = muted ? 'Unmute mic' : 'Mute mic';
+    micBtn.setAttribute('aria-pressed', String(muted));
+    refreshTile(localTile);
+  });
+  camBtn.addEventListener('click', () => {
+    if (!camStream) return;
+    const stopped = !localTile.videoStopped;
+    camStream.setMuted(stopped);
+    localTile.videoStopped = stopped;
+    camBtn.textContent = stopped ? 'Start camera' : 'Stop camera';
+    camBtn.setAttribute('aria-pressed', String(stopped));
+    refreshTile(localTile);
+  });
+
+  // ---- the SDK
+  const strategy = {
+    stageStreamsToPublish() {
+      return localStreams;
+    },
+    shouldPublishParticipant() {
+      // Publish whenever there is something to publish; a watch-only token
+      // gets a clear TOKEN_NOT_ALLOWED error from the SDK, shown below.
+      return localStreams.length > 0;
+    },
+    shouldSubscribeToParticipant() {
+      return SubscribeType.AUDIO_VIDEO;
+    },
+  };
+
+  let stage;
+  try {
+    stage = new Stage(session.token, strategy);
+  } catch (err) {
+    record('joinFailed', errorFields(err));
+    showBanner(`Could not open the stage: ${describeError(err)}`, 'error', { code: String(err && err.code) });
+    statusEl.textContent = 'Not connected';
+    statusEl.dataset.state = 'errored';
+    stopLocal();
+    backBtn.hidden = false;
+    return;
+  }
+  window.__stagecast.stage = stage;
+  let left = false;
+
+  function stopLocal() {
+    if (!localMedia) return;
+    for (const t of localMedia.getTracks()) {
+      t.stop();
+      localTile.media.removeTrack(t);
+    }
+    // A media element waiting for data it will never get would hold the
+    // page's load event forever.
+    localTile.video.srcObject = null;
+    refreshTile(localTile);
+  }
+
+  function finish(reason) {
+    if (left) return;
+    left = true;
+    stopLocal();
+    for (const id of [...tiles.keys()]) if (id !== 'local') removeTile(id);
+    statusEl.textContent = 'Left';
+    statusEl.dataset.state = 'disconnected';
+    publishEl.textContent = '';
+    publishEl.dataset.state = 'not_published';
+    for (const b of [micBtn, camBtn, leaveBtn, endBtn]) if (b) b.disabled = true;
+    backBtn.hidden = false;
+    setHelp('You are not on this stage any more.');
+    if (reason !== 'navigated') {
+      const text = REASONS[reason] || `You are no longer on this stage (${reason}).`;
+      showBanner(text, reason === 'user-initiated' ? 'info' : 'warn', { reason: String(reason) });
+    }
+  }
+
+  stage.on(StageEvents.STAGE_CONNECTION_STATE_CHANGED, (state) => {
+    record(StageEvents.STAGE_CONNECTION_STATE_CHANGED, { state });
+    const labels = {
+      [StageConnectionState.CONNECTED]: 'Connected',
+      [StageConnectionState.CONNECTING]: 'Connecting…',
+      [StageConnectionState.DISCONNECTED]: 'Disconnected',
+      [StageConnectionState.ERRORED]: 'Connection error',
+    };
+    statusEl.textContent = labels[state] || String(state);
+    statusEl.dataset.state = String(state);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_JOINED, (info) => {
+    record(StageEvents.STAGE_PARTICIPANT_JOINED, { participantId: info.id, isLocal: !!info.isLocal });
+    tileFor(info, !!info.isLocal);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_LEFT, (info) => {
+    record(StageEvents.STAGE_PARTICIPANT_LEFT, { participantId: info.id, isLocal: !!info.isLocal });
+    if (!info.isLocal) removeTile(info.id);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_STREAMS_ADDED, (info, streams) => {
+    record(StageEvents.STAGE_PARTICIPANT_STREAMS_ADDED, {
+      participantId: info.id,
+      isLocal: !!info.isLocal,
+      streamTypes: streams.map((s) => s.streamType),
+    });
+    const tile = tileFor(info, !!info.isLocal);
+    if (info.isLocal) return; // the local preview already shows our own camera
+    for (const stream of streams) {
+      const track = stream.mediaStreamTrack;
+      if (track && !tile.media.getTracks().includes(track)) {
+        for (const old of tile.media.getTracks().filter((t) => t.kind === track.kind)) tile.media.removeTrack(old);
+        tile.media.addTrack(track);
+      }
+      applyStreamMute(tile, stream);
+    }
+    // Re-assigning srcObject makes the element pick up tracks added later.
+    tile.video.srcObject = tile.media;
+    playWithSound(tile.video);
+    refreshTile(tile);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_STREAMS_REMOVED, (info, streams) => {
+    record(StageEvents.STAGE_PARTICIPANT_STREAMS_REMOVED, {
+      participantId: info.id,
+      isLocal: !!info.isLocal,
+      streamTypes: streams.map((s) => s.streamType),
+    });
+    if (info.isLocal) return;
+    const tile = tiles.get(info.id);
+    if (!tile) return;
+    for (const stream of streams) {
+      const track = stream.mediaStreamTrack;
+      if (track) tile.media.removeTrack(track);
+    }
+    refreshTile(tile);
+  });
+
+  stage.on(StageEvents.STAGE_STREAM_MUTE_CHANGED, (info, stream) => {
+    record(StageEvents.STAGE_STREAM_MUTE_CHANGED, {
+      participantId: info.id,
+      isLocal: !!info.isLocal,
+      streamType: stream && stream.streamType,
+      muted: !!(stream && stream.isMuted),
+    });
+    if (info.isLocal) return;
+    const tile = tiles.get(info.id);
+    if (!tile) return;
+    applyStreamMute(tile, stream);
+    refreshTile(tile);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_PUBLISH_STATE_CHANGED, (info, state) => {
+    record(StageEvents.STAGE_PARTICIPANT_PUBLISH_STATE_CHANGED, { participantId: info.id, isLocal: !!info.isLocal, state });
+    if (!info.isLocal) return;
+    const labels = { published: 'Live', attempting_publish: 'Going live…', not_published: 'Not publishing', errored: 'Not publishing (error)' };
+    publishEl.textContent = labels[state] || String(state);
+    publishEl.dataset.state = String(state);
+  });
+
+  stage.on(StageEvents.STAGE_PARTICIPANT_SUBSCRIBE_STATE_CHANGED, (info, state) => {
+    record(StageEvents.STAGE_PARTICIPANT_SUBSCRIBE_STATE_CHANGED, { participantId: info.id, state });
+    const tile = tiles.get(info.id);
+    if (tile) tile.el.dataset.subscribeState = String(state);
+  });
+
+  stage.on(StageEvents.ERROR, (err) => {
+    record(StageEvents.ERROR, errorFields(err));
+    // After leaving, late failures of in-flight requests would only hide the
+    // reason the user actually needs to see.
+    if (left) return;
+    if (err && err.code === 8 && err.category === 'PUBLISH_ERROR') {
+      // Watch-only token: release the camera and say so.
+      stopLocal();
+      micBtn.disabled = true;
+      camBtn.disabled = true;
+      setHelp('You are watching only: your token does not allow publishing.');
+    }
+    const what = err && err.category === 'PUBLISH_ERROR' ? 'Cannot publish your camera/microphone' :
+      err && err.category === 'SUBSCRIBE_ERROR' ? 'Cannot receive a participant' : 'Stage error';
+    showBanner(`${what}: ${describeError(err)}`, err && err.code === 8 ? 'warn' : 'error', {
+      code: String(err && err.code),
+      category: String(err && err.category),
+    });
+  });
+
+  stage.on(StageEvents.STAGE_LEFT, (reason) => {
+    record(StageEvents.STAGE_LEFT, { reason });
+    finish(reason);
+  });
+
+  leaveBtn.addEventListener('click', () => {
+    stage.leave();
+    // The SDK emits stageLeft('user-initiated'); finish() is idempotent.
+    finish('user-initiated');
+  });
+
+  if (endBtn) {
+    endBtn.addEventListener('click', async () => {
+      endBtn.disabled = true;
+      try {
+        await api('DELETE', '/api/delete', { groupId: session.groupId }, session.token);
+        sessionStorage.removeItem(SESSION_PREFIX + session.groupId);
+        // The server disconnects everyone with reason stage-deleted.
+        setTimeout(() => {
+          if (!left) {
+            stage.leave();
+            finish('stage-deleted');
+          }
+        }, 3000);
+      } catch (err) {
+        showBanner(`Could not end the stage: ${err.message}`);
+        endBtn.disabled = false;
+      }
+    });
+  }
+
+  current = {
+    leave(reason) {
+      if (!left) {
+        stage.leave();
+        finish(reason);
+      }
+    },
+  };
+
+  try {
+    await stage.join();
+    record('joined');
+  } catch (err) {
+    record('joinFailed', errorFields(err));
+    finish('navigated');
+    statusEl.textContent = 'Not connected';
+    statusEl.dataset.state = 'errored';
+    setHelp('You are not on this stage. Check the link, or ask the host for a new invite.');
+    showBanner(`Could not join the stage: ${describeError(err)}`, 'error', { code: String(err && err.code) });
+  }
+}
+
+route();
