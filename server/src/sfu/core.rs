@@ -1,0 +1,824 @@
+//! The sans-IO SFU core: one str0m [`Rtc`] per WHIP publish or WHEP-style
+//! subscribe session, all multiplexed over one UDP address.
+//!
+//! Nothing here touches a socket or the clock. The driver feeds packets
+//! ([`Sfu::handle_receive`]) and timeouts ([`Sfu::handle_timeout`]) and drains
+//! [`Sfu::poll_output`] until it returns [`SfuOutput::Timeout`]. Media frames
+//! a publisher sends are written to each of its subscribers (payload types
+//! mapped with `match_params`); keyframe requests travel the other way.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use super::{SessionId, SfuError, SfuEvent};
+
+/// A session that has not completed ICE + DTLS within this time is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A closing session that has not drained its goodbye packets by then is dropped.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one keyframe request per publisher track in this interval: every
+/// subscriber's PLI would otherwise turn into one, and keyframes are big.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// When no session wants a timeout, wake up this often anyway.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A datagram to send from the media socket.
+#[derive(Debug)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// What [`Sfu::poll_output`] returns.
+#[derive(Debug)]
+pub enum SfuOutput {
+    Transmit(Transmit),
+    Event(SfuEvent),
+    /// Nothing more to do until this time (or new input).
+    Timeout(Instant),
+}
+
+/// One incoming media track of a publisher.
+#[derive(Debug)]
+struct TrackIn {
+    mid: Mid,
+    kind: MediaKind,
+    /// With simulcast, the one layer forwarded (subscribers get one stream).
+    forward_rid: Option<Rid>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Role {
+    Publisher {
+        tracks: Vec<TrackIn>,
+        subscribers: Vec<u64>,
+        /// Whether `PublishStarted` was emitted (so `PublishStopped` is owed).
+        announced: bool,
+    },
+    Subscriber {
+        publisher: u64,
+        audio: Option<Mid>,
+        video: Option<Mid>,
+    },
+}
+
+struct Session {
+    id: SessionId,
+    stage: StageId,
+    participant: ParticipantId,
+    role: Role,
+    rtc: Rtc,
+    created: Instant,
+    connected: bool,
+    /// Detached from its stage and closing; removed once str0m is done.
+    ended_at: Option<Instant>,
+    /// The earliest timer entry this session has in [`Sfu::timers`].
+    scheduled: Option<Instant>,
+    queued: bool,
+    /// Remote addresses seen, to clean the demux cache on removal.
+    sources: Vec<SocketAddr>,
+}
+
+/// The SFU state for every stage on this node.
+pub struct Sfu {
+    candidate: SocketAddr,
+    cert: Option<DtlsCert>,
+    sessions: HashMap<u64, Session>,
+    by_id: HashMap<SessionId, u64>,
+    /// Demux cache: the session that last accepted traffic from an address.
+    by_source: HashMap<SocketAddr, u64>,
+    next_key: u64,
+    /// Sessions with input since they were last drained.
+    queue: Vec<u64>,
+    /// When sessions want to be woken (str0m timeouts, connect and close
+    /// deadlines). Entries may be stale; waking a session early is harmless.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    due: Vec<u64>,
+    out: VecDeque<SfuOutput>,
+    last_now: Instant,
+}
+
+impl Sfu {
+    /// An SFU whose sessions advertise one ICE host candidate, `candidate`
+    /// (the public address of the media socket).
+    pub fn new(candidate: SocketAddr, now: Instant) -> Self {
+        // One certificate for all sessions: generating a key per session
+        // would cost the media task milliseconds per join.
+        let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
+        Self {
+            candidate,
+            cert,
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            by_source: HashMap::new(),
+            next_key: 1,
+            queue: Vec::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            out: VecDeque::new(),
+            last_now: now,
+        }
+    }
+
+    /// The address put in every answer's candidate.
+    pub fn candidate(&self) -> SocketAddr {
+        self.candidate
+    }
+
+    /// Live (not closing) sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.values().filter(|s| s.ended_at.is_none()).count()
+    }
+
+    /// Participants with a live publish session in `stage`.
+    pub fn publishers(&self, stage: &StageId) -> Vec<ParticipantId> {
+        let mut out: Vec<ParticipantId> = self
+            .sessions
+            .values()
+            .filter(|s| s.ended_at.is_none() && &s.stage == stage && matches!(s.role, Role::Publisher { .. }))
+            .map(|s| s.participant.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether `id` is a live session.
+    pub fn has_session(&self, id: &SessionId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Who owns a live session.
+    pub fn session_owner(&self, id: &SessionId) -> Option<(&StageId, &ParticipantId)> {
+        let key = self.by_id.get(id)?;
+        self.sessions.get(key).map(|s| (&s.stage, &s.participant))
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut config = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true);
+        if let Some(cert) = &self.cert {
+            config = config.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = config.build(now);
+        if let Ok(candidate) = Candidate::host(self.candidate, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        rtc
+    }
+
+    fn accept(&self, rtc: &mut Rtc, offer_sdp: &str) -> Result<String, SfuError> {
+        // The offer is untrusted input to a parser we do not own: a panic in
+        // it must cost this request, not the SFU task (the Rtc is discarded).
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+            let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+            Ok(answer.to_sdp_string())
+        }))
+        .unwrap_or_else(|_| Err(SfuError::InvalidSdp("the offer could not be processed".to_owned())))
+    }
+
+    fn insert(&mut self, stage: StageId, participant: ParticipantId, role: Role, rtc: Rtc, now: Instant) -> (u64, SessionId) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let id = SessionId::random();
+        self.by_id.insert(id.clone(), key);
+        self.sessions.insert(
+            key,
+            Session {
+                id: id.clone(),
+                stage,
+                participant,
+                role,
+                rtc,
+                created: now,
+                connected: false,
+                ended_at: None,
+                scheduled: None,
+                queued: false,
+                sources: Vec::new(),
+            },
+        );
+        self.timers.push(Reverse((now + CONNECT_TIMEOUT, key)));
+        self.enqueue(key);
+        (key, id)
+    }
+
+    /// Accept a WHIP offer from `participant`: a new publish session. A
+    /// participant's earlier publish session is replaced. Refused with
+    /// [`SfuError::StageAtCapacity`] when the stage already has
+    /// [`MAX_PUBLISHERS_PER_STAGE`] other publishers.
+    pub fn publish(
+        &mut self,
+        stage: &StageId,
+        participant: &ParticipantId,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<(SessionId, String), SfuError> {
+        self.last_now = self.last_now.max(now);
+        let others = self.publishers(stage).into_iter().filter(|p| p != participant).count();
+        if others >= MAX_PUBLISHERS_PER_STAGE {
+            return Err(SfuError::StageAtCapacity(stage.clone()));
+        }
+        let mut rtc = self.new_rtc(now);
+        let answer = self.accept(&mut rtc, offer_sdp)?;
+
+        let previous: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.ended_at.is_none()
+                    && &s.stage == stage
+                    && &s.participant == participant
+                    && matches!(s.role, Role::Publisher { .. })
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in previous {
+            self.end_session(key, "replaced by a new publish session", true, now);
+        }
+
+        let role = Role::Publisher { tracks: Vec::new(), subscribers: Vec::new(), announced: false };
+        let (key, id) = self.insert(stage.clone(), participant.clone(), role, rtc, now);
+        self.learn_media(key, &answer);
+        tracing::info!(stage = %stage, participant = %participant, session = %id, "publish session created");
+        Ok((id, answer))
+    }
+
+    /// Accept a WHEP-style offer from `subscriber` for `publisher`'s media.
+    /// An earlier subscription of the same pair is replaced.
+    pub fn subscribe(
+        &mut self,
+        stage: &StageId,
+        subscriber: &ParticipantId,
+        publisher: &ParticipantId,
+        offer_sdp: &str,
+        now: Instant,
+    ) -> Result<(SessionId, String), SfuError> {
+        self.last_now = self.last_now.max(now);
+        let publisher_key = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.ended_at.is_none()
+                    && &s.stage == stage
+                    && &s.participant == publisher
+                    && matches!(s.role, Role::Publisher { .. })
+            })
+            .map(|(k, _)| *k)
+            .max()
+            .ok_or_else(|| SfuError::PublisherNotFound(publisher.clone()))?;
+        let mut rtc = self.new_rtc(now);
+        let answer = self.accept(&mut rtc, offer_sdp)?;
+
+        let previous: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.ended_at.is_none()
+                    && &s.stage == stage
+                    && &s.participant == subscriber
+                    && matches!(s.role, Role::Subscriber { publisher, .. } if publisher == publisher_key)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in previous {
+            self.end_session(key, "replaced by a new subscription", true, now);
+        }
+
+        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None };
+        let (key, id) = self.insert(stage.clone(), subscriber.clone(), role, rtc, now);
+        self.learn_media(key, &answer);
+        if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {
+            subscribers.push(key);
+        }
+        tracing::info!(stage = %stage, subscriber = %subscriber, publisher = %publisher, session = %id, "subscribe session created");
+        Ok((id, answer))
+    }
+
+    /// End a session (the WHIP `DELETE`). With `owner`, only that
+    /// participant's session is closed; another's reads as not found.
+    pub fn close_session(&mut self, id: &SessionId, owner: Option<&ParticipantId>, now: Instant) -> Result<(), SfuError> {
+        let key = *self.by_id.get(id).ok_or_else(|| SfuError::SessionNotFound(id.clone()))?;
+        let session = self.sessions.get(&key).ok_or_else(|| SfuError::SessionNotFound(id.clone()))?;
+        if owner.is_some_and(|o| o != &session.participant) {
+            return Err(SfuError::SessionNotFound(id.clone()));
+        }
+        self.end_session(key, "closed by the client", true, now);
+        Ok(())
+    }
+
+    /// End every session of one participant (left the stage or was removed).
+    pub fn remove_participant(&mut self, stage: &StageId, participant: &ParticipantId, now: Instant) {
+        let keys: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ended_at.is_none() && &s.stage == stage && &s.participant == participant)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.end_session(key, "participant left the stage", true, now);
+        }
+    }
+
+    /// End every session of a stage.
+    pub fn remove_stage(&mut self, stage: &StageId, now: Instant) {
+        let keys: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ended_at.is_none() && &s.stage == stage)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.end_session(key, "stage removed", true, now);
+        }
+    }
+
+    /// A datagram arrived on the media socket. Traffic that no session
+    /// accepts is dropped silently (stray or late packets are normal).
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, bytes: &[u8]) {
+        self.last_now = self.last_now.max(now);
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+
+        let cached = self
+            .by_source
+            .get(&source)
+            .copied()
+            .filter(|k| self.sessions.get(k).is_some_and(|s| s.rtc.is_alive() && s.rtc.accepts(&input)));
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let Some(k) = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.rtc.is_alive() && s.rtc.accepts(&input))
+                    .map(|(k, _)| *k)
+                else {
+                    return;
+                };
+                self.by_source.insert(source, k);
+                if let Some(s) = self.sessions.get_mut(&k) {
+                    if !s.sources.contains(&source) {
+                        s.sources.push(source);
+                    }
+                }
+                k
+            }
+        };
+
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        // Packets are untrusted: a panic deep in a parser drops this session only.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| session.rtc.handle_input(input))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let reason = format!("bad input: {e}");
+                self.fail_session(key, &reason, now);
+            }
+            Err(_) => self.fail_session(key, "panic while handling a packet", now),
+        }
+        self.enqueue(key);
+    }
+
+    /// Time has advanced to `now`: drive every session whose timer is due,
+    /// and drop sessions that never connected or never finished closing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(s) = self.sessions.get_mut(&key) {
+                if s.scheduled.is_some_and(|sch| sch <= now) {
+                    s.scheduled = None;
+                }
+                due.push(key);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        for &key in &due {
+            let Some(s) = self.sessions.get_mut(&key) else { continue };
+            if let Some(ended) = s.ended_at {
+                if now >= ended + CLOSE_DRAIN_TIMEOUT {
+                    s.rtc.disconnect();
+                }
+            } else if !s.connected && now >= s.created + CONNECT_TIMEOUT {
+                self.fail_session(key, "ICE/DTLS did not connect in time", now);
+                continue;
+            }
+            // Always re-drain: that re-arms the session's timer.
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                let reason = format!("timeout handling failed: {e}");
+                self.fail_session(key, &reason, now);
+                continue;
+            }
+            self.enqueue(key);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// The next thing to do: a datagram to send, an event for the stage hub,
+    /// or the time at which [`Sfu::handle_timeout`] is due.
+    pub fn poll_output(&mut self) -> SfuOutput {
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return o;
+            }
+            let Some(key) = self.queue.pop() else {
+                return SfuOutput::Timeout(self.next_timeout());
+            };
+            self.drain(key);
+        }
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let idle = self.last_now + IDLE_TIMEOUT;
+        self.timers.peek().map_or(idle, |Reverse((t, _))| (*t).min(idle))
+    }
+
+    fn enqueue(&mut self, key: u64) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if !s.queued {
+                s.queued = true;
+                self.queue.push(key);
+            }
+        }
+    }
+
+    /// Poll one session's `Rtc` until it returns a timeout, handling events.
+    fn drain(&mut self, key: u64) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&key) else {
+                return;
+            };
+            s.queued = false;
+            if !s.rtc.is_alive() {
+                self.remove(key);
+                return;
+            }
+            let Ok(polled) = std::panic::catch_unwind(AssertUnwindSafe(|| s.rtc.poll_output())) else {
+                self.fail_session(key, "panic while polling", self.last_now);
+                continue;
+            };
+            match polled {
+                Ok(Output::Transmit(t)) => {
+                    self.out.push_back(SfuOutput::Transmit(Transmit { destination: t.destination, bytes: t.contents.into() }));
+                }
+                Ok(Output::Timeout(t)) => {
+                    // A later time needs no entry: the earlier one wakes the
+                    // session, and draining it then schedules the later one.
+                    if s.scheduled.is_none_or(|sch| t < sch) {
+                        s.scheduled = Some(t);
+                        self.timers.push(Reverse((t, key)));
+                    }
+                    return;
+                }
+                Ok(Output::Event(e)) => self.handle_event(key, e),
+                Err(e) => {
+                    let reason = format!("poll failed: {e}");
+                    self.fail_session(key, &reason, self.last_now);
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, key: u64, event: Event) {
+        match event {
+            Event::MediaData(data) => self.forward(key, &data),
+            Event::KeyframeRequest(req) => self.relay_keyframe_request(key, req),
+            Event::Connected => self.on_connected(key),
+            Event::MediaAdded(added) => self.on_media_added(key, added.mid, added.kind, added.direction),
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail_session(key, "ICE disconnected (peer went silent)", self.last_now);
+            }
+            Event::Closed => {
+                self.end_session(key, "peer closed the connection", false, self.last_now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, key: u64) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.connected = true;
+        tracing::info!(session = %s.id, participant = %s.participant, "media session connected");
+        match &mut s.role {
+            Role::Publisher { tracks, announced, .. } => {
+                if s.ended_at.is_none() && !*announced {
+                    *announced = true;
+                    let mut kinds: Vec<String> = Vec::with_capacity(2);
+                    for kind in [MediaKind::Audio, MediaKind::Video] {
+                        if tracks.iter().any(|t| t.kind == kind) {
+                            kinds.push(kind_name(kind).to_owned());
+                        }
+                    }
+                    self.out.push_back(SfuOutput::Event(SfuEvent::PublishStarted {
+                        stage: s.stage.clone(),
+                        participant: s.participant.clone(),
+                        session: s.id.clone(),
+                        kinds,
+                    }));
+                }
+            }
+            Role::Subscriber { publisher, .. } => {
+                // A new viewer cannot decode until the next keyframe.
+                let publisher = *publisher;
+                self.request_keyframe(publisher, KeyframeRequestKind::Pli, true);
+            }
+        }
+    }
+
+    /// Learn a new session's m-lines from our own answer, so forwarding and
+    /// `PublishStarted` never wait on (or race with) `MediaAdded` events.
+    fn learn_media(&mut self, key: u64, answer: &str) {
+        for (mid, kind, direction) in answer_media(answer) {
+            self.on_media_added(key, mid, kind, direction);
+        }
+    }
+
+    fn on_media_added(&mut self, key: u64, mid: Mid, kind: MediaKind, direction: Direction) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        match &mut s.role {
+            Role::Publisher { tracks, .. } => {
+                if matches!(direction, Direction::RecvOnly | Direction::SendRecv) && !tracks.iter().any(|t| t.mid == mid) {
+                    let forward_rid = s.rtc.media(mid).and_then(|m| preferred_rid(m.rids_rx()));
+                    tracks.push(TrackIn { mid, kind, forward_rid, last_keyframe_request: None });
+                }
+            }
+            Role::Subscriber { audio, video, .. } => {
+                if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
+                    let slot = if kind == MediaKind::Audio { audio } else { video };
+                    if slot.is_none() {
+                        *slot = Some(mid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write one frame from a publisher to each of its connected subscribers.
+    fn forward(&mut self, publisher_key: u64, data: &MediaData) {
+        let Some(p) = self.sessions.get_mut(&publisher_key) else {
+            return;
+        };
+        if p.ended_at.is_some() {
+            return;
+        }
+        let Role::Publisher { tracks, subscribers, .. } = &mut p.role else {
+            return;
+        };
+        let Some(track) = tracks.iter().find(|t| t.mid == data.mid) else {
+            return;
+        };
+        if data.rid.is_some() && data.rid != track.forward_rid {
+            return;
+        }
+        let kind = track.kind;
+        let gap = !data.contiguous && kind == MediaKind::Video;
+        // Take the list so subscribers can be borrowed mutably; no allocation.
+        let subs = std::mem::take(subscribers);
+        for &sub_key in &subs {
+            let Some(sub) = self.sessions.get_mut(&sub_key) else {
+                continue;
+            };
+            if !sub.connected || sub.ended_at.is_some() {
+                continue;
+            }
+            let Role::Subscriber { audio, video, .. } = &sub.role else {
+                continue;
+            };
+            let Some(mid) = (if kind == MediaKind::Audio { *audio } else { *video }) else {
+                continue;
+            };
+            let Some(writer) = sub.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                tracing::debug!(session = %sub.id, error = %e, "write to subscriber failed");
+                continue;
+            }
+            if !sub.queued {
+                sub.queued = true;
+                self.queue.push(sub_key);
+            }
+        }
+        if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {
+            // Subscribers added while we held the list (none today) would be
+            // lost by a plain assignment; keep both.
+            let added = std::mem::replace(subscribers, subs);
+            subscribers.extend(added);
+        }
+        if gap {
+            // Packets were lost upstream; subscribers cannot decode until a keyframe.
+            self.request_keyframe(publisher_key, KeyframeRequestKind::Pli, false);
+        }
+    }
+
+    fn relay_keyframe_request(&mut self, subscriber_key: u64, req: KeyframeRequest) {
+        let Some(s) = self.sessions.get(&subscriber_key) else {
+            return;
+        };
+        let Role::Subscriber { publisher, video, .. } = &s.role else {
+            return;
+        };
+        if *video != Some(req.mid) {
+            return;
+        }
+        let publisher = *publisher;
+        self.request_keyframe(publisher, req.kind, false);
+    }
+
+    /// Ask a publisher for a keyframe on its video tracks (throttled unless `force`).
+    fn request_keyframe(&mut self, publisher_key: u64, kind: KeyframeRequestKind, force: bool) {
+        let now = self.last_now;
+        let Some(p) = self.sessions.get_mut(&publisher_key) else {
+            return;
+        };
+        if p.ended_at.is_some() {
+            return;
+        }
+        let Role::Publisher { tracks, .. } = &mut p.role else {
+            return;
+        };
+        let mut requested = false;
+        for track in tracks.iter_mut().filter(|t| t.kind == MediaKind::Video) {
+            if !force
+                && track
+                    .last_keyframe_request
+                    .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+            {
+                continue;
+            }
+            let Some(mut writer) = p.rtc.writer(track.mid) else {
+                continue;
+            };
+            let kind = if writer.is_request_keyframe_possible(kind) { kind } else { KeyframeRequestKind::Pli };
+            if !writer.is_request_keyframe_possible(kind) {
+                continue;
+            }
+            // Fails until the first packet of the track has arrived; the
+            // first frame of a fresh stream is a keyframe anyway.
+            if writer.request_keyframe(track.forward_rid, kind).is_ok() {
+                track.last_keyframe_request = Some(now);
+                requested = true;
+            }
+        }
+        if requested && !p.queued {
+            p.queued = true;
+            self.queue.push(publisher_key);
+        }
+    }
+
+    /// Drop a session hard (no goodbye): it failed or went silent.
+    fn fail_session(&mut self, key: u64, reason: &str, now: Instant) {
+        self.end_session(key, reason, false, now);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.rtc.disconnect();
+        }
+        self.enqueue(key);
+    }
+
+    /// Detach a session from its stage (events, subscriber links) and start
+    /// closing it; `graceful` sends RTCP BYE and DTLS close_notify so the
+    /// browser sees the end at once. The entry stays until str0m has drained.
+    fn end_session(&mut self, key: u64, reason: &str, graceful: bool, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.ended_at.is_some() {
+            return;
+        }
+        s.ended_at = Some(now);
+        self.timers.push(Reverse((now + CLOSE_DRAIN_TIMEOUT, key)));
+        self.by_id.remove(&s.id);
+        tracing::info!(session = %s.id, stage = %s.stage, participant = %s.participant, reason, "media session ended");
+        if graceful && s.rtc.close().is_err() {
+            s.rtc.disconnect();
+        }
+        let mut orphans: Vec<u64> = Vec::new();
+        let mut unlink: Option<u64> = None;
+        match &mut s.role {
+            Role::Publisher { subscribers, announced, .. } => {
+                orphans = std::mem::take(subscribers);
+                if *announced {
+                    self.out.push_back(SfuOutput::Event(SfuEvent::PublishStopped {
+                        stage: s.stage.clone(),
+                        participant: s.participant.clone(),
+                        session: s.id.clone(),
+                    }));
+                }
+            }
+            Role::Subscriber { publisher, .. } => unlink = Some(*publisher),
+        }
+        self.enqueue(key);
+        if let Some(pk) = unlink {
+            if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&pk) {
+                subscribers.retain(|k| *k != key);
+            }
+        }
+        for sub in orphans {
+            self.end_session(sub, "publisher left", true, now);
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        let now = self.last_now;
+        // Make sure the stage hears about it even when str0m closed first.
+        self.end_session(key, "connection closed", false, now);
+        if let Some(s) = self.sessions.remove(&key) {
+            for source in &s.sources {
+                if self.by_source.get(source) == Some(&key) {
+                    self.by_source.remove(source);
+                }
+            }
+        }
+    }
+}
+
+/// The (mid, kind, our direction) of each active audio/video m-line of an
+/// SDP we generated.
+fn answer_media(sdp: &str) -> Vec<(Mid, MediaKind, Direction)> {
+    let mut out = Vec::new();
+    let mut current: Option<(MediaKind, Option<Mid>, Option<Direction>)> = None;
+    let flush = |m: Option<(MediaKind, Option<Mid>, Option<Direction>)>, out: &mut Vec<_>| {
+        if let Some((kind, Some(mid), Some(direction))) = m {
+            out.push((mid, kind, direction));
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            flush(current.take(), &mut out);
+            let port_zero = rest.split_whitespace().nth(1) == Some("0");
+            current = match rest.split_whitespace().next() {
+                Some("audio") if !port_zero => Some((MediaKind::Audio, None, None)),
+                Some("video") if !port_zero => Some((MediaKind::Video, None, None)),
+                _ => None,
+            };
+        } else if let Some((_, mid, direction)) = current.as_mut() {
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                *mid = Some(Mid::from(m));
+            } else {
+                match line {
+                    "a=sendonly" => *direction = Some(Direction::SendOnly),
+                    "a=recvonly" => *direction = Some(Direction::RecvOnly),
+                    "a=sendrecv" => *direction = Some(Direction::SendRecv),
+                    "a=inactive" => *direction = Some(Direction::Inactive),
+                    _ => {}
+                }
+            }
+        }
+    }
+    flush(current.take(), &mut out);
+    out
+}
+
+/// "audio" / "video", as `ParticipantState::tracks` spells them.
+pub fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+/// With simulcast, forward the layer a browser labels highest; else the first.
+fn preferred_rid(rids: &Rids) -> Option<Rid> {
+    let Rids::Specific(list) = rids else {
+        return None;
+    };
+    for name in ["h", "hi", "high", "f", "full"] {
+        if let Some(r) = list.iter().find(|r| &***r == name) {
+            return Some(*r);
+        }
+    }
+    list.first().copied()
+}
