@@ -1,0 +1,423 @@
+//! `cargo xtask bench`: stage latency through the sample app, channel
+//! glass-to-glass latency (hls.js and the IVS Player), the broadcast
+//! compositor, and SDK size; writes BENCHMARKS.md.
+//!
+//! Benchmarks are measurements, not tests: a missed target is reported in the
+//! table, not turned into a failure. A harness that cannot measure (no frames,
+//! a page error) does fail the command.
+
+use crate::util::{self, note, step};
+use crate::{build, setup, test};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Builds, runs the latency harness against a fresh server, writes BENCHMARKS.md.
+pub fn run() -> Result<()> {
+    setup::run(setup::Needs::Browser)?;
+    build::run()?;
+    let root = util::root();
+    // Measured now: sdk/pkg is what this build produced.
+    let sizes = build::sdk_size(&root.join(build::PKG_DIR))?;
+    let out = util::target_dir().join("bench/stage-latency.txt");
+    std::fs::create_dir_all(out.parent().expect("invariant: the path has a parent"))?;
+    let _ = std::fs::remove_file(&out);
+
+    let (guard, url, api_key) = test::start_server("bench")?;
+    let measured = (|| -> Result<Measured> {
+        step("bench: stage glass-to-glass and join → first frame (tests/bench/stage-latency.mjs)");
+        util::run(
+            Command::new("node")
+                .arg("tests/bench/stage-latency.mjs")
+                .current_dir(&root)
+                .env("STAGECAST_URL", &url)
+                .env("STAGECAST_API_KEY", &api_key)
+                .env("CHROMIUM_PATH", setup::CHROMIUM)
+                .env("BENCH_OUT", &out),
+        )?;
+        let latency = read_pairs(&out)?;
+        step("bench: compositor, 1280×720 @ 30 fps, 1 / 4 / 12 tiles (tests/bench/compositor.mjs)");
+        let compositor = run_json_bench(&root, "tests/bench/compositor.mjs", &url, &api_key)?;
+        step("bench: channel glass-to-glass, hls.js and IVS Player (tests/bench/channel-latency.mjs)");
+        let channel = run_json_bench(&root, "tests/bench/channel-latency.mjs", &url, &api_key)?;
+        Ok(Measured { latency, compositor, channel })
+    })();
+    if measured.is_err() {
+        guard.print_log_tail(60);
+    }
+    drop(guard);
+    let measured = measured?;
+
+    let markdown = render(&measured, &sizes)?;
+    std::fs::write(root.join("BENCHMARKS.md"), &markdown).context("write BENCHMARKS.md")?;
+    step("bench: wrote BENCHMARKS.md");
+    println!("{markdown}");
+    Ok(())
+}
+
+fn read_pairs(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+/// What the three harnesses measured.
+struct Measured {
+    /// `key value` pairs of tests/bench/stage-latency.mjs.
+    latency: BTreeMap<String, String>,
+    /// One map per `BENCH {json}` line of tests/bench/compositor.mjs.
+    compositor: Vec<BTreeMap<String, String>>,
+    /// One map per `BENCH {json}` line of tests/bench/channel-latency.mjs.
+    channel: Vec<BTreeMap<String, String>>,
+}
+
+/// Runs a node harness that prints `BENCH {json}` lines (flat objects),
+/// echoing its output as it comes, and returns the parsed lines.
+fn run_json_bench(root: &Path, script: &str, url: &str, api_key: &str) -> Result<Vec<BTreeMap<String, String>>> {
+    println!("$ (cd {} && STAGECAST_URL={url} STAGECAST_API_KEY=*** node {script})", root.display());
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(root)
+        .env("STAGECAST_URL", url)
+        .env("STAGECAST_API_KEY", api_key)
+        .env("CHROMIUM_PATH", setup::CHROMIUM)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("could not start `node {script}`"))?;
+    let stdout = child.stdout.take().context("the harness has no stdout pipe")?;
+    let mut results = Vec::new();
+    let mut parse_error = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.with_context(|| format!("read the output of {script}"))?;
+        println!("{line}");
+        if let Some(json) = line.strip_prefix("BENCH ") {
+            match parse_flat_json(json) {
+                Ok(map) => results.push(map),
+                Err(e) => parse_error = Some(e.context(format!("{script} printed a bad BENCH line: {json}"))),
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`node {script}` failed ({status})");
+    }
+    if let Some(e) = parse_error {
+        return Err(e);
+    }
+    if results.is_empty() {
+        bail!("`node {script}` printed no BENCH line");
+    }
+    note(&format!("({:.0}s)", started.elapsed().as_secs_f64()));
+    Ok(results)
+}
+
+/// Parses one flat JSON object (string, number, boolean or null values; no
+/// nesting) into key → value text, strings unquoted. The harnesses print
+/// only such objects, and xtask carries no JSON dependency.
+fn parse_flat_json(text: &str) -> Result<BTreeMap<String, String>> {
+    fn string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String> {
+        let mut out = String::new();
+        loop {
+            match chars.next() {
+                Some('"') => return Ok(out),
+                Some('\\') => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some(c) => out.push(c),
+                    None => bail!("unterminated escape"),
+                },
+                Some(c) => out.push(c),
+                None => bail!("unterminated string"),
+            }
+        }
+    }
+    fn skip_ws(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+    }
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .context("not a JSON object")?;
+    let mut chars = body.chars().peekable();
+    let mut map = BTreeMap::new();
+    loop {
+        skip_ws(&mut chars);
+        match chars.next() {
+            None => break,
+            Some('"') => {}
+            Some(c) => bail!("expected a key, found {c:?}"),
+        }
+        let key = string(&mut chars)?;
+        skip_ws(&mut chars);
+        if chars.next() != Some(':') {
+            bail!("expected ':' after {key:?}");
+        }
+        skip_ws(&mut chars);
+        let value = if chars.next_if_eq(&'"').is_some() {
+            string(&mut chars)?
+        } else {
+            let mut raw = String::new();
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if c == '{' || c == '[' {
+                    bail!("nested value under {key:?}");
+                }
+                raw.push(c);
+            }
+            raw.trim().to_owned()
+        };
+        map.insert(key, value);
+        skip_ws(&mut chars);
+        match chars.next() {
+            None => break,
+            Some(',') => {}
+            Some(c) => bail!("expected ',' or the end, found {c:?}"),
+        }
+    }
+    Ok(map)
+}
+
+fn number(map: &BTreeMap<String, String>, key: &str) -> Option<f64> {
+    map.get(key).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
+}
+
+/// "met" when `value` ≤ `target`.
+fn verdict(value: Option<f64>, target: f64) -> &'static str {
+    match value {
+        Some(v) if v <= target => "met",
+        Some(_) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// "met" when `value` ≥ `target`.
+fn verdict_at_least(value: Option<f64>, target: f64) -> &'static str {
+    match value {
+        Some(v) if v >= target => "met",
+        Some(_) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// Both verdicts must be "met" for the row to be.
+fn both(a: &'static str, b: &'static str) -> &'static str {
+    if a == "met" {
+        b
+    } else {
+        a
+    }
+}
+
+fn machine() -> (String, String) {
+    let cores = util::probe("nproc", &[]).map(|s| s.trim().to_owned()).unwrap_or_else(|| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    (cores, cpu)
+}
+
+fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
+    let latency = &measured.latency;
+    let (cores, cpu) = machine();
+    let chromium = util::probe(setup::CHROMIUM, &["--version"]).unwrap_or_default();
+    let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let p50 = number(latency, "glass_p50_ms");
+    let p95 = number(latency, "glass_p95_ms");
+    let join = number(latency, "join_to_first_frame_ms");
+    let total_kb = sizes.iter().map(|(_, s)| *s).sum::<u64>() as f64 / 1024.0;
+    let show = |v: Option<f64>, unit: &str| v.map_or("—".to_owned(), |v| format!("{v:.0} {unit}"));
+    let show1 = |v: Option<f64>, unit: &str| v.map_or("—".to_owned(), |v| format!("{v:.1} {unit}"));
+    let player = |name: &str| measured.channel.iter().find(|m| m.get("player").map(String::as_str) == Some(name));
+
+    let mut md = String::new();
+    writeln!(md, "# Benchmarks")?;
+    writeln!(md)?;
+    writeln!(md, "Written by `cargo xtask bench` ({}). Re-run it to refresh this file.", date.trim())?;
+    writeln!(md)?;
+    writeln!(md, "| what | target | median / p50 | p95 | |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| stage glass-to-glass, loopback | p50 ≤ 150 ms | {} | {} | {} |",
+        show(p50, "ms"),
+        show(p95, "ms"),
+        verdict(p50, 150.0)
+    )?;
+    writeln!(md, "| join() → first remote frame | ≤ 1000 ms | {} | — | {} |", show(join, "ms"), verdict(join, 1000.0))?;
+    for (name, label, target) in [
+        ("hlsjs", "channel glass-to-glass, hls.js low-latency mode", Some(1500.0)),
+        ("ivs", "channel glass-to-glass, IVS Player", None),
+    ] {
+        let m = player(name);
+        let p50 = m.and_then(|m| number(m, "p50_ms"));
+        let p95 = m.and_then(|m| number(m, "p95_ms"));
+        let (target_text, met) = match target {
+            Some(t) => (format!("p50 ≤ {t:.0} ms"), verdict(p50, t)),
+            None => ("— (reference)".to_owned(), if p50.is_some() { "" } else { "not measured" }),
+        };
+        writeln!(md, "| {label} | {target_text} | {} | {} | {met} |", show(p50, "ms"), show(p95, "ms"))?;
+    }
+    for m in &measured.compositor {
+        let tiles = m.get("tiles").map_or("?", String::as_str);
+        let fps = number(m, "fps_median");
+        let p95 = number(m, "compose_p95_ms");
+        let mean = number(m, "compose_mean_ms");
+        writeln!(
+            md,
+            "| compositor 1280×720 @ 30 fps, {tiles} tile{} | ≥ 29.5 fps out, p95 compose ≤ 8 ms | {} out, {} compose (mean) | {} compose | {} |",
+            if tiles == "1" { "" } else { "s" },
+            show1(fps, "fps"),
+            show1(mean, "ms"),
+            show1(p95, "ms"),
+            both(verdict_at_least(fps, 29.5), verdict(p95, 8.0)),
+        )?;
+    }
+    writeln!(
+        md,
+        "| SDK size (wasm + JS, gzip -9) | ≤ 120 KB | {total_kb:.1} KB | — | {} |",
+        verdict(Some(total_kb), 120.0)
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Stage glass-to-glass: {} frames decoded ({} undecodable), min {} / max {}.",
+        latency.get("glass_frames").map_or("?", String::as_str),
+        latency.get("glass_undecodable").map_or("?", String::as_str),
+        show(number(latency, "glass_min_ms"), "ms"),
+        show(number(latency, "glass_max_ms"), "ms"),
+    )?;
+    writeln!(md)?;
+    for (name, label) in [("hlsjs", "hls.js"), ("ivs", "IVS Player")] {
+        if let Some(m) = player(name) {
+            let own = match name {
+                "hlsjs" => format!(
+                    "hls.js's own `latency` {} (target {})",
+                    show(number(m, "player_latency_ms"), "ms"),
+                    show(number(m, "player_target_latency_ms"), "ms")
+                ),
+                _ => format!(
+                    "the player's `getLiveLatency()` {}, `isLiveLowLatency()` {}",
+                    show(number(m, "player_latency_ms"), "ms"),
+                    if number(m, "player_low_latency") == Some(1.0) { "true" } else { "false" }
+                ),
+            };
+            writeln!(
+                md,
+                "Channel, {label}: {} frames decoded ({} undecodable), min {} / max {}, first frame {} after `load`; {own}.",
+                m.get("frames").map_or("?", String::as_str),
+                m.get("undecodable").map_or("?", String::as_str),
+                show(number(m, "min_ms"), "ms"),
+                show(number(m, "max_ms"), "ms"),
+                show(number(m, "first_frame_ms"), "ms"),
+            )?;
+            writeln!(md)?;
+        }
+    }
+    if !measured.compositor.is_empty() {
+        let cases = measured
+            .compositor
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({} grid): fps min {}, {} frames",
+                    m.get("tiles").map_or("?", String::as_str),
+                    m.get("grid").map_or("?", String::as_str),
+                    show(number(m, "fps_min"), "fps"),
+                    m.get("frames").map_or("?", String::as_str),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        writeln!(md, "Compositor, tiles: {cases}.")?;
+        writeln!(md)?;
+    }
+    writeln!(md, "SDK files: {}.", sizes.iter().map(|(n, s)| format!("`{n}` {:.1} KB", *s as f64 / 1024.0)).collect::<Vec<_>>().join(", "))?;
+    writeln!(md)?;
+    writeln!(md, "## Machine")?;
+    writeln!(md)?;
+    writeln!(md, "- CPU: {cpu} (`nproc`: {cores})")?;
+    writeln!(md, "- Browser: {} (headless, software video codecs)", chromium.trim())?;
+    writeln!(md, "- Server: `target/debug/stagecast` (dev profile, dependencies at opt-level 1), loopback")?;
+    writeln!(md)?;
+    writeln!(md, "## Method")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "`tests/bench/stage-latency.mjs` runs the sample app as people do: a host creates a stage in one \
+         browser context, a guest opens the invite link in another (one headless Chromium, so both \
+         pages share one clock). The host's camera is a 320×180 canvas that draws the current time \
+         (16 bits of milliseconds + an 8-bit check, as 24 black/white cells) every 16 ms and is captured \
+         at 30 fps. The guest's page decodes the cells from every remote frame it presents \
+         (`requestVideoFrameCallback`) and subtracts the code from the frame's expected display time. \
+         The capture cadence adds up to one canvas redraw (≤ 16 ms) to each sample. \
+         join() → first frame is measured on the guest: from the sample app's `stage.join()` call \
+         (the host is already publishing) to the first presented frame of the host's tile."
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "`tests/bench/channel-latency.mjs` creates a channel with `POST /v1/channels`. A publisher page's \
+         broadcast client (1280×720, 30 fps, 2.5 Mbps) composites a canvas that is redrawn every 4 ms \
+         with the wall-clock time (ms mod 2³², 32 black/white cells, plus the complement in 32 more \
+         cells as a check) and broadcasts it with `startBroadcast(streamKey)` over WHIP. A viewer page \
+         in the same Chromium plays the channel's `playbackUrl`, first with hls.js \
+         (`lowLatencyMode: true`, `maxLiveSyncPlaybackRate: 1.5`), then with the Amazon IVS Player \
+         (npm `amazon-ivs-player`, default settings), decodes the code from every presented frame and \
+         subtracts it from the frame's expected display time. The first second of playback is not \
+         counted (startup), then ≥ 300 frames per player. The IVS Player reports \
+         `isLiveLowLatency()` false on these playlists (its low-latency mode is for IVS's own \
+         channels) and settles after an early rebuffer, so its row is a reference, not a target."
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "`tests/bench/compositor.mjs` creates a broadcast client at 1280×720, 30 fps (no broadcast: the \
+         compositor alone) and adds 1, 4 and 12 animated 320×180 canvas sources \
+         (`captureStream(30)` through `addVideoInputDevice`) as a 1×1, 2×2 and 4×3 grid. After a 2 s \
+         warm-up it reads `getStats()` every second for 13 s: output fps (frames composed in the last \
+         second) every second, and the p95/mean compose time (the SDK keeps the last 300 frames) once \
+         that window holds no warm-up frame; the table shows the medians."
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Both browsers and the server share the machine's {cores} cores, so encode, decode and the SFU \
+         compete for CPU; numbers on a larger machine or across real networks will differ."
+    )?;
+    note("BENCHMARKS.md rendered");
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_flat_bench_line() -> Result<()> {
+        let map = parse_flat_json(r#"{"bench":"channel","player":"hls\"js","p50_ms":1240, "x":null,"ok":true}"#)?;
+        assert_eq!(map.get("player").map(String::as_str), Some("hls\"js"));
+        assert_eq!(number(&map, "p50_ms"), Some(1240.0));
+        assert_eq!(map.get("x").map(String::as_str), Some("null"));
+        assert_eq!(number(&map, "x"), None);
+        assert_eq!(map.get("ok").map(String::as_str), Some("true"));
+        assert!(parse_flat_json(r#"{"a":{"b":1}}"#).is_err());
+        assert!(parse_flat_json("[1]").is_err());
+        assert!(parse_flat_json("{}")?.is_empty());
+        Ok(())
+    }
+}
