@@ -1,0 +1,73 @@
+//! Chat rooms that speak the IVS Chat messaging protocol, so the official
+//! `amazon-ivs-chat-messaging` client works against Stagecast unchanged
+//! (with `regionOrUrl: "ws://host:port/v1/chat"`).
+//!
+//! - [`wire`]: the PascalCase requests and frames (serde only).
+//! - [`room::RoomCore`]: the sans-IO core of one room: members, limits
+//!   (messages per second for the whole room, message length in code
+//!   points), capability checks, session expiry. Time is an argument.
+//! - [`ChatHub`]: stored rooms (own `chat_rooms` table in the server's SQLite
+//!   file), chat tokens (ES384, the server's key), and the live rooms with a
+//!   bounded queue per connection.
+//! - `api`: the `/v1/rooms` control plane (API key); `socket`: `GET /v1/chat`.
+
+mod api;
+mod hub;
+pub mod room;
+pub mod socket;
+mod store;
+pub mod token;
+pub mod wire;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::{AppError, AppState};
+
+pub use api::{ChatTokenResponse, RoomView};
+pub use hub::{ChatHub, Connection, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
+pub use store::RoomRecord;
+pub use token::{ChatCapability, ChatClaims, TokenError};
+
+/// `/v1/rooms/...` (API key) and `GET /v1/chat` (WebSocket, chat token as subprotocol).
+pub fn router() -> Router<AppState> {
+    api::router().route("/v1/chat", get(socket::chat_socket))
+}
+
+/// Chat failures outside the socket (the socket answers with ERROR frames).
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("chat room {room} does not exist")]
+    RoomNotFound { room: String },
+    /// A request field is out of range; `code` is the stable API error code.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ChatError {
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { code, message: message.into() }
+    }
+}
+
+impl From<ChatError> for AppError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::RoomNotFound { .. } => AppError::not_found("ROOM_NOT_FOUND", e.to_string()),
+            ChatError::Invalid { code, message } => AppError::bad_request(code, message),
+            ChatError::Token(TokenError::Malformed(_)) => AppError::unauthorized("TOKEN_MALFORMED", e.to_string()),
+            ChatError::Token(TokenError::Invalid(_)) => AppError::unauthorized("TOKEN_INVALID", e.to_string()),
+            ChatError::Token(TokenError::Expired) => AppError::unauthorized("TOKEN_EXPIRED", e.to_string()),
+            ChatError::Token(TokenError::Sign(_)) | ChatError::Store(_) => AppError::internal(e),
+        }
+    }
+}
+
+/// Unix milliseconds from the system clock (the drivers' only clock).
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,99 @@
+//! Rooms persist in their own table (`chat_rooms`) of the server's SQLite
+//! file, through a connection of their own, so rooms survive a restart
+//! without the shared store knowing about chat.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::room::RoomLimits;
+use crate::store::StoreError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chat_rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    max_messages_per_second INTEGER NOT NULL,
+    max_message_length INTEGER NOT NULL
+);
+";
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: String,
+    pub name: String,
+    /// Unix seconds.
+    pub create_time: i64,
+    pub limits: RoomLimits,
+}
+
+pub struct RoomStore {
+    conn: Mutex<Connection>,
+}
+
+impl RoomStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    pub fn insert(&self, room: &RoomRecord) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO chat_rooms (id, name, create_time, max_messages_per_second, max_message_length)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                room.id,
+                room.name,
+                room.create_time,
+                room.limits.max_messages_per_second,
+                room.limits.max_message_length
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT id, name, create_time, max_messages_per_second, max_message_length
+                 FROM chat_rooms WHERE id = ?1",
+                params![id],
+                row_to_room,
+            )
+            .optional()?)
+    }
+
+    pub fn list(&self) -> Result<Vec<RoomRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, create_time, max_messages_per_second, max_message_length
+             FROM chat_rooms ORDER BY create_time, id",
+        )?;
+        let rows = stmt.query_map([], row_to_room)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// True if the room existed.
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn()?.execute("DELETE FROM chat_rooms WHERE id = ?1", params![id])? > 0)
+    }
+}
+
+fn row_to_room(row: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRecord> {
+    Ok(RoomRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        create_time: row.get(2)?,
+        limits: RoomLimits { max_messages_per_second: row.get(3)?, max_message_length: row.get(4)? },
+    })
+}

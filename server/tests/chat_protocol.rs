@@ -1,0 +1,382 @@
+//! The chat core and codec without a network: every request and frame shape
+//! round-trips, limits (rate per room, length in code points), capability
+//! checks and session expiry against a fake clock, and the chat token.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use stagecast_server::chat::room::{ChatCapabilities, CloseReason, ConnId, Member, Output, RoomCore, RoomLimits};
+use stagecast_server::chat::token::{ChatCapability, ChatClaims, ChatSigner, TokenError};
+use stagecast_server::chat::wire::{parse_request, ErrorCode, Frame, Request, Sender};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn member(user: &str, caps: ChatCapabilities) -> Member {
+    Member {
+        user_id: user.to_owned(),
+        attributes: attrs(&[("username", user)]),
+        capabilities: caps,
+        session_expires_ms: T0 + 3_600_000,
+    }
+}
+
+const ALL: ChatCapabilities = ChatCapabilities { send_message: true, delete_message: true, disconnect_user: true };
+const SEND: ChatCapabilities = ChatCapabilities { send_message: true, delete_message: false, disconnect_user: false };
+const VIEW: ChatCapabilities = ChatCapabilities { send_message: false, delete_message: false, disconnect_user: false };
+
+/// A room with members 1 (alice, moderator), 2 (bob, sender), 3 (carol, view only).
+fn room(limits: RoomLimits) -> RoomCore {
+    let mut core = RoomCore::new(limits, "t");
+    core.join(ConnId(1), member("alice", ALL));
+    core.join(ConnId(2), member("bob", SEND));
+    core.join(ConnId(3), member("carol", VIEW));
+    core
+}
+
+/// What each connection receives, in order, as JSON values; closes as "CLOSE:<reason>".
+fn deliveries(outputs: &[Output]) -> BTreeMap<u64, Vec<Value>> {
+    let mut map: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for output in outputs {
+        match output {
+            Output::Frame { to, frame } => {
+                let value: Value = serde_json::from_str(&frame.to_json()).expect("frames are JSON");
+                for conn in to {
+                    map.entry(conn.0).or_default().push(value.clone());
+                }
+            }
+            Output::Close { conn, reason } => {
+                map.entry(conn.0).or_default().push(json!(format!("CLOSE:{}", reason.as_str())));
+            }
+        }
+    }
+    map
+}
+
+fn send(core: &mut RoomCore, conn: u64, request_id: &str, content: &str, now: i64) -> Vec<Output> {
+    let text = json!({"Action": "SEND_MESSAGE", "RequestId": request_id, "Content": content}).to_string();
+    core.handle_text(ConnId(conn), &text, now)
+}
+
+fn only_error(outputs: &[Output], conn: u64) -> Value {
+    let d = deliveries(outputs);
+    assert_eq!(d.len(), 1, "only the requester hears back: {d:?}");
+    let frames = d.get(&conn).expect("requester gets a frame");
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["Type"], "ERROR", "{frames:?}");
+    frames[0].clone()
+}
+
+#[test]
+fn every_request_shape_round_trips() -> anyhow::Result<()> {
+    let requests = [
+        Request::SendMessage { request_id: "r1".into(), content: "hello 👋".into(), attributes: None },
+        Request::SendMessage {
+            request_id: "r2".into(),
+            content: "".into(),
+            attributes: Some(attrs(&[("color", "red")])),
+        },
+        Request::DeleteMessage { request_id: "r3".into(), id: "m1".into(), reason: None },
+        Request::DeleteMessage { request_id: "r4".into(), id: "m1".into(), reason: Some("spam".into()) },
+        Request::DisconnectUser { request_id: "r5".into(), user_id: "bob".into(), reason: None },
+        Request::DisconnectUser { request_id: "r6".into(), user_id: "bob".into(), reason: Some("rude".into()) },
+    ];
+    for request in requests {
+        let text = serde_json::to_string(&request)?;
+        assert_eq!(parse_request(&text).map_err(|e| anyhow::anyhow!("{e:?}"))?, request, "{text}");
+    }
+    // Exactly what the official client's serializeRequest produces (undefined fields dropped).
+    let official = [
+        (
+            r#"{"Action":"SEND_MESSAGE","RequestId":"a","Content":"hi","Attributes":{"k":"v"}}"#,
+            Request::SendMessage { request_id: "a".into(), content: "hi".into(), attributes: Some(attrs(&[("k", "v")])) },
+        ),
+        (
+            r#"{"Action":"DELETE_MESSAGE","RequestId":"b","Id":"m9","Reason":"spam"}"#,
+            Request::DeleteMessage { request_id: "b".into(), id: "m9".into(), reason: Some("spam".into()) },
+        ),
+        (
+            r#"{"Action":"DISCONNECT_USER","RequestId":"c","UserId":"u1"}"#,
+            Request::DisconnectUser { request_id: "c".into(), user_id: "u1".into(), reason: None },
+        ),
+    ];
+    for (text, expected) in official {
+        assert_eq!(parse_request(text).map_err(|e| anyhow::anyhow!("{e:?}"))?, expected);
+    }
+    Ok(())
+}
+
+#[test]
+fn every_frame_shape_round_trips_with_ivs_field_names() -> anyhow::Result<()> {
+    let message = Frame::Message {
+        id: "m1".into(),
+        request_id: Some("r1".into()),
+        content: "hi".into(),
+        attributes: attrs(&[("a", "b")]),
+        send_time: "2027-01-15T08:00:00.000Z".into(),
+        sender: Sender { user_id: "alice".into(), attributes: attrs(&[("username", "Alice")]) },
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&message.to_json())?,
+        json!({"Type": "MESSAGE", "Id": "m1", "RequestId": "r1", "Content": "hi", "Attributes": {"a": "b"},
+               "SendTime": "2027-01-15T08:00:00.000Z",
+               "Sender": {"UserId": "alice", "Attributes": {"username": "Alice"}}})
+    );
+    let event = Frame::Event {
+        id: "e1".into(),
+        request_id: None,
+        event_name: "aws:DELETE_MESSAGE".into(),
+        attributes: attrs(&[("MessageID", "m1"), ("Reason", "spam")]),
+        send_time: "2027-01-15T08:00:00.000Z".into(),
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&event.to_json())?,
+        json!({"Type": "EVENT", "Id": "e1", "EventName": "aws:DELETE_MESSAGE",
+               "Attributes": {"MessageID": "m1", "Reason": "spam"}, "SendTime": "2027-01-15T08:00:00.000Z"})
+    );
+    let error = Frame::Error {
+        id: "x1".into(),
+        request_id: Some("r2".into()),
+        error_code: 429,
+        error_message: "slow down".into(),
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&error.to_json())?,
+        json!({"Type": "ERROR", "Id": "x1", "RequestId": "r2", "ErrorCode": 429, "ErrorMessage": "slow down"})
+    );
+    for frame in [message, event, error] {
+        assert_eq!(serde_json::from_str::<Frame>(&frame.to_json())?, frame);
+    }
+    let codes = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::NotAcceptable,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::TooManyRequests,
+        ErrorCode::InternalServerError,
+    ];
+    assert_eq!(codes.map(ErrorCode::as_u16), [400, 401, 403, 404, 406, 413, 429, 500]);
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_400_and_only_the_sender_hears() {
+    let mut core = room(RoomLimits::default());
+    let cases: [(&str, Option<&str>); 8] = [
+        ("not json at all", None),
+        ("[1,2,3]", None),
+        (r#"{"Action":"SEND_MESSAGE","Content":"no request id"}"#, None),
+        (r#"{"Action":"SEND_MESSAGE","RequestId":"","Content":"empty id"}"#, None),
+        (r#"{"Action":"DANCE","RequestId":"r1"}"#, Some("r1")),
+        (r#"{"RequestId":"r2","Content":"no action"}"#, Some("r2")),
+        (r#"{"Action":"SEND_MESSAGE","RequestId":"r3"}"#, Some("r3")),
+        (r#"{"Action":"SEND_MESSAGE","RequestId":"r4","Content":"x","Attributes":{"n":1}}"#, Some("r4")),
+    ];
+    for (text, request_id) in cases {
+        let out = core.handle_text(ConnId(2), text, T0);
+        let error = only_error(&out, 2);
+        assert_eq!(error["ErrorCode"], 400, "{text}: {error}");
+        assert!(error["Id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(error["ErrorMessage"].as_str().is_some_and(|s| !s.is_empty()));
+        assert_eq!(error.get("RequestId").and_then(Value::as_str), request_id, "{text}");
+    }
+    let error = only_error(&core.handle_binary(ConnId(2)), 2);
+    assert_eq!(error["ErrorCode"], 400);
+    // Everyone is still a member and can still talk.
+    assert_eq!(core.member_count(), 3);
+    let d = deliveries(&send(&mut core, 2, "ok", "still here", T0));
+    assert_eq!(d.len(), 3);
+}
+
+#[test]
+fn a_message_reaches_everyone_and_only_the_sender_gets_its_request_id() {
+    let mut core = room(RoomLimits::default());
+    let out = send(&mut core, 2, "req-1", "hello", T0 + 5);
+    let d = deliveries(&out);
+    let mut ids = Vec::new();
+    for conn in [1, 2, 3] {
+        let frames = &d[&conn];
+        assert_eq!(frames.len(), 1);
+        let m = &frames[0];
+        assert_eq!(m["Type"], "MESSAGE");
+        assert_eq!(m["Content"], "hello");
+        assert_eq!(m["Sender"], json!({"UserId": "bob", "Attributes": {"username": "bob"}}));
+        assert_eq!(m["SendTime"], "2027-01-15T08:00:00.005Z");
+        assert_eq!(m.get("RequestId").and_then(Value::as_str), (conn == 2).then_some("req-1"));
+        ids.push(m["Id"].clone());
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "one message, one id: {ids:?}");
+    let second = deliveries(&send(&mut core, 1, "req-2", "hi bob", T0 + 6));
+    assert_ne!(second[&1][0]["Id"], ids[0], "ids are unique");
+}
+
+#[test]
+fn the_room_rate_limit_is_shared_and_sliding() {
+    let mut core = room(RoomLimits { max_messages_per_second: 3, max_message_length: 500 });
+    assert_eq!(deliveries(&send(&mut core, 1, "a", "1", T0)).len(), 3);
+    assert_eq!(deliveries(&send(&mut core, 2, "b", "2", T0 + 100)).len(), 3);
+    assert_eq!(deliveries(&send(&mut core, 1, "c", "3", T0 + 200)).len(), 3);
+    // The fourth within a second, from anyone, is refused with 429 and the RequestId.
+    let error = only_error(&send(&mut core, 2, "d", "4", T0 + 900), 2);
+    assert_eq!(error["ErrorCode"], 429);
+    assert_eq!(error["RequestId"], "d");
+    // A refused message does not count; a second after the first, one slot frees up.
+    assert_eq!(deliveries(&send(&mut core, 2, "e", "5", T0 + 1000)).len(), 3);
+    assert_eq!(only_error(&send(&mut core, 1, "f", "6", T0 + 1050), 1)["ErrorCode"], 429);
+    assert_eq!(deliveries(&send(&mut core, 1, "g", "7", T0 + 1100)).len(), 3);
+    // Other requests are not rate-limited.
+    let delete = json!({"Action": "DELETE_MESSAGE", "RequestId": "h", "Id": "m1"}).to_string();
+    assert_eq!(deliveries(&core.handle_text(ConnId(1), &delete, T0 + 1150)).len(), 3);
+}
+
+#[test]
+fn the_length_limit_counts_code_points_not_bytes() {
+    let mut core = room(RoomLimits { max_messages_per_second: 100, max_message_length: 5 });
+    // Five emoji are twenty UTF-8 bytes but five code points.
+    assert_eq!(deliveries(&send(&mut core, 2, "a", "😀😀😀😀😀", T0)).len(), 3);
+    assert_eq!(deliveries(&send(&mut core, 2, "b", "héllo", T0)).len(), 3);
+    let error = only_error(&send(&mut core, 2, "c", "😀😀😀😀😀😀", T0), 2);
+    assert_eq!(error["ErrorCode"], 413);
+    assert_eq!(error["RequestId"], "c");
+    assert_eq!(only_error(&send(&mut core, 2, "d", "abcdef", T0), 2)["ErrorCode"], 413);
+    // Oversized attributes are 413 too.
+    let big = "x".repeat(2000);
+    let text = json!({"Action": "SEND_MESSAGE", "RequestId": "e", "Content": "hi", "Attributes": {"k": big}});
+    assert_eq!(only_error(&core.handle_text(ConnId(2), &text.to_string(), T0), 2)["ErrorCode"], 413);
+}
+
+#[test]
+fn capabilities_are_enforced_with_403() {
+    let mut core = room(RoomLimits::default());
+    // carol is view-only.
+    assert_eq!(only_error(&send(&mut core, 3, "a", "hi", T0), 3)["ErrorCode"], 403);
+    let delete = json!({"Action": "DELETE_MESSAGE", "RequestId": "b", "Id": "m1", "Reason": "x"}).to_string();
+    let disconnect = json!({"Action": "DISCONNECT_USER", "RequestId": "c", "UserId": "alice"}).to_string();
+    // bob can send but not moderate.
+    assert_eq!(only_error(&core.handle_text(ConnId(2), &delete, T0), 2)["ErrorCode"], 403);
+    assert_eq!(only_error(&core.handle_text(ConnId(2), &disconnect, T0), 2)["ErrorCode"], 403);
+    assert_eq!(core.member_count(), 3);
+
+    // alice can delete: everyone gets aws:DELETE_MESSAGE, alice with her RequestId.
+    let d = deliveries(&core.handle_text(ConnId(1), &delete, T0));
+    for conn in [1, 2, 3] {
+        let e = &d[&conn][0];
+        assert_eq!(e["Type"], "EVENT");
+        assert_eq!(e["EventName"], "aws:DELETE_MESSAGE");
+        assert_eq!(e["Attributes"], json!({"MessageID": "m1", "Reason": "x"}));
+        assert_eq!(e.get("RequestId").and_then(Value::as_str), (conn == 1).then_some("b"));
+    }
+}
+
+#[test]
+fn disconnect_user_tells_everyone_then_closes_every_connection_of_that_user() {
+    let mut core = room(RoomLimits::default());
+    core.join(ConnId(4), member("bob", SEND)); // bob's second tab
+    let request = json!({"Action": "DISCONNECT_USER", "RequestId": "k", "UserId": "bob", "Reason": "spam"});
+    let d = deliveries(&core.handle_text(ConnId(1), &request.to_string(), T0));
+    for conn in [2, 4] {
+        let frames = &d[&conn];
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0]["EventName"], "aws:DISCONNECT_USER");
+        assert_eq!(frames[0]["Attributes"], json!({"UserId": "bob", "Reason": "spam"}));
+        assert_eq!(frames[1], json!("CLOSE:user disconnected"));
+    }
+    assert_eq!(d[&1][0]["RequestId"], "k");
+    assert_eq!(d[&3].len(), 1);
+    assert_eq!(core.member_count(), 2);
+    assert!(core.member(ConnId(2)).is_none() && core.member(ConnId(4)).is_none());
+    // The API form needs no requester.
+    let (id, out) = core.api_disconnect_user("carol", None, T0).map_err(|e| anyhow::anyhow!("{e:?}")).expect("ok");
+    assert!(!id.is_empty());
+    assert_eq!(deliveries(&out)[&3][1], json!("CLOSE:user disconnected"));
+}
+
+#[test]
+fn sessions_expire_on_the_fake_clock_with_401_then_close() {
+    let mut core = RoomCore::new(RoomLimits::default(), "t");
+    let mut early = member("early", SEND);
+    early.session_expires_ms = T0 + 10_000;
+    core.join(ConnId(1), early);
+    core.join(ConnId(2), member("late", SEND));
+    assert_eq!(core.next_timeout(), Some(T0 + 10_000));
+    assert!(core.handle_timeout(T0 + 9_999).is_empty());
+
+    let out = core.handle_timeout(T0 + 10_000);
+    let d = deliveries(&out);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[&1][0]["Type"], "ERROR");
+    assert_eq!(d[&1][0]["ErrorCode"], 401);
+    assert_eq!(d[&1][1], json!("CLOSE:session expired"));
+    assert!(matches!(out.last(), Some(Output::Close { reason: CloseReason::SessionExpired, .. })));
+    assert_eq!(core.member_count(), 1);
+    assert_eq!(core.next_timeout(), Some(T0 + 3_600_000));
+
+    // A request that arrives after expiry but before the timer fired also ends the session.
+    let mut late = member("racer", SEND);
+    late.session_expires_ms = T0 + 20_000;
+    core.join(ConnId(3), late);
+    let d = deliveries(&send(&mut core, 3, "r", "too late", T0 + 20_001));
+    assert_eq!(d.len(), 1, "nothing is broadcast: {d:?}");
+    assert_eq!(d[&3][0]["ErrorCode"], 401);
+    assert_eq!(d[&3][1], json!("CLOSE:session expired"));
+    // Frames from a closed connection are ignored.
+    assert!(send(&mut core, 3, "r2", "ghost", T0 + 20_002).is_empty());
+}
+
+#[test]
+fn delete_room_closes_everyone_and_events_reach_everyone() {
+    let mut core = room(RoomLimits::default());
+    let (_, out) = core.send_event("poll", attrs(&[("q", "?")]), T0);
+    let d = deliveries(&out);
+    assert_eq!(d.len(), 3);
+    assert_eq!(d[&2][0]["EventName"], "poll");
+    assert_eq!(d[&2][0]["Attributes"], json!({"q": "?"}));
+    let d = deliveries(&core.close_all());
+    assert_eq!(d.len(), 3);
+    assert!(d.values().all(|f| f == &vec![json!("CLOSE:room deleted")]));
+    assert_eq!(core.member_count(), 0);
+}
+
+#[test]
+fn chat_tokens_verify_signature_kind_and_expiry() -> anyhow::Result<()> {
+    let key = p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let signer = ChatSigner::new(key);
+    let claims = ChatClaims::new(
+        "room1".into(),
+        "alice".into(),
+        attrs(&[("username", "Alice")]),
+        vec![ChatCapability::SendMessage, ChatCapability::DeleteMessage],
+        1000,
+        2000,
+        "jti1".into(),
+    );
+    let token = signer.mint(&claims)?;
+    assert_eq!(signer.verify(&token, 1999)?, claims);
+    let caps = claims.chat_capabilities();
+    assert!(caps.send_message && caps.delete_message && !caps.disconnect_user);
+    assert_eq!(signer.verify(&token, 2000), Err(TokenError::Expired));
+
+    // Another key's token is refused.
+    let other = ChatSigner::new(p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng));
+    assert!(matches!(other.verify(&token, 1500), Err(TokenError::Invalid(_))));
+    // Tampered claims are refused.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut forged = claims.clone();
+    forged.capabilities.push(ChatCapability::DisconnectUser);
+    parts[1] = engine.encode(serde_json::to_vec(&forged)?);
+    assert!(matches!(signer.verify(&parts.join("."), 1500), Err(TokenError::Invalid(_))));
+    assert!(matches!(signer.verify("nope", 1500), Err(TokenError::Malformed(_))));
+    // Capabilities serialize as IVS names.
+    assert_eq!(
+        serde_json::to_value([ChatCapability::SendMessage, ChatCapability::DeleteMessage, ChatCapability::DisconnectUser])?,
+        json!(["SEND_MESSAGE", "DELETE_MESSAGE", "DISCONNECT_USER"])
+    );
+    Ok(())
+}
