@@ -9,6 +9,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod channel;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod sfu;
@@ -42,6 +44,10 @@ pub struct AppInner {
     pub stages: stage::StageHub,
     /// The SFU driver (owns the UDP socket).
     pub sfu: sfu::SfuHandle,
+    /// Chat rooms (IVS Chat protocol): stored rooms, chat tokens, live connections.
+    pub chat: chat::ChatHub,
+    /// Channels: stored channels, live broadcasts (WHIP ingest) and their LL-HLS packagers.
+    pub channels: channel::ChannelHub,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api::router())
         .merge(stage::router())
         .merge(sfu::router())
+        .merge(chat::router())
+        .merge(channel::router())
         .merge(web::router(&state.config))
         .with_state(state)
 }
@@ -103,6 +111,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&config.data_dir.join("stagecast.db"))?);
     let keys = auth::KeyRing::load_or_create(&config.data_dir, store.as_ref())?;
     let (api_key, api_key_was_generated) = auth::load_or_create_api_key(&config)?;
+    let chat = chat::ChatHub::open(&config.data_dir)?;
+    let channels = channel::ChannelHub::open(&config.data_dir, config.media_bind_ip, config.public_ip)?;
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -125,7 +135,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let mut config = config;
     config.bound_http = Some(http_addr);
-    let state = AppState::new(AppInner { config, store, keys, api_key, stages, sfu });
+    let state = AppState::new(AppInner { config, store, keys, api_key, stages, sfu, chat, channels });
     let router = app(state.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await {

@@ -1,0 +1,442 @@
+//! ISO BMFF (fragmented MP4) box writers for one H.264 video track and one
+//! AAC-LC audio track: the init segment (`ftyp` + `moov`), media fragments
+//! (`moof` + `mdat`), and ID3 timed metadata in `emsg`.
+//!
+//! Pure functions over bytes; no I/O.
+
+/// Track id of the video track in every file this module writes.
+pub const VIDEO_TRACK_ID: u32 = 1;
+/// Track id of the audio track.
+pub const AUDIO_TRACK_ID: u32 = 2;
+/// Video media timescale (RTP's H.264 clock).
+pub const VIDEO_TIMESCALE: u32 = 90_000;
+
+/// Video parameters for the init segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoParams {
+    pub sps: Vec<u8>,
+    pub pps: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Audio parameters for the init segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioParams {
+    /// The AudioSpecificConfig (2 bytes for AAC-LC).
+    pub asc: Vec<u8>,
+    pub sample_rate: u32,
+    pub channels: u16,
+}
+
+/// One sample of a fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub duration: u32,
+    pub keyframe: bool,
+    pub data: Vec<u8>,
+}
+
+/// The samples of one track in one fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRun<'a> {
+    pub track_id: u32,
+    /// Decode time of the first sample, in the track's timescale.
+    pub base_decode_time: u64,
+    pub samples: &'a [Sample],
+}
+
+struct BoxWriter {
+    buf: Vec<u8>,
+    open: Vec<usize>,
+}
+
+impl BoxWriter {
+    fn new() -> Self {
+        Self { buf: Vec::with_capacity(1024), open: Vec::new() }
+    }
+    fn start(&mut self, kind: &[u8; 4]) {
+        self.open.push(self.buf.len());
+        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        self.buf.extend_from_slice(kind);
+    }
+    fn start_full(&mut self, kind: &[u8; 4], version: u8, flags: u32) {
+        self.start(kind);
+        self.u32((u32::from(version) << 24) | (flags & 0x00ff_ffff));
+    }
+    fn end(&mut self) {
+        if let Some(start) = self.open.pop() {
+            let size = (self.buf.len() - start) as u32;
+            if let Some(slot) = self.buf.get_mut(start..start + 4) {
+                slot.copy_from_slice(&size.to_be_bytes());
+            }
+        }
+    }
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.buf.extend_from_slice(v);
+    }
+    fn zeros(&mut self, n: usize) {
+        self.buf.resize(self.buf.len() + n, 0);
+    }
+    fn matrix(&mut self) {
+        for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
+            self.u32(v);
+        }
+    }
+}
+
+/// The init segment: `ftyp` + `moov` with an `avc1` video track (id 1) and
+/// an `mp4a` audio track (id 2), and `mvex` so the media comes in fragments.
+pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Vec<u8> {
+    let mut w = BoxWriter::new();
+    w.start(b"ftyp");
+    w.bytes(b"iso6");
+    w.u32(0);
+    for brand in [b"iso6", b"cmfc", b"isom", b"mp41", b"avc1"] {
+        w.bytes(brand);
+    }
+    w.end();
+
+    w.start(b"moov");
+    w.start_full(b"mvhd", 0, 0);
+    w.u32(0); // creation
+    w.u32(0); // modification
+    w.u32(1000);
+    w.u32(0); // duration: unknown (fragmented)
+    w.u32(0x0001_0000); // rate 1.0
+    w.u16(0x0100); // volume 1.0
+    w.zeros(10);
+    w.matrix();
+    w.zeros(24);
+    w.u32(AUDIO_TRACK_ID + 1);
+    w.end();
+
+    // Video track.
+    w.start(b"trak");
+    tkhd(&mut w, VIDEO_TRACK_ID, false, video.width, video.height);
+    w.start(b"mdia");
+    mdhd(&mut w, VIDEO_TIMESCALE);
+    hdlr(&mut w, b"vide", b"VideoHandler");
+    w.start(b"minf");
+    w.start_full(b"vmhd", 0, 1);
+    w.zeros(8);
+    w.end();
+    dinf(&mut w);
+    w.start(b"stbl");
+    w.start_full(b"stsd", 0, 0);
+    w.u32(1);
+    w.start(b"avc1");
+    w.zeros(6);
+    w.u16(1); // data reference index
+    w.zeros(16);
+    w.u16(video.width.min(u32::from(u16::MAX)) as u16);
+    w.u16(video.height.min(u32::from(u16::MAX)) as u16);
+    w.u32(0x0048_0000); // 72 dpi
+    w.u32(0x0048_0000);
+    w.u32(0);
+    w.u16(1); // frame count
+    w.zeros(32); // compressor name
+    w.u16(0x0018); // depth
+    w.u16(0xffff); // pre_defined = -1
+    w.start(b"avcC");
+    w.u8(1);
+    w.u8(video.sps.get(1).copied().unwrap_or(0x42));
+    w.u8(video.sps.get(2).copied().unwrap_or(0));
+    w.u8(video.sps.get(3).copied().unwrap_or(0x1f));
+    w.u8(0xff); // 4-byte NAL lengths
+    w.u8(0xe1); // one SPS
+    w.u16(video.sps.len() as u16);
+    w.bytes(&video.sps);
+    w.u8(1);
+    w.u16(video.pps.len() as u16);
+    w.bytes(&video.pps);
+    w.end(); // avcC
+    w.end(); // avc1
+    w.end(); // stsd
+    empty_sample_tables(&mut w);
+    w.end(); // stbl
+    w.end(); // minf
+    w.end(); // mdia
+    w.end(); // trak
+
+    // Audio track.
+    w.start(b"trak");
+    tkhd(&mut w, AUDIO_TRACK_ID, true, 0, 0);
+    w.start(b"mdia");
+    mdhd(&mut w, audio.sample_rate);
+    hdlr(&mut w, b"soun", b"SoundHandler");
+    w.start(b"minf");
+    w.start_full(b"smhd", 0, 0);
+    w.zeros(4);
+    w.end();
+    dinf(&mut w);
+    w.start(b"stbl");
+    w.start_full(b"stsd", 0, 0);
+    w.u32(1);
+    w.start(b"mp4a");
+    w.zeros(6);
+    w.u16(1);
+    w.zeros(8);
+    w.u16(audio.channels);
+    w.u16(16);
+    w.zeros(4);
+    w.u32(audio.sample_rate.min(0xffff) << 16);
+    esds(&mut w, &audio.asc);
+    w.end(); // mp4a
+    w.end(); // stsd
+    empty_sample_tables(&mut w);
+    w.end(); // stbl
+    w.end(); // minf
+    w.end(); // mdia
+    w.end(); // trak
+
+    w.start(b"mvex");
+    for track in [VIDEO_TRACK_ID, AUDIO_TRACK_ID] {
+        w.start_full(b"trex", 0, 0);
+        w.u32(track);
+        w.u32(1); // sample description index
+        w.u32(0);
+        w.u32(0);
+        w.u32(0);
+        w.end();
+    }
+    w.end(); // mvex
+    w.end(); // moov
+    w.buf
+}
+
+fn tkhd(w: &mut BoxWriter, track_id: u32, audio: bool, width: u32, height: u32) {
+    w.start_full(b"tkhd", 0, 0x3); // enabled, in movie
+    w.u32(0);
+    w.u32(0);
+    w.u32(track_id);
+    w.u32(0);
+    w.u32(0); // duration
+    w.zeros(8);
+    w.u16(0); // layer
+    w.u16(0); // alternate group
+    w.u16(if audio { 0x0100 } else { 0 });
+    w.u16(0);
+    w.matrix();
+    w.u32(width << 16);
+    w.u32(height << 16);
+    w.end();
+}
+
+fn mdhd(w: &mut BoxWriter, timescale: u32) {
+    w.start_full(b"mdhd", 0, 0);
+    w.u32(0);
+    w.u32(0);
+    w.u32(timescale);
+    w.u32(0);
+    w.u16(0x55c4); // language "und"
+    w.u16(0);
+    w.end();
+}
+
+fn hdlr(w: &mut BoxWriter, kind: &[u8; 4], name: &[u8]) {
+    w.start_full(b"hdlr", 0, 0);
+    w.u32(0);
+    w.bytes(kind);
+    w.zeros(12);
+    w.bytes(name);
+    w.u8(0);
+    w.end();
+}
+
+fn dinf(w: &mut BoxWriter) {
+    w.start(b"dinf");
+    w.start_full(b"dref", 0, 0);
+    w.u32(1);
+    w.start_full(b"url ", 0, 1); // media in the same file
+    w.end();
+    w.end();
+    w.end();
+}
+
+fn empty_sample_tables(w: &mut BoxWriter) {
+    for kind in [b"stts", b"stsc", b"stco"] {
+        w.start_full(kind, 0, 0);
+        w.u32(0);
+        w.end();
+    }
+    w.start_full(b"stsz", 0, 0);
+    w.u32(0);
+    w.u32(0);
+    w.end();
+}
+
+fn descriptor(w: &mut BoxWriter, tag: u8, body: &[u8]) {
+    w.u8(tag);
+    // Four-byte "expandable" size: the encoding every muxer accepts.
+    let len = body.len() as u32;
+    w.u8(0x80 | ((len >> 21) & 0x7f) as u8);
+    w.u8(0x80 | ((len >> 14) & 0x7f) as u8);
+    w.u8(0x80 | ((len >> 7) & 0x7f) as u8);
+    w.u8((len & 0x7f) as u8);
+    w.bytes(body);
+}
+
+fn esds(w: &mut BoxWriter, asc: &[u8]) {
+    let mut dec_specific = BoxWriter::new();
+    descriptor(&mut dec_specific, 0x05, asc);
+    let mut dec_config = BoxWriter::new();
+    dec_config.u8(0x40); // MPEG-4 audio
+    dec_config.u8(0x15); // audio stream
+    dec_config.bytes(&[0, 0, 0]); // buffer size
+    dec_config.u32(128_000); // max bitrate
+    dec_config.u32(128_000); // avg bitrate
+    dec_config.bytes(&dec_specific.buf);
+    let mut es = BoxWriter::new();
+    es.u16(0); // ES id
+    es.u8(0);
+    descriptor(&mut es, 0x04, &dec_config.buf);
+    descriptor(&mut es, 0x06, &[0x02]); // SL config
+    w.start_full(b"esds", 0, 0);
+    descriptor(w, 0x03, &es.buf);
+    w.end();
+}
+
+/// `sample_flags` of a trun entry.
+fn sample_flags(keyframe: bool) -> u32 {
+    if keyframe {
+        0x0200_0000 // depends on no other sample
+    } else {
+        0x0101_0000 // depends on others, not a sync sample
+    }
+}
+
+/// One fragment: `moof` (one `traf` per non-empty run, in order) + `mdat`.
+pub fn fragment(sequence_number: u32, runs: &[TrackRun<'_>]) -> Vec<u8> {
+    let runs: Vec<&TrackRun<'_>> = runs.iter().filter(|r| !r.samples.is_empty()).collect();
+    let mut w = BoxWriter::new();
+    w.start(b"moof");
+    w.start_full(b"mfhd", 0, 0);
+    w.u32(sequence_number);
+    w.end();
+    let mut data_offset_slots = Vec::with_capacity(runs.len());
+    for run in &runs {
+        w.start(b"traf");
+        w.start_full(b"tfhd", 0, 0x02_0000); // default-base-is-moof
+        w.u32(run.track_id);
+        w.end();
+        w.start_full(b"tfdt", 1, 0);
+        w.u64(run.base_decode_time);
+        w.end();
+        // data-offset, duration, size, flags per sample.
+        w.start_full(b"trun", 0, 0x000_0701);
+        w.u32(run.samples.len() as u32);
+        data_offset_slots.push(w.buf.len());
+        w.u32(0);
+        for s in run.samples {
+            w.u32(s.duration);
+            w.u32(s.data.len() as u32);
+            w.u32(sample_flags(s.keyframe));
+        }
+        w.end();
+        w.end();
+    }
+    w.end(); // moof
+    let moof_len = w.buf.len();
+    let mut offset = moof_len + 8;
+    for (slot, run) in data_offset_slots.iter().zip(&runs) {
+        if let Some(bytes) = w.buf.get_mut(*slot..*slot + 4) {
+            bytes.copy_from_slice(&(offset as u32).to_be_bytes());
+        }
+        offset += run.samples.iter().map(|s| s.data.len()).sum::<usize>();
+    }
+    w.start(b"mdat");
+    for run in &runs {
+        for s in run.samples {
+            w.bytes(&s.data);
+        }
+    }
+    w.end();
+    w.buf
+}
+
+/// An ID3v2.4 tag with one `TXXX` frame (empty description) holding `text`:
+/// what the IVS Player and hls.js surface as a text metadata cue.
+pub fn id3_txxx(text: &str) -> Vec<u8> {
+    let mut frame_body = vec![3u8, 0]; // UTF-8, empty description
+    frame_body.extend_from_slice(text.as_bytes());
+    let mut out = Vec::with_capacity(frame_body.len() + 20);
+    out.extend_from_slice(b"ID3");
+    out.extend_from_slice(&[4, 0, 0]);
+    out.extend_from_slice(&synchsafe((frame_body.len() + 10) as u32));
+    out.extend_from_slice(b"TXXX");
+    out.extend_from_slice(&synchsafe(frame_body.len() as u32));
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&frame_body);
+    out
+}
+
+fn synchsafe(v: u32) -> [u8; 4] {
+    [((v >> 21) & 0x7f) as u8, ((v >> 14) & 0x7f) as u8, ((v >> 7) & 0x7f) as u8, (v & 0x7f) as u8]
+}
+
+/// A version-1 `emsg` box with scheme `https://aomedia.org/emsg/ID3`
+/// carrying `id3` at `presentation_time` (in `timescale`).
+pub fn emsg_id3(timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> Vec<u8> {
+    let mut w = BoxWriter::new();
+    w.start_full(b"emsg", 1, 0);
+    w.u32(timescale);
+    w.u64(presentation_time);
+    w.u32(0xffff_ffff); // duration unknown
+    w.u32(id);
+    w.bytes(b"https://aomedia.org/emsg/ID3\0");
+    w.bytes(b"\0");
+    w.bytes(id3);
+    w.end();
+    w.buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxes(data: &[u8]) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 8 <= data.len() {
+            let size = u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize;
+            out.push((String::from_utf8_lossy(&data[i + 4..i + 8]).into_owned(), size));
+            if size < 8 {
+                break;
+            }
+            i += size;
+        }
+        assert_eq!(i, data.len(), "boxes tile the buffer");
+        out
+    }
+
+    #[test]
+    fn fragment_boxes_tile_and_offsets_point_into_mdat() {
+        let v = [Sample { duration: 3000, keyframe: true, data: vec![1; 10] }];
+        let a = [Sample { duration: 1024, keyframe: true, data: vec![2; 5] }];
+        let f = fragment(
+            7,
+            &[
+                TrackRun { track_id: 1, base_decode_time: 0, samples: &v },
+                TrackRun { track_id: 2, base_decode_time: 0, samples: &a },
+            ],
+        );
+        let b = boxes(&f);
+        assert_eq!(b.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["moof", "mdat"]);
+        let moof_len = b[0].1;
+        assert_eq!(&f[moof_len + 8..moof_len + 18], &[1; 10]);
+        assert_eq!(&f[moof_len + 18..], &[2; 5]);
+    }
+}

@@ -1,0 +1,267 @@
+//! The driver of one broadcast: a tokio task owning a str0m [`Rtc`] (ICE-lite,
+//! H.264 + Opus, receive only) and its own UDP socket, like the `run()` loop
+//! of str0m's chat example. Received frames go through [`MediaState`] (the
+//! small piece that aligns timestamps, converts H.264 to AVCC and transcodes
+//! Opus) into the broadcast's packager.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use super::audio::{self, OpusToAac};
+use super::fmp4::{AudioParams, VIDEO_TIMESCALE};
+use super::h264;
+use super::packager::PackagerConfig;
+use super::{Broadcast, ChannelError};
+
+/// A broadcast that has not connected (ICE + DTLS) by then is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected broadcaster that sends no media for this long is gone.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the loop wakes at least, to check the timeouts above.
+const TICK: Duration = Duration::from_millis(250);
+
+/// The packager settings of every broadcast. Media sequence numbers start
+/// from the wall clock (two per second), so each broadcast has fresh,
+/// cache-safe segment URLs; segments are at least a second long.
+pub fn packager_config() -> PackagerConfig {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    PackagerConfig { first_msn: ms / 500, ..PackagerConfig::default() }
+}
+
+/// The audio track every broadcast is packaged with (the transcoder's output).
+pub fn audio_params() -> AudioParams {
+    AudioParams {
+        asc: audio::audio_specific_config(audio::SAMPLE_RATE, audio::CHANNELS),
+        sample_rate: audio::SAMPLE_RATE,
+        channels: audio::CHANNELS,
+    }
+}
+
+/// An accepted offer, ready to run.
+pub struct IngestSetup {
+    rtc: Rtc,
+    udp: UdpSocket,
+    candidate: SocketAddr,
+}
+
+/// Accept a WHIP offer: bind a socket, build the `Rtc`, answer. The offer
+/// must carry H.264 video.
+pub fn prepare(
+    bind_ip: IpAddr,
+    public_ip: IpAddr,
+    cert: Option<&DtlsCert>,
+    offer_sdp: &str,
+) -> Result<(IngestSetup, String), ChannelError> {
+    if !offer_sdp.contains("m=video") || !offer_sdp.to_ascii_uppercase().contains("H264/90000") {
+        return Err(ChannelError::InvalidSdp("the offer needs an H.264 video section".to_owned()));
+    }
+    let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+    std_socket.set_nonblocking(true)?;
+    let udp = UdpSocket::from_std(std_socket)?;
+    let candidate = SocketAddr::new(public_ip, udp.local_addr()?.port());
+
+    let mut config = Rtc::builder().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_h264(true);
+    if let Some(cert) = cert {
+        config = config.set_dtls_cert(cert.clone());
+    }
+    let mut rtc = config.build(Instant::now());
+    if let Ok(c) = Candidate::host(candidate, "udp") {
+        rtc.add_local_candidate(c);
+    }
+    // The offer is untrusted input to a parser we do not own: a panic in it
+    // costs this request only.
+    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| ChannelError::InvalidSdp(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| ChannelError::InvalidSdp(e.to_string()))?;
+        Ok::<_, ChannelError>(answer.to_sdp_string())
+    }))
+    .unwrap_or_else(|_| Err(ChannelError::InvalidSdp("the offer could not be processed".to_owned())))?;
+    if !answer.to_ascii_uppercase().contains("H264/90000") {
+        return Err(ChannelError::InvalidSdp("no H.264 video could be negotiated".to_owned()));
+    }
+    Ok((IngestSetup { rtc, udp, candidate }, answer))
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Maps each track's RTP clock onto one timeline starting at the first
+/// packet's arrival, so audio and video line up (within network jitter).
+#[derive(Default)]
+struct TrackClock {
+    offset: Option<i64>,
+}
+
+impl TrackClock {
+    fn pts(&mut self, rtp: u64, rate: u64, arrival: Instant, base: Instant) -> u64 {
+        let offset = *self.offset.get_or_insert_with(|| {
+            let since = arrival.saturating_duration_since(base);
+            (since.as_micros() as u64 * rate / 1_000_000) as i64 - rtp as i64
+        });
+        (rtp as i64 + offset).max(0) as u64
+    }
+}
+
+/// Per-broadcast media handling: what to do with each received frame.
+struct MediaState {
+    base: Option<Instant>,
+    video_clock: TrackClock,
+    audio_clock: TrackClock,
+    transcoder: Option<OpusToAac>,
+    video: Option<(Mid, Option<Rid>)>,
+    last_media: Option<Instant>,
+}
+
+impl MediaState {
+    /// Handle one frame; true when a keyframe should be requested.
+    fn on_media(&mut self, data: &MediaData, broadcast: &Broadcast) -> bool {
+        self.last_media = Some(data.network_time.max(self.last_media.unwrap_or(data.network_time)));
+        let base = *self.base.get_or_insert(data.network_time);
+        let rate = u64::from(data.time.denom()).max(1);
+        match data.params.spec().codec {
+            Codec::H264 => {
+                self.video = Some((data.mid, data.rid));
+                let rtp = data.time.numer() * u64::from(VIDEO_TIMESCALE) / rate;
+                let pts = self.video_clock.pts(rtp, u64::from(VIDEO_TIMESCALE), data.network_time, base);
+                let Some(au) = h264::access_unit_from_annex_b(&data.data) else { return false };
+                broadcast.with_packager(|p| {
+                    p.push_video(pts, au, wall_ms());
+                    p.wants_keyframe()
+                })
+            }
+            Codec::Opus => {
+                let rtp = data.time.numer() * u64::from(audio::SAMPLE_RATE) / rate;
+                let pts = self.audio_clock.pts(rtp, u64::from(audio::SAMPLE_RATE), data.network_time, base);
+                if self.transcoder.is_none() {
+                    match OpusToAac::new() {
+                        Ok(t) => self.transcoder = Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot create the audio transcoder");
+                            return false;
+                        }
+                    }
+                }
+                let Some(t) = self.transcoder.as_mut() else { return false };
+                match t.push(pts, &data.data) {
+                    Ok(frames) if !frames.is_empty() => broadcast.with_packager(|p| {
+                        for (pts, frame) in frames {
+                            p.push_audio(pts, frame);
+                        }
+                    }),
+                    Ok(_) => {}
+                    // One undecodable packet is not worth ending the broadcast.
+                    Err(e) => tracing::debug!(error = %e, "audio packet dropped"),
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Drive the broadcast until the peer leaves, goes silent, or `stop` is set.
+/// Returns why it ended.
+pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch::Receiver<bool>) -> String {
+    let IngestSetup { mut rtc, udp, candidate } = setup;
+    let started = Instant::now();
+    let mut connected = false;
+    let mut media = MediaState {
+        base: None,
+        video_clock: TrackClock::default(),
+        audio_clock: TrackClock::default(),
+        transcoder: None,
+        video: None,
+        last_media: None,
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = loop {
+            let polled = match std::panic::catch_unwind(AssertUnwindSafe(|| rtc.poll_output())) {
+                Ok(p) => p,
+                Err(_) => return "panic in the WebRTC stack".to_owned(),
+            };
+            match polled {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    if let Err(e) = udp.send_to(&t.contents, t.destination).await {
+                        tracing::debug!(error = %e, "ingest UDP send failed");
+                    }
+                }
+                Ok(Output::Event(event)) => match event {
+                    Event::Connected => {
+                        connected = true;
+                        tracing::info!(session = %broadcast.session, "broadcast connected");
+                    }
+                    Event::MediaData(data) => {
+                        let wants_keyframe = media.on_media(&data, &broadcast);
+                        if let (true, Some((mid, rid))) = (wants_keyframe, media.video) {
+                            if let Some(mut writer) = rtc.writer(mid) {
+                                // Not possible only before the track is set up; the
+                                // packager asks again if the keyframe does not come.
+                                let _ = writer.request_keyframe(rid, KeyframeRequestKind::Pli);
+                            }
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return "ICE disconnected".to_owned();
+                    }
+                    Event::Closed => return "peer closed the connection".to_owned(),
+                    _ => {}
+                },
+                Err(e) => return format!("WebRTC error: {e}"),
+            }
+        };
+        if !rtc.is_alive() {
+            return "connection closed".to_owned();
+        }
+        let now = Instant::now();
+        if !connected && now.duration_since(started) > CONNECT_TIMEOUT {
+            return "did not connect in time".to_owned();
+        }
+        let silent = match media.last_media {
+            Some(last) => now.saturating_duration_since(last) > MEDIA_TIMEOUT,
+            None => now.duration_since(started) > CONNECT_TIMEOUT,
+        };
+        if connected && silent {
+            return "no media from the broadcaster".to_owned();
+        }
+        let wake = deadline.min(now + TICK);
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    rtc.disconnect();
+                    return "stopped".to_owned();
+                }
+            }
+            received = udp.recv_from(&mut buf) => match received {
+                Ok((n, source)) => {
+                    let Ok(contents) = DatagramRecv::try_from(buf.get(..n).unwrap_or_default()) else { continue };
+                    let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: candidate, contents });
+                    if rtc.accepts(&input) {
+                        if let Err(e) = rtc.handle_input(input) {
+                            return format!("WebRTC input error: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "ingest UDP receive failed"),
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+                    return format!("WebRTC timeout error: {e}");
+                }
+            }
+        }
+    }
+}
