@@ -184,3 +184,202 @@ export declare class Stage {
   /** Releases the WebAssembly side of the object (stops everything silently). */
   free(): void;
 }
+
+// ---- Broadcast to a channel (the IVS `AmazonIVSBroadcastClient` side) ----
+
+/** `StreamConfig`: 160–1920 px per side (max 1920×1080 / 1080×1920), 10–60 fps, 200–8500 kbps. */
+export interface StreamConfig {
+  maxResolution: { width: number; height: number };
+  maxFramerate: number;
+  /** kbps */
+  maxBitrate: number;
+}
+
+export declare const BASIC_LANDSCAPE: StreamConfig;
+export declare const BASIC_PORTRAIT: StreamConfig;
+export declare const BASIC_FULL_HD_LANDSCAPE: StreamConfig;
+export declare const BASIC_FULL_HD_PORTRAIT: StreamConfig;
+export declare const STANDARD_LANDSCAPE: StreamConfig;
+export declare const STANDARD_PORTRAIT: StreamConfig;
+
+export interface BroadcastClientConfig {
+  /** Defaults to `BASIC_LANDSCAPE`. */
+  streamConfig?: StreamConfig;
+  /** The channel's WHIP URL (e.g. `http://host/v1/channels/{id}/whip`); a bare host gets `https://`. */
+  ingestEndpoint?: string;
+  [key: string]: unknown;
+}
+
+/** Where and in which z-order a video source is drawn. Missing x/y = 0, missing width/height = the canvas. */
+export interface VideoComposition {
+  index: number;
+  x?: number;
+  y?: number;
+  width?: number;
+  height?: number;
+}
+
+export declare const BroadcastClientEvents: {
+  readonly CONNECTION_STATE_CHANGE: 'connectionStateChange';
+  readonly ACTIVE_STATE_CHANGE: 'activeStateChange';
+  readonly ERROR: 'clientError';
+};
+export type BroadcastClientEvents = (typeof BroadcastClientEvents)[keyof typeof BroadcastClientEvents];
+
+/** `'none'` before the first broadcast; `'closed'` after `stopBroadcast()`. */
+export declare const ConnectionState: {
+  readonly NONE: 'none';
+  readonly NEW: 'new';
+  readonly CONNECTING: 'connecting';
+  readonly CONNECTED: 'connected';
+  readonly DISCONNECTED: 'disconnected';
+  readonly FAILED: 'failed';
+  readonly CLOSED: 'closed';
+};
+export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
+
+/**
+ * Errors of the broadcast client, with the IVS codes: 1000 Broadcast,
+ * 4000 name exists, 4001 missing track, 4002 invalid composition, 4003 invalid name,
+ * 4004 too many sources, 4005 unsupported, 4006 device failed, 5000 video device/image not found,
+ * 6000 audio device not found, 7000/7001 update composition (not found / invalid),
+ * 8000 exchange positions, 9000 failed to add image, 10000 PeerSetup, 10001 PeerConnection,
+ * 10003 InvalidStreamKey (empty, or refused with 401/403), 12000 StreamConfiguration,
+ * 13000 IngestEndpoint, 16000 ClientInvalid (deleted), 18000 StreamKeyInvalidChar.
+ */
+export declare class BroadcastClientError extends Error {
+  constructor(message: string, code?: number, name?: string);
+  readonly code: number;
+  readonly name: string;
+}
+
+export interface VideoDevice {
+  name: string;
+  /** The MediaStream given to `addVideoInputDevice`. */
+  source?: MediaStream;
+  /** The hidden `<video>` it is decoded through. */
+  element?: HTMLVideoElement;
+  position: Required<VideoComposition>;
+}
+
+/** Beyond IVS: compositor statistics (for benchmarks). */
+export interface BroadcastStats {
+  framesComposed: number;
+  /** Frames composed in the last second. */
+  fps: number;
+  /** 95th percentile / mean time to compose one frame (ms), over the last 300 frames. */
+  composeMsP95: number;
+  composeMsMean: number;
+  /** True when frames are clocked by a Worker (keeps running in background tabs). */
+  workerClock: boolean;
+}
+
+export interface BroadcastClientEventMap {
+  connectionStateChange: (state: ConnectionState) => void;
+  activeStateChange: (active: boolean) => void;
+  clientError: (error: BroadcastClientError) => void;
+}
+
+export type ImageSource = HTMLImageElement | HTMLVideoElement | HTMLCanvasElement | ImageBitmap | OffscreenCanvas;
+
+/**
+ * Composites video sources on a Canvas 2D (aspect-fitted, in `index` order, at the
+ * stream's frame rate even in a background tab), mixes audio in one AudioContext,
+ * and broadcasts one stable video + audio track pair to a channel over WHIP.
+ */
+export declare class BroadcastClient {
+  private constructor();
+  addVideoInputDevice(mediaStream: MediaStream, name: string, composition: VideoComposition): Promise<void>;
+  addImageSource(source: ImageSource, name: string, composition: VideoComposition): Promise<void>;
+  addAudioInputDevice(mediaStream: MediaStream, name: string): Promise<void>;
+  removeVideoInputDevice(name: string): void;
+  removeImage(name: string): void;
+  removeAudioInputDevice(name: string): void;
+  updateVideoDeviceComposition(name: string, composition: VideoComposition): void;
+  exchangeVideoDevicePositions(name1: string, name2: string): void;
+  getVideoInputDevice(name: string): VideoDevice | undefined;
+  getAudioInputDevice(name: string): MediaStream | undefined;
+  /** Shows the composite, scaled to the canvas' width/height. */
+  attachPreview(canvas: HTMLCanvasElement): void;
+  detachPreview(): void;
+  getCanvasDimensions(): { width: number; height: number };
+  /** The mixer's context; insert your own nodes. */
+  getAudioContext(): AudioContext | undefined;
+  /**
+   * WHIP to `ingestEndpoint` (or the one given to `create`) with `Authorization: Bearer <streamKey>`;
+   * H.264 preferred for video, Opus for audio. Rejects with a `BroadcastClientError`.
+   */
+  startBroadcast(streamKey: string, ingestEndpoint?: string): Promise<void>;
+  /** Ends the broadcast (`DELETE` of the WHIP session). */
+  stopBroadcast(): void;
+  getConnectionState(): ConnectionState;
+  getSessionId(): string | undefined;
+  enableVideo(): void;
+  disableVideo(): void;
+  enableAudio(): void;
+  disableAudio(): void;
+  /** Beyond IVS: the output stream (the same video + audio track for the life of the client). */
+  getOutputStream(): MediaStream;
+  /** Beyond IVS: compositor statistics. */
+  getStats(): BroadcastStats;
+  on<E extends keyof BroadcastClientEventMap>(event: E, listener: BroadcastClientEventMap[E]): void;
+  off<E extends keyof BroadcastClientEventMap>(event: E, listener: BroadcastClientEventMap[E]): void;
+  /** Stops everything and releases the tracks. */
+  delete(): void;
+  free(): void;
+}
+
+export declare function create(config?: BroadcastClientConfig): BroadcastClient;
+export declare function isSupported(): boolean;
+
+export type LayoutMode = 'grid' | 'pip' | 'versus';
+
+export interface AutoLayoutOptions {
+  /** `grid` (default): 1 full frame, 2 side by side, 3, 2×2, … up to 4×3; `pip`: featured full frame + thumbnails; `versus`: two halves. */
+  mode?: LayoutMode;
+  /** The big frame in `pip` (default: the first participant). */
+  featuredParticipantId?: string;
+}
+
+/** The handle returned by `autoLayout`. */
+export declare class AutoLayout {
+  private constructor();
+  readonly mode: LayoutMode;
+  setMode(mode: LayoutMode, featuredParticipantId?: string): void;
+  /** Participants with a tile, in tile order. */
+  getParticipantIds(): string[];
+  /** Removes the stage listeners and every source it added. */
+  stop(): void;
+  free(): void;
+}
+
+/**
+ * Beyond IVS: slots every participant of `stage` with a stream (local and remote) into
+ * `client`'s composition and mixes their audio, re-slotting on joins/leaves; a participant
+ * whose video is stopped shows their avatar (`attributes.avatarUrl`) and name. It may be
+ * attached before or after `stage.join()`: it starts from the participants already there.
+ */
+export declare function autoLayout(client: BroadcastClient, stage: Stage, options?: AutoLayoutOptions): AutoLayout;
+
+declare const IVSBroadcastClient: {
+  create: typeof create;
+  isSupported: typeof isSupported;
+  autoLayout: typeof autoLayout;
+  BASIC_LANDSCAPE: StreamConfig;
+  BASIC_PORTRAIT: StreamConfig;
+  BASIC_FULL_HD_LANDSCAPE: StreamConfig;
+  BASIC_FULL_HD_PORTRAIT: StreamConfig;
+  STANDARD_LANDSCAPE: StreamConfig;
+  STANDARD_PORTRAIT: StreamConfig;
+  BroadcastClientEvents: typeof BroadcastClientEvents;
+  ConnectionState: typeof ConnectionState;
+  BroadcastClientError: typeof BroadcastClientError;
+  Stage: typeof Stage;
+  LocalStageStream: typeof LocalStageStream;
+  StageEvents: typeof StageEvents;
+  SubscribeType: typeof SubscribeType;
+  StageConnectionState: typeof StageConnectionState;
+  StreamType: typeof StreamType;
+  StageError: typeof StageError;
+};
+export default IVSBroadcastClient;

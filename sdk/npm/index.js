@@ -1,10 +1,46 @@
 // Entry point of the `stagecast` npm package. Initialises the WebAssembly
 // module on import (top-level await), so users never call init themselves.
-import init, { Stage, LocalStageStream } from './stagecast.js';
+import init, {
+  Stage as WasmStage,
+  LocalStageStream,
+  BroadcastClient,
+  AutoLayout,
+  createBroadcastClient,
+  autoLayout as autoLayoutImpl,
+} from './stagecast.js';
 
 await init({ module_or_path: new URL('./stagecast_bg.wasm', import.meta.url) });
 
-export { Stage, LocalStageStream };
+/** Who is on a stage now, with their streams (for `autoLayout` to catch up). */
+const PRESENT = Symbol('stagecast.present');
+
+/**
+ * `Stage` as built in WebAssembly, plus a record of the current
+ * participants and their streams (kept from the stage's own events), so
+ * `autoLayout` attached after `join()` still sees everyone. Same API.
+ */
+class Stage extends WasmStage {
+  constructor(token, strategy) {
+    super(token, strategy);
+    const present = new Map();
+    Object.defineProperty(this, PRESENT, { value: present });
+    const entry = (p) => present.get(p.id) || present.set(p.id, { p, streams: [] }).get(p.id);
+    this.on('stageParticipantJoined', (p) => void entry(p));
+    this.on('stageParticipantLeft', (p) => void present.delete(p.id));
+    this.on('stageParticipantStreamsAdded', (p, streams) => {
+      const e = entry(p);
+      e.p = p;
+      for (const s of streams) if (!e.streams.some((o) => o.id === s.id)) e.streams.push(s);
+    });
+    this.on('stageParticipantStreamsRemoved', (p, streams) => {
+      const e = present.get(p.id);
+      if (e) e.streams = e.streams.filter((o) => !streams.some((s) => s.id === o.id));
+    });
+    this.on('stageLeft', () => present.clear());
+  }
+}
+
+export { Stage, LocalStageStream, BroadcastClient, AutoLayout };
 
 const freeze = Object.freeze;
 
@@ -90,3 +126,106 @@ export class StageError extends Error {
     return value instanceof Error && value.name === 'StageError';
   }
 }
+
+// ---- Broadcast to a channel (the IVS `AmazonIVSBroadcastClient` side) ----
+
+const preset = (width, height, maxBitrate) =>
+  freeze({ maxResolution: freeze({ width, height }), maxFramerate: 30, maxBitrate });
+
+export const BASIC_LANDSCAPE = preset(852, 480, 1500);
+export const BASIC_PORTRAIT = preset(480, 852, 1500);
+export const BASIC_FULL_HD_LANDSCAPE = preset(1920, 1080, 3500);
+export const BASIC_FULL_HD_PORTRAIT = preset(1080, 1920, 3500);
+export const STANDARD_LANDSCAPE = preset(1920, 1080, 8500);
+export const STANDARD_PORTRAIT = preset(1080, 1920, 8500);
+
+export const BroadcastClientEvents = freeze({
+  CONNECTION_STATE_CHANGE: 'connectionStateChange',
+  ACTIVE_STATE_CHANGE: 'activeStateChange',
+  ERROR: 'clientError',
+});
+
+export const ConnectionState = freeze({
+  NONE: 'none',
+  NEW: 'new',
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  DISCONNECTED: 'disconnected',
+  FAILED: 'failed',
+  CLOSED: 'closed',
+});
+
+/** `create({streamConfig, ingestEndpoint})` → a `BroadcastClient`. */
+export const create = (config = {}) => createBroadcastClient(config);
+/** WebRTC, canvas capture and WebAudio are all there. */
+export const isSupported = () =>
+  typeof RTCPeerConnection === 'function' &&
+  typeof AudioContext === 'function' &&
+  typeof HTMLCanvasElement === 'function' &&
+  'captureStream' in HTMLCanvasElement.prototype;
+
+/**
+ * Errors of the broadcast client are plain `Error`s (created in
+ * WebAssembly) with a numeric IVS `code` (≥ 1000) and a specific `name`;
+ * `err instanceof BroadcastClientError` recognises them.
+ */
+export class BroadcastClientError extends Error {
+  constructor(message, code = 1000, name = 'BroadcastError') {
+    super(message);
+    this.name = name;
+    this.code = code;
+  }
+
+  static [Symbol.hasInstance](value) {
+    return value instanceof Error && typeof value.code === 'number' && value.code >= 1000;
+  }
+}
+
+/**
+ * Beyond IVS: keeps `client`'s composition in step with `stage`, from the
+ * participants already there (attach it before or after `join()`).
+ */
+export const autoLayout = (client, stage, options) => autoLayoutImpl(client, catchUp(stage), options);
+
+/**
+ * A view of `stage` whose `on()` also replays the current participants
+ * (joined) and their streams (streams added) to the new listener.
+ */
+function catchUp(stage) {
+  const present = stage && stage[PRESENT];
+  if (!present) return stage;
+  return {
+    on(event, listener) {
+      stage.on(event, listener);
+      for (const { p, streams } of present.values()) {
+        if (event === 'stageParticipantJoined') listener(p);
+        else if (event === 'stageParticipantStreamsAdded' && streams.length) listener(p, [...streams]);
+      }
+    },
+    off: (event, listener) => stage.off(event, listener),
+  };
+}
+
+/** The default export, shaped like `IVSBroadcastClient`. */
+const IVSBroadcastClient = freeze({
+  create,
+  isSupported,
+  autoLayout,
+  BASIC_LANDSCAPE,
+  BASIC_PORTRAIT,
+  BASIC_FULL_HD_LANDSCAPE,
+  BASIC_FULL_HD_PORTRAIT,
+  STANDARD_LANDSCAPE,
+  STANDARD_PORTRAIT,
+  BroadcastClientEvents,
+  ConnectionState,
+  BroadcastClientError,
+  Stage,
+  LocalStageStream,
+  StageEvents,
+  SubscribeType,
+  StageConnectionState,
+  StreamType,
+  StageError,
+});
+export default IVSBroadcastClient;

@@ -21,3 +21,9 @@ mod js;
 
 #[cfg(target_arch = "wasm32")]
 pub use js::{stage::Stage, stream::LocalStageStream};
+
+#[cfg(target_arch = "wasm32")]
+pub use js::{
+    auto_layout::{auto_layout, AutoLayout},
+    broadcast::{create_broadcast_client, BroadcastClient},
+};

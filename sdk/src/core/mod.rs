@@ -4,7 +4,10 @@
 
 pub mod backoff;
 pub mod base64url;
+pub mod broadcast;
 pub mod error;
+pub mod json;
+pub mod layout;
 pub mod state;
 pub mod strategy;
 pub mod token;

@@ -3,7 +3,8 @@
 //! endpoints and to fail fast on a malformed or expired token.
 
 use super::base64url;
-use stagecast_protocol::token::ParticipantClaims;
+use super::json::{self, Fields};
+use stagecast_protocol::token::{ParticipantClaims, TokenCapabilities};
 use thiserror::Error;
 
 /// Why a token cannot be used.
@@ -27,8 +28,35 @@ pub fn decode_claims(token: &str) -> Result<ParticipantClaims, TokenError> {
     };
     let bytes = base64url::decode(payload)
         .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|_| TokenError::Malformed("payload is not a participant claims object"))
+    claims_from_json(&bytes).ok_or(TokenError::Malformed(
+        "payload is not a participant claims object",
+    ))
+}
+
+/// `ParticipantClaims` with serde's rules (required fields, defaults), read
+/// without serde_json to keep it out of the wasm.
+fn claims_from_json(bytes: &[u8]) -> Option<ParticipantClaims> {
+    let doc = json::parse(bytes)?;
+    let f = Fields::of(&doc)?;
+    let caps = Fields::of(doc.get("capabilities")?)?;
+    Some(ParticipantClaims {
+        topic: f.req_str("topic")?,
+        jti: f.req_str("jti")?,
+        user_id: f.opt_str("user_id")?,
+        attributes: f.opt_str_map("attributes")?,
+        capabilities: TokenCapabilities {
+            allow_publish: caps.opt_bool("allow_publish")?,
+            allow_subscribe: caps.opt_bool("allow_subscribe")?,
+        },
+        exp: i64::try_from(f.req_int("exp")?).ok()?,
+        iat: i64::try_from(f.opt_int("iat")?).ok()?,
+        events_url: f.req_str("events_url")?,
+        whip_url: f.req_str("whip_url")?,
+        version: match doc.get("version") {
+            None => "1.0".to_owned(),
+            Some(_) => f.req_str("version")?,
+        },
+    })
 }
 
 /// Fails when the token's `exp` is at or before `now_secs` (Unix seconds).
@@ -127,5 +155,28 @@ pub(crate) mod tests {
             })
         );
         Ok(())
+    }
+
+    #[test]
+    fn claims_match_serde() {
+        let full = make_token(2000, true);
+        let payload = full.split('.').nth(1).map(base64url::decode);
+        let Some(Ok(bytes)) = payload else {
+            panic!("test token payload");
+        };
+        let ours = claims_from_json(&bytes);
+        let theirs: Option<ParticipantClaims> = serde_json::from_slice(&bytes).ok();
+        assert!(ours.is_some());
+        assert_eq!(ours, theirs);
+        for doc in [
+            r#"{"topic":"t","jti":"j","capabilities":{},"exp":5,"events_url":"e","whip_url":"w"}"#,
+            r#"{"topic":"t","jti":"j","capabilities":{},"exp":5.5,"events_url":"e","whip_url":"w"}"#,
+            r#"{"topic":"t","jti":"j","exp":5,"events_url":"e","whip_url":"w"}"#,
+            r#"{"topic":"t","jti":"j","capabilities":{"allow_publish":1},"exp":5,"events_url":"e","whip_url":"w"}"#,
+            r#"{"topic":"t","jti":"j","capabilities":{},"exp":5,"events_url":"e","whip_url":"w","attributes":{"a":2}}"#,
+        ] {
+            let theirs: Option<ParticipantClaims> = serde_json::from_str(doc).ok();
+            assert_eq!(claims_from_json(doc.as_bytes()), theirs, "{doc}");
+        }
     }
 }

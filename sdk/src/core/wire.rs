@@ -1,49 +1,97 @@
-//! Event-plane frames. The server's JSON is the serde representation of
-//! `ServerMessage`; this parses it without serde's tagged-enum machinery.
+//! Event-plane frames and error bodies. The server's JSON is the serde
+//! representation of the protocol types; this reads and writes it without
+//! serde (see [`parse_server_message`] for why).
 
-use stagecast_protocol::events::ServerMessage;
-
-/// `ServerMessage` flattened: serde's internally tagged enums buffer every
-/// frame into an intermediate tree, which costs a lot of wasm; a flat
-/// struct parses in one pass.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawServerMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    sequence_number: u64,
-    #[serde(default)]
-    self_id: String,
-    #[serde(default)]
-    participants: Vec<stagecast_protocol::events::ParticipantState>,
-    #[serde(default)]
-    reason: Option<stagecast_protocol::events::DisconnectReason>,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
+use super::json::{self, Fields, Value};
+use stagecast_protocol::events::{
+    ClientMessage, DisconnectReason, ParticipantState, ServerMessage,
+};
+use stagecast_protocol::ApiError;
 
 /// Parses one server frame; `None` for anything unknown or malformed.
+///
+/// Read with [`json`] rather than serde_json: serde's internally tagged
+/// enums and derived deserializers cost a lot of wasm; the accepted input is
+/// the same (see the tests, which round-trip serde's own output).
 pub fn parse_server_message(text: &str) -> Option<ServerMessage> {
-    let raw: RawServerMessage = serde_json::from_str(text).ok()?;
-    Some(match raw.kind.as_str() {
+    let doc = json::parse(text.as_bytes())?;
+    let f = Fields::of(&doc)?;
+    Some(match f.req_str("type")?.as_str() {
         "STAGE_STATE" => ServerMessage::StageState {
-            sequence_number: raw.sequence_number,
-            self_id: raw.self_id,
-            participants: raw.participants,
+            sequence_number: u64::try_from(f.req_int("sequenceNumber")?).ok()?,
+            self_id: f.req_str("selfId")?,
+            participants: match doc.get("participants")? {
+                Value::Arr(items) => items.iter().map(participant).collect::<Option<_>>()?,
+                _ => return None,
+            },
         },
         "DISCONNECT" => ServerMessage::Disconnect {
-            reason: raw.reason?,
-            message: raw.message,
+            reason: match f.req_str("reason")?.as_str() {
+                "participant-disconnected" => DisconnectReason::ParticipantDisconnected,
+                "stage-deleted" => DisconnectReason::StageDeleted,
+                "token-expired" => DisconnectReason::TokenExpired,
+                "token-reused" => DisconnectReason::TokenReused,
+                _ => return None,
+            },
+            message: f.opt_str("message")?,
         },
         "ERROR" => ServerMessage::Error {
-            code: raw.code,
-            message: raw.message,
+            code: f.req_str("code")?,
+            message: f.req_str("message")?,
         },
         "PONG" => ServerMessage::Pong,
         _ => return None,
+    })
+}
+
+fn participant(v: &Value) -> Option<ParticipantState> {
+    let f = Fields::of(v)?;
+    Some(ParticipantState {
+        id: f.req_str("id")?,
+        user_id: f.req_str("userId")?,
+        attributes: f.opt_str_map("attributes")?,
+        can_publish: f.opt_bool("canPublish")?,
+        can_subscribe: f.opt_bool("canSubscribe")?,
+        published: f.req_bool("published")?,
+        tracks: f
+            .opt_arr("tracks")?
+            .iter()
+            .map(|t| match t {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        audio_muted: f.req_bool("audioMuted")?,
+        video_stopped: f.req_bool("videoStopped")?,
+    })
+}
+
+/// A client frame as the server's serde expects it.
+pub fn client_message_json(msg: &ClientMessage) -> String {
+    let flag = |b: bool| if b { "true" } else { "false" };
+    match msg {
+        ClientMessage::SetState {
+            audio_muted,
+            video_stopped,
+        } => [
+            r#"{"type":"SET_STATE","audioMuted":"#,
+            flag(*audio_muted),
+            r#","videoStopped":"#,
+            flag(*video_stopped),
+            "}",
+        ]
+        .concat(),
+        ClientMessage::Ping => r#"{"type":"PING"}"#.to_owned(),
+    }
+}
+
+/// An error body `{code, message}` (both required, like serde's derive).
+pub fn parse_api_error(text: &str) -> Option<ApiError> {
+    let doc = json::parse(text.as_bytes())?;
+    let f = Fields::of(&doc)?;
+    Some(ApiError {
+        code: f.req_str("code")?,
+        message: f.req_str("message")?,
     })
 }
 
@@ -87,5 +135,55 @@ mod tests {
             None
         );
         assert_eq!(parse_server_message(r#"{"type":"DISCONNECT"}"#), None);
+    }
+
+    #[test]
+    fn participant_fields_follow_serde_defaults() {
+        let minimal = r#"{"type":"STAGE_STATE","sequenceNumber":3,"selfId":"x","participants":[
+            {"id":"x","userId":"u","published":true,"audioMuted":false,"videoStopped":true,"extra":[1,{}]}]}"#;
+        let Some(ServerMessage::StageState { participants, .. }) = parse_server_message(minimal)
+        else {
+            panic!("minimal snapshot rejected");
+        };
+        assert_eq!(participants.len(), 1);
+        assert!(participants[0].attributes.is_empty() && participants[0].tracks.is_empty());
+        assert!(participants[0].published && participants[0].video_stopped);
+        for bad in [
+            r#"{"type":"STAGE_STATE","sequenceNumber":-1,"selfId":"x","participants":[]}"#,
+            r#"{"type":"STAGE_STATE","sequenceNumber":1.5,"selfId":"x","participants":[]}"#,
+            r#"{"type":"STAGE_STATE","sequenceNumber":1,"selfId":"x"}"#,
+            r#"{"type":"STAGE_STATE","sequenceNumber":1,"selfId":"x","participants":[{"id":"x"}]}"#,
+            r#"{"type":"ERROR","code":"X"}"#,
+            r#"{"type":"DISCONNECT","reason":"token-reused","message":null}"#,
+        ] {
+            assert_eq!(parse_server_message(bad), None, "{bad}");
+            assert!(serde_json::from_str::<ServerMessage>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_messages_match_serde() -> Result<(), serde_json::Error> {
+        for m in [
+            ClientMessage::Ping,
+            ClientMessage::SetState {
+                audio_muted: true,
+                video_stopped: false,
+            },
+            ClientMessage::SetState {
+                audio_muted: false,
+                video_stopped: true,
+            },
+        ] {
+            assert_eq!(client_message_json(&m), serde_json::to_string(&m)?);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn api_errors() {
+        let e = parse_api_error(r#"{"code":"TOKEN_EXPIRED","message":"expired","x":1}"#);
+        assert_eq!(e.map(|e| e.code), Some("TOKEN_EXPIRED".to_owned()));
+        assert_eq!(parse_api_error(r#"{"code":"X"}"#), None);
+        assert_eq!(parse_api_error("not json"), None);
     }
 }

@@ -75,7 +75,7 @@ pub async fn post_offer(url: &str, token: &str, offer: &str) -> Result<SdpAnswer
     if !(200..300).contains(&status) {
         return Err(HttpError::Status {
             status,
-            body: serde_json::from_str(&body).ok(),
+            body: crate::core::wire::parse_api_error(&body),
         });
     }
     let location = response

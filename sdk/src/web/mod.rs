@@ -2,7 +2,11 @@
 //! and carry out what the stage logic decides; they decide nothing. Every
 //! registration is owned by a struct that undoes it on `Drop`.
 
+pub mod clock;
+pub mod compositor;
 pub mod http;
+pub mod ingest;
+pub mod mixer;
 pub mod peer;
 pub mod socket;
 pub mod timer;
@@ -24,4 +28,27 @@ pub(crate) fn js_error_text(e: &JsValue) -> String {
         .ok()
         .and_then(|m| m.as_string())
         .unwrap_or_else(|| "unknown browser error".to_owned())
+}
+
+/// The page's document.
+pub(crate) fn document() -> Result<web_sys::Document, JsValue> {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| JsValue::from_str("no document"))
+}
+
+/// `performance.now()` (falls back to `Date.now()` without a window).
+pub(crate) fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+/// Awaits `p` and drops its outcome, so a rejection is not reported as
+/// unhandled (e.g. `video.play()` interrupted by teardown).
+pub(crate) fn ignore_rejection(p: js_sys::Promise) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+    });
 }

@@ -1,7 +1,7 @@
 //! The stage event-plane WebSocket (token as subprotocol).
 
 use super::defer;
-use crate::core::wire::parse_server_message;
+use crate::core::wire::{client_message_json, parse_server_message};
 use stagecast_protocol::events::{ClientMessage, ServerMessage};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -93,9 +93,7 @@ impl EventSocket {
         if self.ws.ready_state() != WebSocket::OPEN {
             return;
         }
-        if let Ok(text) = serde_json::to_string(msg) {
-            let _ = self.ws.send_with_str(&text);
-        }
+        let _ = self.ws.send_with_str(&client_message_json(msg));
     }
 }
 

@@ -1,0 +1,318 @@
+//! Canvas 2D compositor (as IVS does it): every frame, black background,
+//! then each source aspect-fitted and centred in its box, in `index`
+//! order. The output is `canvas.captureStream(0)` with one
+//! `requestFrame()` per composed frame, so the video track is created once
+//! and lives as long as the compositor.
+
+use crate::core::broadcast::{ComposeStats, Composition};
+use crate::core::layout::{aspect_fit, Rect};
+use wasm_bindgen::prelude::*;
+use web_sys::{
+    CanvasCaptureMediaStreamTrack, CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement,
+    HtmlVideoElement, MediaStream,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// A 2D context, seen only through its `drawImage`.
+    type AnyDraw;
+
+    /// `drawImage` with any `CanvasImageSource` (video, image, canvas,
+    /// ImageBitmap, VideoFrame); throws for anything else.
+    #[wasm_bindgen(method, catch, js_name = drawImage)]
+    fn draw_any(
+        this: &AnyDraw,
+        image: &JsValue,
+        dx: f64,
+        dy: f64,
+        dw: f64,
+        dh: f64,
+    ) -> Result<(), JsValue>;
+}
+
+/// Why the compositor could not be created.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("compositor: {0}")]
+pub struct CompositorError(pub String);
+
+fn err(e: JsValue) -> CompositorError {
+    CompositorError(super::js_error_text(&e))
+}
+
+/// What is drawn for one source.
+#[derive(Clone)]
+pub enum Picture {
+    /// A hidden `<video>` playing a `MediaStream` (video input devices).
+    Video(HtmlVideoElement),
+    Image(HtmlImageElement),
+    Canvas(HtmlCanvasElement),
+    /// Anything else `drawImage` accepts (ImageBitmap, OffscreenCanvas…);
+    /// its size is read from `width`/`height`.
+    Other(JsValue),
+}
+
+impl Picture {
+    /// The picture's intrinsic size, or `None` while it has no frame.
+    fn size(&self) -> Option<(f64, f64)> {
+        let (w, h) = match self {
+            // HAVE_CURRENT_DATA: a frame can be drawn.
+            Picture::Video(v) if v.ready_state() >= 2 => (v.video_width(), v.video_height()),
+            Picture::Video(_) => return None,
+            Picture::Image(i) if i.complete() => (i.natural_width(), i.natural_height()),
+            Picture::Image(_) => return None,
+            Picture::Canvas(c) => (c.width(), c.height()),
+            Picture::Other(v) => {
+                let num = |k: &str| {
+                    js_sys::Reflect::get(v, &JsValue::from_str(k))
+                        .ok()
+                        .and_then(|x| x.as_f64())
+                        .unwrap_or(0.0)
+                };
+                return Some((num("width"), num("height"))).filter(|(w, h)| *w > 0.0 && *h > 0.0);
+            }
+        };
+        (w > 0 && h > 0).then_some((f64::from(w), f64::from(h)))
+    }
+
+    fn as_js(&self) -> &JsValue {
+        match self {
+            Picture::Video(v) => v.as_ref(),
+            Picture::Image(i) => i.as_ref(),
+            Picture::Canvas(c) => c.as_ref(),
+            Picture::Other(v) => v,
+        }
+    }
+
+    /// Wraps a user-supplied image source.
+    pub fn from_js(value: JsValue) -> Picture {
+        if let Some(v) = value.dyn_ref::<HtmlVideoElement>() {
+            return Picture::Video(v.clone());
+        }
+        if let Some(i) = value.dyn_ref::<HtmlImageElement>() {
+            return Picture::Image(i.clone());
+        }
+        match value.dyn_into::<HtmlCanvasElement>() {
+            Ok(c) => Picture::Canvas(c),
+            Err(v) => Picture::Other(v),
+        }
+    }
+}
+
+/// A hidden, muted, autoplaying `<video>` for a `MediaStream`.
+pub fn hidden_video(stream: &MediaStream) -> Result<HtmlVideoElement, CompositorError> {
+    let doc = super::document().map_err(err)?;
+    let video: HtmlVideoElement = doc
+        .create_element("video")
+        .map_err(err)?
+        .dyn_into()
+        .map_err(|_| CompositorError("not a video element".into()))?;
+    video.set_muted(true);
+    video.set_autoplay(true);
+    let _ = video.set_attribute("playsinline", "");
+    video.set_src_object(Some(stream));
+    // Autoplay of a muted video is always allowed; the promise may still
+    // reject if the element is torn down first.
+    if let Ok(p) = video.play() {
+        super::ignore_rejection(p);
+    }
+    Ok(video)
+}
+
+/// Stops and detaches a hidden video created by [`hidden_video`].
+pub fn release_video(video: &HtmlVideoElement) {
+    let _ = video.pause();
+    video.set_src_object(None);
+}
+
+struct Layer {
+    name: String,
+    picture: Picture,
+    comp: Composition,
+    /// Insertion order: ties in `index` keep the order sources were added.
+    seq: u64,
+}
+
+fn key(l: &Layer) -> (i32, u64) {
+    (l.comp.index, l.seq)
+}
+
+/// The compositing canvas, its output track and the layers drawn on it.
+pub struct Compositor {
+    canvas: HtmlCanvasElement,
+    ctx: CanvasRenderingContext2d,
+    track: CanvasCaptureMediaStreamTrack,
+    preview: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
+    layers: Vec<Layer>,
+    next_seq: u64,
+    pub stats: ComposeStats,
+    width: f64,
+    height: f64,
+}
+
+fn context_2d(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, CompositorError> {
+    // Opaque: the browser may skip alpha blending and clearing work.
+    let opts = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&opts, &JsValue::from_str("alpha"), &JsValue::FALSE);
+    canvas
+        .get_context_with_context_options("2d", &opts)
+        .map_err(err)?
+        .ok_or_else(|| CompositorError("no 2d context".into()))?
+        .dyn_into()
+        .map_err(|_| CompositorError("not a 2d context".into()))
+}
+
+impl Compositor {
+    pub fn new(width: u32, height: u32) -> Result<Compositor, CompositorError> {
+        let doc = super::document().map_err(err)?;
+        let canvas: HtmlCanvasElement = doc
+            .create_element("canvas")
+            .map_err(err)?
+            .dyn_into()
+            .map_err(|_| CompositorError("not a canvas".into()))?;
+        canvas.set_width(width);
+        canvas.set_height(height);
+        let ctx = context_2d(&canvas)?;
+        ctx.set_fill_style_str("#000");
+        ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+        // Frame rate 0: a frame is captured only on requestFrame().
+        let stream = canvas
+            .capture_stream_with_frame_request_rate(0.0)
+            .map_err(err)?;
+        let track: CanvasCaptureMediaStreamTrack = stream
+            .get_video_tracks()
+            .get(0)
+            .dyn_into()
+            .map_err(|_| CompositorError("captureStream gave no canvas track".into()))?;
+        Ok(Compositor {
+            canvas,
+            ctx,
+            track,
+            preview: None,
+            layers: Vec::new(),
+            next_seq: 0,
+            stats: ComposeStats::default(),
+            width: f64::from(width),
+            height: f64::from(height),
+        })
+    }
+
+    pub fn size(&self) -> (f64, f64) {
+        (self.width, self.height)
+    }
+
+    pub fn track(&self) -> &web_sys::MediaStreamTrack {
+        &self.track
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.layers.iter().any(|l| l.name == name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn add(&mut self, name: &str, picture: Picture, comp: Composition) {
+        self.next_seq += 1;
+        self.layers.push(Layer {
+            name: name.to_owned(),
+            picture,
+            comp,
+            seq: self.next_seq,
+        });
+        self.sort();
+    }
+
+    /// Removes a layer, returning its picture (to release a hidden video).
+    pub fn remove(&mut self, name: &str) -> Option<Picture> {
+        let i = self.layers.iter().position(|l| l.name == name)?;
+        Some(self.layers.remove(i).picture)
+    }
+
+    pub fn composition(&self, name: &str) -> Option<Composition> {
+        self.layers.iter().find(|l| l.name == name).map(|l| l.comp)
+    }
+
+    pub fn picture(&self, name: &str) -> Option<&Picture> {
+        self.layers
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| &l.picture)
+    }
+
+    /// Sets a layer's composition; false if there is no such layer.
+    pub fn update(&mut self, name: &str, comp: Composition) -> bool {
+        let Some(layer) = self.layers.iter_mut().find(|l| l.name == name) else {
+            return false;
+        };
+        layer.comp = comp;
+        self.sort();
+        true
+    }
+
+    fn sort(&mut self) {
+        // Insertion sort: a handful of layers, nearly always in order, and
+        // it avoids linking the standard library's (large) sort into the wasm.
+        for i in 1..self.layers.len() {
+            let mut j = i;
+            while j > 0 && key(&self.layers[j - 1]) > key(&self.layers[j]) {
+                self.layers.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    }
+
+    pub fn attach_preview(&mut self, canvas: HtmlCanvasElement) -> Result<(), CompositorError> {
+        let ctx = context_2d(&canvas)?;
+        self.preview = Some((canvas, ctx));
+        Ok(())
+    }
+
+    pub fn detach_preview(&mut self) {
+        self.preview = None;
+    }
+
+    /// Draws one frame and pushes it to the output track.
+    pub fn compose(&mut self, now_ms: f64) {
+        let (w, h) = (self.width, self.height);
+        let ctx = &self.ctx;
+        ctx.set_fill_style_str("#000");
+        ctx.fill_rect(0.0, 0.0, w, h);
+        for layer in &self.layers {
+            let Some((sw, sh)) = layer.picture.size() else {
+                continue;
+            };
+            let bx: Rect = layer.comp.rect;
+            if let Some(r) = aspect_fit(sw, sh, &bx) {
+                // A source torn down mid-frame throws; skip it this frame.
+                let _ = ctx.unchecked_ref::<AnyDraw>().draw_any(
+                    layer.picture.as_js(),
+                    r.x,
+                    r.y,
+                    r.width,
+                    r.height,
+                );
+            }
+        }
+        self.track.request_frame();
+        if let Some((canvas, pctx)) = &self.preview {
+            let (pw, ph) = (f64::from(canvas.width()), f64::from(canvas.height()));
+            let _ =
+                pctx.unchecked_ref::<AnyDraw>()
+                    .draw_any(self.canvas.as_ref(), 0.0, 0.0, pw, ph);
+        }
+        let took = super::now_ms() - now_ms;
+        self.stats.record(now_ms, took);
+    }
+
+    /// Stops the output track (the client is deleted).
+    pub fn stop(&mut self) {
+        self.track.stop();
+        for layer in self.layers.drain(..) {
+            if let Picture::Video(v) = &layer.picture {
+                release_video(v);
+            }
+        }
+        self.preview = None;
+    }
+}
