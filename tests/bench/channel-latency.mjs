@@ -16,7 +16,9 @@
 //
 // Run by `cargo xtask bench` (which starts a server and sets STAGECAST_URL and
 // STAGECAST_API_KEY): prints one `BENCH {json}` line per player.
-// BENCH_PLAYERS=hlsjs,ivs picks the players. Not a test (not *.test.mjs).
+// BENCH_PLAYERS=hlsjs,ivs picks the players. A failing hls.js run fails the
+// script; a failing IVS Player run prints a BENCH line with `error` instead.
+// Not a test (not *.test.mjs).
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -311,7 +313,16 @@ try {
   await waitForPlaylist(playbackUrl, Date.now() + 30000);
 
   for (const kind of PLAYERS) {
-    const result = await measure(browser, routes, kind, playbackUrl);
+    let result;
+    try {
+      result = await measure(browser, routes, kind, playbackUrl);
+    } catch (err) {
+      // hls.js carries the target: without it there is no benchmark. The IVS
+      // Player is a reference; its failure is reported, not fatal.
+      if (kind === 'hlsjs') throw err;
+      console.error(String(err && err.stack ? err.stack : err));
+      result = { bench: 'channel', player: kind, error: String(err && err.message ? err.message : err).slice(0, 300) };
+    }
     if (pubErrors.length) throw new Error(`publisher page errors:\n${pubErrors.join('\n')}`);
     console.log(`BENCH ${JSON.stringify(result)}`);
   }

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Builds, runs the latency harness against a fresh server, writes BENCHMARKS.md.
+/// Builds, runs the stage, compositor and channel harnesses against one fresh
+/// server (in that order), writes BENCHMARKS.md.
 pub fn run() -> Result<()> {
     setup::run(setup::Needs::Browser)?;
     build::run()?;
@@ -28,6 +29,7 @@ pub fn run() -> Result<()> {
     let _ = std::fs::remove_file(&out);
 
     let (guard, url, api_key) = test::start_server("bench")?;
+    let load_before = loadavg();
     let measured = (|| -> Result<Measured> {
         step("bench: stage glass-to-glass and join → first frame (tests/bench/stage-latency.mjs)");
         util::run(
@@ -44,7 +46,7 @@ pub fn run() -> Result<()> {
         let compositor = run_json_bench(&root, "tests/bench/compositor.mjs", &url, &api_key)?;
         step("bench: channel glass-to-glass, hls.js and IVS Player (tests/bench/channel-latency.mjs)");
         let channel = run_json_bench(&root, "tests/bench/channel-latency.mjs", &url, &api_key)?;
-        Ok(Measured { latency, compositor, channel })
+        Ok(Measured { latency, compositor, channel, load: (load_before, loadavg()) })
     })();
     if measured.is_err() {
         guard.print_log_tail(60);
@@ -59,7 +61,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn read_pairs(path: &std::path::Path) -> Result<BTreeMap<String, String>> {
+fn read_pairs(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     Ok(text
         .lines()
@@ -76,6 +78,17 @@ struct Measured {
     compositor: Vec<BTreeMap<String, String>>,
     /// One map per `BENCH {json}` line of tests/bench/channel-latency.mjs.
     channel: Vec<BTreeMap<String, String>>,
+    /// `/proc/loadavg` before and after the harnesses: the machine is shared,
+    /// and other work on it skews every number here.
+    load: (String, String),
+}
+
+/// The 1/5/15-minute load averages, as `/proc/loadavg` shows them.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs a node harness that prints `BENCH {json}` lines (flat objects),
@@ -303,7 +316,10 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
     )?;
     writeln!(md)?;
     for (name, label) in [("hlsjs", "hls.js"), ("ivs", "IVS Player")] {
-        if let Some(m) = player(name) {
+        if let Some(error) = player(name).and_then(|m| m.get("error")) {
+            writeln!(md, "Channel, {label}: not measured: {error}")?;
+            writeln!(md)?;
+        } else if let Some(m) = player(name) {
             let own = match name {
                 "hlsjs" => format!(
                     "hls.js's own `latency` {} (target {})",
@@ -353,6 +369,13 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
     writeln!(md, "- CPU: {cpu} (`nproc`: {cores})")?;
     writeln!(md, "- Browser: {} (headless, software video codecs)", chromium.trim())?;
     writeln!(md, "- Server: `target/debug/stagecast` (dev profile, dependencies at opt-level 1), loopback")?;
+    writeln!(
+        md,
+        "- Load average (1/5/15 min) before the harnesses: {}; after: {} (the harnesses' own \
+         browsers add to it; a high value before they start means other work shared the CPU and \
+         inflated the timings)",
+        measured.load.0, measured.load.1
+    )?;
     writeln!(md)?;
     writeln!(md, "## Method")?;
     writeln!(md)?;
@@ -380,8 +403,10 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
          (npm `amazon-ivs-player`, default settings), decodes the code from every presented frame and \
          subtracts it from the frame's expected display time. The first second of playback is not \
          counted (startup), then ≥ 300 frames per player. The IVS Player reports \
-         `isLiveLowLatency()` false on these playlists (its low-latency mode is for IVS's own \
-         channels) and settles after an early rebuffer, so its row is a reference, not a target."
+         `isLiveLowLatency()` false on these playlists: its playlist parser knows the LHLS \
+         `#EXT-X-PREFETCH` tags of IVS's own channels, not LL-HLS parts, so it plays them as \
+         regular HLS (and settles a few seconds behind after an early rebuffer). Its row is a \
+         reference, not a target."
     )?;
     writeln!(md)?;
     writeln!(
