@@ -439,3 +439,106 @@ export function assertClientError(res, what, expectedCode) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- go live / watch page
+
+/** A viewer: its own browser context and page (no fake media), with uncaught page errors collected. */
+export async function newViewer(browser, name) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const page = await context.newPage();
+  const errors = [];
+  const logs = [];
+  page.on('pageerror', (err) => errors.push(err));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${name}] ${msg.type()}: ${msg.text()}`);
+  });
+  return { name, context, page, errors, logs };
+}
+
+/**
+ * Centres of the auto-layout grid's tiles as fractions of the frame, in tile
+ * order (sdk/src/core/layout.rs): 1 full frame; 2 side by side; 3 two on top
+ * and one centred below; 4 a 2×2 grid.
+ */
+export function gridCentres(n) {
+  switch (n) {
+    case 1:
+      return [[0.5, 0.5]];
+    case 2:
+      return [[0.25, 0.5], [0.75, 0.5]];
+    case 3:
+      return [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]];
+    case 4:
+      return [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]];
+    default:
+      throw new Error(`gridCentres: ${n} tiles are not described here`);
+  }
+}
+
+/**
+ * The average colour of a small square (6% of the width) around each of
+ * `points` (fractions of the frame) of the playing `<video>` matched by
+ * `selector`, plus its size and playback position.
+ */
+export async function sampleVideoPoints(page, selector, points) {
+  return page.evaluate(
+    ({ selector, points }) => {
+      const v = document.querySelector(selector);
+      if (!v || !v.videoWidth || !v.videoHeight) return { w: 0, h: 0, colours: [] };
+      const w = v.videoWidth;
+      const h = v.videoHeight;
+      const c = document.createElement('canvas');
+      c.width = w;
+      c.height = h;
+      const ctx = c.getContext('2d', { willReadFrequently: true });
+      ctx.drawImage(v, 0, 0, w, h);
+      const side = Math.max(4, Math.round(w * 0.06));
+      const colours = points.map(([fx, fy]) => {
+        const x = Math.max(0, Math.min(w - side, Math.round(fx * w - side / 2)));
+        const y = Math.max(0, Math.min(h - side, Math.round(fy * h - side / 2)));
+        const d = ctx.getImageData(x, y, side, side).data;
+        let r = 0;
+        let g = 0;
+        let b = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          r += d[i];
+          g += d[i + 1];
+          b += d[i + 2];
+        }
+        const n = d.length / 4;
+        return [Math.round(r / n), Math.round(g / n), Math.round(b / n)];
+      });
+      return { w, h, currentTime: v.currentTime, colours };
+    },
+    { selector, points },
+  );
+}
+
+/**
+ * Waits until the video shows the grid of `people.length` tiles with each
+ * person's colour in exactly one tile (any order). Returns the last sample
+ * with `owners`: the person's name per tile.
+ */
+export async function expectCompositeGrid(page, selector, people, timeout = 30000) {
+  const points = gridCentres(people.length);
+  const deadline = Date.now() + timeout;
+  let last = null;
+  while (Date.now() < deadline) {
+    const s = await sampleVideoPoints(page, selector, points);
+    if (s.colours.length === points.length) {
+      const owners = s.colours.map((c) => {
+        const near = people.filter((p) => colourDistance(c, p.color) < 80);
+        return near.length === 1 ? near[0].name : null;
+      });
+      last = { ...s, owners };
+      const names = new Set(owners.filter(Boolean));
+      if (names.size === people.length) return last;
+    } else {
+      last = s;
+    }
+    await new Promise((r) => setTimeout(r, 400));
+  }
+  throw new Error(
+    `${selector}: no ${people.length}-tile grid with colours of ${people.map((p) => p.name).join(', ')} within ${timeout} ms; last sample ${JSON.stringify(last)}`,
+  );
+}

@@ -10,7 +10,11 @@ import {
   LocalStageStream,
   StageConnectionState,
   StreamType,
+  BASIC_LANDSCAPE,
+  ConnectionState,
+  BroadcastClientEvents,
 } from 'stagecast';
+import IVSBroadcastClient from 'stagecast';
 import { AVATARS, DEFAULT_AVATAR, safeAvatar } from './avatars.js';
 
 // ---------------------------------------------------------------- helpers
@@ -232,6 +236,8 @@ function startSession(response, isHost, hostName) {
     stageId: response.stage.id,
     isHost,
     hostName,
+    // Only the host gets a channel (with its stream key) from the backend.
+    channel: isHost && response.channel ? response.channel : null,
   };
   sessionStorage.setItem(SESSION_PREFIX + session.groupId, JSON.stringify(session));
   hideBanner();
@@ -326,9 +332,20 @@ async function loadList(list) {
         { class: 'stage-item', 'data-testid': 'stage-item', 'data-group-id': item.groupId },
         h('img', { class: 'avatar', src: safeAvatar(attrs.avatarUrl), alt: '' }),
         h('div', { class: 'grow' },
-          h('div', { class: 'title', 'data-testid': 'stage-host' }, `${host}'s stage`),
+          h('div', { class: 'title' },
+            h('span', { 'data-testid': 'stage-host' }, `${host}'s stage`),
+            item.live ? h('span', { class: 'badge live', 'data-testid': 'live-badge' }, 'LIVE') : null,
+          ),
           h('div', { class: 'muted', 'data-testid': 'stage-count' }, `${count} ${count === 1 ? 'participant' : 'participants'}`),
         ),
+        item.live
+          ? h('a', {
+            class: 'button ghost',
+            'data-testid': 'stage-watch',
+            href: `/watch.html?group=${encodeURIComponent(item.groupId)}`,
+            text: 'Watch',
+          })
+          : null,
         h('button', {
           class: 'primary',
           'data-testid': 'stage-join',
@@ -465,6 +482,143 @@ function errorFields(err) {
 const MIC_ICON =
   '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true"><path fill="currentColor" d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path stroke="currentColor" stroke-width="2.4" d="M4 3l17 18"/></svg>';
 
+// ---------------------------------------------------------------- go live
+
+/** The stream size: BASIC_LANDSCAPE, or 640×360 when localStorage says "small" (tests, slow machines). */
+function streamConfig() {
+  if (localStorage.getItem('stagecast.streamSize') === 'small') {
+    return { maxResolution: { width: 640, height: 360 }, maxFramerate: 30, maxBitrate: 1000 };
+  }
+  return BASIC_LANDSCAPE;
+}
+
+const LIVE_LABELS = {
+  offline: 'Not live',
+  connecting: 'Going live…',
+  live: 'LIVE',
+  error: 'Not live (error)',
+};
+
+/**
+ * The host's "Go live" panel: a broadcast client composites every stage
+ * participant (auto layout, grid) into one picture, shown in the preview
+ * canvas, and sends it to the group's channel.
+ */
+function broadcastPanel(session) {
+  const channel = session.channel;
+  let stage = null;
+  let client = null;
+  let layout = null;
+  const preview = h('canvas', { class: 'broadcast-preview', 'data-testid': 'broadcast-preview', width: 640, height: 360 });
+  const stateEl = h('span', { class: 'status live-state', 'data-testid': 'live-state', 'data-state': 'offline' }, LIVE_LABELS.offline);
+  const goLiveBtn = h('button', { class: 'primary', 'data-testid': 'go-live' }, 'Go live');
+  const endBtn = h('button', { class: 'control danger', 'data-testid': 'end-stream', hidden: true }, 'End stream');
+  const watchLink = h('a', {
+    class: 'watch-link',
+    'data-testid': 'watch-link',
+    href: `/watch.html?group=${encodeURIComponent(session.groupId)}`,
+    target: '_blank',
+    rel: 'noopener',
+  }, 'Open the watch page');
+  const placeholder = h('p', { class: 'muted preview-placeholder', 'data-testid': 'preview-placeholder' },
+    'Press “Go live” to stream everyone on this stage to your channel. Viewers watch it on the watch page.');
+
+  function setState(state, detail) {
+    stateEl.dataset.state = state;
+    stateEl.textContent = detail ? `${LIVE_LABELS[state]}: ${detail}` : LIVE_LABELS[state];
+    const busy = state === 'connecting' || state === 'live';
+    goLiveBtn.hidden = busy;
+    goLiveBtn.disabled = false;
+    endBtn.hidden = !busy;
+    endBtn.disabled = false;
+  }
+
+  function release() {
+    if (layout) {
+      layout.stop();
+      layout = null;
+    }
+    if (client) {
+      client.delete();
+      client = null;
+    }
+    preview.hidden = true;
+    placeholder.hidden = false;
+  }
+
+  function stop() {
+    if (client) {
+      try {
+        client.stopBroadcast();
+      } catch (err) {
+        console.warn('stopBroadcast failed', err);
+      }
+    }
+    release();
+    setState('offline');
+  }
+
+  goLiveBtn.addEventListener('click', async () => {
+    if (!stage) return;
+    goLiveBtn.disabled = true;
+    setState('connecting');
+    try {
+      // Created in the click handler: the audio mixer needs a user gesture.
+      client = IVSBroadcastClient.create({ streamConfig: streamConfig(), ingestEndpoint: channel.ingestEndpoint });
+      const own = client;
+      client.on(BroadcastClientEvents.CONNECTION_STATE_CHANGE, (state) => {
+        if (client !== own) return;
+        if (state === ConnectionState.CONNECTED) setState('live');
+        else if (state === ConnectionState.FAILED || state === ConnectionState.DISCONNECTED) {
+          release();
+          setState('error', 'the connection to the server was lost');
+        }
+      });
+      client.on(BroadcastClientEvents.ERROR, (err) => console.warn('broadcast client error', err));
+      layout = IVSBroadcastClient.autoLayout(client, stage, { mode: 'grid' });
+      client.attachPreview(preview);
+      preview.hidden = false;
+      placeholder.hidden = true;
+      window.__stagecast.broadcast = client;
+      await client.startBroadcast(channel.streamKey);
+      if (client === own && client.getConnectionState() === ConnectionState.CONNECTED) setState('live');
+    } catch (err) {
+      release();
+      const message = err && err.message ? err.message : String(err);
+      showBanner(`Could not go live: ${message}`, 'error', { code: String(err && err.code) });
+      setState('error', message);
+    }
+  });
+
+  endBtn.addEventListener('click', () => {
+    endBtn.disabled = true;
+    stop();
+  });
+
+  preview.hidden = true;
+  const panel = h('section', { class: 'broadcast', 'data-testid': 'broadcast' },
+    h('div', { class: 'row' },
+      h('h2', {}, 'Broadcast'),
+      stateEl,
+      h('div', { class: 'grow' }),
+      watchLink,
+      goLiveBtn,
+      endBtn,
+    ),
+    preview,
+    placeholder,
+  );
+  return {
+    panel,
+    setStage(s) {
+      stage = s;
+    },
+    stop() {
+      if (client) stop();
+    },
+  };
+}
+
 async function enterStage(session) {
   clearInterval(listTimer);
   const claims = peekToken(session.token) || {};
@@ -509,6 +663,8 @@ async function enterStage(session) {
     });
   }
 
+  const broadcast = session.isHost && session.channel ? broadcastPanel(session) : null;
+
   let invite = null;
   if (session.groupId) {
     const link = `${location.origin}/?join=${encodeURIComponent(session.groupId)}`;
@@ -547,6 +703,7 @@ async function enterStage(session) {
         h('div', { class: 'statuses' }, statusEl, publishEl),
       ),
       invite,
+      broadcast ? broadcast.panel : null,
       grid,
       h('div', { class: 'controls', 'data-testid': 'controls' }, soundBtn, micBtn, camBtn, leaveBtn, endBtn, backBtn),
     ),
@@ -727,6 +884,7 @@ async function enterStage(session) {
     return;
   }
   window.__stagecast.stage = stage;
+  if (broadcast) broadcast.setStage(stage);
   let left = false;
 
   function stopLocal() {
@@ -744,6 +902,7 @@ async function enterStage(session) {
   function finish(reason) {
     if (left) return;
     left = true;
+    if (broadcast) broadcast.stop();
     stopLocal();
     for (const id of [...tiles.keys()]) if (id !== 'local') removeTile(id);
     statusEl.textContent = 'Left';
@@ -836,7 +995,7 @@ async function enterStage(session) {
   stage.on(StageEvents.STAGE_PARTICIPANT_PUBLISH_STATE_CHANGED, (info, state) => {
     record(StageEvents.STAGE_PARTICIPANT_PUBLISH_STATE_CHANGED, { participantId: info.id, isLocal: !!info.isLocal, state });
     if (!info.isLocal) return;
-    const labels = { published: 'Live', attempting_publish: 'Going live…', not_published: 'Not publishing', errored: 'Not publishing (error)' };
+    const labels = { published: 'Camera on stage', attempting_publish: 'Joining with camera…', not_published: 'Not publishing', errored: 'Not publishing (error)' };
     publishEl.textContent = labels[state] || String(state);
     publishEl.dataset.state = String(state);
   });

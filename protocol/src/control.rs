@@ -205,6 +205,9 @@ pub struct DemoListItem {
     pub stage_attributes: BTreeMap<String, String>,
     pub participant_count: usize,
     pub live: bool,
+    /// The channel's multivariant playlist, for viewers (absent without a channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,186 @@
+// Journey: the host goes live. A host and two guests are on a stage (distinct
+// colours); the host presses "Go live" and the stage is composited (auto
+// layout, grid) and broadcast to the group's channel. Two viewers play it on
+// the watch page, one with hls.js and one with the IVS Player, and each finds
+// every participant's colour in its own tile of the played video. A third
+// guest joins and the viewers see a fourth tile with the new colour; the host
+// ends the stream and both viewers see it end.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BASE,
+  PEOPLE,
+  launch,
+  newParticipant,
+  newViewer,
+  assertNoPageErrors,
+  dumpLogs,
+  createStageViaUi,
+  joinViaInvite,
+  waitJoined,
+  localParticipantId,
+  waitForRemoteTiles,
+  expectLiveVideo,
+  expectCompositeGrid,
+} from './lib.mjs';
+
+const YELLOW = { name: 'Yellow', color: [230, 210, 40], freq: 660 };
+const VIDEO = '[data-testid="watch-video"]';
+
+async function listItem(groupId) {
+  const res = await fetch(`${BASE}/api/list`, { method: 'POST' });
+  assert.equal(res.status, 200);
+  const items = await res.json();
+  return items.find((i) => i.groupId === groupId);
+}
+
+async function waitWatchState(viewer, states, timeout) {
+  await viewer.page.waitForFunction(
+    (states) => states.includes(document.querySelector('[data-testid="watch-status"]')?.dataset.state),
+    states,
+    { timeout },
+  );
+}
+
+describe('the host goes live and viewers watch the composite', { timeout: 240_000 }, () => {
+  let browser;
+  let red;
+  let green;
+  let blue;
+  let yellow;
+  let hlsViewer;
+  let ivsViewer;
+  let everyone = [];
+  let invite;
+  let groupId;
+  let ok = false;
+
+  before(async () => {
+    browser = await launch();
+    red = await newParticipant(browser, PEOPLE.red);
+    green = await newParticipant(browser, PEOPLE.green);
+    blue = await newParticipant(browser, PEOPLE.blue);
+    yellow = await newParticipant(browser, YELLOW);
+    hlsViewer = await newViewer(browser, 'hls.js viewer');
+    ivsViewer = await newViewer(browser, 'IVS Player viewer');
+    everyone = [red, green, blue, yellow, hlsViewer, ivsViewer];
+    // A small stream keeps encoding and decoding cheap on a shared machine.
+    await red.context.addInitScript(() => localStorage.setItem('stagecast.streamSize', 'small'));
+  });
+
+  after(async () => {
+    if (!ok) dumpLogs(everyone);
+    await browser?.close();
+  });
+
+  it('a host and two guests are on a stage; the channel is offline', async () => {
+    invite = await createStageViaUi(red, 0);
+    groupId = new URL(invite).searchParams.get('join');
+    await waitJoined(red.page);
+    await joinViaInvite(green, invite, 1);
+    await joinViaInvite(blue, invite, 2);
+    await Promise.all([waitJoined(green.page), waitJoined(blue.page)]);
+    for (const p of [red, green, blue]) p.id = await localParticipantId(p.page);
+    await waitForRemoteTiles(red.page, [green.id, blue.id]);
+    await expectLiveVideo(red.page, green.id, green.color);
+    await expectLiveVideo(red.page, blue.id, blue.color);
+
+    const item = await listItem(groupId);
+    assert.ok(item, 'the group is listed');
+    assert.equal(item.live, false);
+    assert.ok(item.channelId, 'the group has a channel');
+    assert.ok(item.roomId, 'the group has a chat room');
+    // Guests never see the stream key; only the host's panel exists.
+    assert.equal(await green.page.getByTestId('go-live').count(), 0, 'guests have no Go live button');
+    assert.equal(await red.page.getByTestId('live-state').getAttribute('data-state'), 'offline');
+
+    // Before going live the watch page says Offline.
+    await hlsViewer.page.goto(`${BASE}/watch.html?group=${groupId}`);
+    await waitWatchState(hlsViewer, ['offline'], 10000);
+  });
+
+  it('the host goes live; the list shows it live', async () => {
+    await red.page.getByTestId('go-live').click();
+    await red.page.waitForFunction(
+      () => document.querySelector('[data-testid="live-state"]')?.dataset.state === 'live',
+      null,
+      { timeout: 20000 },
+    );
+    await red.page.getByTestId('end-stream').waitFor({ timeout: 5000 });
+    const deadline = Date.now() + 10000;
+    let item = await listItem(groupId);
+    while (!item.live && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 300));
+      item = await listItem(groupId);
+    }
+    assert.equal(item.live, true, '/api/list says live');
+    assert.match(item.playbackUrl, /\/hls\/.+\/index\.m3u8$/);
+    // The home page shows a LIVE badge on the stage.
+    await green.context.newPage().then(async (home) => {
+      await home.goto(`${BASE}/`);
+      await home.locator(`[data-testid="stage-item"][data-group-id="${groupId}"] [data-testid="live-badge"]`).waitFor({ timeout: 10000 });
+      await home.close();
+    });
+  });
+
+  it('viewers with hls.js and with the IVS Player see each participant in its tile', async () => {
+    // The hls.js viewer was waiting on the Offline page: it starts by itself.
+    await ivsViewer.page.goto(`${BASE}/watch.html?group=${groupId}&player=ivs`);
+    await Promise.all([waitWatchState(hlsViewer, ['live'], 40000), waitWatchState(ivsViewer, ['live'], 40000)]);
+    const three = [red, green, blue];
+    const [a, b] = await Promise.all([
+      expectCompositeGrid(hlsViewer.page, VIDEO, three, 40000),
+      expectCompositeGrid(ivsViewer.page, VIDEO, three, 40000),
+    ]);
+    console.log(`hls.js tiles: ${a.owners.join(', ')} (${a.w}x${a.h}); IVS Player tiles: ${b.owners.join(', ')}`);
+    assert.equal(a.w, 640);
+    assert.equal(a.h, 360);
+    await red.page.screenshot({ path: '/tmp/go-live-host.png' });
+    await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-hls.png' });
+    await ivsViewer.page.screenshot({ path: '/tmp/go-live-viewer-ivs.png' });
+  });
+
+  it('a third guest joins and the viewers see four tiles', async () => {
+    await joinViaInvite(yellow, invite, 3);
+    await waitJoined(yellow.page);
+    const four = [red, green, blue, yellow];
+    await Promise.all([
+      expectCompositeGrid(hlsViewer.page, VIDEO, four, 45000),
+      expectCompositeGrid(ivsViewer.page, VIDEO, four, 45000),
+    ]);
+    await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-four.png' });
+  });
+
+  it('the host ends the stream and both viewers see it end', async () => {
+    await red.page.getByTestId('end-stream').click();
+    await red.page.waitForFunction(
+      () => document.querySelector('[data-testid="live-state"]')?.dataset.state === 'offline',
+      null,
+      { timeout: 5000 },
+    );
+    await Promise.all([
+      waitWatchState(hlsViewer, ['ended', 'offline'], 12000),
+      waitWatchState(ivsViewer, ['ended', 'offline'], 12000),
+    ]);
+    await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-ended.png' });
+    const item = await listItem(groupId);
+    assert.equal(item.live, false, '/api/list says not live');
+  });
+
+  it('the host can go live again and the waiting viewer picks it up', async () => {
+    await red.page.getByTestId('go-live').click();
+    await red.page.waitForFunction(
+      () => document.querySelector('[data-testid="live-state"]')?.dataset.state === 'live',
+      null,
+      { timeout: 20000 },
+    );
+    await waitWatchState(hlsViewer, ['live'], 40000);
+    await expectCompositeGrid(hlsViewer.page, VIDEO, [red, green, blue, yellow], 40000);
+    // Leaving the stage ends the broadcast too.
+    await red.page.getByTestId('leave-button').click();
+    await waitWatchState(hlsViewer, ['ended', 'offline'], 15000);
+    assertNoPageErrors(everyone);
+    ok = true;
+  });
+});
