@@ -4,42 +4,20 @@
 //! broadcaster, garbage SDP, a broadcaster that vanishes).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use reqwest::header;
 use serde_json::{json, Value};
-use stagecast_server::channel::h264::{nal_type, split_annex_b};
-use stagecast_server::{Config, Running};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Rtc};
 use tokio::net::UdpSocket;
 
-fn temp_dir(name: &str) -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-ch-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-struct Server {
-    running: Running,
-    base: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.running.task.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::Server;
 
 struct Channel {
     id: String,
@@ -49,13 +27,6 @@ struct Channel {
 }
 
 impl Server {
-    async fn start(name: &str) -> Result<Self> {
-        let dir = temp_dir(name)?;
-        let running = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-        let base = format!("http://{}", running.http_addr);
-        Ok(Self { running, base, http: reqwest::Client::new(), dir })
-    }
-
     async fn create_channel(&self) -> Result<Channel> {
         let res = self
             .http
@@ -141,24 +112,12 @@ impl Broadcaster {
     }
 
     fn pump(&mut self) -> Result<()> {
-        while self.rtc.is_alive() {
-            match self.rtc.poll_output()? {
-                Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
-                Output::Event(_) => {}
-                Output::Timeout(_) => break,
+        let keyframe_requests = &mut self.keyframe_requests;
+        common::pump_udp(&mut self.rtc, &self.socket, self.addr, |e| {
+            if matches!(e, Event::KeyframeRequest(_)) {
+                *keyframe_requests += 1;
             }
-        }
-        let mut buf = [0u8; 2048];
-        while let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
-            let Some(bytes) = buf.get(..n) else { continue };
-            let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, bytes) else { continue };
-            self.rtc.handle_input(Input::Receive(Instant::now(), receive))?;
-        }
-        self.rtc.handle_input(Input::Timeout(Instant::now()))?;
-        Ok(())
+        })
     }
 
     async fn connect(&mut self) -> Result<()> {
@@ -228,27 +187,7 @@ fn test_video(dir: &std::path::Path) -> Result<Option<Vec<Vec<u8>>>> {
         .arg(&path)
         .status()?;
     ensure!(status.success(), "ffmpeg failed");
-    let data = std::fs::read(&path)?;
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut current = Vec::new();
-    let mut has_slice = false;
-    for nal in split_annex_b(&data) {
-        let t = nal_type(nal);
-        let is_slice = t == 1 || t == 5;
-        // A slice with first_mb_in_slice == 0 (ue(v) "1" bit) starts a new picture.
-        let first_slice = is_slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
-        if has_slice && (first_slice || matches!(t, 6..=9)) {
-            out.push(std::mem::take(&mut current));
-            has_slice = false;
-        }
-        current.extend_from_slice(&[0, 0, 0, 1]);
-        current.extend_from_slice(nal);
-        has_slice |= is_slice;
-    }
-    if has_slice {
-        out.push(current);
-    }
-    Ok(Some(out))
+    Ok(Some(common::access_units(&std::fs::read(&path)?)))
 }
 
 fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -473,25 +412,21 @@ async fn control_plane_needs_the_api_key_and_knows_missing_channels() -> Result<
 
 #[tokio::test]
 async fn channels_survive_a_restart() -> Result<()> {
-    let dir = temp_dir("restart")?;
-    let first = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-    let http = reqwest::Client::new();
-    let key = first.state.api_key.clone();
-    let body: Value = http
-        .post(format!("http://{}/v1/channels", first.http_addr))
-        .bearer_auth(&key)
+    let first = Server::start("restart").await?;
+    let body: Value = first
+        .http
+        .post(format!("{}/v1/channels", first.base))
+        .bearer_auth(&first.api_key)
         .json(&json!({"name": "kept"}))
         .send()
         .await?
         .json()
         .await?;
     let id = body["channel"]["id"].as_str().context("id")?.to_owned();
-    first.task.abort();
-    drop(first);
+    let dir = first.stop_keeping_dir();
 
-    let second = Server { running: stagecast_server::start(Config::for_tests(dir.clone())).await?, base: String::new(), http, dir };
-    let base = format!("http://{}", second.running.http_addr);
-    let res = second.http.get(format!("{base}/v1/channels/{id}")).bearer_auth(&second.running.state.api_key).send().await?;
+    let second = Server::start_in(dir).await?;
+    let res = second.http.get(format!("{}/v1/channels/{id}", second.base)).bearer_auth(&second.api_key).send().await?;
     ensure!(res.status() == 200, "after restart: {}", res.status());
     let body: Value = res.json().await?;
     ensure!(body["channel"]["name"] == "kept" && body["channel"]["state"] == "OFFLINE", "{body}");

@@ -2,7 +2,6 @@
 //! and `GET /v1/chat` with tokio-tungstenite clients speaking the IVS Chat
 //! protocol.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -10,64 +9,15 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 use stagecast_server::chat::{ChatCapability, ChatClaims, Outbound, TokenSpec, OUTBOUND_QUEUE};
-use stagecast_server::{Config, Running};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+mod common;
+use common::{Server, Upgrade, Ws};
 
+const CHAT_PATH: &str = "/v1/chat";
 const WAIT: Duration = Duration::from_secs(5);
 
-fn temp_dir(name: &str) -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-chat-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-struct Server {
-    running: Running,
-    base: String,
-    api_key: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
 impl Server {
-    async fn start(name: &str) -> Result<Self> {
-        Self::start_in(temp_dir(name)?).await
-    }
-
-    async fn start_in(dir: PathBuf) -> Result<Self> {
-        let running = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-        let base = format!("http://{}", running.http_addr);
-        let api_key = running.state.api_key.clone();
-        Ok(Self { running, base, api_key, http: reqwest::Client::new(), dir })
-    }
-
-    /// `(status, body)` of a request with the API key (or `key`).
-    async fn call(&self, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        req = req.bearer_auth(key.unwrap_or(&self.api_key));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
-        Ok((status, body))
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let (status, body) = self.call(method, path, body, None).await?;
-        ensure!((200..300).contains(&status), "status {status}: {body}");
-        Ok(body)
-    }
-
     /// `(status, code)` of an error reply. A body that is JSON but the wrong
     /// shape is the shared `JsonBody` rejection (axum's 422), counted as 400 here.
     async fn error(&self, method: Method, path: &str, body: Option<Value>) -> Result<(u16, String)> {
@@ -90,37 +40,15 @@ impl Server {
     }
 
     fn chat_url(&self) -> String {
-        format!("ws://{}/v1/chat", self.running.http_addr)
+        self.ws_url(CHAT_PATH)
     }
 
-    async fn try_connect(&self, token: &str) -> Result<std::result::Result<Ws, (u16, Value)>> {
-        let mut req = self.chat_url().into_client_request()?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(token)?);
-        match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, response)) => {
-                let echoed = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
-                ensure!(echoed == Some(token), "the server must echo the token subprotocol, got {echoed:?}");
-                Ok(Ok(ws))
-            }
-            Err(tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response.body().as_deref().map(serde_json::from_slice).transpose()?.unwrap_or(Value::Null);
-                Ok(Err((status, body)))
-            }
-            Err(e) => Err(e.into()),
-        }
+    async fn try_connect(&self, token: &str) -> Result<Upgrade> {
+        self.ws_try_connect(CHAT_PATH, Some(token)).await
     }
 
     async fn connect(&self, token: &str) -> Result<Ws> {
-        self.try_connect(token).await?.map_err(|(s, b)| anyhow!("upgrade refused: {s} {b}"))
-    }
-
-    fn stop(self, remove: bool) -> Result<PathBuf> {
-        self.running.task.abort();
-        if remove {
-            std::fs::remove_dir_all(&self.dir)?;
-        }
-        Ok(self.dir)
+        self.ws_connect(CHAT_PATH, token).await
     }
 }
 
@@ -244,7 +172,7 @@ async fn control_plane_creates_gets_lists_and_validates_rooms() -> Result<()> {
     let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/{id}"), None, None).await?;
     assert_eq!(status, 204);
     assert_eq!(server.error(Method::DELETE, &format!("/v1/rooms/{id}"), None).await?, (404, "ROOM_NOT_FOUND".into()));
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -328,7 +256,7 @@ async fn two_clients_chat_delete_and_disconnect() -> Result<()> {
     assert_eq!(recv(&mut again).await?["Attributes"]["Reason"], "api kick");
     assert_eq!(expect_close(&mut again).await?, "user disconnected");
     assert_eq!(recv(&mut moderator).await?["EventName"], "aws:DISCONNECT_USER");
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -397,7 +325,7 @@ async fn view_only_tokens_and_bad_frames_get_errors_and_others_are_unaffected() 
     assert_eq!(recv(&mut nice).await?["RequestId"], "n-1");
     assert_eq!(recv(&mut viewer).await?["Content"], "all good");
     assert_eq!(recv(&mut rude).await?["Content"], "all good");
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -429,7 +357,7 @@ async fn bad_tokens_are_refused_at_the_handshake_and_delete_room_closes_everyone
     assert_eq!(expect_close(&mut a).await?, "room deleted");
     assert_eq!(expect_close(&mut b).await?, "room deleted");
     assert_eq!(refused(server.try_connect(&token).await?)?, (404, "ROOM_NOT_FOUND".into()));
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -456,7 +384,7 @@ async fn an_expired_session_gets_401_and_a_clean_close() -> Result<()> {
         Err((401, body)) => assert_eq!(body["code"], "TOKEN_EXPIRED"),
         other => bail!("expected 401 TOKEN_EXPIRED, got {:?}", other.err()),
     }
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -465,7 +393,7 @@ async fn rooms_and_tokens_survive_a_restart() -> Result<()> {
     let server = Server::start("restart").await?;
     let room = server.create_room(json!({"name": "kept", "maximumMessageLength": 42})).await?;
     let token = server.token(&room, "u1", &["SEND_MESSAGE"]).await?;
-    let dir = server.stop(false)?;
+    let dir = server.stop_keeping_dir();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let server = Server::start_in(dir).await?;
@@ -476,7 +404,7 @@ async fn rooms_and_tokens_survive_a_restart() -> Result<()> {
     assert_eq!(recv(&mut ws).await?["ErrorCode"], 413);
     say(&mut ws, "r-2", "fits").await?;
     assert_eq!(recv(&mut ws).await?["Content"], "fits");
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }
 
@@ -530,6 +458,6 @@ async fn a_client_that_cannot_keep_up_is_cut_not_skipped() -> Result<()> {
     drop(slow);
     drop(fast);
     assert_eq!(hub.connection_count(&room), 0);
-    server.stop(true)?;
+    server.stop()?;
     Ok(())
 }

@@ -372,7 +372,20 @@ async fn demo_backend_create_join_list_disconnect_delete() -> anyhow::Result<()>
     let stage = str_at(&created, &["stage", "id"])?;
     let host_token = str_at(&created, &["stage", "token"])?;
     let host_pid = str_at(&created, &["stage", "participantId"])?;
-    assert!(created["channel"].is_null() && created["chat"].is_null());
+    // The host gets the group's channel (with its stream key) and a moderator chat token.
+    let channel = str_at(&created, &["channel", "id"])?;
+    let room = str_at(&created, &["chat", "id"])?;
+    assert_eq!(created["channel"]["playbackUrl"], format!("{}/hls/{channel}/index.m3u8", s.base));
+    assert_eq!(created["channel"]["ingestEndpoint"], format!("{}/v1/channels/{channel}/whip", s.base));
+    let stream_key = str_at(&created, &["channel", "streamKey"])?;
+    assert!(stream_key.starts_with("sk_"));
+    let host_chat = s.running.state.chat.verify_token(&str_at(&created, &["chat", "token"])?, now())?;
+    assert_eq!((host_chat.room.as_str(), host_chat.user_id.as_str()), (room.as_str(), "host-1"));
+    let caps = host_chat.chat_capabilities();
+    assert!(caps.send_message && caps.delete_message && caps.disconnect_user);
+    let ch = s.v1(Method::GET, &format!("/v1/channels/{channel}"), None).await?.ok()?;
+    assert_eq!(ch["channel"]["state"], "OFFLINE");
+    assert!(s.v1(Method::GET, &format!("/v1/rooms/{room}"), None).await?.status.is_success());
     let hc = s.claims(&host_token)?;
     assert_eq!(
         (hc.topic.as_str(), hc.jti.as_str(), hc.user_id.as_str()),
@@ -396,6 +409,13 @@ async fn demo_backend_create_join_list_disconnect_delete() -> anyhow::Result<()>
     let gc = s.claims(&guest_token)?;
     assert_eq!(gc.attributes.get("isHost").map(String::as_str), Some("false"));
     assert_eq!(gc.user_id, "guest-1");
+    // Guests do not go live (no stream key) and may only send chat messages.
+    assert!(joined["channel"].is_null());
+    assert_eq!(joined["chat"]["id"], room.as_str());
+    let guest_chat = s.running.state.chat.verify_token(&str_at(&joined, &["chat", "token"])?, now())?;
+    let caps = guest_chat.chat_capabilities();
+    assert_eq!(guest_chat.user_id, "guest-1");
+    assert!(caps.send_message && !caps.delete_message && !caps.disconnect_user);
     s.send(Method::POST, "/api/join", None, Some(json!({"groupId": "nope", "userId": "x"})))
         .await?
         .expect_error(404, "GROUP_NOT_FOUND");
@@ -416,7 +436,10 @@ async fn demo_backend_create_join_list_disconnect_delete() -> anyhow::Result<()>
     assert_eq!(item["stageAttributes"], host_attrs);
     assert_eq!(item["participantCount"], 0);
     assert_eq!(item["live"], false);
-    assert!(item["channelId"].is_null() && item["roomId"].is_null());
+    assert_eq!(item["channelId"], channel.as_str());
+    assert_eq!(item["roomId"], room.as_str());
+    assert_eq!(item["playbackUrl"], format!("{}/hls/{channel}/index.m3u8", s.base));
+    assert!(item.get("streamKey").is_none() && !list.to_string().contains(&stream_key));
 
     // Only the host may remove a guest.
     let kick = json!({"groupId": group, "userId": "host-1", "participantId": guest_pid, "reason": "out"});
@@ -460,6 +483,9 @@ async fn demo_backend_create_join_list_disconnect_delete() -> anyhow::Result<()>
         .await?
         .expect_error(404, "GROUP_NOT_FOUND");
     s.v1(Method::GET, &format!("/v1/stages/{stage}"), None).await?.expect_error(404, "STAGE_NOT_FOUND");
+    // The group's channel and chat room went with it.
+    s.v1(Method::GET, &format!("/v1/channels/{channel}"), None).await?.expect_error(404, "CHANNEL_NOT_FOUND");
+    s.v1(Method::GET, &format!("/v1/rooms/{room}"), None).await?.expect_error(404, "ROOM_NOT_FOUND");
     s.stop()
 }
 

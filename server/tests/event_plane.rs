@@ -2,116 +2,42 @@
 //! with the participant token as subprotocol, tokens from the `/v1` control
 //! plane.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use stagecast_protocol::events::{DisconnectReason, ParticipantState, ServerMessage};
 use stagecast_protocol::token::ParticipantClaims;
-use stagecast_server::{Config, Running};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
+
+mod common;
+use common::{Server, Token, Upgrade, Ws, EVENTS_PATH};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn temp_dir(name: &str) -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-ep-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-struct Server {
-    running: Running,
-    base: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.running.task.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Token {
-    participant_id: String,
-    token: String,
-}
-
 impl Server {
-    async fn start(name: &str) -> Result<Self> {
-        let dir = temp_dir(name)?;
-        let running = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-        let base = format!("http://{}", running.http_addr);
-        Ok(Self { running, base, http: reqwest::Client::new(), dir })
-    }
-
-    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.running.state.api_key);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
-        Ok((status, body))
-    }
-
     async fn create_stage(&self) -> Result<String> {
-        let (status, body) = self.api(reqwest::Method::POST, "/v1/stages", Some(json!({"name": "test"}))).await?;
-        ensure!(status == 200 || status == 201, "create stage: {status} {body}");
-        body["stage"]["id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no stage id in {body}"))
+        self.create_stage_with(json!({"name": "test"})).await
     }
 
     async fn token(&self, stage: &str, user: &str, capabilities: &[&str]) -> Result<Token> {
         let body = json!({"userId": user, "attributes": {"username": user}, "capabilities": capabilities});
-        let (status, body) = self.api(reqwest::Method::POST, &format!("/v1/stages/{stage}/tokens"), Some(body)).await?;
-        ensure!(status == 200 || status == 201, "create token: {status} {body}");
-        let t = &body["participantToken"];
-        Ok(Token {
-            participant_id: t["participantId"].as_str().context("participantId")?.to_owned(),
-            token: t["token"].as_str().context("token")?.to_owned(),
-        })
+        self.participant_token(stage, body).await
     }
 
     fn events_url(&self) -> String {
-        format!("ws://{}/v1/stage/events", self.running.http_addr)
+        self.ws_url(EVENTS_PATH)
     }
 
     /// Connect with `token` as the subprotocol. `Err` carries the HTTP
     /// status and body when the upgrade is refused.
-    async fn try_connect(&self, token: Option<&str>) -> Result<std::result::Result<Ws, (u16, Value)>> {
-        let mut req = self.events_url().into_client_request()?;
-        if let Some(token) = token {
-            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(token)?);
-        }
-        match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, response)) => {
-                let echoed = response.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok());
-                ensure!(echoed == token, "the server must echo the token subprotocol, got {echoed:?}");
-                Ok(Ok(ws))
-            }
-            Err(tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response.body().as_deref().map(serde_json::from_slice).transpose()?.unwrap_or(Value::Null);
-                Ok(Err((status, body)))
-            }
-            Err(e) => Err(e.into()),
-        }
+    async fn try_connect(&self, token: Option<&str>) -> Result<Upgrade> {
+        self.ws_try_connect(EVENTS_PATH, token).await
     }
 
     async fn connect(&self, token: &Token) -> Result<Ws> {
-        self.try_connect(Some(&token.token)).await?.map_err(|(s, b)| anyhow!("upgrade refused: {s} {b}"))
+        self.ws_connect(EVENTS_PATH, &token.token).await
     }
 
     async fn refused(&self, token: Option<&str>) -> Result<(u16, String)> {
@@ -175,6 +101,32 @@ async fn disconnect_reason(ws: &mut Ws) -> Result<DisconnectReason> {
     }
 }
 
+/// Alice and Bob (both PUBLISH + SUBSCRIBE) connected to a new stage, each
+/// past their first snapshot, Alice having seen Bob join.
+struct Pair {
+    stage: String,
+    alice: Token,
+    bob: Token,
+    a: Ws,
+    b: Ws,
+    /// The sequence number of Alice's snapshot with both members.
+    joined: u64,
+}
+
+impl Pair {
+    async fn connect(server: &Server) -> Result<Self> {
+        let stage = server.create_stage().await?;
+        let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
+        let bob = server.token(&stage, "bob", &["PUBLISH", "SUBSCRIBE"]).await?;
+        let mut a = server.connect(&alice).await?;
+        snapshot(&mut a).await?;
+        let mut b = server.connect(&bob).await?;
+        snapshot(&mut b).await?;
+        let (joined, _) = snapshot_where(&mut a, |p| p.len() == 2).await?;
+        Ok(Self { stage, alice, bob, a, b, joined })
+    }
+}
+
 fn ids(participants: &[ParticipantState]) -> Vec<&str> {
     participants.iter().map(|p| p.id.as_str()).collect()
 }
@@ -222,14 +174,7 @@ async fn snapshots_follow_joins_and_leaves_with_growing_sequence_numbers() -> Re
 #[tokio::test]
 async fn set_state_mute_reaches_the_other_members_and_ping_gets_pong() -> Result<()> {
     let server = Server::start("mute").await?;
-    let stage = server.create_stage().await?;
-    let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
-    let bob = server.token(&stage, "bob", &["PUBLISH", "SUBSCRIBE"]).await?;
-    let mut a = server.connect(&alice).await?;
-    snapshot(&mut a).await?;
-    let mut b = server.connect(&bob).await?;
-    snapshot(&mut b).await?;
-    let (before, _) = snapshot_where(&mut a, |p| p.len() == 2).await?;
+    let Pair { alice, bob, mut a, mut b, joined: before, .. } = Pair::connect(&server).await?;
 
     b.send(Message::text(json!({"type": "SET_STATE", "audioMuted": true, "videoStopped": false}).to_string())).await?;
     let (after, participants) =
@@ -314,14 +259,7 @@ async fn bad_frames_get_an_error_and_the_socket_stays_up() -> Result<()> {
 #[tokio::test]
 async fn disconnecting_a_participant_sends_disconnect_and_the_token_cannot_rejoin() -> Result<()> {
     let server = Server::start("kick").await?;
-    let stage = server.create_stage().await?;
-    let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
-    let bob = server.token(&stage, "bob", &["PUBLISH", "SUBSCRIBE"]).await?;
-    let mut a = server.connect(&alice).await?;
-    snapshot(&mut a).await?;
-    let mut b = server.connect(&bob).await?;
-    snapshot(&mut b).await?;
-    snapshot_where(&mut a, |p| p.len() == 2).await?;
+    let Pair { stage, alice, bob, mut a, mut b, .. } = Pair::connect(&server).await?;
 
     let path = format!("/v1/stages/{stage}/participants/{}/disconnect", bob.participant_id);
     let (status, body) = server.api(reqwest::Method::POST, &path, Some(json!({"reason": "bye"}))).await?;

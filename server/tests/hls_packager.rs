@@ -10,6 +10,8 @@ use stagecast_server::channel::fmp4::AudioParams;
 use stagecast_server::channel::h264::AccessUnit;
 use stagecast_server::channel::packager::{Packager, PackagerConfig, PartLookup, Readiness};
 
+mod common;
+
 const SPS: [u8; 25] = [
     0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03,
     0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
@@ -218,31 +220,6 @@ fn metadata_goes_into_the_next_part_as_an_id3_emsg() -> Result<()> {
     Ok(())
 }
 
-/// Split an Annex-B file into access units (one slice per frame, as x264 writes).
-fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
-    use stagecast_server::channel::h264::{nal_type, split_annex_b};
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut current: Vec<u8> = Vec::new();
-    let mut has_slice = false;
-    for nal in split_annex_b(data) {
-        let t = nal_type(nal);
-        let is_slice = t == 1 || t == 5;
-        // A slice with first_mb_in_slice == 0 (ue(v) "1" bit) starts a new picture.
-        let first_slice = is_slice && nal.get(1).is_some_and(|b| b & 0x80 != 0);
-        if has_slice && (first_slice || matches!(t, 6..=9)) {
-            out.push(std::mem::take(&mut current));
-            has_slice = false;
-        }
-        current.extend_from_slice(&[0, 0, 0, 1]);
-        current.extend_from_slice(nal);
-        has_slice |= is_slice;
-    }
-    if has_slice {
-        out.push(current);
-    }
-    out
-}
-
 #[test]
 fn real_h264_and_transcoded_audio_package_into_what_ffprobe_reads() -> Result<()> {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
@@ -258,7 +235,7 @@ fn real_h264_and_transcoded_audio_package_into_what_ffprobe_reads() -> Result<()
         .arg(&h264_path)
         .status()?;
     ensure!(status.success(), "ffmpeg made the test stream");
-    let aus = access_units(&std::fs::read(&h264_path)?);
+    let aus = common::access_units(&std::fs::read(&h264_path)?);
     ensure!(aus.len() == 120, "120 frames, got {}", aus.len());
 
     let mut transcoder = OpusToAac::new()?;

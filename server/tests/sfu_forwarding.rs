@@ -14,6 +14,8 @@ use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTi
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
+mod common;
+
 const STEP: Duration = Duration::from_millis(1);
 
 fn addr(host: u8, port: u16) -> SocketAddr {
@@ -37,13 +39,7 @@ struct Peer {
 
 impl Peer {
     fn media_data(&self, mid: Mid) -> Vec<Vec<u8>> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::MediaData(d) if d.mid == mid => Some(d.data.to_vec()),
-                _ => None,
-            })
-            .collect()
+        common::media_data(&self.events, mid)
     }
 
     fn keyframe_requests(&self) -> usize {

@@ -2,7 +2,6 @@
 //! server, with str0m peers sending real UDP to the SFU's media socket.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -10,46 +9,17 @@ use futures_util::StreamExt;
 use reqwest::header;
 use serde_json::{json, Value};
 use stagecast_protocol::events::{ParticipantState, ServerMessage};
-use stagecast_server::{Config, Running};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use str0m::{Candidate, Event, Rtc};
+use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod common;
+use common::{Server, Token, Ws, EVENTS_PATH};
 
 const WAIT: Duration = Duration::from_secs(10);
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn temp_dir(name: &str) -> Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-sfu-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-struct Server {
-    running: Running,
-    base: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.running.task.abort();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Token {
-    id: String,
-    token: String,
-}
 
 struct Created {
     location: String,
@@ -57,42 +27,17 @@ struct Created {
 }
 
 impl Server {
-    async fn start(name: &str) -> Result<Self> {
-        let dir = temp_dir(name)?;
-        let running = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-        let base = format!("http://{}", running.http_addr);
-        Ok(Self { running, base, http: reqwest::Client::new(), dir })
-    }
-
     async fn stage_and_tokens(&self, users: &[(&str, &[&str])]) -> Result<(String, Vec<Token>)> {
-        let key = &self.running.state.api_key;
-        let res = self.http.post(format!("{}/v1/stages", self.base)).bearer_auth(key).json(&json!({})).send().await?;
-        let body: Value = res.json().await?;
-        let stage = body["stage"]["id"].as_str().context("stage id")?.to_owned();
+        let stage = self.create_stage_with(json!({})).await?;
         let mut tokens = Vec::new();
         for (user, caps) in users {
-            let res = self
-                .http
-                .post(format!("{}/v1/stages/{stage}/tokens", self.base))
-                .bearer_auth(key)
-                .json(&json!({"userId": user, "capabilities": caps}))
-                .send()
-                .await?;
-            let body: Value = res.json().await?;
-            let t = &body["participantToken"];
-            tokens.push(Token {
-                id: t["participantId"].as_str().context("participantId")?.to_owned(),
-                token: t["token"].as_str().context("token")?.to_owned(),
-            });
+            tokens.push(self.participant_token(&stage, json!({"userId": user, "capabilities": caps})).await?);
         }
         Ok((stage, tokens))
     }
 
     async fn join(&self, token: &Token) -> Result<Ws> {
-        let mut req = format!("ws://{}/v1/stage/events", self.running.http_addr).into_client_request()?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&token.token)?);
-        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
-        Ok(ws)
+        self.ws_connect(EVENTS_PATH, &token.token).await
     }
 
     /// POST an SDP offer; Ok(created) or Err((status, code)).
@@ -156,33 +101,12 @@ impl UdpPeer {
 
     /// Send what str0m wants sent, take in what arrived, advance time.
     fn pump(&mut self) -> Result<()> {
-        while self.rtc.is_alive() {
-            match self.rtc.poll_output()? {
-                Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Output::Event(e) => self.events.push(e),
-                Output::Timeout(_) => break,
-            }
-        }
-        let mut buf = [0u8; 2048];
-        while let Ok((n, source)) = self.socket.try_recv_from(&mut buf) {
-            let Some(bytes) = buf.get(..n) else { continue };
-            let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, bytes) else { continue };
-            self.rtc.handle_input(Input::Receive(Instant::now(), receive))?;
-        }
-        self.rtc.handle_input(Input::Timeout(Instant::now()))?;
-        Ok(())
+        let events = &mut self.events;
+        common::pump_udp(&mut self.rtc, &self.socket, self.addr, |e| events.push(e))
     }
 
     fn media(&self, mid: Mid) -> Vec<Vec<u8>> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::MediaData(d) if d.mid == mid => Some(d.data.to_vec()),
-                _ => None,
-            })
-            .collect()
+        common::media_data(&self.events, mid)
     }
 }
 
@@ -245,7 +169,7 @@ async fn whip_requests_are_checked_in_order_and_refused_with_codes() -> Result<(
     let huge = "a".repeat(200 * 1024);
     assert_eq!(server.post_sdp(publish, Some(&alice.token), &huge).await?.err().map(|e| e.1), Some("INVALID_SDP".into()));
 
-    let subscribe = format!("/v1/stage/whip/subscribe/{}", alice.id);
+    let subscribe = format!("/v1/stage/whip/subscribe/{}", alice.participant_id);
     let (recv_offer, _, _) = peer.offer(&recvonly())?;
     assert_eq!(
         server.post_sdp(&subscribe, Some(&bob.token), &recv_offer).await?.err(),
@@ -290,19 +214,19 @@ async fn media_flows_over_udp_from_a_whip_publisher_to_a_subscriber() -> Result<
     pump_until(&mut [&mut publisher], "publisher connected", |p| p[0].rtc.is_connected()).await?;
 
     // Everyone sees alice publishing audio and video.
-    let alice_id = alice.id.clone();
+    let alice_id = alice.participant_id.clone();
     let participants = tokio::select! {
         s = snapshot_where(&mut b_ws, |p| p.iter().any(|m| m.id == alice_id && m.published)) => s?,
         _ = async { loop { let _ = publisher.pump(); tokio::time::sleep(Duration::from_millis(1)).await; } } => bail!("unreachable"),
     };
-    let alice_state = participants.iter().find(|m| m.id == alice.id).context("alice")?;
+    let alice_state = participants.iter().find(|m| m.id == alice.participant_id).context("alice")?;
     assert_eq!(alice_state.tracks, ["audio", "video"]);
 
     // Subscribe.
     let mut subscriber = UdpPeer::new(Rtc::builder()).await?;
     let (offer, pending, sub_mids) = subscriber.offer(&recvonly())?;
     let sub = server
-        .post_sdp(&format!("/v1/stage/whip/subscribe/{}", alice.id), Some(&bob.token), &offer)
+        .post_sdp(&format!("/v1/stage/whip/subscribe/{}", alice.participant_id), Some(&bob.token), &offer)
         .await?
         .map_err(|e| anyhow!("subscribe refused: {e:?}"))?;
     subscriber.accept(pending, &sub.answer)?;
@@ -342,7 +266,7 @@ async fn media_flows_over_udp_from_a_whip_publisher_to_a_subscriber() -> Result<
         !p[1].rtc.is_alive() || p[1].events.iter().any(|e| matches!(e, Event::Closed))
     })
     .await?;
-    snapshot_where(&mut b_ws, |p| p.iter().any(|m| m.id == alice.id && !m.published && m.tracks.is_empty())).await?;
+    snapshot_where(&mut b_ws, |p| p.iter().any(|m| m.id == alice.participant_id && !m.published && m.tracks.is_empty())).await?;
     assert_eq!(server.delete(&created.location, &alice.token).await?, 404);
     assert_eq!(server.delete(&sub.location, &bob.token).await?, 404);
     Ok(())
@@ -363,7 +287,7 @@ async fn leaving_the_event_plane_ends_the_participants_media_sessions() -> Resul
 
     ws.close(None).await?;
     let stage = stagecast_protocol::StageId(stage_of(&server, &alice.token)?);
-    let participant = stagecast_protocol::ParticipantId(alice.id.clone());
+    let participant = stagecast_protocol::ParticipantId(alice.participant_id.clone());
     let deadline = Instant::now() + WAIT;
     while server.running.state.stages.is_connected(&stage, &participant) {
         ensure!(Instant::now() < deadline, "the participant never left");

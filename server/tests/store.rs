@@ -1,19 +1,13 @@
 //! SQLite store round trips against a real file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use stagecast_protocol::token::TokenCapabilities;
 use stagecast_protocol::{ParticipantId, StageId};
 use stagecast_server::store::{DemoGroupRecord, ParticipantRecord, PublicKeyRecord, SqliteStore, StageRecord, Store};
 
-/// A fresh directory under the system temp dir, unique per test and run.
-fn temp_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-store-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
+mod common;
+use common::temp_dir;
 
 fn stage(id: &str, t: i64) -> StageRecord {
     StageRecord { id: StageId::from(id), name: format!("name of {id}"), create_time: t }
@@ -104,6 +98,8 @@ fn deleting_a_stage_removes_its_participants_and_groups() -> anyhow::Result<()> 
         host_participant_id: ParticipantId::from("p1"),
         host_attributes: BTreeMap::from([("avatarUrl".to_owned(), "a.png".to_owned())]),
         create_time: t,
+        channel_id: Some(format!("ch-{gid}")),
+        room_id: None,
     };
     store.create_demo_group(&group("g1", "st-1", 1))?;
     store.create_demo_group(&group("g2", "st-2", 2))?;
@@ -142,6 +138,41 @@ fn public_keys_round_trip() -> anyhow::Result<()> {
     assert_eq!(store.find_public_key_by_fingerprint("cc")?, None);
     // The same key material cannot be imported twice.
     assert!(store.insert_public_key(&PublicKeyRecord { id: "pk-2".to_owned(), ..key }).is_err());
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[test]
+fn demo_groups_of_an_older_database_gain_channel_and_room() -> anyhow::Result<()> {
+    let dir = temp_dir("migrate")?;
+    let path = dir.join("db.sqlite");
+    {
+        // The demo_groups table as it was before groups had a channel and a room.
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE demo_groups (group_id TEXT PRIMARY KEY, stage_id TEXT NOT NULL, host_user_id TEXT NOT NULL,
+                host_participant_id TEXT NOT NULL, host_attributes TEXT NOT NULL, create_time INTEGER NOT NULL);
+             INSERT INTO demo_groups VALUES ('old', 'st-1', 'host', 'p1', '{}', 1);",
+        )?;
+    }
+    let store = SqliteStore::open(&path)?;
+    let old = store.get_demo_group("old")?.ok_or_else(|| anyhow::anyhow!("old group lost"))?;
+    assert_eq!((old.channel_id, old.room_id), (None, None));
+    let group = DemoGroupRecord {
+        group_id: "new".to_owned(),
+        stage_id: StageId::from("st-2"),
+        host_user_id: "host".to_owned(),
+        host_participant_id: ParticipantId::from("p2"),
+        host_attributes: BTreeMap::new(),
+        create_time: 2,
+        channel_id: Some("ch-1".to_owned()),
+        room_id: Some("room-1".to_owned()),
+    };
+    store.create_demo_group(&group)?;
+    drop(store);
+    // Opening again does not try to add the columns twice.
+    let store = SqliteStore::open(&path)?;
+    assert_eq!(store.get_demo_group("new")?, Some(group));
     std::fs::remove_dir_all(dir)?;
     Ok(())
 }

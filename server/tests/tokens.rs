@@ -13,14 +13,9 @@ use serde_json::{json, Value};
 use stagecast_protocol::token::{Capability, ParticipantClaims, TokenCapabilities};
 use stagecast_server::auth::{AuthError, KeyRing};
 use stagecast_server::store::SqliteStore;
-use stagecast_server::{Config, Running};
 
-fn temp_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-    let dir = std::env::temp_dir().join(format!("stagecast-tokens-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
+mod common;
+use common::{temp_dir, Server};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -170,36 +165,6 @@ fn attributes_over_one_kilobyte_are_refused_at_mint() -> anyhow::Result<()> {
 }
 
 // ---- through a running server ----
-
-struct Server {
-    running: Running,
-    base: String,
-    api_key: String,
-    http: reqwest::Client,
-    dir: PathBuf,
-}
-
-impl Server {
-    async fn start(name: &str) -> anyhow::Result<Self> {
-        let dir = temp_dir(name)?;
-        let running = stagecast_server::start(Config::for_tests(dir.clone())).await?;
-        let base = format!("http://{}", running.http_addr);
-        let api_key = running.state.api_key.clone();
-        Ok(Self { running, base, api_key, http: reqwest::Client::new(), dir })
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let res = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.api_key).json(&body).send().await?;
-        anyhow::ensure!(res.status().is_success(), "POST {path}: {}", res.status());
-        Ok(res.json().await?)
-    }
-
-    fn stop(self) -> anyhow::Result<()> {
-        self.running.task.abort();
-        std::fs::remove_dir_all(&self.dir)?;
-        Ok(())
-    }
-}
 
 fn code(result: Result<ParticipantClaims, stagecast_server::AppError>) -> &'static str {
     match result {

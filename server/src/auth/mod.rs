@@ -10,6 +10,8 @@ mod jwt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use rand::Rng;
 use stagecast_protocol::token::{Capability, ParticipantClaims};
 use stagecast_protocol::{ParticipantId, StageId};
@@ -122,6 +124,48 @@ pub fn bearer(header: Option<&axum::http::HeaderValue>) -> Option<&str> {
     let value = header?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim()).filter(|t| !t.is_empty())
+}
+
+/// The token in `Sec-WebSocket-Protocol`, where browsers can put it (they
+/// cannot set `Authorization` on a WebSocket). The header is a
+/// comma-separated list: the token is the entry that looks like a JWT, else
+/// the first.
+pub fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let all: Vec<&str> = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    all.iter().find(|s| s.matches('.').count() == 2).or(all.first()).map(|s| (*s).to_owned())
+}
+
+/// [`subprotocol_token`], or the 401 TOKEN_MALFORMED that asks for `what`
+/// (e.g. "chat token") there.
+pub fn require_subprotocol_token(headers: &axum::http::HeaderMap, what: &str) -> Result<String, AppError> {
+    subprotocol_token(headers).ok_or_else(|| {
+        AppError::unauthorized(
+            "TOKEN_MALFORMED",
+            format!("send the {what} as the WebSocket subprotocol (Sec-WebSocket-Protocol)"),
+        )
+    })
+}
+
+/// Take a WebSocket upgrade whose token (from [`subprotocol_token`]) is
+/// already verified, echoing the token back as the selected subprotocol:
+/// browsers drop a connection whose offered subprotocol is not echoed.
+pub fn accept_token_upgrade(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    token: &str,
+) -> Result<WebSocketUpgrade, AppError> {
+    let mut upgrade = upgrade
+        .map_err(|rejection| AppError::new(rejection.status(), "NOT_A_WEBSOCKET", rejection.body_text()))?;
+    let protocol = axum::http::HeaderValue::from_str(token)
+        .map_err(|_| AppError::unauthorized("TOKEN_MALFORMED", "the token is not a valid header value"))?;
+    upgrade.set_selected_protocol(protocol);
+    Ok(upgrade)
 }
 
 impl AppState {

@@ -133,13 +133,7 @@ pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Vec<u8> {
     w.start_full(b"vmhd", 0, 1);
     w.zeros(8);
     w.end();
-    dinf(&mut w);
-    w.start(b"stbl");
-    w.start_full(b"stsd", 0, 0);
-    w.u32(1);
-    w.start(b"avc1");
-    w.zeros(6);
-    w.u16(1); // data reference index
+    start_sample_entry(&mut w, b"avc1");
     w.zeros(16);
     w.u16(video.width.min(u32::from(u16::MAX)) as u16);
     w.u16(video.height.min(u32::from(u16::MAX)) as u16);
@@ -163,13 +157,7 @@ pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Vec<u8> {
     w.u16(video.pps.len() as u16);
     w.bytes(&video.pps);
     w.end(); // avcC
-    w.end(); // avc1
-    w.end(); // stsd
-    empty_sample_tables(&mut w);
-    w.end(); // stbl
-    w.end(); // minf
-    w.end(); // mdia
-    w.end(); // trak
+    end_track(&mut w);
 
     // Audio track.
     w.start(b"trak");
@@ -181,26 +169,14 @@ pub fn init_segment(video: &VideoParams, audio: &AudioParams) -> Vec<u8> {
     w.start_full(b"smhd", 0, 0);
     w.zeros(4);
     w.end();
-    dinf(&mut w);
-    w.start(b"stbl");
-    w.start_full(b"stsd", 0, 0);
-    w.u32(1);
-    w.start(b"mp4a");
-    w.zeros(6);
-    w.u16(1);
+    start_sample_entry(&mut w, b"mp4a");
     w.zeros(8);
     w.u16(audio.channels);
     w.u16(16);
     w.zeros(4);
     w.u32(audio.sample_rate.min(0xffff) << 16);
     esds(&mut w, &audio.asc);
-    w.end(); // mp4a
-    w.end(); // stsd
-    empty_sample_tables(&mut w);
-    w.end(); // stbl
-    w.end(); // minf
-    w.end(); // mdia
-    w.end(); // trak
+    end_track(&mut w);
 
     w.start(b"mvex");
     for track in [VIDEO_TRACK_ID, AUDIO_TRACK_ID] {
@@ -264,6 +240,31 @@ fn dinf(w: &mut BoxWriter) {
     w.end();
     w.end();
     w.end();
+}
+
+/// `dinf`, then `stbl` > `stsd` with its one sample entry of `format` opened,
+/// up to and including the entry's data reference index. [`end_track`]
+/// closes them.
+fn start_sample_entry(w: &mut BoxWriter, format: &[u8; 4]) {
+    dinf(w);
+    w.start(b"stbl");
+    w.start_full(b"stsd", 0, 0);
+    w.u32(1); // entry count
+    w.start(format);
+    w.zeros(6);
+    w.u16(1); // data reference index
+}
+
+/// Close the sample entry and `stsd` from [`start_sample_entry`], add the
+/// (empty: samples live in fragments) sample tables, and close the track.
+fn end_track(w: &mut BoxWriter) {
+    w.end(); // sample entry
+    w.end(); // stsd
+    empty_sample_tables(w);
+    w.end(); // stbl
+    w.end(); // minf
+    w.end(); // mdia
+    w.end(); // trak
 }
 
 fn empty_sample_tables(w: &mut BoxWriter) {

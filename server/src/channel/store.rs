@@ -3,11 +3,10 @@
 //! store trait does not need to know about channels.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use crate::store::StoreError;
+use crate::store::{StoreError, TableConnection};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
@@ -40,23 +39,16 @@ impl std::fmt::Debug for ChannelRecord {
 }
 
 pub struct ChannelStore {
-    conn: Mutex<Connection>,
+    conn: TableConnection,
 }
 
 impl ChannelStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
-    }
-
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        Ok(Self { conn: TableConnection::open(path, SCHEMA)? })
     }
 
     pub fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn.lock()?.execute(
             "INSERT INTO channels (id, name, stream_key, create_time) VALUES (?1, ?2, ?3, ?4)",
             params![c.id, c.name, c.stream_key, c.create_time],
         )?;
@@ -65,7 +57,8 @@ impl ChannelStore {
 
     pub fn get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
         Ok(self
-            .conn()?
+            .conn
+            .lock()?
             .query_row("SELECT id, name, stream_key, create_time FROM channels WHERE id = ?1", params![id], |r| {
                 Ok(ChannelRecord { id: r.get(0)?, name: r.get(1)?, stream_key: r.get(2)?, create_time: r.get(3)? })
             })
@@ -74,6 +67,6 @@ impl ChannelStore {
 
     /// True when a row was deleted.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
+        Ok(self.conn.lock()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
     }
 }

@@ -336,6 +336,39 @@ impl RoomCore {
         Ok(())
     }
 
+    /// A moderation event with a fresh id: `subject` (the message or user it
+    /// is about) and the optional `Reason` as its attributes.
+    fn moderation_event(
+        &mut self,
+        event_name: &str,
+        subject: (&str, &str),
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> (String, Frame) {
+        let mut attributes = BTreeMap::from([(subject.0.to_owned(), subject.1.to_owned())]);
+        if let Some(reason) = reason {
+            attributes.insert("Reason".to_owned(), reason.to_owned());
+        }
+        let id = self.ids.next();
+        let frame = Frame::Event {
+            id: id.clone(),
+            request_id: None,
+            event_name: event_name.to_owned(),
+            attributes,
+            send_time: send_time(now_ms),
+        };
+        (id, frame)
+    }
+
+    /// `frame` to everyone; with the requester's request id on its copy when
+    /// a client (not the control plane) asked.
+    fn to_everyone_maybe_acking(&self, requester: Option<(ConnId, String)>, frame: Frame) -> Vec<Output> {
+        match requester {
+            Some((conn, request_id)) => self.to_everyone_acking(conn, request_id, frame),
+            None => vec![Output::Frame { to: self.everyone(), frame }],
+        }
+    }
+
     fn delete_message(
         &mut self,
         message_id: &str,
@@ -345,22 +378,8 @@ impl RoomCore {
     ) -> Result<(String, Vec<Output>), Refusal> {
         Self::check_id("Id", message_id)?;
         Self::check_reason(reason)?;
-        let mut attributes = BTreeMap::from([("MessageID".to_owned(), message_id.to_owned())]);
-        if let Some(reason) = reason {
-            attributes.insert("Reason".to_owned(), reason.to_owned());
-        }
-        let id = self.ids.next();
-        let frame = Frame::Event {
-            id: id.clone(),
-            request_id: None,
-            event_name: EVENT_DELETE_MESSAGE.to_owned(),
-            attributes,
-            send_time: send_time(now_ms),
-        };
-        let out = match requester {
-            Some((conn, request_id)) => self.to_everyone_acking(conn, request_id, frame),
-            None => vec![Output::Frame { to: self.everyone(), frame }],
-        };
+        let (id, frame) = self.moderation_event(EVENT_DELETE_MESSAGE, ("MessageID", message_id), reason, now_ms);
+        let out = self.to_everyone_maybe_acking(requester, frame);
         Ok((id, out))
     }
 
@@ -373,23 +392,9 @@ impl RoomCore {
     ) -> Result<(String, Vec<Output>), Refusal> {
         Self::check_id("UserId", user_id)?;
         Self::check_reason(reason)?;
-        let mut attributes = BTreeMap::from([("UserId".to_owned(), user_id.to_owned())]);
-        if let Some(reason) = reason {
-            attributes.insert("Reason".to_owned(), reason.to_owned());
-        }
-        let id = self.ids.next();
-        let frame = Frame::Event {
-            id: id.clone(),
-            request_id: None,
-            event_name: EVENT_DISCONNECT_USER.to_owned(),
-            attributes,
-            send_time: send_time(now_ms),
-        };
+        let (id, frame) = self.moderation_event(EVENT_DISCONNECT_USER, ("UserId", user_id), reason, now_ms);
         // The event goes out before the closes, so the user sees why.
-        let mut out = match requester {
-            Some((conn, request_id)) => self.to_everyone_acking(conn, request_id, frame),
-            None => vec![Output::Frame { to: self.everyone(), frame }],
-        };
+        let mut out = self.to_everyone_maybe_acking(requester, frame);
         let targets: Vec<ConnId> =
             self.members.iter().filter(|(_, m)| m.user_id == user_id).map(|(c, _)| *c).collect();
         for conn in targets {

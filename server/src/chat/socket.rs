@@ -15,14 +15,14 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 use super::hub::{ChatHub, Connection, Outbound};
 use super::room::CloseReason;
 use super::now_ms;
-use crate::auth::now_unix;
+use crate::auth::{accept_token_upgrade, now_unix, require_subprotocol_token};
 use crate::{AppError, AppState};
 
 /// Frames up to this size are read and answered (413 for long content);
@@ -33,46 +33,23 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The token from `Sec-WebSocket-Protocol` (a comma-separated list; the
-/// entry that looks like a JWT, else the first).
-fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
-    let all: Vec<&str> = headers
-        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    all.iter().find(|s| s.matches('.').count() == 2).or(all.first()).map(|s| (*s).to_owned())
-}
-
 pub(crate) async fn chat_socket(
     State(state): State<AppState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(token) = subprotocol_token(&headers) else {
-        return AppError::unauthorized(
-            "TOKEN_MALFORMED",
-            "send the chat token as the WebSocket subprotocol (Sec-WebSocket-Protocol)",
-        )
-        .into_response();
+    let token = match require_subprotocol_token(&headers, "chat token") {
+        Ok(token) => token,
+        Err(e) => return e.into_response(),
     };
     let claims = match state.chat.verify_token(&token, now_unix()) {
         Ok(claims) => claims,
         Err(e) => return AppError::from(e).into_response(),
     };
-    let mut upgrade = match upgrade {
+    let upgrade = match accept_token_upgrade(upgrade, &token) {
         Ok(u) => u,
-        Err(rejection) => {
-            return AppError::new(rejection.status(), "NOT_A_WEBSOCKET", rejection.body_text()).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
-    let Ok(protocol) = HeaderValue::from_str(&token) else {
-        return AppError::unauthorized("TOKEN_MALFORMED", "the token is not a valid header value").into_response();
-    };
-    upgrade.set_selected_protocol(protocol);
     // Joined before the 101 goes out: the client may send (and expect to
     // receive) as soon as it sees `open`. Frames wait in the queue meanwhile.
     let conn = match state.chat.join(&claims) {

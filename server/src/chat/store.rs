@@ -3,12 +3,11 @@
 //! without the shared store knowing about chat.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use super::room::RoomLimits;
-use crate::store::StoreError;
+use crate::store::{StoreError, TableConnection};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_rooms (
@@ -31,23 +30,16 @@ pub struct RoomRecord {
 }
 
 pub struct RoomStore {
-    conn: Mutex<Connection>,
+    conn: TableConnection,
 }
 
 impl RoomStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
-    }
-
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        Ok(Self { conn: TableConnection::open(path, SCHEMA)? })
     }
 
     pub fn insert(&self, room: &RoomRecord) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn.lock()?.execute(
             "INSERT INTO chat_rooms (id, name, create_time, max_messages_per_second, max_message_length)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -63,7 +55,8 @@ impl RoomStore {
 
     pub fn get(&self, id: &str) -> Result<Option<RoomRecord>, StoreError> {
         Ok(self
-            .conn()?
+            .conn
+            .lock()?
             .query_row(
                 "SELECT id, name, create_time, max_messages_per_second, max_message_length
                  FROM chat_rooms WHERE id = ?1",
@@ -74,7 +67,7 @@ impl RoomStore {
     }
 
     pub fn list(&self) -> Result<Vec<RoomRecord>, StoreError> {
-        let conn = self.conn()?;
+        let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, create_time, max_messages_per_second, max_message_length
              FROM chat_rooms ORDER BY create_time, id",
@@ -85,7 +78,7 @@ impl RoomStore {
 
     /// True if the room existed.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn()?.execute("DELETE FROM chat_rooms WHERE id = ?1", params![id])? > 0)
+        Ok(self.conn.lock()?.execute("DELETE FROM chat_rooms WHERE id = ?1", params![id])? > 0)
     }
 }
 

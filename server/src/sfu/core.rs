@@ -238,20 +238,10 @@ impl Sfu {
         let mut rtc = self.new_rtc(now);
         let answer = self.accept(&mut rtc, offer_sdp)?;
 
-        let previous: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.ended_at.is_none()
-                    && &s.stage == stage
-                    && &s.participant == participant
-                    && matches!(s.role, Role::Publisher { .. })
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in previous {
-            self.end_session(key, "replaced by a new publish session", true, now);
-        }
+        let previous = self.live_sessions(|s| {
+            &s.stage == stage && &s.participant == participant && matches!(s.role, Role::Publisher { .. })
+        });
+        self.end_sessions(previous, "replaced by a new publish session", now);
 
         let role = Role::Publisher { tracks: Vec::new(), subscribers: Vec::new(), announced: false };
         let (key, id) = self.insert(stage.clone(), participant.clone(), role, rtc, now);
@@ -272,34 +262,21 @@ impl Sfu {
     ) -> Result<(SessionId, String), SfuError> {
         self.last_now = self.last_now.max(now);
         let publisher_key = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.ended_at.is_none()
-                    && &s.stage == stage
-                    && &s.participant == publisher
-                    && matches!(s.role, Role::Publisher { .. })
+            .live_sessions(|s| {
+                &s.stage == stage && &s.participant == publisher && matches!(s.role, Role::Publisher { .. })
             })
-            .map(|(k, _)| *k)
+            .into_iter()
             .max()
             .ok_or_else(|| SfuError::PublisherNotFound(publisher.clone()))?;
         let mut rtc = self.new_rtc(now);
         let answer = self.accept(&mut rtc, offer_sdp)?;
 
-        let previous: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| {
-                s.ended_at.is_none()
-                    && &s.stage == stage
-                    && &s.participant == subscriber
-                    && matches!(s.role, Role::Subscriber { publisher, .. } if publisher == publisher_key)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in previous {
-            self.end_session(key, "replaced by a new subscription", true, now);
-        }
+        let previous = self.live_sessions(|s| {
+            &s.stage == stage
+                && &s.participant == subscriber
+                && matches!(s.role, Role::Subscriber { publisher, .. } if publisher == publisher_key)
+        });
+        self.end_sessions(previous, "replaced by a new subscription", now);
 
         let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None };
         let (key, id) = self.insert(stage.clone(), subscriber.clone(), role, rtc, now);
@@ -325,28 +302,14 @@ impl Sfu {
 
     /// End every session of one participant (left the stage or was removed).
     pub fn remove_participant(&mut self, stage: &StageId, participant: &ParticipantId, now: Instant) {
-        let keys: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.ended_at.is_none() && &s.stage == stage && &s.participant == participant)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            self.end_session(key, "participant left the stage", true, now);
-        }
+        let keys = self.live_sessions(|s| &s.stage == stage && &s.participant == participant);
+        self.end_sessions(keys, "participant left the stage", now);
     }
 
     /// End every session of a stage.
     pub fn remove_stage(&mut self, stage: &StageId, now: Instant) {
-        let keys: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.ended_at.is_none() && &s.stage == stage)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            self.end_session(key, "stage removed", true, now);
-        }
+        let keys = self.live_sessions(|s| &s.stage == stage);
+        self.end_sessions(keys, "stage removed", now);
     }
 
     /// A datagram arrived on the media socket. Traffic that no session
@@ -711,6 +674,18 @@ impl Sfu {
     /// Detach a session from its stage (events, subscriber links) and start
     /// closing it; `graceful` sends RTCP BYE and DTLS close_notify so the
     /// browser sees the end at once. The entry stays until str0m has drained.
+    /// The keys of the sessions that are not ending and satisfy `pred`.
+    fn live_sessions(&self, pred: impl Fn(&Session) -> bool) -> Vec<u64> {
+        self.sessions.iter().filter(|(_, s)| s.ended_at.is_none() && pred(s)).map(|(k, _)| *k).collect()
+    }
+
+    /// End each of `keys` gracefully.
+    fn end_sessions(&mut self, keys: Vec<u64>, reason: &str, now: Instant) {
+        for key in keys {
+            self.end_session(key, reason, true, now);
+        }
+    }
+
     fn end_session(&mut self, key: u64, reason: &str, graceful: bool, now: Instant) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;

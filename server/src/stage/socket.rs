@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use stagecast_protocol::events::{ClientMessage, ServerMessage, MAX_CLIENT_MESSAGE_BYTES};
@@ -15,7 +15,8 @@ use stagecast_protocol::token::{Capability, ParticipantClaims};
 use stagecast_protocol::{ParticipantId, StageId};
 
 use super::hub::{to_json, Outbound, StageHub};
-use crate::{AppError, AppState};
+use crate::auth::{accept_token_upgrade, require_subprotocol_token};
+use crate::AppState;
 
 /// Frames larger than this end the connection at the transport; frames
 /// between [`MAX_CLIENT_MESSAGE_BYTES`] and this get an ERROR and the socket stays.
@@ -23,46 +24,23 @@ const MAX_TRANSPORT_MESSAGE_BYTES: usize = 64 * 1024;
 /// How long to wait for the client's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The token from `Sec-WebSocket-Protocol` (a comma-separated list; the
-/// token is the entry that looks like a JWT, else the first).
-fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
-    let mut entries = headers
-        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let all: Vec<&str> = entries.by_ref().collect();
-    all.iter().find(|s| s.matches('.').count() == 2).or(all.first()).map(|s| (*s).to_owned())
-}
-
 pub(crate) async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some(token) = subprotocol_token(&headers) else {
-        return AppError::unauthorized(
-            "TOKEN_MALFORMED",
-            "send the participant token as the WebSocket subprotocol (Sec-WebSocket-Protocol)",
-        )
-        .into_response();
+    let token = match require_subprotocol_token(&headers, "participant token") {
+        Ok(token) => token,
+        Err(e) => return e.into_response(),
     };
     let claims = match state.authorize(&token, Capability::Join) {
         Ok(claims) => claims,
         Err(e) => return e.into_response(),
     };
-    let mut upgrade = match upgrade {
+    let upgrade = match accept_token_upgrade(upgrade, &token) {
         Ok(u) => u,
-        Err(rejection) => {
-            return AppError::new(rejection.status(), "NOT_A_WEBSOCKET", rejection.body_text()).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
-    let Ok(protocol) = HeaderValue::from_str(&token) else {
-        return AppError::unauthorized("TOKEN_MALFORMED", "the token is not a valid header value").into_response();
-    };
-    upgrade.set_selected_protocol(protocol);
     upgrade
         .max_message_size(MAX_TRANSPORT_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "event-plane upgrade failed"))

@@ -7,6 +7,7 @@
 //!
 //! Times are seconds since the Unix epoch.
 
+mod conn;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use stagecast_protocol::token::TokenCapabilities;
 use stagecast_protocol::{ParticipantId, StageId};
 
+pub use conn::{open_connection, TableConnection};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed. Handlers log these and answer 500.
@@ -75,6 +77,10 @@ pub struct DemoGroupRecord {
     /// The host's attributes (username, avatarUrl) shown in the stage list.
     pub host_attributes: BTreeMap<String, String>,
     pub create_time: i64,
+    /// The group's channel (the host goes live to it), if it has one.
+    pub channel_id: Option<String>,
+    /// The group's chat room, if it has one.
+    pub room_id: Option<String>,
 }
 
 /// Everything the server persists. Implementations must be usable from many

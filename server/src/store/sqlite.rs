@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS demo_groups (
     host_user_id TEXT NOT NULL,
     host_participant_id TEXT NOT NULL,
     host_attributes TEXT NOT NULL,
-    create_time INTEGER NOT NULL
+    create_time INTEGER NOT NULL,
+    channel_id TEXT,
+    room_id TEXT
 );
 CREATE INDEX IF NOT EXISTS demo_groups_stage ON demo_groups (stage_id);
 ";
@@ -67,12 +69,26 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
+        migrate_demo_groups(&conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+}
+
+/// Databases created before groups had a channel and a chat room lack
+/// those columns; `CREATE TABLE IF NOT EXISTS` does not add them.
+fn migrate_demo_groups(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA table_info(demo_groups)")?;
+    let columns = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<Vec<_>, _>>()?;
+    for column in ["channel_id", "room_id"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE demo_groups ADD COLUMN {column} TEXT;"))?;
+        }
+    }
+    Ok(())
 }
 
 fn to_json(map: &BTreeMap<String, String>) -> String {
@@ -130,7 +146,8 @@ struct RawGroup {
     attributes: String,
 }
 
-const GROUP_COLUMNS: &str = "group_id, stage_id, host_user_id, host_participant_id, host_attributes, create_time";
+const GROUP_COLUMNS: &str =
+    "group_id, stage_id, host_user_id, host_participant_id, host_attributes, create_time, channel_id, room_id";
 
 fn group_row(r: &Row<'_>) -> rusqlite::Result<RawGroup> {
     Ok(RawGroup {
@@ -141,6 +158,8 @@ fn group_row(r: &Row<'_>) -> rusqlite::Result<RawGroup> {
             host_participant_id: ParticipantId(r.get(3)?),
             host_attributes: BTreeMap::new(),
             create_time: r.get(5)?,
+            channel_id: r.get(6)?,
+            room_id: r.get(7)?,
         },
         attributes: r.get(4)?,
     })
@@ -281,7 +300,7 @@ impl Store for SqliteStore {
 
     fn create_demo_group(&self, g: &DemoGroupRecord) -> Result<(), StoreError> {
         self.conn()?.execute(
-            &format!("INSERT INTO demo_groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            &format!("INSERT INTO demo_groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 g.group_id,
                 g.stage_id.as_str(),
@@ -289,6 +308,8 @@ impl Store for SqliteStore {
                 g.host_participant_id.as_str(),
                 to_json(&g.host_attributes),
                 g.create_time,
+                g.channel_id,
+                g.room_id,
             ],
         )?;
         Ok(())
