@@ -361,6 +361,133 @@ export declare class AutoLayout {
  */
 export declare function autoLayout(client: BroadcastClient, stage: Stage, options?: AutoLayoutOptions): AutoLayout;
 
+// ---- Chat: the `amazon-ivs-chat-messaging` API ----
+
+export type ChatAttributes = Record<string, string>;
+
+/** What a `ChatTokenProvider` resolves to (CreateChatToken's answer). */
+export interface ChatToken {
+  token: string;
+  sessionExpirationTime?: Date | string;
+  tokenExpirationTime?: Date | string;
+}
+export type ChatTokenProvider = () => Promise<ChatToken>;
+
+export interface ChatRoomConfig {
+  /** A `ws://` / `wss://` URL, or an AWS region. */
+  regionOrUrl: string;
+  tokenProvider: ChatTokenProvider;
+}
+
+export type ChatConnectionState = 'disconnected' | 'connecting' | 'connected';
+export type ChatDisconnectReason = 'clientDisconnect' | 'serverDisconnect' | 'socketError' | 'fetchTokenError';
+
+export interface ChatUser {
+  userId: string;
+  attributes: ChatAttributes;
+}
+
+export interface ChatMessage {
+  id: string;
+  /** Set on the sender's own copy. */
+  requestId?: string;
+  content: string;
+  attributes: ChatAttributes;
+  sendTime: Date;
+  sender: ChatUser;
+}
+
+export interface ChatEvent {
+  id: string;
+  requestId?: string;
+  eventName: string;
+  attributes: ChatAttributes;
+  sendTime: Date;
+}
+
+export interface DeleteMessageEvent extends ChatEvent {
+  messageId: string;
+  reason?: string;
+}
+
+export interface DisconnectUserEvent extends ChatEvent {
+  userId: string;
+  reason?: string;
+}
+
+export declare const chatErrorCodes: {
+  readonly badRequest: 400;
+  readonly unauthorized: 401;
+  readonly forbidden: 403;
+  readonly notFound: 404;
+  readonly notAcceptable: 406;
+  readonly payloadTooLarge: 413;
+  readonly tooManyRequests: 429;
+  readonly internalServerError: 500;
+};
+
+/** A request's rejection: the server's ERROR (or `errorCode` 408 when no answer came in time). */
+export declare class ChatError extends Error {
+  constructor(errorMessage: string, errorCode?: number, requestId?: string);
+  readonly id: string;
+  readonly errorCode: number;
+  readonly errorMessage: string;
+  readonly requestId?: string;
+}
+
+export declare class SendMessageRequest {
+  constructor(content: string, attributes?: ChatAttributes);
+  readonly action: 'SEND_MESSAGE';
+  readonly requestId: string;
+  readonly content: string;
+  readonly attributes?: ChatAttributes;
+}
+
+export declare class DeleteMessageRequest {
+  constructor(id: string, reason?: string);
+  readonly action: 'DELETE_MESSAGE';
+  readonly requestId: string;
+  readonly id: string;
+  readonly reason?: string;
+}
+
+export declare class DisconnectUserRequest {
+  constructor(userId: string, reason?: string);
+  readonly action: 'DISCONNECT_USER';
+  readonly requestId: string;
+  readonly userId: string;
+  readonly reason?: string;
+}
+
+export interface ChatRoomListenerMap {
+  connecting: () => void;
+  connect: () => void;
+  disconnect: (reason: ChatDisconnectReason) => void;
+  message: (message: ChatMessage) => void;
+  event: (event: ChatEvent) => void;
+  messageDelete: (event: DeleteMessageEvent) => void;
+  userDisconnect: (event: DisconnectUserEvent) => void;
+}
+
+/**
+ * A connection to a chat room, as `amazon-ivs-chat-messaging`'s `ChatRoom`: it
+ * reconnects with a fresh token before the session expires (60 s ahead, 30 s
+ * for short sessions), after a 401, and when an open connection breaks.
+ * Requests time out after 10 s (`ChatError` with `errorCode` 408).
+ */
+export declare class ChatRoom {
+  constructor(config: ChatRoomConfig);
+  readonly state: ChatConnectionState;
+  connect(): void;
+  disconnect(): void;
+  sendMessage(request: SendMessageRequest): Promise<ChatMessage>;
+  deleteMessage(request: DeleteMessageRequest): Promise<DeleteMessageEvent>;
+  disconnectUser(request: DisconnectUserRequest): Promise<DisconnectUserEvent>;
+  addListener<E extends keyof ChatRoomListenerMap>(event: E, listener: ChatRoomListenerMap[E]): () => void;
+  removeListener<E extends keyof ChatRoomListenerMap>(event: E, listener: ChatRoomListenerMap[E]): void;
+  free(): void;
+}
+
 declare const IVSBroadcastClient: {
   create: typeof create;
   isSupported: typeof isSupported;

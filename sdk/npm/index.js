@@ -7,6 +7,10 @@ import init, {
   AutoLayout,
   createBroadcastClient,
   autoLayout as autoLayoutImpl,
+  ChatRoom,
+  SendMessageRequest,
+  DeleteMessageRequest,
+  DisconnectUserRequest,
 } from './stagecast.js';
 
 await init({ module_or_path: new URL('./stagecast_bg.wasm', import.meta.url) });
@@ -204,6 +208,42 @@ function catchUp(stage) {
     },
     off: (event, listener) => stage.off(event, listener),
   };
+}
+
+// ---- Chat (the `amazon-ivs-chat-messaging` API) ----
+
+export { ChatRoom, SendMessageRequest, DeleteMessageRequest, DisconnectUserRequest };
+
+/** The IVS Chat `ErrorCode`s. */
+export const chatErrorCodes = freeze({
+  badRequest: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  notFound: 404,
+  notAcceptable: 406,
+  payloadTooLarge: 413,
+  tooManyRequests: 429,
+  internalServerError: 500,
+});
+
+/**
+ * Rejections of `ChatRoom` requests are `Error`s named "ChatError" (created
+ * in WebAssembly) with `{id, errorCode, errorMessage, requestId}`;
+ * `err instanceof ChatError` recognises them.
+ */
+export class ChatError extends Error {
+  constructor(errorMessage, errorCode = 500, requestId = undefined) {
+    super(errorMessage);
+    this.name = 'ChatError';
+    this.id = '';
+    this.errorCode = errorCode;
+    this.errorMessage = errorMessage;
+    this.requestId = requestId;
+  }
+
+  static [Symbol.hasInstance](value) {
+    return value instanceof Error && value.name === 'ChatError';
+  }
 }
 
 /** The default export, shaped like `IVSBroadcastClient`. */

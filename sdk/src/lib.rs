@@ -27,3 +27,6 @@ pub use js::{
     auto_layout::{auto_layout, AutoLayout},
     broadcast::{create_broadcast_client, BroadcastClient},
 };
+
+#[cfg(target_arch = "wasm32")]
+pub use js::chat::{ChatRoom, DeleteMessageRequest, DisconnectUserRequest, SendMessageRequest};

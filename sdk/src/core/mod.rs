@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod base64url;
 pub mod broadcast;
+pub mod chat;
 pub mod error;
 pub mod json;
 pub mod layout;

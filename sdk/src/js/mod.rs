@@ -2,6 +2,7 @@
 
 pub mod auto_layout;
 pub mod broadcast;
+pub mod chat;
 mod convert;
 pub mod stage;
 pub mod stream;

@@ -2,6 +2,7 @@
 //! and carry out what the stage logic decides; they decide nothing. Every
 //! registration is owned by a struct that undoes it on `Drop`.
 
+pub mod chat_socket;
 pub mod clock;
 pub mod compositor;
 pub mod http;
