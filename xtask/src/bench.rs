@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: stage latency through the sample app, channel
 //! glass-to-glass latency (hls.js and the IVS Player), the broadcast
-//! compositor, and SDK size; writes BENCHMARKS.md.
+//! compositor, chat fan-out (server/examples/chat_load.rs), and SDK size;
+//! writes BENCHMARKS.md.
 //!
 //! Benchmarks are measurements, not tests: a missed target is reported in the
 //! table, not turned into a failure. A harness that cannot measure (no frames,
@@ -16,11 +17,21 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Builds, runs the stage, compositor and channel harnesses against one fresh
-/// server (in that order), writes BENCHMARKS.md.
+/// Chat fan-out load: one room, this many WebSocket clients…
+const CHAT_CLIENTS: u32 = 1000;
+/// …and this many messages per second in total (the most a room allows).
+const CHAT_RATE: u32 = 100;
+/// How long the senders send.
+const CHAT_SECONDS: u32 = 10;
+
+/// Builds, runs the stage, compositor, channel and chat harnesses against one
+/// fresh server (in that order), writes BENCHMARKS.md.
 pub fn run() -> Result<()> {
     setup::run(setup::Needs::Browser)?;
     build::run()?;
+    // Same (dev) profile as the server binary: a release build of the whole
+    // server dependency tree takes too long on a small machine.
+    util::run(Command::new("cargo").args(["build", "-p", "stagecast-server", "--example", "chat_load"]).current_dir(util::root()))?;
     let root = util::root();
     // Measured now: sdk/pkg is what this build produced.
     let sizes = build::sdk_size(&root.join(build::PKG_DIR))?;
@@ -46,7 +57,11 @@ pub fn run() -> Result<()> {
         let compositor = run_json_bench(&root, "tests/bench/compositor.mjs", &url, &api_key)?;
         step("bench: channel glass-to-glass, hls.js and IVS Player (tests/bench/channel-latency.mjs)");
         let channel = run_json_bench(&root, "tests/bench/channel-latency.mjs", &url, &api_key)?;
-        Ok(Measured { latency, compositor, channel, load: (load_before, loadavg()) })
+        step(&format!(
+            "bench: chat fan-out, {CHAT_CLIENTS} clients × {CHAT_RATE} msg/s for {CHAT_SECONDS} s (server/examples/chat_load.rs)"
+        ));
+        let chat = run_chat_load(&url, &api_key)?;
+        Ok(Measured { latency, compositor, channel, chat, load: (load_before, loadavg()) })
     })();
     if measured.is_err() {
         guard.print_log_tail(60);
@@ -78,6 +93,8 @@ struct Measured {
     compositor: Vec<BTreeMap<String, String>>,
     /// One map per `BENCH {json}` line of tests/bench/channel-latency.mjs.
     channel: Vec<BTreeMap<String, String>>,
+    /// The `chatFanout` object of server/examples/chat_load.rs.
+    chat: BTreeMap<String, String>,
     /// `/proc/loadavg` before and after the harnesses: the machine is shared,
     /// and other work on it skews every number here.
     load: (String, String),
@@ -95,42 +112,104 @@ fn loadavg() -> String {
 /// echoing its output as it comes, and returns the parsed lines.
 fn run_json_bench(root: &Path, script: &str, url: &str, api_key: &str) -> Result<Vec<BTreeMap<String, String>>> {
     println!("$ (cd {} && STAGECAST_URL={url} STAGECAST_API_KEY=*** node {script})", root.display());
-    let started = Instant::now();
-    let mut child = Command::new("node")
-        .arg(script)
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
         .current_dir(root)
         .env("STAGECAST_URL", url)
         .env("STAGECAST_API_KEY", api_key)
-        .env("CHROMIUM_PATH", setup::CHROMIUM)
+        .env("CHROMIUM_PATH", setup::CHROMIUM);
+    collect_bench_lines(cmd, &format!("node {script}"))
+}
+
+/// Runs the chat load generator against the bench server (found by its
+/// `--listen` address, to read its CPU time and RSS) and returns its
+/// `chatFanout` object.
+fn run_chat_load(url: &str, api_key: &str) -> Result<BTreeMap<String, String>> {
+    let generator = util::target_dir().join("debug/examples/chat_load");
+    let listen = url.strip_prefix("http://").unwrap_or(url);
+    let pid = server_pid(listen);
+    if pid.is_none() {
+        note("could not find the server's pid in /proc; server CPU / RSS will not be measured");
+    }
+    let (clients, rate, seconds) = (CHAT_CLIENTS.to_string(), CHAT_RATE.to_string(), CHAT_SECONDS.to_string());
+    let mut args = vec!["--url", url, "--clients", &clients, "--rate", &rate, "--seconds", &seconds];
+    let pid_text = pid.map(|p| p.to_string());
+    if let Some(pid) = &pid_text {
+        args.extend(["--server-pid", pid.as_str()]);
+    }
+    println!("$ {} --api-key *** {}", generator.display(), args.join(" "));
+    let mut cmd = Command::new(&generator);
+    cmd.args(&args).arg("--api-key").arg(api_key).current_dir(util::root());
+    let results = collect_bench_lines(cmd, "chat_load")?;
+    results
+        .into_iter()
+        .find(|m| m.get("bench").map(String::as_str) == Some("chatFanout"))
+        .context("chat_load printed no chatFanout BENCH line")
+}
+
+/// The pid of the process whose command line has `--listen <listen>`: the
+/// bench server (test::ServerGuard does not expose its child).
+fn server_pid(listen: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2).any(|w| w[0] == b"--listen" && w[1] == listen.as_bytes()).then_some(pid)
+    })
+}
+
+/// Runs a harness command that prints `BENCH {json}` lines, echoing its
+/// output as it comes, and returns the parsed lines.
+fn collect_bench_lines(mut cmd: Command, label: &str) -> Result<Vec<BTreeMap<String, String>>> {
+    let started = Instant::now();
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("could not start `node {script}`"))?;
+        .with_context(|| format!("could not start `{label}`"))?;
     let stdout = child.stdout.take().context("the harness has no stdout pipe")?;
     let mut results = Vec::new();
     let mut parse_error = None;
     for line in BufReader::new(stdout).lines() {
-        let line = line.with_context(|| format!("read the output of {script}"))?;
+        let line = line.with_context(|| format!("read the output of {label}"))?;
         println!("{line}");
         if let Some(json) = line.strip_prefix("BENCH ") {
-            match parse_flat_json(json) {
+            match parse_bench_line(json) {
                 Ok(map) => results.push(map),
-                Err(e) => parse_error = Some(e.context(format!("{script} printed a bad BENCH line: {json}"))),
+                Err(e) => parse_error = Some(e.context(format!("{label} printed a bad BENCH line: {json}"))),
             }
         }
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("`node {script}` failed ({status})");
+        bail!("`{label}` failed ({status})");
     }
     if let Some(e) = parse_error {
         return Err(e);
     }
     if results.is_empty() {
-        bail!("`node {script}` printed no BENCH line");
+        bail!("`{label}` printed no BENCH line");
     }
     note(&format!("({:.0}s)", started.elapsed().as_secs_f64()));
     Ok(results)
+}
+
+/// A flat object, or `{"name": {flat object}}` (as chat_load prints), whose
+/// inner object gets `"bench": "name"`.
+fn parse_bench_line(text: &str) -> Result<BTreeMap<String, String>> {
+    let wrapped = text.trim().strip_prefix("{\"").and_then(|rest| {
+        let (name, inner) = rest.split_once("\":")?;
+        let inner = inner.trim_start().strip_suffix('}')?.trim_end();
+        (inner.starts_with('{') && name.chars().all(|c| c.is_ascii_alphanumeric())).then_some((name, inner))
+    });
+    match wrapped {
+        Some((name, inner)) => {
+            let mut map = parse_flat_json(inner)?;
+            map.insert("bench".into(), name.into());
+            Ok(map)
+        }
+        None => parse_flat_json(text),
+    }
 }
 
 /// Parses one flat JSON object (string, number, boolean or null values; no
@@ -300,6 +379,31 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
             both(verdict_at_least(fps, 29.5), verdict(p95, 8.0)),
         )?;
     }
+    let chat = &measured.chat;
+    let chat_p50 = number(chat, "p50");
+    let chat_p99 = number(chat, "p99");
+    let delivered = number(chat, "delivered");
+    let expected = number(chat, "expected");
+    let none_lost = match (delivered, expected) {
+        (Some(d), Some(e)) if d >= e && e > 0.0 => "met",
+        (Some(_), Some(_)) => "**missed** (messages lost)",
+        _ => "not measured",
+    };
+    writeln!(
+        md,
+        "| chat fan-out, {} clients × {} msg/s (p50/p99) | p99 ≤ 50 ms, none lost | {} | p99 {} | {} |",
+        chat.get("clients").map_or("?", String::as_str),
+        chat.get("messagesPerSecond").map_or("?", String::as_str),
+        show1(chat_p50, "ms"),
+        show1(chat_p99, "ms"),
+        both(verdict(chat_p99, 50.0), none_lost),
+    )?;
+    writeln!(
+        md,
+        "| server CPU / RSS during chat fan-out | — | {} CPU | {} RSS (peak) | |",
+        number(chat, "serverCpuPercent").map_or("—".to_owned(), |v| format!("{v:.0} %")),
+        show(number(chat, "serverRssPeakMb"), "MB"),
+    )?;
     writeln!(
         md,
         "| SDK size (wasm + JS, gzip -9) | ≤ 120 KB | {total_kb:.1} KB | — | {} |",
@@ -362,6 +466,30 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
         writeln!(md, "Compositor, tiles: {cases}.")?;
         writeln!(md)?;
     }
+    let field = |key: &str| chat.get(key).map_or("?", String::as_str);
+    writeln!(
+        md,
+        "Chat fan-out: {} messages sent by {} senders ({} refused with 429 by the room's \
+         one-second sliding window, {} msg/s sent on average), {} of {} expected deliveries \
+         arrived ({} clients disconnected), max {}; server CPU is the share of one core over the \
+         run (100 % = one core); the generator itself used {} % of a core on the same machine. \
+         Split at the server's `SendTime` (wall clock, ms; every 10th client): generator → server \
+         p50 {} / p99 {} ms, server → client p50 {} / p99 {} ms.",
+        field("sent"),
+        field("senders"),
+        field("rejected"),
+        field("achievedRate"),
+        field("delivered"),
+        field("expected"),
+        field("disconnected"),
+        show1(number(chat, "max"), "ms"),
+        field("generatorCpuPercent"),
+        field("ingestP50"),
+        field("ingestP99"),
+        field("fanoutP50"),
+        field("fanoutP99"),
+    )?;
+    writeln!(md)?;
     writeln!(md, "SDK files: {}.", sizes.iter().map(|(n, s)| format!("`{n}` {:.1} KB", *s as f64 / 1024.0)).collect::<Vec<_>>().join(", "))?;
     writeln!(md)?;
     writeln!(md, "## Machine")?;
@@ -369,6 +497,10 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
     writeln!(md, "- CPU: {cpu} (`nproc`: {cores})")?;
     writeln!(md, "- Browser: {} (headless, software video codecs)", chromium.trim())?;
     writeln!(md, "- Server: `target/debug/stagecast` (dev profile, dependencies at opt-level 1), loopback")?;
+    writeln!(
+        md,
+        "- Chat load generator: `target/debug/examples/chat_load` (same dev profile), on the same cores as the server"
+    )?;
     writeln!(
         md,
         "- Load average (1/5/15 min) before the harnesses: {}; after: {} (the harnesses' own \
@@ -421,6 +553,22 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
     writeln!(md)?;
     writeln!(
         md,
+        "`server/examples/chat_load.rs` creates a room (`maximumMessageRatePerSecond` {CHAT_RATE}, the \
+         most a room allows) with `POST /v1/rooms`, mints a chat token per client, and opens \
+         {CHAT_CLIENTS} WebSocket clients on `/v1/chat` (IVS Chat messaging protocol). A few of them \
+         send `SEND_MESSAGE` requests round-robin on one schedule, {CHAT_RATE} per second in total, for \
+         {CHAT_SECONDS} s; each message's `Content` carries its send time on the generator's monotonic \
+         clock, and every client (senders included: their copy is the acknowledgement) records \
+         receive time − send time for every MESSAGE frame, until all expected deliveries arrived \
+         (or 5 s after the last send). The room's rate limit is a sliding one-second window stamped \
+         when the server reads each request, so the generator keeps each send ≥ 1.01 s after the one \
+         {CHAT_RATE} sends earlier; server read jitter beyond that still gets an occasional 429, \
+         reported above and not counted as loss. Server CPU is utime + stime from \
+         `/proc/<pid>/stat` over the sending and draining; RSS is `VmRSS` sampled every 200 ms."
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
         "Both browsers and the server share the machine's {cores} cores, so encode, decode and the SFU \
          compete for CPU; numbers on a larger machine or across real networks will differ."
     )?;
@@ -443,6 +591,18 @@ mod tests {
         assert!(parse_flat_json(r#"{"a":{"b":1}}"#).is_err());
         assert!(parse_flat_json("[1]").is_err());
         assert!(parse_flat_json("{}")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn parses_a_wrapped_bench_line() -> Result<()> {
+        let map = parse_bench_line(r#"{"chatFanout":{"clients":1000,"p99":12.5,"delivered":5}}"#)?;
+        assert_eq!(map.get("bench").map(String::as_str), Some("chatFanout"));
+        assert_eq!(number(&map, "p99"), Some(12.5));
+        assert_eq!(number(&map, "clients"), Some(1000.0));
+        let flat = parse_bench_line(r#"{"bench":"channel","p50_ms":3}"#)?;
+        assert_eq!(flat.get("bench").map(String::as_str), Some("channel"));
+        assert!(parse_bench_line(r#"{"a":{"b":{"c":1}}}"#).is_err());
         Ok(())
     }
 }
