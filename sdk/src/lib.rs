@@ -19,10 +19,10 @@ mod web;
 #[cfg(target_arch = "wasm32")]
 mod js;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "stage"))]
 pub use js::{stage::Stage, stream::LocalStageStream};
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "broadcast"))]
 pub use js::{
     auto_layout::{auto_layout, AutoLayout},
     broadcast::{create_broadcast_client, BroadcastClient},

@@ -37,6 +37,9 @@ pub struct Config {
     /// Directory of the built npm package (served at `/sdk/`).
     #[arg(long, env = "STAGECAST_SDK_PKG", default_value = "sdk/pkg")]
     pub sdk_dir: PathBuf,
+    /// Directory of the built watch page (`/watch/{groupId}`; `cargo xtask build`).
+    #[arg(long, env = "STAGECAST_VIEWER", default_value = "viewer/dist")]
+    pub viewer_dir: PathBuf,
     /// Demo backend requests allowed per client IP per minute.
     #[arg(long, env = "STAGECAST_DEMO_RATE", default_value_t = 600)]
     pub demo_rate_per_minute: u32,
@@ -58,6 +61,7 @@ impl Config {
             api_key: None,
             www_dir: PathBuf::from("www"),
             sdk_dir: PathBuf::from("sdk/pkg"),
+            viewer_dir: PathBuf::from("viewer/dist"),
             demo_rate_per_minute: 100_000,
             bound_http: None,
         }

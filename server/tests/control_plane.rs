@@ -549,3 +549,63 @@ async fn odd_input_gets_4xx_and_the_server_keeps_serving() -> anyhow::Result<()>
     assert!(s.v1(Method::GET, "/v1/stages", None).await?.status.is_success());
     s.stop()
 }
+
+#[tokio::test]
+async fn demo_chat_token_for_watch_page_viewers() -> anyhow::Result<()> {
+    let s = Server::start("demo-chat-token").await?;
+    let created = s
+        .send(
+            Method::POST,
+            "/api/create",
+            None,
+            Some(json!({"userId": "host-1", "attributes": {"username": "Hosty", "avatarUrl": "a.png"}})),
+        )
+        .await?
+        .ok()?;
+    let group = str_at(&created, &["groupId"])?;
+    let room = str_at(&created, &["chat", "id"])?;
+
+    // A viewer may send, nothing more.
+    let reply = s
+        .send(
+            Method::POST,
+            "/api/chat-token",
+            None,
+            Some(json!({"groupId": group, "userId": "viewer-1", "attributes": {"username": "Vee"}})),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(reply["roomId"], room.as_str());
+    let host = s.base.strip_prefix("http://").unwrap_or(&s.base);
+    assert_eq!(reply["endpoint"], format!("ws://{host}/v1/chat"));
+    assert!(reply["sessionExpirationTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{reply}");
+    let claims = s.running.state.chat.verify_token(&str_at(&reply, &["token"])?, now())?;
+    assert_eq!((claims.room.as_str(), claims.user_id.as_str()), (room.as_str(), "viewer-1"));
+    let caps = claims.chat_capabilities();
+    assert!(caps.send_message && !caps.delete_message && !caps.disconnect_user);
+
+    // viewOnly: no capabilities at all; attributes are optional.
+    let reply = s
+        .send(
+            Method::POST,
+            "/api/chat-token",
+            None,
+            Some(json!({"groupId": group, "userId": "viewer-2", "viewOnly": true})),
+        )
+        .await?
+        .ok()?;
+    let caps = s.running.state.chat.verify_token(&str_at(&reply, &["token"])?, now())?.chat_capabilities();
+    assert!(!caps.send_message && !caps.delete_message && !caps.disconnect_user);
+
+    // Unknown group, empty user id, broken JSON.
+    s.send(Method::POST, "/api/chat-token", None, Some(json!({"groupId": "nope", "userId": "v"})))
+        .await?
+        .expect_error(404, "GROUP_NOT_FOUND");
+    let empty = s.send(Method::POST, "/api/chat-token", None, Some(json!({"groupId": group, "userId": ""}))).await?;
+    assert_eq!(empty.status.as_u16(), 400, "body: {}", empty.body);
+    // A missing field is well-formed JSON of the wrong shape: 422, as elsewhere.
+    s.send(Method::POST, "/api/chat-token", None, Some(json!({"groupId": group})))
+        .await?
+        .expect_error(422, "INVALID_JSON");
+    s.stop()
+}

@@ -91,6 +91,7 @@ pub fn sdk() -> Result<()> {
     // The sample app's watch page needs its players wherever the SDK is
     // built (build, serve, test, bench); bundling takes well under a second.
     players()?;
+    viewer()?;
     Ok(())
 }
 
@@ -234,4 +235,73 @@ pub fn players() -> Result<()> {
     }
     note(&format!("players.js: {:.1} KB gzipped", util::gzip_size(&dist.join("players.js"))? as f64 / 1024.0));
     Ok(())
+}
+
+/// Where `cargo xtask build` leaves the watch page (served at `/watch/{groupId}`).
+pub const VIEWER_DIST: &str = "viewer/dist";
+
+/// Builds the Leptos watch page into `viewer/dist/`: wasm (size profile) →
+/// wasm-bindgen (web target) → wasm-opt -Oz (kept only if it gzips smaller)
+/// → minified glue, plus `index.html` and `viewer.css` from `viewer/static/`.
+/// The server serves `index.html` for every `/watch/{groupId}` and the rest
+/// at `/viewer/`. The players come from `www/dist/players.js` at run time.
+/// The viewer depends on the SDK without its `stage`/`broadcast` features,
+/// so none of the SDK's stage or broadcast exports are linked in.
+pub fn viewer() -> Result<()> {
+    step("build: watch page wasm (profile `wasm`)");
+    let root = util::root();
+    util::run(util::cargo().args([
+        "build",
+        "-p",
+        "stagecast-viewer",
+        "--bin",
+        "stagecast-viewer",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm",
+    ]))?;
+    let wasm = util::target_dir().join("wasm32-unknown-unknown/wasm/stagecast-viewer.wasm");
+    let dist = root.join(VIEWER_DIST);
+    let bg = dist.join("stagecast_viewer_bg.wasm");
+    // wasm-bindgen + wasm-opt take a while; skip them when dist already
+    // holds the output of this very wasm.
+    let fresh = matches!((util::mtime(&wasm), util::mtime(&bg)), (Some(built), Some(written)) if written >= built)
+        && dist.join("stagecast_viewer.js").is_file();
+    if fresh {
+        note("viewer/dist is up to date with the wasm cargo built");
+    } else {
+        step("build: wasm-bindgen + wasm-opt → viewer/dist");
+        util::remove_dir(&dist)?;
+        util::run(
+            Command::new("wasm-bindgen")
+                .args(["--target", "web", "--no-typescript", "--out-dir", VIEWER_DIST, "--out-name", "stagecast_viewer"])
+                .arg(&wasm),
+        )?;
+        let before = util::gzip_size(&bg)?;
+        let optimised = dist.join("stagecast_viewer_bg.opt.wasm");
+        util::run(wasm_opt()?.arg("-Oz").args(WASM_FEATURES).arg(&bg).arg("-o").arg(&optimised))?;
+        let after = util::gzip_size(&optimised)?;
+        if after < before {
+            std::fs::rename(&optimised, &bg).with_context(|| format!("replace {}", bg.display()))?;
+        } else {
+            std::fs::remove_file(&optimised).with_context(|| format!("remove {}", optimised.display()))?;
+        }
+        minify_js(&dist.join("stagecast_viewer.js"))?;
+    }
+    util::copy_tree(&root.join("viewer/static"), &dist)?;
+    note(&format!("watch page: {:.1} KB gzipped (without the player library)", viewer_size(&dist)? as f64 / 1024.0));
+    Ok(())
+}
+
+/// Gzipped bytes of everything in `viewer/dist/` (wasm, glue, snippets,
+/// html, css): the watch page without `/dist/players.js`.
+pub fn viewer_size(dist: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dist).with_context(|| format!("read {}", dist.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        total += if entry.file_type()?.is_dir() { viewer_size(&path)? } else { util::gzip_size(&path)? };
+    }
+    Ok(total)
 }

@@ -1,8 +1,15 @@
 //! The `#[wasm_bindgen]` surface, with the IVS Web Broadcast SDK names.
+//! `stage` and `broadcast` are behind the crate features of those names.
 
+#[cfg(feature = "broadcast")]
 pub mod auto_layout;
+#[cfg(feature = "broadcast")]
 pub mod broadcast;
 pub mod chat;
+// Chat alone uses only part of the conversions.
+#[cfg_attr(not(all(feature = "stage", feature = "broadcast")), allow(dead_code))]
 mod convert;
+#[cfg(feature = "stage")]
 pub mod stage;
+#[cfg(feature = "stage")]
 pub mod stream;

@@ -1,14 +1,25 @@
 //! Thin web-sys adapters. They translate browser callbacks into Rust values
 //! and carry out what the stage logic decides; they decide nothing. Every
 //! registration is owned by a struct that undoes it on `Drop`.
+//!
+//! Only the chat adapters are always built; the rest follow the `stage` and
+//! `broadcast` crate features.
+#![cfg_attr(not(all(feature = "stage", feature = "broadcast")), allow(dead_code))]
 
 pub mod chat_socket;
+#[cfg(feature = "broadcast")]
 pub mod clock;
+#[cfg(feature = "broadcast")]
 pub mod compositor;
+#[cfg(any(feature = "stage", feature = "broadcast"))]
 pub mod http;
+#[cfg(feature = "broadcast")]
 pub mod ingest;
+#[cfg(feature = "broadcast")]
 pub mod mixer;
+#[cfg(feature = "stage")]
 pub mod peer;
+#[cfg(feature = "stage")]
 pub mod socket;
 pub mod timer;
 

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use stagecast_protocol::control::{
     DemoAttributes, DemoChannel, DemoChat, DemoCreateRequest, DemoDeleteRequest, DemoDisconnectRequest,
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/list", post(list).get(list))
         .route("/api/disconnect", post(disconnect))
         .route("/api/delete", delete(delete_group))
+        .route("/api/chat-token", post(viewer_chat_token))
 }
 
 fn attributes(attrs: &DemoAttributes, is_host: bool) -> BTreeMap<String, String> {
@@ -303,4 +305,58 @@ async fn delete_group(
     }
     tracing::info!(group = %group.group_id, stage = %stage, "demo group deleted");
     Ok(Json(json!({ "status": "success" })))
+}
+
+/// `POST /api/chat-token`: a watch-page viewer's token for the group's room.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ViewerChatTokenRequest {
+    group_id: String,
+    user_id: String,
+    #[serde(default)]
+    attributes: Option<ViewerChatAttributes>,
+    /// A token with no capabilities: the viewer reads but cannot send.
+    #[serde(default)]
+    view_only: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewerChatAttributes {
+    #[serde(default)]
+    username: String,
+}
+
+/// A viewer's chat token: SEND_MESSAGE (or nothing when `viewOnly`), never
+/// moderation. The viewer is not a stage participant, so the user id is the
+/// one it sent (non-empty; the room checks it).
+async fn viewer_chat_token(
+    _: Throttled,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<ViewerChatTokenRequest>,
+) -> Result<Json<Value>, AppError> {
+    let group = existing_group(&state, &req.group_id)?;
+    let room = group
+        .room_id
+        .ok_or_else(|| AppError::not_found("ROOM_NOT_FOUND", format!("group {} has no chat room", req.group_id)))?;
+    let username = req.attributes.unwrap_or_default().username;
+    let spec = ChatTokenSpec {
+        user_id: req.user_id,
+        capabilities: if req.view_only { Vec::new() } else { vec![ChatCapability::SendMessage] },
+        attributes: BTreeMap::from([("username".to_owned(), username)]),
+        session_minutes: None,
+    };
+    let minted = state.chat.create_token(&room, spec, now_unix())?;
+    let urls = BaseUrls::for_request(&state, &headers);
+    let endpoint = match urls.events_url.strip_suffix("/v1/stage/events") {
+        Some(base) => format!("{base}/v1/chat"),
+        None => urls.events_url.replace("/v1/stage/events", "/v1/chat"),
+    };
+    Ok(Json(json!({
+        "roomId": room,
+        "token": minted.token,
+        "endpoint": endpoint,
+        "sessionExpirationTime": super::iso8601(minted.expires),
+    })))
 }

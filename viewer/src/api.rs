@@ -1,0 +1,91 @@
+//! The demo backend calls the page makes (`/api/list`, `/api/chat-token`).
+
+use js_sys::{Array, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+/// Reads `obj[key]` (undefined when absent or not an object).
+pub fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `obj[key]` as a string, if it is one.
+pub fn get_str(obj: &JsValue, key: &str) -> Option<String> {
+    get(obj, key).as_string()
+}
+
+/// A readable message from a thrown JS value.
+pub fn js_error_text(e: &JsValue) -> String {
+    get_str(e, "errorMessage")
+        .or_else(|| get_str(e, "message"))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".to_owned())
+}
+
+/// `POST url` with a JSON body; the parsed JSON answer, or the error text
+/// (the backend's `message` for a 4xx/5xx).
+pub async fn post_json(url: &str, body: Option<&str>) -> Result<JsValue, String> {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    if let Some(body) = body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    let request = Request::new_with_str_and_init(url, &init).map_err(|e| js_error_text(&e))?;
+    if body.is_some() {
+        request
+            .headers()
+            .set("Content-Type", "application/json")
+            .map_err(|e| js_error_text(&e))?;
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| js_error_text(&e))?
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_owned())?;
+    let json = match response.json() {
+        Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
+        Err(_) => JsValue::NULL,
+    };
+    if response.ok() {
+        Ok(json)
+    } else {
+        Err(get_str(&json, "message").unwrap_or_else(|| format!("HTTP {}", response.status())))
+    }
+}
+
+/// What `/api/list` says about one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub live: bool,
+    pub playback_url: Option<String>,
+    pub host_name: Option<String>,
+}
+
+/// The group's entry in `/api/list`: `Ok(None)` when the group does not
+/// exist (any more), `Err` when the backend could not be asked.
+pub async fn group_status(group_id: &str) -> Result<Option<GroupStatus>, String> {
+    let list = post_json("/api/list", None).await?;
+    if !Array::is_array(&list) {
+        return Err("/api/list did not answer a list".to_owned());
+    }
+    let item = Array::from(&list)
+        .iter()
+        .find(|i| get_str(i, "groupId").as_deref() == Some(group_id));
+    Ok(item.map(|i| GroupStatus {
+        live: get(&i, "live").as_bool().unwrap_or(false),
+        playback_url: get_str(&i, "playbackUrl"),
+        host_name: get_str(&get(&i, "stageAttributes"), "username"),
+    }))
+}
+
+/// Resolves after `ms` milliseconds.
+pub async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
