@@ -542,3 +542,69 @@ export async function expectCompositeGrid(page, selector, people, timeout = 3000
     `${selector}: no ${people.length}-tile grid with colours of ${people.map((p) => p.name).join(', ')} within ${timeout} ms; last sample ${JSON.stringify(last)}`,
   );
 }
+
+// ---------------------------------------------------------------- chat panel
+
+/** The chat user id of a sample-app page (its saved profile's userId). */
+export async function profileUserId(page) {
+  const id = await page.evaluate(() => JSON.parse(localStorage.getItem('stagecast.profile') || '{}').userId);
+  assert.ok(id, 'the page has a profile user id');
+  return id;
+}
+
+/** Waits until the page's chat panel (`chat-state`) says connected. */
+export async function chatConnected(page, timeout = 15000) {
+  try {
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="chat-state"]')?.dataset.state === 'connected',
+      null,
+      { timeout },
+    );
+  } catch (err) {
+    const state = await page
+      .evaluate(() => ({
+        state: document.querySelector('[data-testid="chat-state"]')?.dataset.state,
+        error: document.querySelector('[data-testid="chat-error"]')?.textContent,
+      }))
+      .catch(() => null);
+    throw new Error(`chat not connected within ${timeout} ms: ${JSON.stringify(state)}`);
+  }
+}
+
+/** Types `text` into `chat-input` and presses `chat-send`. */
+export async function sendChat(page, text) {
+  await page.getByTestId('chat-input').fill(text);
+  await page.getByTestId('chat-send').click();
+}
+
+/**
+ * Waits for a `chat-message` containing `text`; returns its
+ * `{id, sender, text}` (data-message-id, data-sender, text content).
+ */
+export async function chatMessage(page, text, timeout = 10000) {
+  try {
+    const handle = await page.waitForFunction(
+      (want) => {
+        const el = [...document.querySelectorAll('[data-testid="chat-message"]')].find((m) => m.textContent.includes(want));
+        return el ? { id: el.dataset.messageId, sender: el.dataset.sender, text: el.textContent } : false;
+      },
+      text,
+      { timeout },
+    );
+    return handle.jsonValue();
+  } catch (err) {
+    const have = await page
+      .evaluate(() => [...document.querySelectorAll('[data-testid="chat-message"]')].map((m) => m.textContent))
+      .catch(() => []);
+    throw new Error(`no chat message "${text}" within ${timeout} ms; messages: ${JSON.stringify(have)}`);
+  }
+}
+
+/** Waits until no `chat-message` with data-message-id `id` is on the page. */
+export async function waitChatMessageGone(page, id, timeout = 10000) {
+  await page.waitForFunction(
+    (mid) => !document.querySelector(`[data-testid="chat-message"][data-message-id="${CSS.escape(mid)}"]`),
+    id,
+    { timeout },
+  );
+}

@@ -13,6 +13,10 @@ import {
   BASIC_LANDSCAPE,
   ConnectionState,
   BroadcastClientEvents,
+  ChatRoom,
+  SendMessageRequest,
+  DeleteMessageRequest,
+  DisconnectUserRequest,
 } from 'stagecast';
 import IVSBroadcastClient from 'stagecast';
 import { AVATARS, DEFAULT_AVATAR, safeAvatar } from './avatars.js';
@@ -238,6 +242,8 @@ function startSession(response, isHost, hostName) {
     hostName,
     // Only the host gets a channel (with its stream key) from the backend.
     channel: isHost && response.channel ? response.channel : null,
+    // The group's chat room and this member's chat token (host: moderator).
+    chat: response.chat && response.chat.token ? { id: response.chat.id, token: response.chat.token } : null,
   };
   sessionStorage.setItem(SESSION_PREFIX + session.groupId, JSON.stringify(session));
   hideBanner();
@@ -619,6 +625,248 @@ function broadcastPanel(session) {
   };
 }
 
+// ---------------------------------------------------------------- chat
+
+/** Longest message the room accepts (code points); the server says 413 above it. */
+const CHAT_MAX_CHARS = 500;
+
+const CHAT_STATE_LABELS = { connecting: 'Connecting…', connected: 'Connected', disconnected: 'Offline' };
+
+/** A short, human reason for a failed chat request (a ChatError or anything else). */
+function describeChatError(err) {
+  const code = err && typeof err.errorCode === 'number' ? err.errorCode : null;
+  const hints = {
+    401: 'Your chat session has expired; reload the page to chat again.',
+    403: 'You are not allowed to do that in this chat.',
+    404: 'That message no longer exists.',
+    406: 'That message was rejected.',
+    408: 'The chat server did not answer in time.',
+    413: `Messages can be at most ${CHAT_MAX_CHARS} characters long.`,
+    429: 'You are sending messages too fast; wait a moment.',
+  };
+  const message = (err && (err.errorMessage || err.message)) || String(err);
+  const hint = code !== null ? hints[code] : null;
+  return `${hint ? `${hint} ` : ''}(${message}${code !== null ? `, ${code}` : ''})`;
+}
+
+/**
+ * The stage's chat room through the SDK's `ChatRoom`: messages with their
+ * sender's name; the host (a token with DELETE_MESSAGE / DISCONNECT_USER)
+ * gets Delete and Remove buttons on messages. `ownUserId` is this member's
+ * chat user id, to recognise our own messages and our own removal.
+ */
+function chatPanel(session, ownUserId) {
+  const isModerator = !!session.isHost;
+  const stateEl = h('span', { class: 'status chat-state', 'data-testid': 'chat-state', 'data-state': 'connecting' }, CHAT_STATE_LABELS.connecting);
+  const list = h('ol', { class: 'chat-list', 'data-testid': 'chat-messages', 'aria-live': 'polite', 'aria-label': 'Chat messages' });
+  const empty = h('li', { class: 'chat-empty muted', 'data-testid': 'chat-empty' }, 'No messages yet. Say hello!');
+  list.append(empty);
+  const noticeEl = h('p', { class: 'chat-notice', 'data-testid': 'chat-notice', role: 'status', hidden: true });
+  const errorEl = h('p', { class: 'chat-error error-text', 'data-testid': 'chat-error', role: 'alert' });
+  const input = h('input', {
+    type: 'text',
+    maxlength: CHAT_MAX_CHARS,
+    placeholder: 'Say something…',
+    autocomplete: 'off',
+    'aria-label': 'Message',
+    'data-testid': 'chat-input',
+  });
+  const sendBtn = h('button', { class: 'primary', type: 'submit', 'data-testid': 'chat-send', disabled: true }, 'Send');
+  const form = h('form', { class: 'chat-form', 'data-testid': 'chat-form' }, input, sendBtn);
+  const panel = h('aside', { class: 'chat', 'data-testid': 'chat', 'aria-label': 'Chat' },
+    h('div', { class: 'row chat-head' }, h('h2', {}, 'Chat'), stateEl),
+    list,
+    noticeEl,
+    errorEl,
+    form,
+  );
+
+  const messages = new Map(); // message id -> <li>
+  let closed = false; // we closed it (left the stage): no notice
+  let removed = false; // a moderator removed us
+
+  function setState(state) {
+    stateEl.dataset.state = state;
+    stateEl.textContent = CHAT_STATE_LABELS[state] || state;
+    sendBtn.disabled = state !== 'connected';
+  }
+
+  function showError(text) {
+    errorEl.textContent = text;
+  }
+
+  function showNotice(text) {
+    noticeEl.hidden = false;
+    noticeEl.textContent = text;
+  }
+
+  function refreshEmpty() {
+    empty.hidden = list.querySelector('[data-testid="chat-message"], [data-testid="chat-system"]') !== null;
+  }
+
+  function append(item) {
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    list.append(item);
+    refreshEmpty();
+    // Follow new messages unless the reader scrolled up to read older ones.
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  function systemLine(text) {
+    append(h('li', { class: 'chat-system muted', 'data-testid': 'chat-system' }, text));
+  }
+
+  const room = new ChatRoom({
+    regionOrUrl: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/chat`,
+    // The demo backend's chat tokens last an hour, longer than a demo
+    // session; after that the room reports 401 and a reload gets a new one.
+    tokenProvider: async () => ({ token: session.chat.token }),
+  });
+
+  function renderMessage(m) {
+    if (!m || !m.id || messages.has(m.id)) return;
+    const sender = m.sender || { userId: '', attributes: {} };
+    const attrs = sender.attributes || {};
+    const mine = sender.userId === ownUserId;
+    const name = attrs.username || sender.userId || 'Someone';
+    const time = m.sendTime instanceof Date && !Number.isNaN(m.sendTime.getTime())
+      ? m.sendTime.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+      : '';
+    const item = h('li', {
+      class: mine ? 'chat-msg mine' : 'chat-msg',
+      'data-testid': 'chat-message',
+      'data-message-id': m.id,
+      'data-sender': sender.userId,
+    },
+    h('div', { class: 'chat-meta' },
+      h('span', { class: 'chat-name', 'data-testid': 'chat-sender-name' }, mine ? `${name} (you)` : name),
+      time ? h('time', { class: 'muted', datetime: m.sendTime.toISOString() }, time) : null,
+    ),
+    h('div', { class: 'chat-text', 'data-testid': 'chat-text' }, m.content),
+    );
+    if (isModerator) {
+      const actions = h('div', { class: 'chat-actions' });
+      const delBtn = h('button', {
+        class: 'chat-action',
+        type: 'button',
+        'data-testid': 'chat-delete',
+        title: 'Delete this message for everyone',
+        text: 'Delete',
+        onClick: async () => {
+          delBtn.disabled = true;
+          try {
+            await room.deleteMessage(new DeleteMessageRequest(m.id, 'Deleted by the host'));
+            showError('');
+          } catch (err) {
+            showError(`Could not delete the message: ${describeChatError(err)}`);
+            delBtn.disabled = false;
+          }
+        },
+      });
+      actions.append(delBtn);
+      if (!mine) {
+        const kickBtn = h('button', {
+          class: 'chat-action danger',
+          type: 'button',
+          'data-testid': 'chat-kick',
+          title: `Remove ${name} from the chat`,
+          text: 'Remove from chat',
+          onClick: async () => {
+            kickBtn.disabled = true;
+            try {
+              await room.disconnectUser(new DisconnectUserRequest(sender.userId, 'Removed by the host'));
+              showError('');
+            } catch (err) {
+              showError(`Could not remove ${name}: ${describeChatError(err)}`);
+            } finally {
+              // They may come back with a new token; the host can remove them again.
+              kickBtn.disabled = false;
+            }
+          },
+        });
+        actions.append(kickBtn);
+      }
+      item.append(actions);
+    }
+    messages.set(m.id, item);
+    append(item);
+  }
+
+  room.addListener('connecting', () => setState('connecting'));
+  room.addListener('connect', () => {
+    setState('connected');
+    showError('');
+  });
+  room.addListener('disconnect', (reason) => {
+    setState('disconnected');
+    if (closed) return;
+    input.disabled = true;
+    if (reason === 'serverDisconnect') {
+      if (!removed) showNotice('You were disconnected from the chat.');
+    } else if (reason === 'fetchTokenError') {
+      showError('Could not get access to the chat. Reload the page to try again.');
+    } else if (reason !== 'clientDisconnect') {
+      showError('The chat connection was lost. Reload the page to reconnect.');
+    }
+  });
+  room.addListener('message', renderMessage);
+  room.addListener('messageDelete', (ev) => {
+    const item = messages.get(ev.messageId);
+    if (!item) return;
+    item.remove();
+    messages.delete(ev.messageId);
+    refreshEmpty();
+  });
+  room.addListener('userDisconnect', (ev) => {
+    if (ev.userId === ownUserId) {
+      removed = true;
+      input.disabled = true;
+      showNotice('You were removed from the chat by the host.');
+      return;
+    }
+    let name = ev.userId;
+    for (const item of messages.values()) {
+      if (item.dataset.sender === ev.userId) {
+        name = item.querySelector('.chat-name')?.textContent || name;
+        break;
+      }
+    }
+    systemLine(`${name} was removed from the chat.`);
+  });
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = input.value.trim();
+    if (!text || room.state !== 'connected') return;
+    sendBtn.disabled = true;
+    try {
+      const m = await room.sendMessage(new SendMessageRequest(text));
+      // Our own copy also arrives as a `message` event; whichever comes first shows it.
+      renderMessage(m);
+      input.value = '';
+      showError('');
+    } catch (err) {
+      showError(`Could not send: ${describeChatError(err)}`);
+    } finally {
+      sendBtn.disabled = room.state !== 'connected';
+      input.focus();
+    }
+  });
+
+  room.connect();
+  return {
+    panel,
+    room,
+    close() {
+      if (closed) return;
+      closed = true;
+      input.disabled = true;
+      sendBtn.disabled = true;
+      if (room.state !== 'disconnected') room.disconnect();
+    },
+  };
+}
+
 async function enterStage(session) {
   clearInterval(listTimer);
   const claims = peekToken(session.token) || {};
@@ -664,6 +912,8 @@ async function enterStage(session) {
   }
 
   const broadcast = session.isHost && session.channel ? broadcastPanel(session) : null;
+  const chat = session.chat && session.chat.token ? chatPanel(session, claims.user_id || profile.userId) : null;
+  if (chat) window.__stagecast.chat = chat.room;
 
   let invite = null;
   if (session.groupId) {
@@ -697,15 +947,22 @@ async function enterStage(session) {
           h('h1', { 'data-testid': 'stage-title' }, hostName ? `${hostName}'s stage` : 'Stage'),
           h('p', { class: 'help', 'data-testid': 'stage-help' },
             session.isHost
-              ? 'You are the host. Your camera and microphone are live for everyone here. You can remove guests from their tiles.'
+              ? session.chat
+                ? 'You are the host. Your camera and microphone are live for everyone here. You can remove guests from their tiles, and delete chat messages or remove people from the chat.'
+                : 'You are the host. Your camera and microphone are live for everyone here. You can remove guests from their tiles.'
               : 'Your camera and microphone are live for everyone on this stage. Use the buttons below to mute or leave.'),
         ),
         h('div', { class: 'statuses' }, statusEl, publishEl),
       ),
       invite,
       broadcast ? broadcast.panel : null,
-      grid,
-      h('div', { class: 'controls', 'data-testid': 'controls' }, soundBtn, micBtn, camBtn, leaveBtn, endBtn, backBtn),
+      h('div', { class: chat ? 'stage-body with-chat' : 'stage-body' },
+        h('div', { class: 'stage-main' },
+          grid,
+          h('div', { class: 'controls', 'data-testid': 'controls' }, soundBtn, micBtn, camBtn, leaveBtn, endBtn, backBtn),
+        ),
+        chat ? chat.panel : null,
+      ),
     ),
   );
 
@@ -880,6 +1137,7 @@ async function enterStage(session) {
     statusEl.textContent = 'Not connected';
     statusEl.dataset.state = 'errored';
     stopLocal();
+    if (chat) chat.close();
     backBtn.hidden = false;
     return;
   }
@@ -903,6 +1161,7 @@ async function enterStage(session) {
     if (left) return;
     left = true;
     if (broadcast) broadcast.stop();
+    if (chat) chat.close();
     stopLocal();
     for (const id of [...tiles.keys()]) if (id !== 'local') removeTile(id);
     statusEl.textContent = 'Left';
