@@ -5,6 +5,7 @@
 //! called from the microtask queue (`defer`), never while it is borrowed.
 
 use super::convert::{set, type_error};
+use super::listeners::Listeners;
 use crate::core::broadcast::{
     check_stream_key, BroadcastError, BroadcastErrorCode as Code, Composition, CompositionInput,
     StreamConfig,
@@ -14,7 +15,7 @@ use crate::web::compositor::{hidden_video, release_video, Compositor, Picture};
 use crate::web::http::{self, HttpError};
 use crate::web::ingest::{IngestError, IngestPeer};
 use crate::web::mixer::Mixer;
-use js_sys::{Function, Object, Promise, Reflect};
+use js_sys::{Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -147,7 +148,7 @@ struct St {
 
 pub(crate) struct Inner {
     st: RefCell<St>,
-    listeners: RefCell<Vec<(String, Function)>>,
+    listeners: Listeners,
 }
 
 /// The broadcast client returned by `create()`.
@@ -205,7 +206,7 @@ pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsVal
             conn: "none",
             deleted: false,
         }),
-        listeners: RefCell::new(Vec::new()),
+        listeners: Listeners::default(),
     });
     let weak = Rc::downgrade(&inner);
     let clock = FrameClock::start(cfg.frame_period_ms(), move || {
@@ -512,21 +513,11 @@ impl BroadcastClient {
     /// Adds a listener for `connectionStateChange`, `clientError` or
     /// `activeStateChange`.
     pub fn on(&self, event: JsValue, callback: JsValue) -> Result<(), JsValue> {
-        let (event, callback) = listener_args(event, callback)?;
-        self.inner.listeners.borrow_mut().push((event, callback));
-        Ok(())
+        self.inner.listeners.add(event, callback)
     }
 
     pub fn off(&self, event: JsValue, callback: JsValue) -> Result<(), JsValue> {
-        let (event, callback) = listener_args(event, callback)?;
-        let mut listeners = self.inner.listeners.borrow_mut();
-        if let Some(i) = listeners
-            .iter()
-            .position(|(e, f)| *e == event && JsValue::from(f) == JsValue::from(&callback))
-        {
-            listeners.remove(i);
-        }
-        Ok(())
+        self.inner.listeners.remove(event, callback)
     }
 
     /// Stops everything and releases the tracks; the client is unusable after.
@@ -542,15 +533,6 @@ impl Drop for BroadcastClient {
     }
 }
 
-fn listener_args(event: JsValue, callback: JsValue) -> Result<(String, Function), JsValue> {
-    let event = event
-        .as_string()
-        .ok_or_else(|| type_error("event name must be a string"))?;
-    let callback = callback
-        .dyn_into::<Function>()
-        .map_err(|_| type_error("listener must be a function"))?;
-    Ok((event, callback))
-}
 
 impl BroadcastClient {
     /// The shared state, for `autoLayout`.
@@ -574,21 +556,7 @@ impl Inner {
         let weak = Rc::downgrade(self);
         crate::web::defer(move || {
             let Some(inner) = weak.upgrade() else { return };
-            let fns: Vec<Function> = inner
-                .listeners
-                .borrow()
-                .iter()
-                .filter(|(e, _)| e == event)
-                .map(|(_, f)| f.clone())
-                .collect();
-            for f in fns {
-                if let Err(e) = f.call1(&JsValue::UNDEFINED, &arg) {
-                    web_sys::console::error_2(
-                        &JsValue::from_str(&format!("stagecast: a {event} listener threw")),
-                        &e,
-                    );
-                }
-            }
+            inner.listeners.call(event, &js_sys::Array::of1(&arg));
         });
     }
 

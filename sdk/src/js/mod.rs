@@ -9,6 +9,8 @@ pub mod chat;
 // Chat alone uses only part of the conversions.
 #[cfg_attr(not(all(feature = "stage", feature = "broadcast")), allow(dead_code))]
 mod convert;
+#[cfg(any(feature = "stage", feature = "broadcast"))]
+mod listeners;
 #[cfg(feature = "stage")]
 pub mod stage;
 #[cfg(feature = "stage")]

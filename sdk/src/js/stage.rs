@@ -8,6 +8,7 @@
 use super::convert::{
     array, participant_info, remote_stream, set, stage_error, type_error, update_info,
 };
+use super::listeners::Listeners;
 use super::stream::{self, LocalShared};
 use crate::core::backoff::{should_reconnect, Backoff, SocketEnd};
 use crate::core::strategy::{local_mute_state, plan_publish, plan_subscription, DesiredStream};
@@ -112,7 +113,7 @@ struct St {
 
 pub(crate) struct Inner {
     st: RefCell<St>,
-    listeners: RefCell<Vec<(String, Function)>>,
+    listeners: Listeners,
     mute_hook: RefCell<Option<MuteHook>>,
 }
 
@@ -158,7 +159,7 @@ impl Stage {
                 pending: Vec::new(),
                 deletes: Vec::new(),
             }),
-            listeners: RefCell::new(Vec::new()),
+            listeners: Listeners::default(),
             mute_hook: RefCell::new(None),
         });
         let weak = Rc::downgrade(&inner);
@@ -218,22 +219,12 @@ impl Stage {
 
     /// Adds a listener for one of the `StageEvents`.
     pub fn on(&self, event: JsValue, callback: JsValue) -> Result<(), JsValue> {
-        let (event, callback) = listener_args(event, callback)?;
-        self.inner.listeners.borrow_mut().push((event, callback));
-        Ok(())
+        self.inner.listeners.add(event, callback)
     }
 
     /// Removes a listener added with `on`.
     pub fn off(&self, event: JsValue, callback: JsValue) -> Result<(), JsValue> {
-        let (event, callback) = listener_args(event, callback)?;
-        let mut listeners = self.inner.listeners.borrow_mut();
-        if let Some(i) = listeners
-            .iter()
-            .position(|(e, f)| *e == event && JsValue::from(f) == JsValue::from(&callback))
-        {
-            listeners.remove(i);
-        }
-        Ok(())
+        self.inner.listeners.remove(event, callback)
     }
 }
 
@@ -253,15 +244,6 @@ impl Drop for Stage {
     }
 }
 
-fn listener_args(event: JsValue, callback: JsValue) -> Result<(String, Function), JsValue> {
-    let event = event
-        .as_string()
-        .ok_or_else(|| type_error("event name must be a string"))?;
-    let callback = callback
-        .dyn_into::<Function>()
-        .map_err(|_| type_error("listener must be a function"))?;
-    Ok((event, callback))
-}
 
 fn call_method(obj: &JsValue, name: &str, arg: Option<&JsValue>) -> Result<JsValue, JsValue> {
     let f: Function = js_sys::Reflect::get(obj, &JsValue::from_str(name))?
@@ -535,22 +517,8 @@ impl Inner {
                 return;
             }
             for (event, args) in batch {
-                let fns: Vec<Function> = self
-                    .listeners
-                    .borrow()
-                    .iter()
-                    .filter(|(e, _)| e == event)
-                    .map(|(_, f)| f.clone())
-                    .collect();
                 let args: js_sys::Array = args.into_iter().collect();
-                for f in fns {
-                    if let Err(e) = f.apply(&JsValue::UNDEFINED, &args) {
-                        web_sys::console::error_2(
-                            &JsValue::from_str(&format!("stagecast: a {event} listener threw")),
-                            &e,
-                        );
-                    }
-                }
+                self.listeners.call(event, &args);
             }
         }
     }

@@ -3,8 +3,8 @@
 //! (Opus), offered with `Authorization: Bearer <streamKey>` to the channel's
 //! ingest endpoint. No trickle ICE (the server is ICE-lite).
 
-use super::http::{self, HttpError};
-use super::js_error_text;
+use super::http;
+use super::sdp::{self, browser};
 use crate::core::broadcast::{prefer_codec, StreamConfig};
 use js_sys::{Array, Object, Reflect};
 use std::rc::Rc;
@@ -13,21 +13,11 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     Event, MediaStreamTrack, RtcPeerConnection, RtcRtpSender, RtcRtpTransceiver,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
 };
 
 /// Why starting the broadcast failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum IngestError {
-    #[error("the browser refused: {0}")]
-    Browser(String),
-    #[error(transparent)]
-    Http(#[from] HttpError),
-}
-
-fn browser(e: JsValue) -> IngestError {
-    IngestError::Browser(js_error_text(&e))
-}
+pub type IngestError = super::sdp::SdpError;
 
 /// A live ingest session; closes its peer connection on drop (the caller
 /// sends the `DELETE` first).
@@ -146,23 +136,9 @@ impl IngestPeer {
                 .add_transceiver_with_media_stream_track_and_init(audio, &init);
             prefer(&at, "audio", "audio/opus");
         }
-        let offer = JsFuture::from(self.pc.create_offer())
-            .await
-            .map_err(browser)?;
-        let offer: RtcSessionDescriptionInit = offer.unchecked_into();
-        JsFuture::from(self.pc.set_local_description(&offer))
-            .await
-            .map_err(browser)?;
-        let sdp = self
-            .pc
-            .local_description()
-            .map(|d| d.sdp())
-            .ok_or_else(|| IngestError::Browser("no local description".into()))?;
-        let answer = http::post_offer(url, stream_key, &sdp).await?;
+        let answer = sdp::post_local_offer(&self.pc, url, stream_key).await?;
         self.location = answer.location;
-        let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-        remote.set_sdp(&answer.sdp);
-        if let Err(e) = JsFuture::from(self.pc.set_remote_description(&remote)).await {
+        if let Err(e) = sdp::set_answer(&self.pc, &answer.sdp).await {
             // The server created a session for an answer we cannot use.
             if let Some(url) = self.location.take() {
                 let key = stream_key.to_owned();
@@ -170,7 +146,7 @@ impl IngestPeer {
                     let _ = http::delete(&url, &key).await;
                 });
             }
-            return Err(browser(e));
+            return Err(e);
         }
         limit_encoder(&vt.sender(), config).await;
         Ok(self)

@@ -19,6 +19,8 @@ pub mod ingest;
 pub mod mixer;
 #[cfg(feature = "stage")]
 pub mod peer;
+#[cfg(any(feature = "stage", feature = "broadcast"))]
+pub mod sdp;
 #[cfg(feature = "stage")]
 pub mod socket;
 pub mod timer;

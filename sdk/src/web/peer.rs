@@ -2,31 +2,21 @@
 //! No trickle ICE: the offer is POSTed right after `setLocalDescription`
 //! (the server is ICE-lite with a host candidate, so it needs none of ours).
 
-use super::http::{self, HttpError, SdpAnswer};
-use super::{defer, js_error_text};
+use super::http::SdpAnswer;
+use super::sdp::{self, browser};
+use super::defer;
 use crate::core::StreamKind;
 use std::rc::Rc;
-use thiserror::Error;
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     Event, MediaStreamTrack, RtcPeerConnection, RtcPeerConnectionState, RtcRtpSender,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
 };
 
 /// Why setting up a peer connection failed.
-#[derive(Debug, Clone, Error)]
-pub enum PeerError {
-    #[error("the browser refused: {0}")]
-    Browser(String),
-    #[error(transparent)]
-    Http(#[from] HttpError),
-}
-
-fn browser(e: JsValue) -> PeerError {
-    PeerError::Browser(js_error_text(&e))
-}
+pub type PeerError = super::sdp::SdpError;
 
 /// Connection health as the stage cares about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,24 +53,8 @@ impl Pc {
     }
 
     async fn negotiate(&self, url: &str, token: &str) -> Result<SdpAnswer, PeerError> {
-        let offer = JsFuture::from(self.pc.create_offer())
-            .await
-            .map_err(browser)?;
-        let offer: RtcSessionDescriptionInit = offer.unchecked_into();
-        JsFuture::from(self.pc.set_local_description(&offer))
-            .await
-            .map_err(browser)?;
-        let sdp = self
-            .pc
-            .local_description()
-            .map(|d| d.sdp())
-            .ok_or_else(|| PeerError::Browser("no local description".into()))?;
-        let answer = http::post_offer(url, token, &sdp).await?;
-        let remote = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-        remote.set_sdp(&answer.sdp);
-        JsFuture::from(self.pc.set_remote_description(&remote))
-            .await
-            .map_err(browser)?;
+        let answer = sdp::post_local_offer(&self.pc, url, token).await?;
+        sdp::set_answer(&self.pc, &answer.sdp).await?;
         Ok(answer)
     }
 }
