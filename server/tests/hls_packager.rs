@@ -209,9 +209,23 @@ fn metadata_goes_into_the_next_part_as_an_id3_emsg() -> Result<()> {
         let (m, n) = uri.trim_start_matches("part").trim_end_matches(".m4s").split_once('.').context("part")?;
         if let PartLookup::Ready(data) = p.part(m.parse()?, n.parse()?) {
             if &data[4..8] == b"emsg" {
-                let text = String::from_utf8_lossy(&data);
-                ensure!(text.contains("https://aomedia.org/emsg/ID3"), "scheme");
-                ensure!(text.contains("ID3") && text.contains("TXXX") && text.contains("hello"), "ID3 TXXX payload");
+                // Two emsg boxes lead the part: version 1 in the AOM scheme
+                // (hls.js), then version 0 in `urn:twitch:id3` (IVS Player).
+                let mut boxes = Vec::new();
+                let mut at = 0;
+                while at + 8 <= data.len() && &data[at + 4..at + 8] == b"emsg" {
+                    let size = u32::from_be_bytes(data[at..at + 4].try_into()?) as usize;
+                    ensure!(size > 12 && at + size <= data.len(), "emsg size");
+                    boxes.push((data[at + 8], String::from_utf8_lossy(&data[at..at + size]).into_owned()));
+                    at += size;
+                }
+                ensure!(&data[at + 4..at + 8] == b"moof", "the fragment follows the emsg boxes");
+                ensure!(boxes.len() == 2, "two emsg boxes, got {}", boxes.len());
+                ensure!(boxes[0].0 == 1 && boxes[0].1.contains("https://aomedia.org/emsg/ID3"), "AOM scheme, v1");
+                ensure!(boxes[1].0 == 0 && boxes[1].1.contains("urn:twitch:id3"), "twitch scheme, v0");
+                for (_, text) in &boxes {
+                    ensure!(text.contains("ID3") && text.contains("TXXX") && text.contains("hello"), "ID3 TXXX payload");
+                }
                 found = true;
             }
         }

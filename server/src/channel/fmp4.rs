@@ -388,6 +388,12 @@ fn synchsafe(v: u32) -> [u8; 4] {
     [((v >> 21) & 0x7f) as u8, ((v >> 14) & 0x7f) as u8, ((v >> 7) & 0x7f) as u8, (v & 0x7f) as u8]
 }
 
+/// The standard ID3-in-`emsg` scheme (AOM), which hls.js reads.
+pub const EMSG_SCHEME_AOM_ID3: &str = "https://aomedia.org/emsg/ID3";
+/// The ID3-in-`emsg` scheme the IVS Player's fMP4 reader reads; it ignores
+/// the AOM one (and hls.js ignores this one), so cues carry both.
+pub const EMSG_SCHEME_TWITCH_ID3: &str = "urn:twitch:id3";
+
 /// A version-1 `emsg` box with scheme `https://aomedia.org/emsg/ID3`
 /// carrying `id3` at `presentation_time` (in `timescale`).
 pub fn emsg_id3(timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> Vec<u8> {
@@ -397,8 +403,27 @@ pub fn emsg_id3(timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> 
     w.u64(presentation_time);
     w.u32(0xffff_ffff); // duration unknown
     w.u32(id);
-    w.bytes(b"https://aomedia.org/emsg/ID3\0");
+    w.bytes(EMSG_SCHEME_AOM_ID3.as_bytes());
     w.bytes(b"\0");
+    w.bytes(b"\0");
+    w.bytes(id3);
+    w.end();
+    w.buf
+}
+
+/// A version-0 `emsg` box with scheme `urn:twitch:id3` carrying `id3` at
+/// the start of the fragment that follows it. Version 0 because the IVS
+/// Player only reads the 32-bit presentation-time delta.
+pub fn emsg_id3_twitch(timescale: u32, id: u32, id3: &[u8]) -> Vec<u8> {
+    let mut w = BoxWriter::new();
+    w.start_full(b"emsg", 0, 0);
+    w.bytes(EMSG_SCHEME_TWITCH_ID3.as_bytes());
+    w.bytes(b"\0");
+    w.bytes(b"\0");
+    w.u32(timescale);
+    w.u32(0); // presentation_time_delta: at the fragment's start
+    w.u32(0xffff_ffff); // duration unknown
+    w.u32(id);
     w.bytes(id3);
     w.end();
     w.buf

@@ -393,7 +393,9 @@ impl Packager {
         let mut out = Vec::new();
         for text in std::mem::take(&mut self.metadata) {
             self.metadata_id = self.metadata_id.wrapping_add(1);
-            out.extend(fmp4::emsg_id3(VIDEO_TIMESCALE, first_pts, self.metadata_id, &fmp4::id3_txxx(&text)));
+            let id3 = fmp4::id3_txxx(&text);
+            out.extend(fmp4::emsg_id3(VIDEO_TIMESCALE, first_pts, self.metadata_id, &id3));
+            out.extend(fmp4::emsg_id3_twitch(VIDEO_TIMESCALE, self.metadata_id, &id3));
         }
         let runs = [
             TrackRun { track_id: VIDEO_TRACK_ID, base_decode_time: first_pts, samples: &video },
