@@ -6,6 +6,7 @@
 //! (PascalCase, IVS Chat).
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod control;
 pub mod events;
 pub mod ids;

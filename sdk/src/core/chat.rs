@@ -37,36 +37,18 @@ pub enum RequestKind {
     DisconnectUser,
 }
 
-/// A request to the room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    SendMessage {
-        request_id: String,
-        content: String,
-        attributes: Option<Attributes>,
-    },
-    DeleteMessage {
-        request_id: String,
-        id: String,
-        reason: Option<String>,
-    },
-    DisconnectUser {
-        request_id: String,
-        user_id: String,
-        reason: Option<String>,
-    },
+/// A request to the room (the wire type shared with the server).
+pub use stagecast_protocol::chat::Request;
+
+/// What the SDK adds to the shared request type: the kind of answer that
+/// settles it, and its JSON (written by hand to keep serde out of the wasm).
+pub trait RequestExt {
+    fn kind(&self) -> RequestKind;
+    fn to_json(&self) -> String;
 }
 
-impl Request {
-    pub fn request_id(&self) -> &str {
-        match self {
-            Request::SendMessage { request_id, .. }
-            | Request::DeleteMessage { request_id, .. }
-            | Request::DisconnectUser { request_id, .. } => request_id,
-        }
-    }
-
-    pub fn kind(&self) -> RequestKind {
+impl RequestExt for Request {
+    fn kind(&self) -> RequestKind {
         match self {
             Request::SendMessage { .. } => RequestKind::SendMessage,
             Request::DeleteMessage { .. } => RequestKind::DeleteMessage,
@@ -75,7 +57,7 @@ impl Request {
     }
 
     /// The request as the server reads it (PascalCase, optional fields left out).
-    pub fn to_json(&self) -> String {
+    fn to_json(&self) -> String {
         let mut out = String::from("{\"Action\":");
         let (action, request_id) = match self {
             Request::SendMessage { request_id, .. } => ("SEND_MESSAGE", request_id),

@@ -8,6 +8,7 @@
 use super::convert::{set, type_error};
 use crate::core::backoff::Backoff;
 use crate::core::chat::{
+    RequestExt,
     self, ChatError, ChatEvent, ChatMessage, CloseAction, Correlator, DisconnectReason, Notice,
     Output, Request,
 };

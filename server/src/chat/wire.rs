@@ -7,53 +7,14 @@
 //! has a string `Id` (the client dedupes on it), `SendTime` is ISO 8601,
 //! `ErrorCode` is a number, attribute values are strings.
 //!
-//! Serde only, no I/O: this file could move to `stagecast-protocol` unchanged
-//! so the SDK's `ChatRoom` and the load generator share it.
+//! Serde only, no I/O. [`Request`] lives in `stagecast-protocol`, shared with
+//! the SDK's `ChatRoom`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A request from a client, tagged by `Action`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "Action")]
-pub enum Request {
-    /// Needs the `SEND_MESSAGE` capability. Answered by the MESSAGE itself
-    /// (with this `RequestId`) or an ERROR.
-    #[serde(rename = "SEND_MESSAGE", rename_all = "PascalCase")]
-    SendMessage {
-        request_id: String,
-        content: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        attributes: Option<BTreeMap<String, String>>,
-    },
-    /// Needs `DELETE_MESSAGE`. Answered by an `aws:DELETE_MESSAGE` EVENT.
-    #[serde(rename = "DELETE_MESSAGE", rename_all = "PascalCase")]
-    DeleteMessage {
-        request_id: String,
-        id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// Needs `DISCONNECT_USER`. Answered by an `aws:DISCONNECT_USER` EVENT.
-    #[serde(rename = "DISCONNECT_USER", rename_all = "PascalCase")]
-    DisconnectUser {
-        request_id: String,
-        user_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-}
-
-impl Request {
-    pub fn request_id(&self) -> &str {
-        match self {
-            Request::SendMessage { request_id, .. }
-            | Request::DeleteMessage { request_id, .. }
-            | Request::DisconnectUser { request_id, .. } => request_id,
-        }
-    }
-}
+pub use stagecast_protocol::chat::Request;
 
 /// Who sent a MESSAGE: the user id and attributes from their chat token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
