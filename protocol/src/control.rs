@@ -1,5 +1,10 @@
 //! Control plane (`/v1`, API key) and demo backend (`/api`) bodies.
 //! Names follow the IVS operations they mirror.
+//!
+//! Request bodies are `deny_unknown_fields`: a misspelt field (`user_id`
+//! for `userId`) is refused with a 400 naming it, never silently dropped.
+//! List responses carry `nextToken` when there is another page (IVS
+//! pagination: pass it back with `maxResults` to get the next one).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,7 +27,7 @@ pub struct Stage {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateStageRequest {
     #[serde(default)]
     pub name: Option<String>,
@@ -38,6 +43,21 @@ pub struct StageResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ListStagesResponse {
     pub stages: Vec<Stage>,
+    /// Present when there are more stages: pass it as `nextToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `maxResults` / `nextToken` of a list request (query parameters on the
+/// `GET` lists), as IVS: `maxResults` 1–100 (default 50), `nextToken` from
+/// the previous page's response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRequest {
+    #[serde(default)]
+    pub max_results: Option<u32>,
+    #[serde(default)]
+    pub next_token: Option<String>,
 }
 
 /// `PUBLISH` / `SUBSCRIBE` as in IVS CreateParticipantToken.
@@ -49,7 +69,7 @@ pub enum ParticipantCapability {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateParticipantTokenRequest {
     #[serde(default)]
     pub user_id: Option<String>,
@@ -100,17 +120,20 @@ pub struct Participant {
 #[serde(rename_all = "camelCase")]
 pub struct ListParticipantsResponse {
     pub participants: Vec<Participant>,
+    /// Present when there are more participants: pass it as `nextToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisconnectParticipantRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImportPublicKeyRequest {
     pub public_key_material: String,
     #[serde(default)]
@@ -134,7 +157,7 @@ pub struct PublicKeyResponse {
 // ---- demo backend (/api), the IVS multi-host sample backend's shapes ----
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemoAttributes {
     #[serde(default)]
     pub username: String,
@@ -143,7 +166,7 @@ pub struct DemoAttributes {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemoCreateRequest {
     pub user_id: String,
     #[serde(default)]
@@ -151,12 +174,16 @@ pub struct DemoCreateRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemoJoinRequest {
     pub group_id: String,
     pub user_id: String,
     #[serde(default)]
     pub attributes: DemoAttributes,
+    /// The `hostKey` that creating the group returned: joins as its host
+    /// again (a reload, another tab, after leaving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +219,25 @@ pub struct DemoSessionResponse {
     pub channel: Option<DemoChannel>,
     pub stage: DemoStageToken,
     pub chat: Option<DemoChat>,
+    /// To the host only: rejoins as the host (`/api/join` with `hostKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+/// `/api/list`: a query string (`GET`) or a JSON body (`POST`, optional).
+/// The answer stays a plain array (the sample backend's shape); when more
+/// groups follow, the `Next-Token` response header carries the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DemoListRequest {
+    #[serde(default)]
+    pub max_results: Option<u32>,
+    #[serde(default)]
+    pub next_token: Option<String>,
+    /// Only this group (an array of zero or one item): how a page that
+    /// knows its group asks about it without paging through every group.
+    #[serde(default)]
+    pub group_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,7 +257,7 @@ pub struct DemoListItem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemoDisconnectRequest {
     pub group_id: String,
     /// The host's user id (the caller), as in the sample backend.
@@ -223,7 +269,7 @@ pub struct DemoDisconnectRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DemoDeleteRequest {
     pub group_id: String,
 }

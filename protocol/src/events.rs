@@ -1,9 +1,13 @@
 //! The stage event plane: a WebSocket to the token's `events_url`, the token
 //! as the WebSocket subprotocol.
 //!
-//! The server sends a full [`StageState`] snapshot (with a growing sequence
-//! number) on every change; the client diffs consecutive snapshots into
+//! Every connection opens with CONFIG and a full STAGE_STATE; after that
+//! each change arrives as a STAGE_DELTA against the previous frame (sequence
+//! numbers grow, from the wall clock in µs, also across server restarts).
+//! The client keeps the whole stage and diffs consecutive states into
 //! joined / left / published / mute events, so a reconnect never loses one.
+//! A client leaves by closing with code 1000; any other end of the socket
+//! keeps the participant on the stage for the server's reconnect grace.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -73,10 +77,45 @@ pub enum ServerMessage {
         #[serde(default)]
         message: String,
     },
+    /// What changed since `base_sequence_number` (the last STAGE_STATE or
+    /// STAGE_DELTA this connection received): `participants` holds every
+    /// member that joined or changed, in join order (a new id is appended),
+    /// `removed` the ids that left. The first frame on every connection is a
+    /// full STAGE_STATE; a client whose last sequence number is not
+    /// `base_sequence_number` must reconnect to get one.
+    #[serde(rename_all = "camelCase")]
+    StageDelta {
+        sequence_number: u64,
+        base_sequence_number: u64,
+        #[serde(default)]
+        participants: Vec<ParticipantState>,
+        #[serde(default)]
+        removed: Vec<String>,
+    },
+    /// Connection settings, sent once right after the socket opens (before
+    /// the first STAGE_STATE): the ICE servers (STUN/TURN, with time-limited
+    /// credentials) every peer connection of this participant must use.
+    #[serde(rename_all = "camelCase")]
+    Config {
+        #[serde(default)]
+        ice_servers: Vec<IceServer>,
+    },
     /// A request on the socket was refused (bad JSON, unknown type...).
     #[serde(rename_all = "camelCase")]
     Error { code: String, message: String },
     Pong,
+}
+
+/// One entry of `RTCConfiguration.iceServers`, as the browser takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs (`?transport=tcp|udp` allowed).
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// Client → server.

@@ -1,6 +1,7 @@
 //! Stagecast server: one binary that is the control plane (`/v1`), the demo
 //! backend (`/api`), the stage event plane (WebSocket), the stage SFU (WHIP /
-//! WHEP-style over one UDP port, on str0m) and the web host of the sample app.
+//! WHEP-style over one media port, UDP and ICE-TCP, on str0m) and the web
+//! host of the sample app, over HTTP or HTTPS.
 //!
 //! [`app`] builds the HTTP router from an [`AppState`] so tests can drive it
 //! without a socket; [`start`] binds the sockets and runs everything.
@@ -13,9 +14,12 @@ pub mod channel;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod sdp;
+pub mod serve;
 pub mod sfu;
 pub mod stage;
 pub mod store;
+pub mod turn;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -61,6 +65,29 @@ impl AppState {
     pub fn new(inner: AppInner) -> Self {
         Self { inner: Arc::new(inner) }
     }
+
+    /// The ICE servers (STUN/TURN) the participant's peer connections must
+    /// use (`--stun-url`, `--turn-url` with `--turn-secret`), sent in the
+    /// event plane's CONFIG frame and as WHIP `Link` headers. TURN
+    /// credentials expire no later than the participant token.
+    pub fn ice_servers(&self, claims: &stagecast_protocol::token::ParticipantClaims) -> Vec<stagecast_protocol::events::IceServer> {
+        turn::ice_servers_until(&self.config.turn, auth::now_unix(), &claims.jti, claims.exp)
+    }
+
+    /// A handle for background tasks that does not keep the server alive.
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.inner))
+    }
+}
+
+/// [`AppState::downgrade`]: the state while the server still exists.
+#[derive(Clone)]
+pub struct WeakAppState(std::sync::Weak<AppInner>);
+
+impl WeakAppState {
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
+    }
 }
 
 /// The whole HTTP surface.
@@ -72,13 +99,17 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(channel::router())
         .merge(web::router(&state.config))
+        .layer(axum::middleware::from_fn(error::json_for_bare_errors))
         .with_state(state)
 }
 
 /// A running server, as `start` returns it.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The media port's address: UDP and ICE-TCP.
     pub media_addr: SocketAddr,
+    /// Whether the listener speaks HTTPS/WSS.
+    pub tls: bool,
     pub state: AppState,
     pub api_key_was_generated: bool,
     pub task: tokio::task::JoinHandle<()>,
@@ -99,20 +130,40 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error("TLS: {0}")]
+    Tls(#[from] serve::TlsError),
 }
 
-/// Bind the HTTP listener and the media UDP socket, open the store, load or
-/// create keys, and serve until the task is aborted.
+impl Running {
+    /// `http://host:port` or `https://host:port` of the listener.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.http_addr)
+    }
+}
+
+/// Bind the HTTP listener and the media sockets (UDP and TCP on one port),
+/// load the TLS certificate if configured, open the store, load or create
+/// keys, and serve until the task is aborted.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+    store::private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&config.data_dir.join("stagecast.db"))?);
     let keys = auth::KeyRing::load_or_create(&config.data_dir, store.as_ref())?;
     let (api_key, api_key_was_generated) = auth::load_or_create_api_key(&config)?;
-    let chat = chat::ChatHub::open(&config.data_dir)?;
-    let channels = channel::ChannelHub::open(&config.data_dir, config.media_bind_ip, config.public_ip)?;
+    let chat = chat::ChatHub::open(&config.data_dir, chat::HubSettings::from(&config))?;
+    let reconnect_window = std::time::Duration::from_secs(config.broadcast_reconnect_secs);
+    let channels = channel::ChannelHub::open(&config.data_dir, config.media_bind_ip, config.public_ip, reconnect_window)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let store = serve::CertStore::open(serve::TlsFiles { cert: cert.clone(), key: key.clone() })?;
+            let acceptor = store.acceptor()?;
+            serve::tls::spawn_reloader(&store, config.tls_reload_interval);
+            Some(acceptor)
+        }
+        _ => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -121,26 +172,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
 
-    let media_bind = format!("{}:{}", config.media_bind_ip, config.media_port);
-    let udp = tokio::net::UdpSocket::bind(&media_bind)
-        .await
-        .map_err(|source| StartError::Bind { what: "media UDP", addr: media_bind.clone(), source })?;
-    let media_addr = udp
-        .local_addr()
-        .map_err(|source| StartError::Bind { what: "media UDP", addr: media_bind.clone(), source })?;
+    let media_bind = SocketAddr::new(config.media_bind_ip, config.media_port);
+    let bind_error = |source| StartError::Bind { what: "media UDP+TCP", addr: media_bind.to_string(), source };
+    let (udp, tcp) = sfu::bind_media(media_bind).await.map_err(bind_error)?;
+    let media_addr = udp.local_addr().map_err(bind_error)?;
     let candidate = SocketAddr::new(config.public_ip, media_addr.port());
 
-    let (sfu, sfu_events) = sfu::SfuHandle::start(udp, candidate);
+    let (sfu, sfu_events) = sfu::SfuHandle::start_with_tcp(udp, tcp, candidate, config.media_tcp_max_connections);
     let stages = stage::StageHub::new(sfu.clone(), sfu_events);
+    // Members of the previous run come back in their reconnect grace before
+    // anyone can connect, so nobody is shown them leaving and joining.
+    let presence = Arc::new(stage::presence::SqlitePresence::open(&config.data_dir.join("stagecast.db"))?);
+    let grace = stage::reconnect_grace(&config);
+    let restored = stage::presence::restore(&stages, presence.as_ref(), store.as_ref(), grace, auth::now_unix())?;
+    if restored.members > 0 {
+        tracing::info!(stages = restored.stages, members = restored.members, "restored stage presence");
+    }
+    stage::presence::spawn_writer(stages.downgrade(), presence);
 
     let mut config = config;
     config.bound_http = Some(http_addr);
+    let limits = config.http.clone();
     let state = AppState::new(AppInner { config, store, keys, api_key, stages, sfu, chat, channels });
+    api::spawn_idle_sweeper(&state);
     let router = app(state.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    Ok(Running { http_addr, media_addr, state, api_key_was_generated, task })
+    let serves_tls = tls.is_some();
+    let task = tokio::spawn(serve::serve(listener, router, limits, tls));
+    Ok(Running { http_addr, media_addr, tls: serves_tls, state, api_key_was_generated, task })
 }

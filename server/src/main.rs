@@ -19,9 +19,9 @@ async fn main() -> anyhow::Result<()> {
         // Printed, not logged: logs are kept and shipped, the terminal is not.
         println!("API key (shown once, stored in {}): {}", api_key_path.display(), running.state.api_key);
     }
-    let addr = running.http_addr;
+    let base = running.base_url();
     println!(
-        "Stagecast is running: sample app http://{addr}/  control plane http://{addr}/v1  media udp {}",
+        "Stagecast is running: sample app {base}/  control plane {base}/v1  media udp+tcp {}",
         running.media_addr
     );
 

@@ -1,7 +1,7 @@
 //! Serves the sample app (`www/`, at `/`), the built npm package
 //! (`sdk/pkg/`, at `/sdk/`) and the watch page (`viewer/dist/`: its
-//! `index.html` for every `/watch/{groupId}`, its files at `/viewer/`),
-//! exactly the files a user would deploy.
+//! `index.html` for every `/watch/{groupId}` and `/watch/channel/{channelId}`,
+//! its files at `/viewer/`), exactly the files a user would deploy.
 
 use axum::Router;
 use tower_http::services::{ServeDir, ServeFile};
@@ -9,11 +9,13 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::{AppState, Config};
 
 pub fn router(config: &Config) -> Router<AppState> {
-    // The page reads the group id from its own path, so every group gets the same file.
+    // The page reads the group or channel id from its own path, so all get the same file.
     let watch_page = ServeFile::new(config.viewer_dir.join("index.html"));
     Router::new()
         .route_service("/watch/{group_id}", watch_page.clone())
-        .route_service("/watch/{group_id}/", watch_page)
+        .route_service("/watch/{group_id}/", watch_page.clone())
+        .route_service("/watch/channel/{channel_id}", watch_page.clone())
+        .route_service("/watch/channel/{channel_id}/", watch_page)
         .nest_service("/viewer", ServeDir::new(&config.viewer_dir))
         .nest_service("/sdk", ServeDir::new(&config.sdk_dir))
         .fallback_service(ServeDir::new(&config.www_dir).append_index_html_on_directories(true))

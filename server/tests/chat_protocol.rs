@@ -1,11 +1,14 @@
 //! The chat core and codec without a network: every request and frame shape
-//! round-trips, limits (rate per room, length in code points), capability
+//! round-trips, limits (rate per room and per connection, length in code
+//! points), moderators never starved, history for late joiners, capability
 //! checks and session expiry against a fake clock, and the chat token.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use stagecast_server::chat::room::{ChatCapabilities, CloseReason, ConnId, Member, Output, RoomCore, RoomLimits};
+use stagecast_server::chat::room::{
+    ChatCapabilities, ChatPolicy, CloseReason, ConnId, Member, Output, RoomCore, RoomLimits,
+};
 use stagecast_server::chat::token::{ChatCapability, ChatClaims, ChatSigner, TokenError};
 use stagecast_server::chat::wire::{parse_request, ErrorCode, Frame, Request, Sender};
 
@@ -28,12 +31,19 @@ const ALL: ChatCapabilities = ChatCapabilities { send_message: true, delete_mess
 const SEND: ChatCapabilities = ChatCapabilities { send_message: true, delete_message: false, disconnect_user: false };
 const VIEW: ChatCapabilities = ChatCapabilities { send_message: false, delete_message: false, disconnect_user: false };
 
+/// No per-connection limit to speak of and no history: the room's own rules only.
+const ROOM_ONLY: ChatPolicy = ChatPolicy { connection_messages_per_second: 1000, connection_burst: 1000, history: 0 };
+
 /// A room with members 1 (alice, moderator), 2 (bob, sender), 3 (carol, view only).
 fn room(limits: RoomLimits) -> RoomCore {
-    let mut core = RoomCore::new(limits, "t");
-    core.join(ConnId(1), member("alice", ALL));
-    core.join(ConnId(2), member("bob", SEND));
-    core.join(ConnId(3), member("carol", VIEW));
+    room_with(limits, ROOM_ONLY)
+}
+
+fn room_with(limits: RoomLimits, policy: ChatPolicy) -> RoomCore {
+    let mut core = RoomCore::new(limits, policy, "t");
+    for (conn, user, caps) in [(1, "alice", ALL), (2, "bob", SEND), (3, "carol", VIEW)] {
+        assert!(core.join(ConnId(conn), member(user, caps), T0).is_empty(), "an empty room has no history");
+    }
     core
 }
 
@@ -118,6 +128,7 @@ fn every_frame_shape_round_trips_with_ivs_field_names() -> anyhow::Result<()> {
         attributes: attrs(&[("a", "b")]),
         send_time: "2027-01-15T08:00:00.000Z".into(),
         sender: Sender { user_id: "alice".into(), attributes: attrs(&[("username", "Alice")]) },
+        history: false,
     };
     assert_eq!(
         serde_json::from_str::<Value>(&message.to_json())?,
@@ -147,7 +158,12 @@ fn every_frame_shape_round_trips_with_ivs_field_names() -> anyhow::Result<()> {
         serde_json::from_str::<Value>(&error.to_json())?,
         json!({"Type": "ERROR", "Id": "x1", "RequestId": "r2", "ErrorCode": 429, "ErrorMessage": "slow down"})
     );
-    for frame in [message, event, error] {
+    // A replayed message says so with a field the official client ignores.
+    let replayed = message.clone().with_request_id(None).as_history();
+    let json: Value = serde_json::from_str(&replayed.to_json())?;
+    assert_eq!(json["History"], true);
+    assert!(json.get("RequestId").is_none());
+    for frame in [message, replayed, event, error] {
         assert_eq!(serde_json::from_str::<Frame>(&frame.to_json())?, frame);
     }
     let codes = [
@@ -218,20 +234,155 @@ fn a_message_reaches_everyone_and_only_the_sender_gets_its_request_id() {
 #[test]
 fn the_room_rate_limit_is_shared_and_sliding() {
     let mut core = room(RoomLimits { max_messages_per_second: 3, max_message_length: 500 });
-    assert_eq!(deliveries(&send(&mut core, 1, "a", "1", T0)).len(), 3);
-    assert_eq!(deliveries(&send(&mut core, 2, "b", "2", T0 + 100)).len(), 3);
-    assert_eq!(deliveries(&send(&mut core, 1, "c", "3", T0 + 200)).len(), 3);
+    assert!(core.join(ConnId(4), member("dave", SEND), T0).is_empty());
+    assert_eq!(deliveries(&send(&mut core, 4, "a", "1", T0)).len(), 4);
+    assert_eq!(deliveries(&send(&mut core, 2, "b", "2", T0 + 100)).len(), 4);
+    assert_eq!(deliveries(&send(&mut core, 4, "c", "3", T0 + 200)).len(), 4);
     // The fourth within a second, from anyone, is refused with 429 and the RequestId.
     let error = only_error(&send(&mut core, 2, "d", "4", T0 + 900), 2);
     assert_eq!(error["ErrorCode"], 429);
     assert_eq!(error["RequestId"], "d");
+    assert!(error["ErrorMessage"].as_str().is_some_and(|m| m.contains("this room")), "{error}");
     // A refused message does not count; a second after the first, one slot frees up.
-    assert_eq!(deliveries(&send(&mut core, 2, "e", "5", T0 + 1000)).len(), 3);
-    assert_eq!(only_error(&send(&mut core, 1, "f", "6", T0 + 1050), 1)["ErrorCode"], 429);
-    assert_eq!(deliveries(&send(&mut core, 1, "g", "7", T0 + 1100)).len(), 3);
+    assert_eq!(deliveries(&send(&mut core, 2, "e", "5", T0 + 1000)).len(), 4);
+    assert_eq!(only_error(&send(&mut core, 4, "f", "6", T0 + 1050), 4)["ErrorCode"], 429);
+    assert_eq!(deliveries(&send(&mut core, 4, "g", "7", T0 + 1100)).len(), 4);
     // Other requests are not rate-limited.
     let delete = json!({"Action": "DELETE_MESSAGE", "RequestId": "h", "Id": "m1"}).to_string();
-    assert_eq!(deliveries(&core.handle_text(ConnId(1), &delete, T0 + 1150)).len(), 3);
+    assert_eq!(deliveries(&core.handle_text(ConnId(1), &delete, T0 + 1150)).len(), 4);
+}
+
+/// `(accepted, refused)` of `count` messages from `conn`, one every `step` ms from `start`.
+fn burst(core: &mut RoomCore, conn: u64, count: i64, start: i64, step: i64) -> (usize, usize) {
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..count {
+        let out = send(core, conn, &format!("{conn}-{start}-{i}"), "spam", start + i * step);
+        let d = deliveries(&out);
+        match d[&conn][0]["Type"].as_str() {
+            Some("MESSAGE") => accepted += 1,
+            _ => {
+                let error = only_error(&out, conn);
+                assert_eq!(error["ErrorCode"], 429, "{error}");
+                refused += 1;
+            }
+        }
+    }
+    (accepted, refused)
+}
+
+#[test]
+fn one_sender_cannot_use_up_the_room_and_its_excess_costs_the_room_nothing() {
+    let policy = ChatPolicy { connection_messages_per_second: 3, connection_burst: 5, history: 0 };
+    let mut core = room_with(RoomLimits { max_messages_per_second: 10, max_message_length: 500 }, policy);
+    assert!(core.join(ConnId(4), member("dave", SEND), T0).is_empty());
+    // bob floods at 50 messages a second for two seconds; dave says something
+    // every half second.
+    let (mut bob, mut dave) = ((0, 0), (0, 0));
+    for step in 0..100 {
+        let t = T0 + step * 20;
+        let (a, r) = burst(&mut core, 2, 1, t, 0);
+        bob = (bob.0 + a, bob.1 + r);
+        if step % 25 == 0 {
+            let (a, r) = burst(&mut core, 4, 1, t, 0);
+            dave = (dave.0 + a, dave.1 + r);
+        }
+    }
+    // bob: his burst of 5, then one every 333 ms; the rest refused.
+    assert_eq!(bob, (10, 90));
+    let error = only_error(&send(&mut core, 2, "x", "more", T0 + 1990), 2);
+    assert!(error["ErrorMessage"].as_str().is_some_and(|m| m.contains("too fast")), "{error}");
+    // dave always got through: bob's refused messages took nothing from the
+    // room's 10 a second (without the per-connection limit, bob alone would
+    // have used all 10 and dave would have been refused).
+    assert_eq!(dave, (4, 0));
+}
+
+#[test]
+fn moderators_are_never_refused_by_the_room_budget() {
+    let policy = ChatPolicy { connection_messages_per_second: 3, connection_burst: 5, history: 0 };
+    let mut core = room_with(RoomLimits { max_messages_per_second: 10, max_message_length: 500 }, policy);
+    // Three spammers use up the room's 10 a second between them.
+    for conn in [4, 5, 6] {
+        assert!(core.join(ConnId(conn), member(&format!("spammer{conn}"), SEND), T0).is_empty());
+    }
+    let accepted: usize = [4, 5, 6].iter().map(|c| burst(&mut core, *c, 5, T0, 1).0).sum();
+    assert_eq!(accepted, 10);
+    // bob, well behaved, gets the room's 429 (IVS semantics for the room limit)...
+    let error = only_error(&send(&mut core, 2, "b", "hello?", T0 + 10), 2);
+    assert!(error["ErrorMessage"].as_str().is_some_and(|m| m.contains("this room")), "{error}");
+    // ...but alice, who moderates, speaks, deletes and disconnects.
+    let d = deliveries(&send(&mut core, 1, "a1", "calm down", T0 + 11));
+    assert_eq!(d[&1][0]["Type"], "MESSAGE");
+    assert_eq!(d.len(), 6, "everyone hears the moderator");
+    let delete = json!({"Action": "DELETE_MESSAGE", "RequestId": "a2", "Id": "t00000004"}).to_string();
+    assert_eq!(deliveries(&core.handle_text(ConnId(1), &delete, T0 + 12))[&1][0]["EventName"], "aws:DELETE_MESSAGE");
+    let kick = json!({"Action": "DISCONNECT_USER", "RequestId": "a3", "UserId": "spammer4"}).to_string();
+    let d = deliveries(&core.handle_text(ConnId(1), &kick, T0 + 13));
+    assert_eq!(d[&1][0]["EventName"], "aws:DISCONNECT_USER");
+    assert_eq!(d[&4][1], json!("CLOSE:user disconnected"));
+    // The moderator's messages did not count against the room either.
+    assert_eq!(burst(&mut core, 1, 4, T0 + 14, 1), (4, 0));
+    assert_eq!(burst(&mut core, 2, 1, T0 + 1000, 1), (1, 0), "the window moved on");
+}
+
+#[test]
+fn late_joiners_get_the_last_messages_without_deleted_ones() {
+    let policy = ChatPolicy { history: 3, ..ROOM_ONLY };
+    let mut core = room_with(RoomLimits::default(), policy);
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let d = deliveries(&send(&mut core, 2, &format!("r{i}"), &format!("m{i}"), T0 + i));
+        ids.push(d[&1][0]["Id"].as_str().expect("id").to_owned());
+    }
+    // Only messages are kept: events are not.
+    core.send_event("poll", attrs(&[]), T0 + 6);
+    let delete = json!({"Action": "DELETE_MESSAGE", "RequestId": "d", "Id": ids[3]}).to_string();
+    core.handle_text(ConnId(1), &delete, T0 + 7);
+    // A disconnected user's messages stay.
+    core.api_disconnect_user("bob", None, T0 + 8).map_err(|e| anyhow::anyhow!("{e:?}")).expect("ok");
+    assert_eq!(core.history_len(), 2);
+
+    let out = core.join(ConnId(9), member("erin", SEND), T0 + 9);
+    let d = deliveries(&out);
+    assert_eq!(d.len(), 1, "only the newcomer is sent anything: {d:?}");
+    let replay = &d[&9];
+    assert_eq!(replay.len(), 2);
+    for (frame, (id, content)) in replay.iter().zip([(&ids[2], "m3"), (&ids[4], "m5")]) {
+        assert_eq!(frame["Type"], "MESSAGE");
+        assert_eq!(frame["Id"], id.as_str(), "the id everyone saw, so clients can deduplicate");
+        assert_eq!(frame["Content"], content);
+        assert_eq!(frame["History"], true);
+        assert_eq!(frame["Sender"]["UserId"], "bob");
+        assert!(frame.get("RequestId").is_none(), "{frame}");
+    }
+    // With the history off, nothing is kept.
+    let mut off = room(RoomLimits::default());
+    send(&mut off, 2, "r", "hi", T0);
+    assert_eq!(off.history_len(), 0);
+    assert!(off.join(ConnId(9), member("erin", SEND), T0).is_empty());
+    off.leave(ConnId(1));
+    off.leave(ConnId(2));
+    off.leave(ConnId(3));
+    off.leave(ConnId(9));
+    assert!(off.is_idle());
+    assert!(!core.is_idle());
+}
+
+#[test]
+fn a_second_connection_of_the_same_user_gets_no_history() {
+    let policy = ChatPolicy { history: 10, ..ROOM_ONLY };
+    let mut core = room_with(RoomLimits::default(), policy);
+    send(&mut core, 1, "r", "hello", T0);
+    // A newcomer gets it...
+    assert_eq!(deliveries(&core.join(ConnId(5), member("dana", SEND), T0)).get(&5).map(Vec::len), Some(1));
+    // ...but not the connection a token refresh opens while the old one is
+    // still open (nor another tab of the same user): already shown to them.
+    assert!(core.join(ConnId(6), member("dana", SEND), T0 + 1).is_empty());
+    assert!(core.join(ConnId(4), member("bob", SEND), T0 + 1).is_empty());
+    // Once the old connections are gone, the next one gets it again (a reload).
+    core.leave(ConnId(5));
+    core.leave(ConnId(6));
+    assert_eq!(deliveries(&core.join(ConnId(7), member("dana", SEND), T0 + 2)).get(&7).map(Vec::len), Some(1));
 }
 
 #[test]
@@ -276,7 +427,7 @@ fn capabilities_are_enforced_with_403() {
 #[test]
 fn disconnect_user_tells_everyone_then_closes_every_connection_of_that_user() {
     let mut core = room(RoomLimits::default());
-    core.join(ConnId(4), member("bob", SEND)); // bob's second tab
+    core.join(ConnId(4), member("bob", SEND), T0); // bob's second tab
     let request = json!({"Action": "DISCONNECT_USER", "RequestId": "k", "UserId": "bob", "Reason": "spam"});
     let d = deliveries(&core.handle_text(ConnId(1), &request.to_string(), T0));
     for conn in [2, 4] {
@@ -298,11 +449,11 @@ fn disconnect_user_tells_everyone_then_closes_every_connection_of_that_user() {
 
 #[test]
 fn sessions_expire_on_the_fake_clock_with_401_then_close() {
-    let mut core = RoomCore::new(RoomLimits::default(), "t");
+    let mut core = RoomCore::new(RoomLimits::default(), ROOM_ONLY, "t");
     let mut early = member("early", SEND);
     early.session_expires_ms = T0 + 10_000;
-    core.join(ConnId(1), early);
-    core.join(ConnId(2), member("late", SEND));
+    core.join(ConnId(1), early, T0);
+    core.join(ConnId(2), member("late", SEND), T0);
     assert_eq!(core.next_timeout(), Some(T0 + 10_000));
     assert!(core.handle_timeout(T0 + 9_999).is_empty());
 
@@ -319,7 +470,7 @@ fn sessions_expire_on_the_fake_clock_with_401_then_close() {
     // A request that arrives after expiry but before the timer fired also ends the session.
     let mut late = member("racer", SEND);
     late.session_expires_ms = T0 + 20_000;
-    core.join(ConnId(3), late);
+    core.join(ConnId(3), late, T0);
     let d = deliveries(&send(&mut core, 3, "r", "too late", T0 + 20_001));
     assert_eq!(d.len(), 1, "nothing is broadcast: {d:?}");
     assert_eq!(d[&3][0]["ErrorCode"], 401);

@@ -5,96 +5,24 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use stagecast_server::chat::{ChatCapability, ChatClaims, Outbound, TokenSpec, OUTBOUND_QUEUE};
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{Server, Upgrade, Ws};
-
-const CHAT_PATH: &str = "/v1/chat";
-const WAIT: Duration = Duration::from_secs(5);
+use common::chat::{expect_close, recv, recv_live, say, send, silent};
+use common::{Server, Ws};
 
 impl Server {
-    /// `(status, code)` of an error reply. A body that is JSON but the wrong
-    /// shape is the shared `JsonBody` rejection (axum's 422), counted as 400 here.
+    /// `(status, code)` of an error reply.
     async fn error(&self, method: Method, path: &str, body: Option<Value>) -> Result<(u16, String)> {
         let (status, body) = self.call(method, path, body, None).await?;
         ensure!(status >= 400, "expected an error, got {status}: {body}");
-        let status = if status == 422 && body["code"] == "INVALID_JSON" { 400 } else { status };
         ensure!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {body}");
         Ok((status, body["code"].as_str().unwrap_or_default().to_owned()))
     }
-
-    async fn create_room(&self, body: Value) -> Result<String> {
-        let room = self.ok(Method::POST, "/v1/rooms", Some(body)).await?;
-        Ok(room["id"].as_str().context("room id")?.to_owned())
-    }
-
-    async fn token(&self, room: &str, user: &str, caps: &[&str]) -> Result<String> {
-        let body = json!({"userId": user, "capabilities": caps, "attributes": {"username": user}});
-        let reply = self.ok(Method::POST, &format!("/v1/rooms/{room}/tokens"), Some(body)).await?;
-        Ok(reply["token"].as_str().context("token")?.to_owned())
-    }
-
-    fn chat_url(&self) -> String {
-        self.ws_url(CHAT_PATH)
-    }
-
-    async fn try_connect(&self, token: &str) -> Result<Upgrade> {
-        self.ws_try_connect(CHAT_PATH, Some(token)).await
-    }
-
-    async fn connect(&self, token: &str) -> Result<Ws> {
-        self.ws_connect(CHAT_PATH, token).await
-    }
-}
-
-/// The next frame as JSON (skipping transport pings); `Err` on close or timeout.
-async fn recv(ws: &mut Ws) -> Result<Value> {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next()).await.context("timed out waiting for a frame")?;
-        match msg {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str())?),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => bail!("expected a frame, got {other:?}"),
-        }
-    }
-}
-
-/// The socket closes now with a clean close frame (code 1000); returns its reason.
-async fn expect_close(ws: &mut Ws) -> Result<String> {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next()).await.context("timed out waiting for close")?;
-        match msg {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                ensure!(u16::from(frame.code) == 1000, "close code {}", frame.code);
-                return Ok(frame.reason.to_string());
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => bail!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-/// Nothing arrives for a short while.
-async fn silent(ws: &mut Ws) -> Result<()> {
-    match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
-        Err(_) => Ok(()),
-        Ok(other) => bail!("expected silence, got {other:?}"),
-    }
-}
-
-async fn send(ws: &mut Ws, value: Value) -> Result<()> {
-    ws.send(Message::Text(value.to_string().into())).await?;
-    Ok(())
-}
-
-async fn say(ws: &mut Ws, request_id: &str, content: &str) -> Result<()> {
-    send(ws, json!({"Action": "SEND_MESSAGE", "RequestId": request_id, "Content": content, "Attributes": {"k": "v"}}))
-        .await
 }
 
 #[tokio::test]
@@ -128,7 +56,7 @@ async fn control_plane_creates_gets_lists_and_validates_rooms() -> Result<()> {
         (json!({"maximumMessageRatePerSecond": 101}), "INVALID_MESSAGE_RATE"),
         (json!({"maximumMessageLength": 0}), "INVALID_MESSAGE_LENGTH"),
         (json!({"maximumMessageLength": 501}), "INVALID_MESSAGE_LENGTH"),
-        (json!({"maximumMessageLength": "long"}), "INVALID_JSON"),
+        (json!({"maximumMessageLength": "long"}), "INVALID_FIELD"),
     ] {
         assert_eq!(server.error(Method::POST, "/v1/rooms", Some(body)).await?, (400, code.to_owned()));
     }
@@ -150,7 +78,7 @@ async fn control_plane_creates_gets_lists_and_validates_rooms() -> Result<()> {
         (json!({"userId": ""}), "INVALID_USER_ID"),
         (json!({"userId": "u", "sessionDurationInMinutes": 0}), "INVALID_DURATION"),
         (json!({"userId": "u", "sessionDurationInMinutes": 181}), "INVALID_DURATION"),
-        (json!({"userId": "u", "capabilities": ["FLY"]}), "INVALID_JSON"),
+        (json!({"userId": "u", "capabilities": ["FLY"]}), "INVALID_FIELD"),
         (json!({"userId": "u", "attributes": {"k": "x".repeat(1100)}}), "ATTRIBUTES_TOO_LARGE"),
     ] {
         assert_eq!(server.error(Method::POST, &tokens, Some(body)).await?, (400, code.to_owned()));
@@ -165,7 +93,7 @@ async fn control_plane_creates_gets_lists_and_validates_rooms() -> Result<()> {
         server.error(Method::POST, &events, Some(json!({"eventName": "aws:DELETE_MESSAGE"}))).await?,
         (400, "INVALID_EVENT_NAME".into())
     );
-    assert_eq!(server.error(Method::POST, &events, Some(json!({}))).await?, (400, "INVALID_JSON".into()));
+    assert_eq!(server.error(Method::POST, &events, Some(json!({}))).await?, (400, "INVALID_FIELD".into()));
     let sent = server.ok(Method::POST, &events, Some(json!({"eventName": "nobody-listening"}))).await?;
     assert!(sent["id"].as_str().is_some_and(|s| !s.is_empty()));
 
@@ -180,10 +108,10 @@ async fn control_plane_creates_gets_lists_and_validates_rooms() -> Result<()> {
 async fn two_clients_chat_delete_and_disconnect() -> Result<()> {
     let server = Server::start("two").await?;
     let room = server.create_room(json!({})).await?;
-    let mod_token = server.token(&room, "mod", &["SEND_MESSAGE", "DELETE_MESSAGE", "DISCONNECT_USER"]).await?;
-    let guest_token = server.token(&room, "guest", &["SEND_MESSAGE"]).await?;
-    let mut moderator = server.connect(&mod_token).await?;
-    let mut guest = server.connect(&guest_token).await?;
+    let mod_token = server.chat_token(&room, "mod", &["SEND_MESSAGE", "DELETE_MESSAGE", "DISCONNECT_USER"]).await?;
+    let guest_token = server.chat_token(&room, "guest", &["SEND_MESSAGE"]).await?;
+    let mut moderator = server.chat_connect(&mod_token).await?;
+    let mut guest = server.chat_connect(&guest_token).await?;
 
     // The guest speaks: both get the MESSAGE, only the guest with its RequestId.
     say(&mut guest, "g-1", "hello 👋").await?;
@@ -249,11 +177,12 @@ async fn two_clients_chat_delete_and_disconnect() -> Result<()> {
     say(&mut moderator, "m-3", "still here").await?;
     assert_eq!(recv(&mut moderator).await?["Content"], "still here");
 
-    // DisconnectUser through the API, for a fresh guest connection.
-    let mut again = server.connect(&guest_token).await?;
+    // DisconnectUser through the API, for a fresh guest connection (which
+    // is first sent the room's recent messages).
+    let mut again = server.chat_connect(&guest_token).await?;
     let path = format!("/v1/rooms/{room}/users/guest/disconnect");
     server.ok(Method::POST, &path, Some(json!({"reason": "api kick"}))).await?;
-    assert_eq!(recv(&mut again).await?["Attributes"]["Reason"], "api kick");
+    assert_eq!(recv_live(&mut again).await?["Attributes"]["Reason"], "api kick");
     assert_eq!(expect_close(&mut again).await?, "user disconnected");
     assert_eq!(recv(&mut moderator).await?["EventName"], "aws:DISCONNECT_USER");
     server.stop()?;
@@ -264,9 +193,9 @@ async fn two_clients_chat_delete_and_disconnect() -> Result<()> {
 async fn view_only_tokens_and_bad_frames_get_errors_and_others_are_unaffected() -> Result<()> {
     let server = Server::start("bad").await?;
     let room = server.create_room(json!({"maximumMessageLength": 10, "maximumMessageRatePerSecond": 5})).await?;
-    let mut viewer = server.connect(&server.token(&room, "viewer", &[]).await?).await?;
-    let mut rude = server.connect(&server.token(&room, "rude", &["SEND_MESSAGE"]).await?).await?;
-    let mut nice = server.connect(&server.token(&room, "nice", &["SEND_MESSAGE"]).await?).await?;
+    let mut viewer = server.chat_connect(&server.chat_token(&room, "viewer", &[]).await?).await?;
+    let mut rude = server.chat_connect(&server.chat_token(&room, "rude", &["SEND_MESSAGE"]).await?).await?;
+    let mut nice = server.chat_connect(&server.chat_token(&room, "nice", &["SEND_MESSAGE"]).await?).await?;
 
     say(&mut viewer, "v-1", "hi").await?;
     let error = recv(&mut viewer).await?;
@@ -333,30 +262,30 @@ async fn view_only_tokens_and_bad_frames_get_errors_and_others_are_unaffected() 
 async fn bad_tokens_are_refused_at_the_handshake_and_delete_room_closes_everyone() -> Result<()> {
     let server = Server::start("tokens").await?;
     let room = server.create_room(json!({})).await?;
-    let token = server.token(&room, "u1", &["SEND_MESSAGE"]).await?;
+    let token = server.chat_token(&room, "u1", &["SEND_MESSAGE"]).await?;
 
     let refused = |r: std::result::Result<Ws, (u16, Value)>| match r {
         Ok(_) => Err(anyhow!("the upgrade was accepted")),
         Err((status, body)) => Ok((status, body["code"].as_str().unwrap_or_default().to_owned())),
     };
-    assert_eq!(refused(server.try_connect("garbage").await?)?, (401, "TOKEN_MALFORMED".into()));
+    assert_eq!(refused(server.chat_try_connect("garbage").await?)?, (401, "TOKEN_MALFORMED".into()));
     let mut forged: Vec<&str> = token.split('.').collect();
     forged[2] = "AAAA";
-    assert_eq!(refused(server.try_connect(&forged.join(".")).await?)?.0, 401);
+    assert_eq!(refused(server.chat_try_connect(&forged.join(".")).await?)?.0, 401);
     // A stage participant token is not a chat token.
     let stage = server.ok(Method::POST, "/v1/stages", Some(json!({"name": "s"}))).await?;
     let stage_id = stage["stage"]["id"].as_str().context("stage id")?;
     let stage_token = server.ok(Method::POST, &format!("/v1/stages/{stage_id}/tokens"), Some(json!({}))).await?;
     let stage_token = stage_token["participantToken"]["token"].as_str().context("token")?;
-    assert_eq!(refused(server.try_connect(stage_token).await?)?, (401, "TOKEN_INVALID".into()));
+    assert_eq!(refused(server.chat_try_connect(stage_token).await?)?, (401, "TOKEN_INVALID".into()));
 
-    let mut a = server.connect(&token).await?;
-    let mut b = server.connect(&server.token(&room, "u2", &[]).await?).await?;
+    let mut a = server.chat_connect(&token).await?;
+    let mut b = server.chat_connect(&server.chat_token(&room, "u2", &[]).await?).await?;
     let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/{room}"), None, None).await?;
     assert_eq!(status, 204);
     assert_eq!(expect_close(&mut a).await?, "room deleted");
     assert_eq!(expect_close(&mut b).await?, "room deleted");
-    assert_eq!(refused(server.try_connect(&token).await?)?, (404, "ROOM_NOT_FOUND".into()));
+    assert_eq!(refused(server.chat_try_connect(&token).await?)?, (404, "ROOM_NOT_FOUND".into()));
     server.stop()?;
     Ok(())
 }
@@ -373,14 +302,14 @@ async fn an_expired_session_gets_401_and_a_clean_close() -> Result<()> {
         ..TokenSpec::default()
     };
     let minted = server.running.state.chat.create_token(&room, spec, chrono::Utc::now().timestamp() - 3598)?;
-    let mut ws = server.connect(&minted.token).await?;
+    let mut ws = server.chat_connect(&minted.token).await?;
     say(&mut ws, "s-1", "before").await?;
     assert_eq!(recv(&mut ws).await?["Content"], "before");
     let error = recv(&mut ws).await?;
     assert_eq!((error["Type"].as_str(), error["ErrorCode"].as_u64()), (Some("ERROR"), Some(401)), "{error}");
     assert_eq!(expect_close(&mut ws).await?, "session expired");
     // The same token cannot connect again.
-    match server.try_connect(&minted.token).await? {
+    match server.chat_try_connect(&minted.token).await? {
         Err((401, body)) => assert_eq!(body["code"], "TOKEN_EXPIRED"),
         other => bail!("expected 401 TOKEN_EXPIRED, got {:?}", other.err()),
     }
@@ -392,14 +321,14 @@ async fn an_expired_session_gets_401_and_a_clean_close() -> Result<()> {
 async fn rooms_and_tokens_survive_a_restart() -> Result<()> {
     let server = Server::start("restart").await?;
     let room = server.create_room(json!({"name": "kept", "maximumMessageLength": 42})).await?;
-    let token = server.token(&room, "u1", &["SEND_MESSAGE"]).await?;
+    let token = server.chat_token(&room, "u1", &["SEND_MESSAGE"]).await?;
     let dir = server.stop_keeping_dir();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let server = Server::start_in(dir).await?;
     let got = server.ok(Method::GET, &format!("/v1/rooms/{room}"), None).await?;
     assert_eq!((got["name"].as_str(), got["maximumMessageLength"].as_u64()), (Some("kept"), Some(42)));
-    let mut ws = server.connect(&token).await?;
+    let mut ws = server.chat_connect(&token).await?;
     say(&mut ws, "r-1", &"z".repeat(43)).await?;
     assert_eq!(recv(&mut ws).await?["ErrorCode"], 413);
     say(&mut ws, "r-2", "fits").await?;
@@ -410,7 +339,8 @@ async fn rooms_and_tokens_survive_a_restart() -> Result<()> {
 
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_cut_not_skipped() -> Result<()> {
-    let server = Server::start("slow").await?;
+    // Only the room's limit here: this is about the outbound queue.
+    let server = Server::start_with("slow", |c| c.chat_connection_rate = 1000).await?;
     let hub = &server.running.state.chat;
     let room = server.create_room(json!({"maximumMessageRatePerSecond": 100})).await?;
     let now = chrono::Utc::now().timestamp();

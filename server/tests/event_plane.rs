@@ -1,20 +1,18 @@
 //! The stage event plane against a real server on port 0: WebSocket clients
 //! with the participant token as subprotocol, tokens from the `/v1` control
-//! plane.
-
-use std::time::Duration;
+//! plane. Every connection opens with CONFIG and a full STAGE_STATE; later
+//! changes come as STAGE_DELTAs that [`EventClient`] applies as the SDK does.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use stagecast_protocol::events::{DisconnectReason, ParticipantState, ServerMessage};
+use stagecast_protocol::events::{DisconnectReason, ServerMessage};
 use stagecast_protocol::token::ParticipantClaims;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{Server, Token, Upgrade, Ws, EVENTS_PATH};
-
-const WAIT: Duration = Duration::from_secs(5);
+use common::events::{EventClient, WAIT};
+use common::{Server, Token, Upgrade, EVENTS_PATH};
 
 impl Server {
     async fn create_stage(&self) -> Result<String> {
@@ -36,8 +34,11 @@ impl Server {
         self.ws_try_connect(EVENTS_PATH, token).await
     }
 
-    async fn connect(&self, token: &Token) -> Result<Ws> {
-        self.ws_connect(EVENTS_PATH, &token.token).await
+    /// Connect and read up to the first STAGE_STATE.
+    async fn connect(&self, token: &Token) -> Result<EventClient> {
+        let mut client = EventClient::connect(self, token).await?;
+        client.state().await?;
+        Ok(client)
     }
 
     async fn refused(&self, token: Option<&str>) -> Result<(u16, String)> {
@@ -51,50 +52,20 @@ impl Server {
     }
 }
 
-/// The next server message (skipping transport pings).
-async fn recv(ws: &mut Ws) -> Result<ServerMessage> {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next()).await.context("no message in time")?.context("socket ended")??;
-        match msg {
-            Message::Text(text) => return Ok(serde_json::from_str(text.as_str())?),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => bail!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// The next STAGE_STATE.
-async fn snapshot(ws: &mut Ws) -> Result<(u64, String, Vec<ParticipantState>)> {
-    match recv(ws).await? {
-        ServerMessage::StageState { sequence_number, self_id, participants } => Ok((sequence_number, self_id, participants)),
-        other => bail!("expected STAGE_STATE, got {other:?}"),
-    }
-}
-
-/// Snapshots until one satisfies `pred`.
-async fn snapshot_where(ws: &mut Ws, pred: impl Fn(&[ParticipantState]) -> bool) -> Result<(u64, Vec<ParticipantState>)> {
-    loop {
-        let (seq, _, participants) = snapshot(ws).await?;
-        if pred(&participants) {
-            return Ok((seq, participants));
-        }
-    }
-}
-
 /// Messages until DISCONNECT, then the socket must close.
-async fn disconnect_reason(ws: &mut Ws) -> Result<DisconnectReason> {
+async fn disconnect_reason(c: &mut EventClient) -> Result<DisconnectReason> {
     let reason = loop {
-        match recv(ws).await? {
+        match c.recv().await? {
             ServerMessage::Disconnect { reason, message } => {
                 ensure!(!message.is_empty(), "DISCONNECT without a message");
                 break reason;
             }
-            ServerMessage::StageState { .. } => continue,
+            ServerMessage::StageState { .. } | ServerMessage::StageDelta { .. } => continue,
             other => bail!("expected DISCONNECT, got {other:?}"),
         }
     };
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.context("socket not closed in time")? {
+        match tokio::time::timeout(WAIT, c.ws.next()).await.context("socket not closed in time")? {
             None | Some(Ok(Message::Close(_))) | Some(Err(_)) => return Ok(reason),
             Some(Ok(_)) => continue,
         }
@@ -107,10 +78,8 @@ struct Pair {
     stage: String,
     alice: Token,
     bob: Token,
-    a: Ws,
-    b: Ws,
-    /// The sequence number of Alice's snapshot with both members.
-    joined: u64,
+    a: EventClient,
+    b: EventClient,
 }
 
 impl Pair {
@@ -119,16 +88,10 @@ impl Pair {
         let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
         let bob = server.token(&stage, "bob", &["PUBLISH", "SUBSCRIBE"]).await?;
         let mut a = server.connect(&alice).await?;
-        snapshot(&mut a).await?;
-        let mut b = server.connect(&bob).await?;
-        snapshot(&mut b).await?;
-        let (joined, _) = snapshot_where(&mut a, |p| p.len() == 2).await?;
-        Ok(Self { stage, alice, bob, a, b, joined })
+        let b = server.connect(&bob).await?;
+        a.state_where(|v| v.members.len() == 2).await?;
+        Ok(Self { stage, alice, bob, a, b })
     }
-}
-
-fn ids(participants: &[ParticipantState]) -> Vec<&str> {
-    participants.iter().map(|p| p.id.as_str()).collect()
 }
 
 #[tokio::test]
@@ -138,25 +101,39 @@ async fn snapshots_follow_joins_and_leaves_with_growing_sequence_numbers() -> Re
     let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
     let bob = server.token(&stage, "bob", &["SUBSCRIBE"]).await?;
 
-    let mut a = server.connect(&alice).await?;
-    let (s1, self_id, participants) = snapshot(&mut a).await?;
+    let mut a = EventClient::connect(&server, &alice).await?;
+    // CONFIG (no ICE servers configured) opens the connection, then the full state.
+    assert_eq!(a.recv().await?, ServerMessage::Config { ice_servers: vec![] });
+    let ServerMessage::StageState { sequence_number: s1, self_id, participants } = a.recv().await? else {
+        bail!("the first stage frame must be STAGE_STATE");
+    };
     assert_eq!(self_id, alice.participant_id);
-    assert_eq!(ids(&participants), [alice.participant_id.as_str()]);
+    assert_eq!(participants.len(), 1);
     let me = &participants[0];
+    assert_eq!(me.id, alice.participant_id);
     assert_eq!(me.user_id, "alice");
     assert_eq!(me.attributes.get("username").map(String::as_str), Some("alice"));
     assert!(me.can_publish && me.can_subscribe && !me.published && !me.audio_muted && !me.video_stopped);
+    // Sequence numbers start from the wall clock (µs), so they keep growing across restarts.
+    let now_micros = u64::try_from(chrono::Utc::now().timestamp_micros())?;
+    ensure!(s1 > now_micros - 60_000_000 && s1 <= now_micros, "sequence {s1} is not from the clock ({now_micros})");
 
-    // A subscribe-only participant is a member too.
-    let mut b = server.connect(&bob).await?;
-    let (s2, participants) = snapshot_where(&mut a, |p| p.len() == 2).await?;
-    assert!(s2 > s1);
-    assert_eq!(ids(&participants), [alice.participant_id.as_str(), bob.participant_id.as_str()]);
-    assert!(!participants[1].can_publish && participants[1].can_subscribe);
-    let (sb, self_id, participants) = snapshot(&mut b).await?;
-    assert_eq!(sb, s2);
-    assert_eq!(self_id, bob.participant_id);
-    assert_eq!(participants.len(), 2);
+    // A subscribe-only participant is a member too; alice gets it as a delta with only bob in it.
+    let b = server.connect(&bob).await?;
+    match a.recv().await? {
+        ServerMessage::StageDelta { sequence_number, base_sequence_number, participants, removed } => {
+            assert!(sequence_number > s1 && base_sequence_number == s1);
+            assert_eq!(participants.len(), 1);
+            assert_eq!(participants[0].id, bob.participant_id);
+            assert!(!participants[0].can_publish && participants[0].can_subscribe);
+            assert!(removed.is_empty());
+        }
+        other => bail!("expected STAGE_DELTA, got {other:?}"),
+    }
+    assert_eq!(a.view.ids(), [alice.participant_id.as_str(), bob.participant_id.as_str()]);
+    assert_eq!(b.view.self_id, bob.participant_id);
+    assert_eq!(b.view.sequence, a.view.sequence);
+    assert_eq!(b.view.ids(), a.view.ids());
 
     // The control plane sees both as connected.
     let (status, body) = server.api(reqwest::Method::GET, &format!("/v1/stages/{stage}/participants"), None).await?;
@@ -164,35 +141,37 @@ async fn snapshots_follow_joins_and_leaves_with_growing_sequence_numbers() -> Re
     let connected = body["participants"].as_array().context("participants")?.iter().filter(|p| p["state"] == "CONNECTED").count();
     assert_eq!(connected, 2, "{body}");
 
-    b.close(None).await?;
-    let (s3, participants) = snapshot_where(&mut a, |p| p.len() == 1).await?;
-    assert!(s3 > s2);
-    assert_eq!(ids(&participants), [alice.participant_id.as_str()]);
+    // Bob leaves (close 1000, as the SDK's leave()): gone at once, as a removal.
+    let before = a.view.sequence;
+    b.leave().await?;
+    a.state_where(|v| v.members.len() == 1).await?;
+    assert!(a.view.sequence > before);
+    assert_eq!(a.removed_seen, std::slice::from_ref(&bob.participant_id));
+    assert_eq!(a.view.ids(), [alice.participant_id.as_str()]);
     Ok(())
 }
 
 #[tokio::test]
 async fn set_state_mute_reaches_the_other_members_and_ping_gets_pong() -> Result<()> {
     let server = Server::start("mute").await?;
-    let Pair { alice, bob, mut a, mut b, joined: before, .. } = Pair::connect(&server).await?;
+    let Pair { alice, bob, mut a, mut b, .. } = Pair::connect(&server).await?;
+    let before = a.view.sequence;
 
-    b.send(Message::text(json!({"type": "SET_STATE", "audioMuted": true, "videoStopped": false}).to_string())).await?;
-    let (after, participants) =
-        snapshot_where(&mut a, |p| p.iter().any(|m| m.id == bob.participant_id && m.audio_muted)).await?;
-    assert!(after > before);
-    let bob_state = participants.iter().find(|m| m.id == bob.participant_id).context("bob")?;
-    assert!(!bob_state.video_stopped);
-    let alice_state = participants.iter().find(|m| m.id == alice.participant_id).context("alice")?;
-    assert!(!alice_state.audio_muted);
+    b.set_state(true, false).await?;
+    let bob_id = bob.participant_id.as_str();
+    a.state_where(|v| v.get(bob_id).is_some_and(|m| m.audio_muted)).await?;
+    assert!(a.view.sequence > before);
+    assert!(!a.view.get(bob_id).context("bob")?.video_stopped);
+    assert!(!a.view.get(&alice.participant_id).context("alice")?.audio_muted);
 
-    b.send(Message::text(r#"{"type":"SET_STATE","audioMuted":true,"videoStopped":true}"#)).await?;
-    snapshot_where(&mut a, |p| p.iter().any(|m| m.id == bob.participant_id && m.audio_muted && m.video_stopped)).await?;
+    b.ws.send(Message::text(r#"{"type":"SET_STATE","audioMuted":true,"videoStopped":true}"#)).await?;
+    a.state_where(|v| v.get(bob_id).is_some_and(|m| m.audio_muted && m.video_stopped)).await?;
 
-    a.send(Message::text(r#"{"type":"PING"}"#)).await?;
+    a.ws.send(Message::text(r#"{"type":"PING"}"#)).await?;
     loop {
-        match recv(&mut a).await? {
+        match a.recv().await? {
             ServerMessage::Pong => break,
-            ServerMessage::StageState { .. } => continue,
+            ServerMessage::StageDelta { .. } => continue,
             other => bail!("expected PONG, got {other:?}"),
         }
     }
@@ -206,22 +185,18 @@ async fn a_second_connection_with_the_same_token_replaces_the_first() -> Result<
     let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
     let bob = server.token(&stage, "bob", &["SUBSCRIBE"]).await?;
     let mut b = server.connect(&bob).await?;
-    snapshot(&mut b).await?;
     let mut first = server.connect(&alice).await?;
-    snapshot(&mut first).await?;
-    snapshot_where(&mut b, |p| p.len() == 2).await?;
+    b.state_where(|v| v.members.len() == 2).await?;
 
     let mut second = server.connect(&alice).await?;
     assert_eq!(disconnect_reason(&mut first).await?, DisconnectReason::TokenReused);
-    let (_, self_id, participants) = snapshot(&mut second).await?;
-    assert_eq!(self_id, alice.participant_id);
-    assert_eq!(participants.len(), 2);
+    assert_eq!(second.view.self_id, alice.participant_id);
+    assert_eq!(second.view.members.len(), 2);
 
-    // Alice never left: bob sees two members throughout, and the new socket works.
-    let (_, participants) = snapshot_where(&mut b, |_| true).await?;
-    assert_eq!(participants.len(), 2);
-    second.send(Message::text(r#"{"type":"SET_STATE","audioMuted":true,"videoStopped":false}"#)).await?;
-    snapshot_where(&mut b, |p| p.iter().any(|m| m.id == alice.participant_id && m.audio_muted)).await?;
+    // Alice never left: bob saw no change at all, and the new socket works.
+    second.set_state(true, false).await?;
+    b.state_where(|v| v.get(&alice.participant_id).is_some_and(|m| m.audio_muted)).await?;
+    assert!(b.removed_seen.is_empty(), "bob saw alice removed: {:?}", b.removed_seen);
     Ok(())
 }
 
@@ -231,7 +206,6 @@ async fn bad_frames_get_an_error_and_the_socket_stays_up() -> Result<()> {
     let stage = server.create_stage().await?;
     let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
     let mut a = server.connect(&alice).await?;
-    snapshot(&mut a).await?;
 
     let cases: Vec<(Message, &str)> = vec![
         (Message::text("this is not json"), "INVALID_JSON"),
@@ -242,8 +216,8 @@ async fn bad_frames_get_an_error_and_the_socket_stays_up() -> Result<()> {
         (Message::binary(vec![1u8, 2, 3]), "INVALID_MESSAGE"),
     ];
     for (frame, code) in cases {
-        a.send(frame).await?;
-        match recv(&mut a).await? {
+        a.ws.send(frame).await?;
+        match a.recv().await? {
             ServerMessage::Error { code: got, message } => {
                 assert_eq!(got, code);
                 assert!(!message.is_empty());
@@ -251,22 +225,22 @@ async fn bad_frames_get_an_error_and_the_socket_stays_up() -> Result<()> {
             other => bail!("expected ERROR {code}, got {other:?}"),
         }
     }
-    a.send(Message::text(r#"{"type":"PING"}"#)).await?;
-    assert_eq!(recv(&mut a).await?, ServerMessage::Pong);
+    a.ws.send(Message::text(r#"{"type":"PING"}"#)).await?;
+    assert_eq!(a.recv().await?, ServerMessage::Pong);
     Ok(())
 }
 
 #[tokio::test]
 async fn disconnecting_a_participant_sends_disconnect_and_the_token_cannot_rejoin() -> Result<()> {
     let server = Server::start("kick").await?;
-    let Pair { stage, alice, bob, mut a, mut b, .. } = Pair::connect(&server).await?;
+    let Pair { stage, alice, bob, mut a, mut b } = Pair::connect(&server).await?;
 
     let path = format!("/v1/stages/{stage}/participants/{}/disconnect", bob.participant_id);
     let (status, body) = server.api(reqwest::Method::POST, &path, Some(json!({"reason": "bye"}))).await?;
     ensure!((200..300).contains(&status), "disconnect: {status} {body}");
     assert_eq!(disconnect_reason(&mut b).await?, DisconnectReason::ParticipantDisconnected);
-    let (_, participants) = snapshot_where(&mut a, |p| p.len() == 1).await?;
-    assert_eq!(ids(&participants), [alice.participant_id.as_str()]);
+    a.state_where(|v| v.members.len() == 1).await?;
+    assert_eq!(a.view.ids(), [alice.participant_id.as_str()]);
 
     assert_eq!(server.refused(Some(&bob.token)).await?, (403, "PARTICIPANT_DISCONNECTED".to_owned()));
     Ok(())
@@ -280,7 +254,6 @@ async fn deleting_the_stage_disconnects_everyone() -> Result<()> {
     let bob = server.token(&stage, "bob", &["SUBSCRIBE"]).await?;
     let mut a = server.connect(&alice).await?;
     let mut b = server.connect(&bob).await?;
-    snapshot(&mut b).await?;
 
     let (status, body) = server.api(reqwest::Method::DELETE, &format!("/v1/stages/{stage}"), None).await?;
     ensure!((200..300).contains(&status), "delete: {status} {body}");
@@ -329,8 +302,7 @@ async fn bad_tokens_are_refused_at_the_upgrade() -> Result<()> {
     assert_eq!(server.refused(Some(&expired)).await?, (401, "TOKEN_EXPIRED".to_owned()));
 
     // The genuine token still works.
-    let mut a = server.connect(&alice).await?;
-    snapshot(&mut a).await?;
+    server.connect(&alice).await?;
     Ok(())
 }
 
@@ -340,14 +312,38 @@ async fn the_socket_closes_when_the_token_expires() -> Result<()> {
     let stage = server.create_stage().await?;
     let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
     let mut a = server.connect(&alice).await?;
-    snapshot(&mut a).await?;
 
     let now = chrono::Utc::now().timestamp();
     let short = server.running.state.keys.mint(&claims_for(&server, &stage, "carol", now + 2))?;
-    let mut c = server.try_connect(Some(&short)).await?.map_err(|(s, b)| anyhow!("refused: {s} {b}"))?;
-    snapshot(&mut c).await?;
-    snapshot_where(&mut a, |p| p.len() == 2).await?;
+    let ws = server.try_connect(Some(&short)).await?.map_err(|(s, b)| anyhow!("refused: {s} {b}"))?;
+    let mut c = EventClient::new(ws);
+    c.state().await?;
+    a.state_where(|v| v.members.len() == 2).await?;
     assert_eq!(disconnect_reason(&mut c).await?, DisconnectReason::TokenExpired);
-    snapshot_where(&mut a, |p| p.len() == 1).await?;
+    // Expiry is final: no reconnect grace.
+    a.state_where(|v| v.members.len() == 1).await?;
     Ok(())
+}
+
+#[tokio::test]
+async fn sequence_numbers_keep_growing_across_a_server_restart() -> Result<()> {
+    let server = Server::start("restart").await?;
+    let stage = server.create_stage().await?;
+    let alice = server.token(&stage, "alice", &["PUBLISH", "SUBSCRIBE"]).await?;
+    let mut a = server.connect(&alice).await?;
+    let first = a.view.sequence.context("a sequence")?;
+    for i in 0..20 {
+        a.set_state(i % 2 == 0, false).await?;
+    }
+    a.state_where(|v| v.sequence.is_some_and(|s| s >= first + 20)).await?;
+    let before = a.view.sequence.context("a sequence")?;
+    drop(a);
+    let dir = server.stop_keeping_dir();
+
+    let server = Server::start_in(dir).await?;
+    let a = server.connect(&alice).await?;
+    let after = a.view.sequence.context("a sequence")?;
+    assert!(after > before, "after the restart {after} <= {before}: an SDK comparing them would ignore the new server");
+    drop(a);
+    server.stop()
 }

@@ -11,12 +11,8 @@ use stagecast_server::channel::h264::AccessUnit;
 use stagecast_server::channel::packager::{Packager, PackagerConfig, PartLookup, Readiness};
 
 mod common;
+use common::h264::{PPS, SPS_320 as SPS, SPS_360};
 
-const SPS: [u8; 25] = [
-    0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0x9f, 0x9f, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03,
-    0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80,
-];
-const PPS: [u8; 4] = [0x68, 0xcb, 0x83, 0xcb];
 
 fn audio_params() -> AudioParams {
     AudioParams { asc: audio::audio_specific_config(48_000, 2), sample_rate: 48_000, channels: 2 }
@@ -44,7 +40,7 @@ fn feed(p: &mut Packager, from_frame: u64, frames: u64, audio_next: &mut u64) {
     let mut key_due = from_frame == 0;
     for n in from_frame..from_frame + frames {
         let pts = n * 3000;
-        p.push_video(pts, frame(key_due), 1_700_000_000_000);
+        assert_eq!(p.push_video(pts, frame(key_due), 1_700_000_000_000), Ok(()));
         key_due = p.wants_keyframe();
         // Audio up to this video time.
         while *audio_next * 90_000 / 48_000 <= pts {
@@ -100,8 +96,8 @@ fn playlist_has_the_ll_hls_tags_parts_and_segments() -> Result<()> {
         "#EXTM3U",
         "#EXT-X-VERSION:9",
         "#EXT-X-TARGETDURATION:2",
-        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.900",
-        "#EXT-X-PART-INF:PART-TARGET=0.300",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600",
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
         "#EXT-X-MAP:URI=\"init.mp4\"",
         "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z",
     ] {
@@ -114,7 +110,7 @@ fn playlist_has_the_ll_hls_tags_parts_and_segments() -> Result<()> {
         ensure!((1.0..=2.0).contains(d), "segment {uri} lasts {d}");
     }
     for (d, uri, _) in &parsed.parts {
-        ensure!(*d <= 0.300 + 1e-6 && *d > 0.0, "part {uri} lasts {d}");
+        ensure!(*d <= 0.200 + 1e-6 && *d > 0.0, "part {uri} lasts {d}");
     }
     // Every segment starts with an independent part.
     for (_, uri, independent) in &parsed.parts {
@@ -259,7 +255,7 @@ fn real_h264_and_transcoded_audio_package_into_what_ffprobe_reads() -> Result<()
     for (n, au) in aus.iter().enumerate() {
         let pts = n as u64 * 3000;
         let unit = stagecast_server::channel::h264::access_unit_from_annex_b(au).context("access unit")?;
-        p.push_video(pts, unit, 0);
+        p.push_video(pts, unit, 0)?;
         while opus_pts * 90_000 / 48_000 <= pts {
             let pcm: Vec<i16> = (0..960 * 2)
                 .map(|i| {
@@ -327,14 +323,14 @@ fn jittery_frame_timing_keeps_parts_within_the_part_target() -> Result<()> {
     let mut pts = 0u64;
     let mut key_due = true;
     for n in 0..300 {
-        p.push_video(pts, frame(key_due), 0);
+        p.push_video(pts, frame(key_due), 0)?;
         key_due = p.wants_keyframe();
         pts += gaps[n % gaps.len()] * 90;
     }
     let parsed = parse(&p.media_playlist())?;
     ensure!(!parsed.parts.is_empty());
     for (d, uri, _) in &parsed.parts {
-        ensure!(*d <= 0.300 + 1e-6, "part {uri} lasts {d}");
+        ensure!(*d <= 0.200 + 1e-6, "part {uri} lasts {d}");
     }
     for (d, uri) in &parsed.segments {
         ensure!((1.0..=2.0).contains(d), "segment {uri} lasts {d}");
@@ -344,11 +340,6 @@ fn jittery_frame_timing_keeps_parts_within_the_part_target() -> Result<()> {
 
 #[test]
 fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuity() -> Result<()> {
-    // 640x360 constrained baseline, level 3.0 (from ffmpeg's libx264).
-    const SPS_360: [u8; 25] = [
-        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00,
-        0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
-    ];
     let config = PackagerConfig { window_segments: 3, ..PackagerConfig::default() };
     let mut p = Packager::new(config, audio_params());
     let mut audio_next = 0;
@@ -362,7 +353,7 @@ fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuit
         sps: Some(SPS_360.to_vec()),
         pps: Some(PPS.to_vec()),
     };
-    p.push_video(45 * 3000, au, 0);
+    p.push_video(45 * 3000, au, 0)?;
     let mut n = 46;
     let mut key_due = false;
     while n < 46 + 30 {
@@ -375,7 +366,7 @@ fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuit
                 pps: Some(PPS.to_vec()),
             };
         }
-        p.push_video(n * 3000, f, 0);
+        p.push_video(n * 3000, f, 0)?;
         key_due = p.wants_keyframe();
         n += 1;
     }
@@ -399,12 +390,60 @@ fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuit
         } else {
             frame(false)
         };
-        p.push_video(n * 3000, f, 0);
+        p.push_video(n * 3000, f, 0)?;
         key_due = p.wants_keyframe();
     }
     let text = p.media_playlist();
     ensure!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1") && !text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     ensure!(text.contains("#EXT-X-MAP:URI=\"init1.mp4\"") && !text.contains("init.mp4"), "{text}");
     ensure!(p.init_version(0).is_none(), "the old init is released");
+    Ok(())
+}
+
+#[test]
+fn the_open_segment_is_prefetchable_and_streams_part_by_part() -> Result<()> {
+    let mut p = Packager::new(PackagerConfig::default(), audio_params());
+    let mut audio_next = 0;
+    feed(&mut p, 0, 45, &mut audio_next); // 1.5 s: one complete segment, one open
+    let text = p.media_playlist();
+    let parsed = parse(&text)?;
+    let open: u64 = parsed.segments.last().context("a segment")?.1.trim_start_matches("seg").trim_end_matches(".m4s").parse::<u64>()? + 1;
+    let prefetch: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("#EXT-X-PREFETCH:")).collect();
+    ensure!(prefetch == [format!("seg{open}.m4s")], "the open segment is prefetched:\n{text}");
+    ensure!(text.trim_end().ends_with(&format!("#EXT-X-PREFETCH:seg{open}.m4s")), "after everything else:\n{text}");
+
+    // A prefetch reader gets the parts so far, then each new one, then the end.
+    let first = p.segment_from(open, 0).context("the open segment")?;
+    ensure!(!first.complete && first.next_part > 0 && !first.data.is_empty(), "parts so far");
+    ensure!(p.segment_from(open + 1, 0).is_some_and(|c| c.data.is_empty() && !c.complete), "the next one: wait");
+    ensure!(p.segment_from(open + 2, 0).is_none(), "further ahead: no such segment");
+    let mut streamed = first.data.clone();
+    let mut next = first.next_part;
+    let mut n = 45;
+    loop {
+        feed(&mut p, n, 1, &mut audio_next);
+        n += 1;
+        let chunk = p.segment_from(open, next).context("still there")?;
+        streamed.extend(&chunk.data);
+        next = chunk.next_part;
+        if chunk.complete {
+            break;
+        }
+        ensure!(n < 200, "the segment completes");
+    }
+    ensure!(p.segment(open) == Some(streamed), "the streamed bytes are the complete segment");
+    ensure!(!p.media_playlist().contains(&format!("#EXT-X-PREFETCH:seg{open}.m4s")), "complete: listed, not prefetched");
+
+    // No prefetch while the open segment follows a discontinuity, nor while the broadcaster is away.
+    p.interrupt();
+    ensure!(!p.media_playlist().contains("#EXT-X-PREFETCH"), "nothing to prefetch while away");
+    ensure!(p.segment_from(p.continuity().context("c")?.next_msn, 0).is_none(), "nothing upcoming while away");
+    feed(&mut p, 1000, 10, &mut audio_next);
+    let text = p.media_playlist();
+    ensure!(text.contains("#EXT-X-DISCONTINUITY") && !text.contains("#EXT-X-PREFETCH"), "not right after a discontinuity:\n{text}");
+    feed(&mut p, 1010, 45, &mut audio_next);
+    ensure!(p.media_playlist().contains("#EXT-X-PREFETCH"), "again once the first segment after it is complete");
+    p.finish();
+    ensure!(!p.media_playlist().contains("#EXT-X-PREFETCH"), "none after the end");
     Ok(())
 }

@@ -361,13 +361,22 @@ fn a_session_that_never_connects_times_out() -> Result<()> {
     let (session, _) = w.sfu.publish(&stage(), &pid("alice"), &offer, w.now)?;
     assert!(w.sfu.has_session(&session));
     let mut t = w.now;
+    let mut events = Vec::new();
     for _ in 0..400 {
         t += Duration::from_millis(100);
         w.sfu.handle_timeout(t);
-        while !matches!(w.sfu.poll_output(), SfuOutput::Timeout(_)) {}
+        loop {
+            match w.sfu.poll_output() {
+                SfuOutput::Event(e) => events.push(e),
+                SfuOutput::Transmit(_) => {}
+                SfuOutput::Timeout(_) => break,
+            }
+        }
     }
     assert!(!w.sfu.has_session(&session));
     assert_eq!(w.sfu.session_count(), 0);
+    // Said although it never started: a WHIP-only member leaves with it.
+    assert_eq!(events, [SfuEvent::PublishStopped { stage: stage(), participant: pid("alice"), session }]);
     Ok(())
 }
 
@@ -430,186 +439,11 @@ fn bad_requests_are_refused_with_typed_errors() -> Result<()> {
     Ok(())
 }
 
-/// A sendonly offer as Chrome writes it: BUNDLE, rtcp-mux, many codecs and
-/// extmaps, an mDNS host candidate, no trickle.
-const CHROME_SENDONLY_OFFER: &str = "v=0\r
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
-s=-\r
-t=0 0\r
-a=group:BUNDLE 0 1\r
-a=extmap-allow-mixed\r
-a=msid-semantic: WMS 6a2c\r
-m=audio 54400 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r
-c=IN IP4 192.168.1.10\r
-a=rtcp:9 IN IP4 0.0.0.0\r
-a=candidate:1467250027 1 udp 2122260223 192.168.1.10 54400 typ host generation 0 network-id 1 network-cost 10\r
-a=candidate:3127134163 1 udp 2122262783 4a8d3c2b-1234-4c5d-8e9f-0123456789ab.local 54401 typ host generation 0 network-id 2\r
-a=candidate:1467250028 1 tcp 1518280447 192.168.1.10 9 typ host tcptype active generation 0 network-id 1 network-cost 10\r
-a=ice-ufrag:Xk1v\r
-a=ice-pwd:3d4A2bWnIQy7fTq1mBx0hZ3k\r
-a=ice-options:trickle\r
-a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r
-a=setup:actpass\r
-a=mid:0\r
-a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r
-a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r
-a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r
-a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r
-a=sendonly\r
-a=msid:6a2c 0b6e\r
-a=rtcp-mux\r
-a=rtcp-rsize\r
-a=rtpmap:111 opus/48000/2\r
-a=rtcp-fb:111 transport-cc\r
-a=fmtp:111 minptime=10;useinbandfec=1\r
-a=rtpmap:63 red/48000/2\r
-a=fmtp:63 111/111\r
-a=rtpmap:9 G722/8000\r
-a=rtpmap:0 PCMU/8000\r
-a=rtpmap:8 PCMA/8000\r
-a=rtpmap:13 CN/8000\r
-a=rtpmap:110 telephone-event/48000\r
-a=rtpmap:126 telephone-event/8000\r
-a=ssrc:1001 cname:Qx1wT3\r
-a=ssrc:1001 msid:6a2c 0b6e\r
-m=video 54400 UDP/TLS/RTP/SAVPF 96 97 102 103 104 105 106 107 108 109 127 125 39 40 45 46 98 99 100 101 112 113 116 117 118\r
-c=IN IP4 192.168.1.10\r
-a=rtcp:9 IN IP4 0.0.0.0\r
-a=candidate:1467250027 1 udp 2122260223 192.168.1.10 54400 typ host generation 0 network-id 1 network-cost 10\r
-a=ice-ufrag:Xk1v\r
-a=ice-pwd:3d4A2bWnIQy7fTq1mBx0hZ3k\r
-a=ice-options:trickle\r
-a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r
-a=setup:actpass\r
-a=mid:1\r
-a=extmap:14 urn:ietf:params:rtp-hdrext:toffset\r
-a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r
-a=extmap:13 urn:3gpp:video-orientation\r
-a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r
-a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r
-a=extmap:6 http://www.webrtc.org/experiments/rtp-hdrext/video-content-type\r
-a=extmap:7 http://www.webrtc.org/experiments/rtp-hdrext/video-timing\r
-a=extmap:8 http://www.webrtc.org/experiments/rtp-hdrext/color-space\r
-a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r
-a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r
-a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r
-a=sendonly\r
-a=msid:6a2c 9c1f\r
-a=rtcp-mux\r
-a=rtcp-rsize\r
-a=rtpmap:96 VP8/90000\r
-a=rtcp-fb:96 goog-remb\r
-a=rtcp-fb:96 transport-cc\r
-a=rtcp-fb:96 ccm fir\r
-a=rtcp-fb:96 nack\r
-a=rtcp-fb:96 nack pli\r
-a=rtpmap:97 rtx/90000\r
-a=fmtp:97 apt=96\r
-a=rtpmap:102 H264/90000\r
-a=rtcp-fb:102 goog-remb\r
-a=rtcp-fb:102 transport-cc\r
-a=rtcp-fb:102 ccm fir\r
-a=rtcp-fb:102 nack\r
-a=rtcp-fb:102 nack pli\r
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r
-a=rtpmap:103 rtx/90000\r
-a=fmtp:103 apt=102\r
-a=rtpmap:104 H264/90000\r
-a=rtcp-fb:104 goog-remb\r
-a=rtcp-fb:104 transport-cc\r
-a=rtcp-fb:104 ccm fir\r
-a=rtcp-fb:104 nack\r
-a=rtcp-fb:104 nack pli\r
-a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r
-a=rtpmap:105 rtx/90000\r
-a=fmtp:105 apt=104\r
-a=rtpmap:106 H264/90000\r
-a=rtcp-fb:106 goog-remb\r
-a=rtcp-fb:106 transport-cc\r
-a=rtcp-fb:106 ccm fir\r
-a=rtcp-fb:106 nack\r
-a=rtcp-fb:106 nack pli\r
-a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r
-a=rtpmap:107 rtx/90000\r
-a=fmtp:107 apt=106\r
-a=rtpmap:108 H264/90000\r
-a=rtcp-fb:108 goog-remb\r
-a=rtcp-fb:108 transport-cc\r
-a=rtcp-fb:108 ccm fir\r
-a=rtcp-fb:108 nack\r
-a=rtcp-fb:108 nack pli\r
-a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r
-a=rtpmap:109 rtx/90000\r
-a=fmtp:109 apt=108\r
-a=rtpmap:127 H264/90000\r
-a=rtcp-fb:127 goog-remb\r
-a=rtcp-fb:127 transport-cc\r
-a=rtcp-fb:127 ccm fir\r
-a=rtcp-fb:127 nack\r
-a=rtcp-fb:127 nack pli\r
-a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r
-a=rtpmap:125 rtx/90000\r
-a=fmtp:125 apt=127\r
-a=rtpmap:39 H264/90000\r
-a=rtcp-fb:39 goog-remb\r
-a=rtcp-fb:39 transport-cc\r
-a=rtcp-fb:39 ccm fir\r
-a=rtcp-fb:39 nack\r
-a=rtcp-fb:39 nack pli\r
-a=fmtp:39 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=4d001f\r
-a=rtpmap:40 rtx/90000\r
-a=fmtp:40 apt=39\r
-a=rtpmap:45 AV1/90000\r
-a=rtcp-fb:45 goog-remb\r
-a=rtcp-fb:45 transport-cc\r
-a=rtcp-fb:45 ccm fir\r
-a=rtcp-fb:45 nack\r
-a=rtcp-fb:45 nack pli\r
-a=fmtp:45 level-idx=5;profile=0;tier=0\r
-a=rtpmap:46 rtx/90000\r
-a=fmtp:46 apt=45\r
-a=rtpmap:98 VP9/90000\r
-a=rtcp-fb:98 goog-remb\r
-a=rtcp-fb:98 transport-cc\r
-a=rtcp-fb:98 ccm fir\r
-a=rtcp-fb:98 nack\r
-a=rtcp-fb:98 nack pli\r
-a=fmtp:98 profile-id=0\r
-a=rtpmap:99 rtx/90000\r
-a=fmtp:99 apt=98\r
-a=rtpmap:100 VP9/90000\r
-a=rtcp-fb:100 goog-remb\r
-a=rtcp-fb:100 transport-cc\r
-a=rtcp-fb:100 ccm fir\r
-a=rtcp-fb:100 nack\r
-a=rtcp-fb:100 nack pli\r
-a=fmtp:100 profile-id=2\r
-a=rtpmap:101 rtx/90000\r
-a=fmtp:101 apt=100\r
-a=rtpmap:112 H264/90000\r
-a=rtcp-fb:112 goog-remb\r
-a=rtcp-fb:112 transport-cc\r
-a=rtcp-fb:112 ccm fir\r
-a=rtcp-fb:112 nack\r
-a=rtcp-fb:112 nack pli\r
-a=fmtp:112 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f\r
-a=rtpmap:113 rtx/90000\r
-a=fmtp:113 apt=112\r
-a=rtpmap:116 red/90000\r
-a=rtpmap:117 rtx/90000\r
-a=fmtp:117 apt=116\r
-a=rtpmap:118 ulpfec/90000\r
-a=ssrc-group:FID 2001 2002\r
-a=ssrc:2001 cname:Qx1wT3\r
-a=ssrc:2001 msid:6a2c 9c1f\r
-a=ssrc:2002 cname:Qx1wT3\r
-a=ssrc:2002 msid:6a2c 9c1f\r
-";
 
 #[test]
 fn a_chrome_style_offer_gets_an_ice_lite_answer() -> Result<()> {
     let mut w = World::new();
-    let (session, answer) = w.sfu.publish(&stage(), &pid("chrome"), CHROME_SENDONLY_OFFER, w.now)?;
+    let (session, answer) = w.sfu.publish(&stage(), &pid("chrome"), common::CHROME_SENDONLY_OFFER, w.now)?;
     assert!(w.sfu.has_session(&session));
     assert!(answer.contains("a=ice-lite"), "{answer}");
     assert!(answer.contains(&format!("{} typ host", "10.0.0.1 8443")), "{answer}");
@@ -623,7 +457,7 @@ fn a_chrome_style_offer_gets_an_ice_lite_answer() -> Result<()> {
     SdpAnswer::from_sdp_string(&answer)?;
 
     // The same offer turned into a recvonly one subscribes.
-    let recv = CHROME_SENDONLY_OFFER.replace("a=sendonly", "a=recvonly").replace("a=ice-ufrag:Xk1v", "a=ice-ufrag:Yk2w");
+    let recv = common::CHROME_SENDONLY_OFFER.replace("a=sendonly", "a=recvonly").replace("a=ice-ufrag:Xk1v", "a=ice-ufrag:Yk2w");
     let (_, answer) = w.sfu.subscribe(&stage(), &pid("viewer"), &pid("chrome"), &recv, w.now)?;
     assert_eq!(answer.matches("a=sendonly").count(), 2, "{answer}");
     Ok(())
@@ -633,13 +467,13 @@ fn a_chrome_style_offer_gets_an_ice_lite_answer() -> Result<()> {
 #[test]
 fn mangled_offers_are_refused_or_accepted_but_never_take_the_sfu_down() -> Result<()> {
     let mut w = World::new();
-    let lines: Vec<&str> = CHROME_SENDONLY_OFFER.split("\r\n").collect();
+    let lines: Vec<&str> = common::CHROME_SENDONLY_OFFER.split("\r\n").collect();
     let mut offers: Vec<String> = Vec::new();
     for skip in 0..lines.len() {
         offers.push(lines.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| *l).collect::<Vec<_>>().join("\r\n"));
     }
-    for cut in (0..CHROME_SENDONLY_OFFER.len()).step_by(97) {
-        offers.push(CHROME_SENDONLY_OFFER[..cut].to_owned());
+    for cut in (0..common::CHROME_SENDONLY_OFFER.len()).step_by(97) {
+        offers.push(common::CHROME_SENDONLY_OFFER[..cut].to_owned());
     }
     for (from, to) in [
         ("sha-256", "sha-1"),
@@ -653,7 +487,7 @@ fn mangled_offers_are_refused_or_accepted_but_never_take_the_sfu_down() -> Resul
         ("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2 3"),
         ("54400 typ host", "99999 typ host"),
     ] {
-        offers.push(CHROME_SENDONLY_OFFER.replace(from, to));
+        offers.push(common::CHROME_SENDONLY_OFFER.replace(from, to));
     }
     let (mut accepted, mut refused) = (0, 0);
     for (i, offer) in offers.iter().enumerate() {

@@ -4,10 +4,15 @@ use std::collections::BTreeMap;
 
 use stagecast_protocol::token::TokenCapabilities;
 use stagecast_protocol::{ParticipantId, StageId};
-use stagecast_server::store::{DemoGroupRecord, ParticipantRecord, PublicKeyRecord, SqliteStore, StageRecord, Store};
+use stagecast_server::store::{
+    DemoGroupRecord, PageQuery, ParticipantRecord, PublicKeyRecord, SqliteStore, StageRecord, Store,
+};
 
 mod common;
 use common::temp_dir;
+
+/// A page big enough for everything these tests store.
+const ALL: PageQuery = PageQuery { after: None, limit: 100 };
 
 fn stage(id: &str, t: i64) -> StageRecord {
     StageRecord { id: StageId::from(id), name: format!("name of {id}"), create_time: t }
@@ -41,8 +46,9 @@ fn stages_round_trip_and_survive_reopen() -> anyhow::Result<()> {
         assert!(store.create_stage(&stage("st-a", 30)).is_err());
     }
     let store = SqliteStore::open(&path)?;
-    let ids: Vec<_> = store.list_stages()?.into_iter().map(|s| s.id.0).collect();
-    assert_eq!(ids, vec!["st-a", "st-b"]);
+    // In the order they were made (the server stamps create_time with the time of making).
+    let ids: Vec<_> = store.list_stages(ALL)?.items.into_iter().map(|s| s.id.0).collect();
+    assert_eq!(ids, vec!["st-b", "st-a"]);
     std::fs::remove_dir_all(dir)?;
     Ok(())
 }
@@ -67,7 +73,7 @@ fn participants_join_and_revoke() -> anyhow::Result<()> {
     // A self-signed participant is recorded on join.
     let self_signed = participant("st-1", "p2");
     store.record_join(&self_signed, 300)?;
-    let listed = store.list_participants(&StageId::from("st-1"))?;
+    let listed = store.list_participants(&StageId::from("st-1"), ALL)?.items;
     assert_eq!(listed.iter().map(|r| r.participant_id.0.as_str()).collect::<Vec<_>>(), vec!["p1", "p2"]);
     assert_eq!(listed[1].first_join_time, Some(300));
 
@@ -105,16 +111,16 @@ fn deleting_a_stage_removes_its_participants_and_groups() -> anyhow::Result<()> 
     store.create_demo_group(&group("g2", "st-2", 2))?;
     assert_eq!(store.get_demo_group("g1")?, Some(group("g1", "st-1", 1)));
     // Newest first.
-    let gids: Vec<_> = store.list_demo_groups()?.into_iter().map(|g| g.group_id).collect();
+    let gids: Vec<_> = store.list_demo_groups(ALL)?.items.into_iter().map(|g| g.group_id).collect();
     assert_eq!(gids, vec!["g2", "g1"]);
 
     assert!(store.delete_stage(&StageId::from("st-1"))?);
     assert!(!store.delete_stage(&StageId::from("st-1"))?);
     assert_eq!(store.get_stage(&StageId::from("st-1"))?, None);
-    assert!(store.list_participants(&StageId::from("st-1"))?.is_empty());
+    assert!(store.list_participants(&StageId::from("st-1"), ALL)?.items.is_empty());
     assert_eq!(store.get_demo_group("g1")?, None);
     // The other stage is untouched.
-    assert_eq!(store.list_participants(&StageId::from("st-2"))?.len(), 1);
+    assert_eq!(store.list_participants(&StageId::from("st-2"), ALL)?.items.len(), 1);
     assert!(store.get_demo_group("g2")?.is_some());
     assert!(store.delete_demo_group("g2")?);
     assert!(!store.delete_demo_group("g2")?);
@@ -175,4 +181,78 @@ fn demo_groups_of_an_older_database_gain_channel_and_room() -> anyhow::Result<()
     assert_eq!(store.get_demo_group("new")?, Some(group));
     std::fs::remove_dir_all(dir)?;
     Ok(())
+}
+
+#[test]
+fn listings_page_without_repeats_or_gaps() -> anyhow::Result<()> {
+    let dir = temp_dir("pages")?;
+    let store = SqliteStore::open(&dir.join("db.sqlite"))?;
+    for i in 0..7 {
+        store.create_stage(&stage(&format!("st-{i}"), i))?;
+    }
+    let first = store.list_stages(PageQuery::first(3))?;
+    let ids = |page: &[StageRecord]| page.iter().map(|s| s.id.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first.items), ["st-0", "st-1", "st-2"]);
+    let after = first.next.ok_or_else(|| anyhow::anyhow!("a next page"))?;
+    // Removing a row already listed and adding one later shifts nothing.
+    store.delete_stage(&StageId::from("st-1"))?;
+    store.create_stage(&stage("st-7", 7))?;
+    let second = store.list_stages(PageQuery { after: Some(after), limit: 3 })?;
+    assert_eq!(ids(&second.items), ["st-3", "st-4", "st-5"]);
+    let third = store.list_stages(PageQuery { after: second.next, limit: 3 })?;
+    assert_eq!(ids(&third.items), ["st-6", "st-7"]);
+    assert_eq!(third.next, None, "a short page is the last");
+    // A page that ends exactly at the last row says so too.
+    let exact = store.list_stages(PageQuery { after: second.next, limit: 2 })?;
+    assert_eq!((exact.items.len(), exact.next), (2, None));
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fresh_data_dir_and_its_database_are_owner_only() -> anyhow::Result<()> {
+    let parent = temp_dir("private-fresh")?;
+    let data = parent.join("nested").join("data");
+    let server = common::Server::start_in(data.clone()).await?;
+    // A write, so SQLite has its -wal and -shm files open.
+    server.post("/v1/stages", serde_json::json!({"name": "secret"})).await?;
+    assert_eq!(mode(&data)?, 0o700, "data dir");
+    for file in ["stagecast.db", "stagecast.db-wal", "stagecast.db-shm", "api-key", "signing-key.pem"] {
+        assert_eq!(mode(&data.join(file))?, 0o600, "{file}");
+    }
+    server.stop()?;
+    std::fs::remove_dir_all(parent)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_dir_open_to_others_is_tightened_at_start() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let data = temp_dir("private-wide")?;
+    {
+        // What an older version left: a world-readable dir and database.
+        let store = SqliteStore::open(&data.join("stagecast.db"))?;
+        store.create_stage(&stage("st-old", 1))?;
+    }
+    for (path, wide) in [(data.clone(), 0o755), (data.join("stagecast.db"), 0o644)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wide))?;
+    }
+    std::fs::write(data.join("stagecast.db-wal"), b"")?;
+    std::fs::set_permissions(data.join("stagecast.db-wal"), std::fs::Permissions::from_mode(0o644))?;
+    let server = common::Server::start_in(data.clone()).await?;
+    assert_eq!(mode(&data)?, 0o700, "data dir");
+    assert_eq!(mode(&data.join("stagecast.db"))?, 0o600);
+    assert_eq!(mode(&data.join("stagecast.db-wal"))?, 0o600);
+    // Nothing was lost on the way.
+    let stage = server.ok(reqwest::Method::GET, "/v1/stages/st-old", None).await?;
+    assert_eq!(stage["stage"]["name"], "name of st-old");
+    server.stop()
 }

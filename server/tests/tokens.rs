@@ -271,3 +271,63 @@ async fn capabilities_are_checked() -> anyhow::Result<()> {
     assert_eq!((err.status.as_u16(), err.code), (401, "TOKEN_EXPIRED"));
     server.stop()
 }
+
+/// A JWT over any JSON payload, for claims `ParticipantClaims` cannot hold (`nbf`).
+fn sign_json(key: &SigningKey, header: &Value, payload: &Value) -> anyhow::Result<String> {
+    let input = format!("{}.{}", b64json(header)?, b64json(payload)?);
+    let sig: Signature = key.sign(input.as_bytes());
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())))
+}
+
+#[tokio::test]
+async fn imported_key_tokens_meet_the_same_rules_as_minted_ones() -> anyhow::Result<()> {
+    let server = Server::start("imported-rules").await?;
+    let state = &server.running.state;
+    let stage = server.post("/v1/stages", json!({"name": "self-signed rules"})).await?;
+    let stage_id = stage["stage"]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no stage id"))?.to_owned();
+    let own = SigningKey::random(&mut rand::rngs::OsRng);
+    let pem = VerifyingKey::from(&own).to_public_key_pem(LineEnding::LF)?;
+    let imported = server.post("/v1/public-keys", json!({"publicKeyMaterial": pem})).await?;
+    let kid = imported["publicKey"]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no key id"))?.to_owned();
+    let header = json!({"alg": "ES384", "typ": "JWT", "kid": kid});
+    let mut good = serde_json::to_value(claims(&stage_id, now() + 600))?;
+    good["jti"] = json!("self-signed-rules");
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut payload = good.clone();
+        change(&mut payload);
+        sign_json(&own, &header, &payload)
+    };
+    assert_eq!(code(state.authorize(&with(&|_| {})?, Capability::Join)), "OK");
+
+    // Attributes: minting caps them at 1 KB, and so does verifying.
+    let at_cap = with(&|p| p["attributes"] = json!({"k": "v".repeat(1023)}))?;
+    assert_eq!(code(state.authorize(&at_cap, Capability::Join)), "OK");
+    let over = with(&|p| p["attributes"] = json!({"k": "v".repeat(1024)}))?;
+    let err = state.authorize(&over, Capability::Join).err().ok_or_else(|| anyhow::anyhow!("allowed"))?;
+    assert_eq!((err.status.as_u16(), err.code), (401, "TOKEN_INVALID"));
+    assert!(err.message.contains("attributes"), "{}", err.message);
+
+    // nbf (not before) is honoured when present.
+    let early = with(&|p| p["nbf"] = json!(now() + 120))?;
+    let err = state.authorize(&early, Capability::Join).err().ok_or_else(|| anyhow::anyhow!("allowed"))?;
+    assert_eq!((err.status.as_u16(), err.code), (401, "TOKEN_NOT_YET_VALID"));
+    assert_eq!(code(state.authorize(&with(&|p| p["nbf"] = json!(now() - 5))?, Capability::Join)), "OK");
+    assert_eq!(code(state.authorize(&with(&|p| p["nbf"] = json!("soon"))?, Capability::Join)), "TOKEN_MALFORMED");
+
+    // A token must name its participant and its stage.
+    for (field, value) in [("jti", ""), ("jti", "  "), ("topic", "")] {
+        let t = with(&|p| p[field] = json!(value))?;
+        let err = state.authorize(&t, Capability::Join).err().ok_or_else(|| anyhow::anyhow!("{field} {value:?}"))?;
+        assert_eq!((err.status.as_u16(), err.code), (401, "TOKEN_INVALID"), "{field} {value:?}");
+        assert!(err.message.contains(field), "{}", err.message);
+    }
+
+    // What a client sees: the event plane refuses them before upgrading.
+    let refused = server.ws_try_connect(common::EVENTS_PATH, Some(&early)).await?;
+    let (status, body) = refused.err().ok_or_else(|| anyhow::anyhow!("the upgrade was accepted"))?;
+    assert_eq!((status, body["code"].as_str()), (401, Some("TOKEN_NOT_YET_VALID")));
+    let refused = server.ws_try_connect(common::EVENTS_PATH, Some(&over)).await?;
+    let (status, body) = refused.err().ok_or_else(|| anyhow::anyhow!("the upgrade was accepted"))?;
+    assert_eq!((status, body["code"].as_str()), (401, Some("TOKEN_INVALID")));
+    server.stop()
+}

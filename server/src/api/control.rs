@@ -8,17 +8,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use stagecast_protocol::control::{
     CreateParticipantTokenRequest, CreateStageRequest, DisconnectParticipantRequest, ImportPublicKeyRequest,
-    ListParticipantsResponse, ListStagesResponse, Participant, ParticipantTokenResponse, PublicKey, PublicKeyResponse,
-    Stage, StageResponse,
+    ListParticipantsResponse, ListRequest, ListStagesResponse, Participant, ParticipantTokenResponse, PublicKey,
+    PublicKeyResponse, Stage, StageResponse,
 };
 use stagecast_protocol::{ParticipantId, StageId};
 
+use super::page::{next_token, page_query, Listing};
 use super::{
     capabilities_from, iso8601, mint_token, revoke_and_disconnect, ApiKey, BaseUrls, OptionalJson, TokenSpec,
     DEFAULT_TOKEN_MINUTES, MAX_NAME_CHARS,
 };
 use crate::auth::{self, now_unix};
-use crate::error::JsonBody;
+use crate::error::{JsonBody, QueryParams};
 use crate::store::{PublicKeyRecord, StageRecord};
 use crate::{AppError, AppState};
 
@@ -77,10 +78,15 @@ async fn list_stages(
     _: ApiKey,
     State(state): State<AppState>,
     headers: HeaderMap,
+    QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListStagesResponse>, AppError> {
+    let page = page_query(Listing::Stages, req.max_results, req.next_token.as_deref())?;
     let urls = BaseUrls::for_request(&state, &headers);
-    let stages = state.store.list_stages().map_err(AppError::internal)?;
-    Ok(Json(ListStagesResponse { stages: stages.iter().map(|s| stage_view(s, &urls)).collect() }))
+    let stages = state.store.list_stages(page).map_err(AppError::internal)?;
+    Ok(Json(ListStagesResponse {
+        stages: stages.items.iter().map(|s| stage_view(s, &urls)).collect(),
+        next_token: next_token(Listing::Stages, stages.next),
+    }))
 }
 
 async fn get_stage(
@@ -127,16 +133,21 @@ async fn create_token(
     Ok(Json(ParticipantTokenResponse { participant_token }))
 }
 
+/// ListParticipants, a page at a time in minting order. Connected members
+/// the store does not know yet (a self-signed token racing its join record)
+/// come on the last page, as far as it has room.
 async fn list_participants(
     _: ApiKey,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListParticipantsResponse>, AppError> {
     let stage = existing_stage(&state, &StageId(id))?;
-    let minted = state.store.list_participants(&stage.id).map_err(AppError::internal)?;
+    let page = page_query(Listing::Participants, req.max_results, req.next_token.as_deref())?;
+    let minted = state.store.list_participants(&stage.id, page).map_err(AppError::internal)?;
     let mut live = state.stages.participants(&stage.id);
-    let mut participants = Vec::with_capacity(minted.len());
-    for record in minted {
+    let mut participants = Vec::with_capacity(minted.items.len());
+    for record in minted.items {
         let connected = live.iter().position(|p| p.id == record.participant_id.0).map(|i| live.swap_remove(i));
         participants.push(Participant {
             participant_id: record.participant_id.0,
@@ -147,16 +158,27 @@ async fn list_participants(
             first_join_time: record.first_join_time.map(iso8601),
         });
     }
-    // Connected but not (yet) in the store: a self-signed token racing its join record.
-    participants.extend(live.into_iter().map(|p| Participant {
-        participant_id: p.id,
-        user_id: p.user_id,
-        state: "CONNECTED".to_owned(),
-        attributes: p.attributes,
-        published: p.published,
-        first_join_time: None,
-    }));
-    Ok(Json(ListParticipantsResponse { participants }))
+    if minted.next.is_none() {
+        let cap = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        for p in live {
+            if participants.len() >= cap {
+                break;
+            }
+            let id = ParticipantId(p.id.clone());
+            if state.store.get_participant(&stage.id, &id).map_err(AppError::internal)?.is_some() {
+                continue; // on another page
+            }
+            participants.push(Participant {
+                participant_id: p.id,
+                user_id: p.user_id,
+                state: "CONNECTED".to_owned(),
+                attributes: p.attributes,
+                published: p.published,
+                first_join_time: None,
+            });
+        }
+    }
+    Ok(Json(ListParticipantsResponse { participants, next_token: next_token(Listing::Participants, minted.next) }))
 }
 
 async fn disconnect_participant(

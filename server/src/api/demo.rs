@@ -5,28 +5,36 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::routing::{delete, post};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stagecast_protocol::control::{
     DemoAttributes, DemoChannel, DemoChat, DemoCreateRequest, DemoDeleteRequest, DemoDisconnectRequest,
-    DemoJoinRequest, DemoListItem, DemoSessionResponse, DemoStageToken,
+    DemoJoinRequest, DemoListItem, DemoListRequest, DemoSessionResponse, DemoStageToken,
 };
+use stagecast_protocol::token::Capability;
 use stagecast_protocol::{ParticipantId, StageId};
 
 use super::control::{existing_stage, new_stage};
+use super::page::{next_token, page_query, Listing};
 use super::{
-    capabilities_from, mint_token, revoke_and_disconnect, BaseUrls, Throttled, TokenSpec, DEFAULT_TOKEN_MINUTES,
+    capabilities_from, mint_token, revoke_and_disconnect, BaseUrls, CreateThrottled, OptionalJson, Throttled,
+    TokenSpec, DEFAULT_TOKEN_MINUTES,
 };
 use crate::auth::{self, now_unix};
 use crate::channel;
-use crate::chat::{ChatCapability, RoomSettings, TokenSpec as ChatTokenSpec};
-use crate::error::JsonBody;
-use crate::store::DemoGroupRecord;
+use crate::chat::{ChatCapability, ChatRole, RoomSettings, TokenSpec as ChatTokenSpec, ROLE_ATTRIBUTE};
+use crate::error::{JsonBody, QueryParams};
+use crate::store::{DemoGroupRecord, Page};
 use crate::{AppError, AppState};
+
+/// The `/api/list` response header that carries the next page's token
+/// (the body stays the sample backend's plain array).
+pub const NEXT_TOKEN_HEADER: HeaderName = HeaderName::from_static("next-token");
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/disconnect", post(disconnect))
         .route("/api/delete", delete(delete_group))
         .route("/api/chat-token", post(viewer_chat_token))
+        .route("/api/channels/{id}", get(watch_channel))
 }
 
 fn attributes(attrs: &DemoAttributes, is_host: bool) -> BTreeMap<String, String> {
@@ -44,6 +53,27 @@ fn attributes(attrs: &DemoAttributes, is_host: bool) -> BTreeMap<String, String>
         ("avatarUrl".to_owned(), attrs.avatar_url.clone()),
         ("isHost".to_owned(), is_host.to_string()),
     ])
+}
+
+/// The key that lets a group's host join it as its host again: an HMAC of
+/// the group id under a key derived from the server's signing key, so the
+/// server stores nothing and nobody else can compute it.
+fn host_key(state: &AppState, group_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let key = state.keys.derive_key("stagecast demo host keys v1");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("invariant: HMAC takes any key length");
+    mac.update(group_id.as_bytes());
+    mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What only the host gets: its channel with the stream key.
+fn host_channel(base: &str, channel: channel::store::ChannelRecord) -> DemoChannel {
+    DemoChannel {
+        playback_url: channel::playback_url(base, &channel.id),
+        ingest_endpoint: channel::ingest_endpoint(base, &channel.id),
+        stream_key: channel.stream_key,
+        id: channel.id,
+    }
 }
 
 fn group_not_found(group_id: &str) -> AppError {
@@ -63,28 +93,27 @@ fn guest_or_host_spec(user_id: String, attrs: &DemoAttributes, is_host: bool) ->
     }
 }
 
-/// `http://host` of this server, as the stage URLs are built.
-fn http_base(urls: &BaseUrls) -> String {
-    urls.whip_url.strip_suffix("/v1/stage/whip").unwrap_or(&urls.whip_url).to_owned()
-}
-
-/// A chat token for a group member. The chat user id must not be empty, so
-/// an anonymous member chats under their participant id.
+/// A chat token for a group member. Members chat as their participant id,
+/// never as the user id they sent (anyone can send any user id), with their
+/// server-set `role`; see `chat::identity`.
 fn chat_token(
     state: &AppState,
     room_id: &str,
-    user_id: &str,
     participant_id: &str,
     attrs: &DemoAttributes,
-    capabilities: Vec<ChatCapability>,
+    role: ChatRole,
 ) -> Result<String, AppError> {
-    let user_id = if user_id.is_empty() { participant_id } else { user_id };
+    let capabilities = match role {
+        ChatRole::Host => vec![ChatCapability::SendMessage, ChatCapability::DeleteMessage, ChatCapability::DisconnectUser],
+        ChatRole::Guest | ChatRole::Viewer => vec![ChatCapability::SendMessage],
+    };
     let spec = ChatTokenSpec {
-        user_id: user_id.to_owned(),
+        user_id: participant_id.to_owned(),
         capabilities,
         attributes: BTreeMap::from([
             ("username".to_owned(), attrs.username.clone()),
             ("avatarUrl".to_owned(), attrs.avatar_url.clone()),
+            (ROLE_ATTRIBUTE.to_owned(), role.as_str().to_owned()),
         ]),
         session_minutes: None,
     };
@@ -121,6 +150,7 @@ impl Created {
 
 async fn create(
     _: Throttled,
+    _: CreateThrottled,
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DemoCreateRequest>,
@@ -151,14 +181,7 @@ fn create_group(
     created.channel = Some(channel.id.clone());
     let room = state.chat.create_room(RoomSettings { name: Some(name), ..RoomSettings::default() }, now_unix())?;
     created.room = Some(room.id.clone());
-    let chat = chat_token(
-        state,
-        &room.id,
-        &req.user_id,
-        &token.participant_id,
-        &req.attributes,
-        vec![ChatCapability::SendMessage, ChatCapability::DeleteMessage, ChatCapability::DisconnectUser],
-    )?;
+    let chat = chat_token(state, &room.id, &token.participant_id, &req.attributes, ChatRole::Host)?;
     let group = DemoGroupRecord {
         group_id: auth::random_alphanumeric(10),
         stage_id: stage.id.clone(),
@@ -174,19 +197,32 @@ fn create_group(
     };
     state.store.create_demo_group(&group).map_err(AppError::internal)?;
     tracing::info!(group = %group.group_id, stage = %stage.id, channel = %channel.id, room = %room.id, "demo group created");
-    let base = http_base(&urls);
     Ok(DemoSessionResponse {
+        host_key: Some(host_key(state, &group.group_id)),
         group_id: group.group_id,
-        channel: Some(DemoChannel {
-            playback_url: channel::playback_url(&base, &channel.id),
-            ingest_endpoint: channel::ingest_endpoint(&base, &channel.id),
-            // The stream key goes to the host only, and only here.
-            stream_key: channel.stream_key,
-            id: channel.id,
-        }),
+        // The stream key goes to the host only.
+        channel: Some(host_channel(urls.http_base(), channel)),
         stage: DemoStageToken { id: stage.id.0, token: token.token, participant_id: token.participant_id },
         chat: Some(DemoChat { id: room.id, token: chat }),
     })
+}
+
+/// Whether `/api/join` comes from the group's host: its `hostKey` must be
+/// the group's, and the host must not have been removed from the stage.
+fn rejoining_host(state: &AppState, group: &DemoGroupRecord, key: Option<&str>) -> Result<bool, AppError> {
+    let Some(key) = key else { return Ok(false) };
+    if !auth::constant_time_eq(key, &host_key(state, &group.group_id)) {
+        return Err(AppError::forbidden("NOT_HOST", "this hostKey is not the host key of this group"));
+    }
+    let removed = state
+        .store
+        .get_participant(&group.stage_id, &group.host_participant_id)
+        .map_err(AppError::internal)?
+        .is_some_and(|p| p.revoked);
+    if removed {
+        return Err(AppError::forbidden("PARTICIPANT_DISCONNECTED", "the host was removed from this stage"));
+    }
+    Ok(true)
 }
 
 async fn join(
@@ -197,64 +233,100 @@ async fn join(
 ) -> Result<Json<DemoSessionResponse>, AppError> {
     let group = existing_group(&state, &req.group_id)?;
     let stage = existing_stage(&state, &group.stage_id)?;
+    let is_host = rejoining_host(&state, &group, req.host_key.as_deref())?;
+    // A removal sticks: the same user does not walk back in through the invite.
+    if !is_host && state.store.user_removed(&stage.id, &req.user_id).map_err(AppError::internal)? {
+        return Err(AppError::forbidden("REMOVED", "you were removed from this stage by its host"));
+    }
     let urls = BaseUrls::for_request(&state, &headers);
     let token =
-        mint_token(&state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, false))?;
+        mint_token(&state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, is_host))?;
+    let role = if is_host { ChatRole::Host } else { ChatRole::Guest };
     let chat = match &group.room_id {
         Some(room) => Some(DemoChat {
             id: room.clone(),
-            token: chat_token(
-                &state,
-                room,
-                &req.user_id,
-                &token.participant_id,
-                &req.attributes,
-                vec![ChatCapability::SendMessage],
-            )?,
+            token: chat_token(&state, room, &token.participant_id, &req.attributes, role)?,
         }),
         None => None,
     };
+    // Guests do not go live: no stream key for them.
+    let channel = match (&group.channel_id, is_host) {
+        (Some(id), true) => Some(host_channel(urls.http_base(), state.channels.get(id)?)),
+        _ => None,
+    };
     Ok(Json(DemoSessionResponse {
+        host_key: is_host.then(|| req.host_key.clone()).flatten(),
         group_id: group.group_id,
-        // Guests do not go live: no stream key for them.
-        channel: None,
+        channel,
         stage: DemoStageToken { id: stage.id.0, token: token.token, participant_id: token.participant_id },
         chat,
     }))
 }
 
+/// `/api/list`: the newest groups first, a page at a time (`maxResults`,
+/// `nextToken`; the next token comes back in the `Next-Token` header), or
+/// only `groupId`. Query parameters on `GET`, an optional body on `POST`.
 async fn list(
     _: Throttled,
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<DemoListItem>>, AppError> {
-    let groups = state.store.list_demo_groups().map_err(AppError::internal)?;
-    let base = http_base(&BaseUrls::for_request(&state, &headers));
-    Ok(Json(
-        groups
-            .into_iter()
-            .map(|g| DemoListItem {
-                participant_count: state.stages.participants(&g.stage_id).len(),
-                live: g.channel_id.as_deref().is_some_and(|c| state.channels.is_live(c)),
-                playback_url: g.channel_id.as_deref().map(|c| channel::playback_url(&base, c)),
-                group_id: g.group_id,
-                stage_id: g.stage_id.0,
-                channel_id: g.channel_id,
-                room_id: g.room_id,
-                stage_attributes: g.host_attributes,
-            })
-            .collect(),
-    ))
+    QueryParams(query): QueryParams<DemoListRequest>,
+    OptionalJson(body): OptionalJson<DemoListRequest>,
+) -> Result<Response, AppError> {
+    let req = DemoListRequest {
+        max_results: body.max_results.or(query.max_results),
+        next_token: body.next_token.or(query.next_token),
+        group_id: body.group_id.or(query.group_id),
+    };
+    let page = page_query(Listing::DemoGroups, req.max_results, req.next_token.as_deref())?;
+    let groups = match &req.group_id {
+        Some(id) => {
+            let group = state.store.get_demo_group(id).map_err(AppError::internal)?;
+            Page { items: group.into_iter().collect(), next: None }
+        }
+        None => state.store.list_demo_groups(page).map_err(AppError::internal)?,
+    };
+    let urls = BaseUrls::for_request(&state, &headers);
+    let base = urls.http_base();
+    let items: Vec<DemoListItem> = groups
+        .items
+        .into_iter()
+        .map(|g| DemoListItem {
+            participant_count: state.stages.participants(&g.stage_id).len(),
+            live: g.channel_id.as_deref().is_some_and(|c| state.channels.is_live(c)),
+            playback_url: g.channel_id.as_deref().map(|c| channel::playback_url(base, c)),
+            group_id: g.group_id,
+            stage_id: g.stage_id.0,
+            channel_id: g.channel_id,
+            room_id: g.room_id,
+            stage_attributes: g.host_attributes,
+        })
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(token) = next_token(Listing::DemoGroups, groups.next) {
+        if let Ok(value) = HeaderValue::from_str(&token) {
+            response.headers_mut().insert(NEXT_TOKEN_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
-/// The group, if the request's Bearer token is its host's participant token.
+/// The group, if the request's Bearer token is its host's participant
+/// token and still good: checked by [`AppState::authorize`] like every
+/// participant token (signature, expiry, the stage exists, not
+/// disconnected), so a host removed through DisconnectParticipant loses
+/// host powers with the token.
 fn require_host(state: &AppState, headers: &HeaderMap, group_id: &str) -> Result<DemoGroupRecord, AppError> {
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
         AppError::unauthorized("UNAUTHORIZED", "this needs the host's participant token: Authorization: Bearer <token>")
     })?;
-    let claims = state.keys.verify(token, now_unix())?;
+    let claims = state.authorize(token, Capability::Join)?;
     let group = existing_group(state, group_id)?;
-    if claims.topic != group.stage_id.0 || claims.jti != group.host_participant_id.0 {
+    // The creator's token, or one the host got back with its host key (the
+    // server sets `isHost`; a guest's attributes cannot carry it).
+    let host_token = claims.jti == group.host_participant_id.0
+        || claims.attributes.get("isHost").is_some_and(|v| v == "true");
+    if claims.topic != group.stage_id.0 || !host_token {
         return Err(AppError::forbidden("NOT_HOST", "only the stage's host can do this"));
     }
     Ok(group)
@@ -287,6 +359,14 @@ async fn delete_group(
     JsonBody(req): JsonBody<DemoDeleteRequest>,
 ) -> Result<Json<Value>, AppError> {
     let group = require_host(&state, &headers, &req.group_id)?;
+    remove_group(&state, &group)?;
+    tracing::info!(group = %group.group_id, stage = %group.stage_id, "demo group deleted");
+    Ok(Json(json!({ "status": "success" })))
+}
+
+/// Delete a group with its stage (members are disconnected), channel (a
+/// broadcast is stopped) and chat room.
+pub(super) fn remove_group(state: &AppState, group: &DemoGroupRecord) -> Result<(), AppError> {
     let stage: &StageId = &group.stage_id;
     // Deleting the stage removes its groups with it.
     state.store.delete_stage(stage).map_err(AppError::internal)?;
@@ -303,8 +383,7 @@ async fn delete_group(
             tracing::debug!(room = %room, error = %e, "group chat room not deleted");
         }
     }
-    tracing::info!(group = %group.group_id, stage = %stage, "demo group deleted");
-    Ok(Json(json!({ "status": "success" })))
+    Ok(())
 }
 
 /// `POST /api/chat-token`: a watch-page viewer's token for the group's room.
@@ -312,7 +391,14 @@ async fn delete_group(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ViewerChatTokenRequest {
     group_id: String,
-    user_id: String,
+    /// A random secret the page keeps (localStorage): the viewer's chat id is
+    /// derived from it, so it stays the same across reloads. Without one the
+    /// viewer gets a new id every time.
+    #[serde(default)]
+    viewer_secret: Option<String>,
+    /// Refused: the server chooses viewer ids (kept only to say so clearly).
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
     #[serde(default)]
     attributes: Option<ViewerChatAttributes>,
     /// A token with no capabilities: the viewer reads but cannot send.
@@ -321,15 +407,16 @@ struct ViewerChatTokenRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ViewerChatAttributes {
     #[serde(default)]
     username: String,
 }
 
 /// A viewer's chat token: SEND_MESSAGE (or nothing when `viewOnly`), never
-/// moderation. The viewer is not a stage participant, so the user id is the
-/// one it sent (non-empty; the room checks it).
+/// moderation, `role: viewer`, and a user id the server derives
+/// (`viewer-…`, see `chat::identity`), which no stage member and no other
+/// viewer can have.
 async fn viewer_chat_token(
     _: Throttled,
     State(state): State<AppState>,
@@ -340,11 +427,25 @@ async fn viewer_chat_token(
     let room = group
         .room_id
         .ok_or_else(|| AppError::not_found("ROOM_NOT_FOUND", format!("group {} has no chat room", req.group_id)))?;
+    if req.user_id.is_some() {
+        return Err(AppError::bad_request(
+            "USER_ID_NOT_ALLOWED",
+            "the server chooses viewer chat ids; send viewerSecret (a random string the page keeps) instead of userId",
+        ));
+    }
+    let secret = req.viewer_secret.unwrap_or_else(|| auth::random_alphanumeric(32));
+    let user_id = state
+        .chat
+        .viewer_user_id(&room, &secret)
+        .map_err(|e| AppError::bad_request("INVALID_VIEWER_SECRET", e.to_string()))?;
     let username = req.attributes.unwrap_or_default().username;
     let spec = ChatTokenSpec {
-        user_id: req.user_id,
+        user_id: user_id.clone(),
         capabilities: if req.view_only { Vec::new() } else { vec![ChatCapability::SendMessage] },
-        attributes: BTreeMap::from([("username".to_owned(), username)]),
+        attributes: BTreeMap::from([
+            ("username".to_owned(), username),
+            (ROLE_ATTRIBUTE.to_owned(), ChatRole::Viewer.as_str().to_owned()),
+        ]),
         session_minutes: None,
     };
     let minted = state.chat.create_token(&room, spec, now_unix())?;
@@ -355,8 +456,38 @@ async fn viewer_chat_token(
     };
     Ok(Json(json!({
         "roomId": room,
+        "userId": user_id,
         "token": minted.token,
         "endpoint": endpoint,
         "sessionExpirationTime": super::iso8601(minted.expires),
     })))
+}
+
+/// `GET /api/channels/{id}`: what a watch page needs to play a channel,
+/// any channel (one made through `/v1` too): no stream key, no ingest
+/// endpoint, nothing a viewer could broadcast with.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WatchChannel {
+    id: String,
+    name: String,
+    /// `LIVE` or `OFFLINE`, as GetChannel says.
+    state: &'static str,
+    playback_url: String,
+}
+
+async fn watch_channel(
+    _: Throttled,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<WatchChannel>, AppError> {
+    let record = state.channels.get(&id)?;
+    let urls = BaseUrls::for_request(&state, &headers);
+    Ok(Json(WatchChannel {
+        state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" },
+        playback_url: channel::playback_url(urls.http_base(), &record.id),
+        id: record.id,
+        name: record.name,
+    }))
 }

@@ -7,24 +7,29 @@
 
 mod control;
 mod demo;
+mod idle;
+pub mod page;
+mod throttle;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::{Extension, Router};
 use stagecast_protocol::control::{ParticipantCapability, ParticipantToken, StageEndpoints};
 use stagecast_protocol::token::{ParticipantClaims, TokenCapabilities};
 use stagecast_protocol::{ParticipantId, StageId};
 
 use crate::auth::{self, now_unix};
+use crate::serve::origin::Origin;
 use crate::error::JsonBody;
 use crate::store::ParticipantRecord;
 use crate::{AppError, AppState};
+
+pub use idle::{spawn_idle_sweeper, GroupActivity, IdleSweep};
+pub use throttle::{CreateThrottled, Throttled};
 
 /// Token lifetime when the request names none, in minutes (IVS default).
 pub const DEFAULT_TOKEN_MINUTES: u32 = 720;
@@ -35,7 +40,7 @@ pub const MAX_NAME_CHARS: usize = 128;
 
 /// `/v1` and `/api`.
 pub fn router() -> Router<AppState> {
-    let demo = demo::router().layer(Extension(Arc::new(RateLimiter::default())));
+    let demo = demo::router().layer(Extension(Arc::new(throttle::DemoLimits::default())));
     Router::new().merge(control::router()).merge(demo)
 }
 
@@ -49,6 +54,11 @@ impl FromRequestParts<AppState> for ApiKey {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match auth::bearer(parts.headers.get(header::AUTHORIZATION)) {
             Some(key) if auth::constant_time_eq(key, &state.api_key) => Ok(ApiKey),
+            // A stream key where the API key belongs: say so (the prefix is not secret).
+            Some(key) if looks_like_stream_key(key, &state.api_key) => Err(AppError::unauthorized(
+                "UNAUTHORIZED",
+                "that is a channel stream key (sk_…); the control plane needs the API key (sck_…)",
+            )),
             Some(_) => Err(AppError::unauthorized("UNAUTHORIZED", "the API key is not valid")),
             None => Err(AppError::unauthorized(
                 "UNAUTHORIZED",
@@ -56,6 +66,12 @@ impl FromRequestParts<AppState> for ApiKey {
             )),
         }
     }
+}
+
+/// A stream key sent where the API key belongs (unless the API key itself
+/// is an old `sk_` one).
+fn looks_like_stream_key(key: &str, api_key: &str) -> bool {
+    key.starts_with(auth::STREAM_KEY_PREFIX) && !api_key.starts_with(auth::STREAM_KEY_PREFIX)
 }
 
 /// A JSON body that may be absent: an empty body means `T::default()`,
@@ -82,66 +98,6 @@ where
     }
 }
 
-/// Fixed one-minute windows of request counts per client IP.
-#[derive(Default)]
-pub(crate) struct RateLimiter {
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RateLimiter {
-    const WINDOW: Duration = Duration::from_secs(60);
-    /// Past this many tracked IPs, expired windows are swept out.
-    const SWEEP_AT: usize = 10_000;
-
-    /// Count one request from `ip`; false when it is over `per_minute`
-    /// (0 means unlimited).
-    fn allow(&self, ip: IpAddr, per_minute: u32, now: Instant) -> bool {
-        if per_minute == 0 {
-            return true;
-        }
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if windows.len() >= Self::SWEEP_AT {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
-        }
-        let entry = windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Self::WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1 <= per_minute
-    }
-}
-
-/// Extractor: the client IP is within `config.demo_rate_per_minute`
-/// (429 THROTTLED otherwise).
-pub struct Throttled;
-
-impl FromRequestParts<AppState> for Throttled {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        // The limiter comes from the layer in `router()`; without it (a
-        // router built some other way) there is nothing to count against.
-        let Some(limiter) = parts.extensions.get::<Arc<RateLimiter>>().cloned() else {
-            return Ok(Throttled);
-        };
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if limiter.allow(ip, state.config.demo_rate_per_minute, Instant::now()) {
-            Ok(Throttled)
-        } else {
-            Err(AppError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "THROTTLED",
-                "too many requests from this address; try again in a minute",
-            ))
-        }
-    }
-}
-
 /// The URLs put into tokens and stage descriptions.
 #[derive(Debug, Clone)]
 pub struct BaseUrls {
@@ -150,45 +106,42 @@ pub struct BaseUrls {
 }
 
 impl BaseUrls {
-    /// From `config.public_url` when set, else from the request's `Host`.
+    /// From `config.public_url` when set, else from the scheme and host the
+    /// request addressed (`https`/`wss` when served over TLS, directly or
+    /// behind a trusted proxy: [`Origin`]).
     pub fn for_request(state: &AppState, headers: &HeaderMap) -> Self {
-        if let Some(public) =
-            state.config.public_url.as_deref().map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty())
-        {
-            let ws = if let Some(rest) = public.strip_prefix("https://") {
-                format!("wss://{rest}")
-            } else if let Some(rest) = public.strip_prefix("http://") {
-                format!("ws://{rest}")
-            } else {
-                format!("ws://{public}")
-            };
-            let http = if public.starts_with("http://") || public.starts_with("https://") {
-                public.to_owned()
-            } else {
-                format!("http://{public}")
-            };
-            return Self { events_url: format!("{ws}/v1/stage/events"), whip_url: format!("{http}/v1/stage/whip") };
-        }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| is_plausible_host(h))
-            .map(str::to_owned)
-            .or_else(|| state.config.bound_http.map(|a| a.to_string()))
-            .unwrap_or_else(|| state.config.listen.clone());
-        Self { events_url: format!("ws://{host}/v1/stage/events"), whip_url: format!("http://{host}/v1/stage/whip") }
+        let origin = Origin::of(&state.config, headers);
+        let public = state.config.public_url.as_deref().map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty());
+        let (http, ws) = match public {
+            Some(public) => {
+                if let Some(rest) = public.strip_prefix("https://") {
+                    (public.to_owned(), format!("wss://{rest}"))
+                } else if let Some(rest) = public.strip_prefix("http://") {
+                    (public.to_owned(), format!("ws://{rest}"))
+                } else {
+                    (format!("{}://{public}", origin.http_scheme()), format!("{}://{public}", origin.ws_scheme()))
+                }
+            }
+            None => {
+                let host = origin
+                    .host
+                    .clone()
+                    .or_else(|| state.config.bound_http.map(|a| a.to_string()))
+                    .unwrap_or_else(|| state.config.listen.clone());
+                (format!("{}://{host}", origin.http_scheme()), format!("{}://{host}", origin.ws_scheme()))
+            }
+        };
+        Self { events_url: format!("{ws}/v1/stage/events"), whip_url: format!("{http}/v1/stage/whip") }
     }
 
     pub fn endpoints(&self) -> StageEndpoints {
         StageEndpoints { events: self.events_url.clone(), whip: self.whip_url.clone() }
     }
-}
 
-/// A `Host` header goes into signed URLs, so only host[:port] characters pass.
-fn is_plausible_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    /// `http(s)://host` of this server, the base of every other URL it hands out.
+    pub fn http_base(&self) -> &str {
+        self.whip_url.strip_suffix("/v1/stage/whip").unwrap_or(&self.whip_url)
+    }
 }
 
 /// ISO 8601 (UTC, seconds) for a Unix time.

@@ -101,6 +101,12 @@ impl KeyRing {
         Ok(Self { signing, server_verifying, server_kid, imported: RwLock::new(imported) })
     }
 
+    /// A 32-byte key for `purpose`, derived from the signing key: secret as
+    /// long as the signing key is, and stable across restarts.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        derive_key(&self.signing, purpose)
+    }
+
     /// The `kid` of tokens the server signs.
     pub fn server_kid(&self) -> &str {
         &self.server_kid
@@ -131,8 +137,12 @@ impl KeyRing {
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
     }
 
-    /// Check signature (server key or an imported key) and expiry against
-    /// `now_unix` (seconds); returns the claims.
+    /// Check signature (server key or an imported key), then the claims
+    /// against `now_unix` (seconds): expiry, `nbf` when present, a
+    /// non-empty `topic` and `jti`, attributes within the cap. Returns the
+    /// claims. Whether the stage exists and the participant was not
+    /// disconnected is [`AppState::authorize`](crate::AppState::authorize)'s
+    /// part.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<ParticipantClaims, AuthError> {
         let token = token.trim();
         let mut parts = token.split('.');
@@ -149,7 +159,9 @@ impl KeyRing {
         let sig =
             Signature::from_slice(&sig).map_err(|_| AuthError::Invalid("the signature is not an ES384 signature"))?;
 
-        let signing_input = &token[..h64.len() + 1 + p64.len()];
+        let signing_input = token
+            .get(..h64.len() + 1 + p64.len())
+            .ok_or(AuthError::Malformed("a token has three dot-separated parts"))?;
         if !self.signature_ok(header.kid.as_deref(), signing_input.as_bytes(), &sig)? {
             return Err(AuthError::Invalid("the signature does not match"));
         }
@@ -157,9 +169,9 @@ impl KeyRing {
         let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| AuthError::Malformed("the payload is not base64url"))?;
         let claims: ParticipantClaims = serde_json::from_slice(&payload)
             .map_err(|_| AuthError::Malformed("the payload does not hold participant claims"))?;
-        if claims.exp <= now_unix {
-            return Err(AuthError::Expired);
-        }
+        let registered: RegisteredClaims = serde_json::from_slice(&payload)
+            .map_err(|_| AuthError::Malformed("the payload's nbf is not a number"))?;
+        check_claims(&claims, &registered, now_unix)?;
         Ok(claims)
     }
 
@@ -180,6 +192,37 @@ impl KeyRing {
     }
 }
 
+/// JWT claims the participant claims do not name (RFC 7519 §4.1).
+#[derive(Debug, Default, Deserialize)]
+struct RegisteredClaims {
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+/// What a signed token must also say about itself, whoever signed it (the
+/// server's key or an imported one): a stage and a participant id, a time
+/// window that includes now, and attributes within the cap that minting
+/// enforces (a self-signed token never went through minting).
+fn check_claims(claims: &ParticipantClaims, registered: &RegisteredClaims, now_unix: i64) -> Result<(), AuthError> {
+    if claims.exp <= now_unix {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = registered.nbf.filter(|nbf| *nbf > now_unix) {
+        return Err(AuthError::NotYetValid { nbf });
+    }
+    if claims.topic.trim().is_empty() {
+        return Err(AuthError::Invalid("the token names no stage (topic is empty)"));
+    }
+    if claims.jti.trim().is_empty() {
+        return Err(AuthError::Invalid("the token names no participant id (jti is empty)"));
+    }
+    if check_attributes(claims).is_err() {
+        return Err(AuthError::Invalid("the token's attributes are over 1024 bytes"));
+    }
+    Ok(())
+}
+
 /// Attributes are visible to everyone in the stage and travel in every
 /// snapshot, so their total size is capped.
 pub fn check_attributes(claims: &ParticipantClaims) -> Result<(), AuthError> {
@@ -191,6 +234,14 @@ pub fn check_attributes(claims: &ParticipantClaims) -> Result<(), AuthError> {
 }
 
 /// Where the signing key of a data dir lives.
+/// HMAC-SHA256 of `purpose`, keyed by the signing key's private scalar.
+pub fn derive_key(signing: &SigningKey, purpose: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&signing.to_bytes()).expect("invariant: HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 pub fn signing_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SIGNING_KEY_FILE)
 }

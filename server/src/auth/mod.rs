@@ -19,10 +19,17 @@ use stagecast_protocol::{ParticipantId, StageId};
 use crate::store::{ParticipantRecord, StoreError};
 use crate::{AppError, AppState, Config};
 
-pub use jwt::{check_attributes, parse_public_key, signing_key_path, KeyRing, ParsedPublicKey, SIGNING_KEY_FILE};
+pub use jwt::{check_attributes, derive_key, parse_public_key, signing_key_path, KeyRing, ParsedPublicKey, SIGNING_KEY_FILE};
 
 /// The file (in the data dir) holding the generated API key.
 pub const API_KEY_FILE: &str = "api-key";
+/// Generated control-plane API keys start with this; stream keys start
+/// with [`STREAM_KEY_PREFIX`], so a key pasted into the wrong place can be
+/// told apart (keys generated before the split start with `sk_` and keep
+/// working: a key is compared whole).
+pub const API_KEY_PREFIX: &str = "sck_";
+/// Channel stream keys start with this (as IVS stream keys do).
+pub const STREAM_KEY_PREFIX: &str = "sk_";
 
 /// Token and key failures. [`From<AuthError> for AppError`] maps them to the
 /// wire error codes.
@@ -36,6 +43,9 @@ pub enum AuthError {
     Invalid(&'static str),
     #[error("the token has expired")]
     Expired,
+    /// `nbf` (not before) is still in the future.
+    #[error("the token is not valid before {nbf} (nbf, Unix seconds)")]
+    NotYetValid { nbf: i64 },
     #[error("attributes are {size} bytes; at most {max} are allowed", max = stagecast_protocol::MAX_ATTRIBUTES_BYTES)]
     AttributesTooLarge { size: usize },
     #[error("the public key is not a PEM P-384 public key (SPKI)")]
@@ -54,6 +64,7 @@ impl From<AuthError> for AppError {
             AuthError::Malformed(_) => AppError::unauthorized("TOKEN_MALFORMED", e.to_string()),
             AuthError::Invalid(_) => AppError::unauthorized("TOKEN_INVALID", e.to_string()),
             AuthError::Expired => AppError::unauthorized("TOKEN_EXPIRED", e.to_string()),
+            AuthError::NotYetValid { .. } => AppError::unauthorized("TOKEN_NOT_YET_VALID", e.to_string()),
             AuthError::AttributesTooLarge { .. } => AppError::bad_request("ATTRIBUTES_TOO_LARGE", e.to_string()),
             AuthError::InvalidPublicKey => AppError::bad_request("INVALID_PUBLIC_KEY", e.to_string()),
             AuthError::Key(_) | AuthError::Io { .. } | AuthError::Store(_) => AppError::internal(e),
@@ -101,7 +112,7 @@ pub fn load_or_create_api_key(config: &Config) -> Result<(String, bool), AuthErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(AuthError::Io { path, source }),
     }
-    let key = format!("sk_{}", random_alphanumeric(40));
+    let key = format!("{API_KEY_PREFIX}{}", random_alphanumeric(40));
     write_secret_file(&path, format!("{key}\n").as_bytes())?;
     Ok((key, true))
 }

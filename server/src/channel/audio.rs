@@ -14,6 +14,8 @@ pub const BITRATE: u32 = 128_000;
 const FRAME: usize = 1024;
 /// Longest Opus frame: 120 ms at 48 kHz.
 const MAX_OPUS_SAMPLES: usize = 5760;
+/// Concealment works in steps of 2.5 ms (samples at 48 kHz).
+const PLC_STEP: usize = 120;
 /// Gaps up to this long (samples) are concealed; longer ones restart the timeline.
 const MAX_CONCEALED_GAP: u64 = SAMPLE_RATE as u64;
 
@@ -80,18 +82,24 @@ impl OpusToAac {
     pub fn push(&mut self, pts: u64, packet: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, AudioError> {
         match self.expected {
             None => self.out_pts = pts,
-            Some(expected) if pts + 480 < expected => return Ok(Vec::new()), // late duplicate
-            Some(expected) if pts > expected + 480 => {
-                let gap = pts - expected;
+            // Timestamps come from the broadcaster: saturate, never overflow.
+            Some(expected) if pts.saturating_add(480) < expected => return Ok(Vec::new()), // late duplicate
+            Some(expected) if pts > expected.saturating_add(480) => {
+                let gap = pts.saturating_sub(expected);
                 if gap <= MAX_CONCEALED_GAP {
                     // Packet loss concealment keeps the AAC timeline continuous.
-                    let mut left = gap as usize;
-                    while left > 0 {
-                        let n = left.min(960);
+                    // libopus conceals whole 2.5 ms steps only; a remainder
+                    // (a gap no real sender makes) is left out.
+                    let mut left = usize::try_from(gap).unwrap_or(0);
+                    while left >= PLC_STEP {
+                        let n = left.min(960) / PLC_STEP * PLC_STEP;
                         let buf = self.scratch.get_mut(..n * 2).unwrap_or_default();
-                        let got = self.decoder.decode(&[], buf, false)?;
+                        let got = match self.decoder.decode(&[], buf, false) {
+                            Ok(got) if got > 0 => got,
+                            _ => break,
+                        };
                         self.pcm.extend_from_slice(self.scratch.get(..got * 2).unwrap_or_default());
-                        left = left.saturating_sub(got.max(1));
+                        left = left.saturating_sub(got);
                     }
                 } else {
                     self.pcm.clear();
@@ -101,7 +109,7 @@ impl OpusToAac {
             Some(_) => {}
         }
         let got = self.decoder.decode(packet, &mut self.scratch, false)?;
-        self.expected = Some(pts + got as u64);
+        self.expected = Some(pts.saturating_add(got as u64));
         self.pcm.extend_from_slice(self.scratch.get(..got * 2).unwrap_or_default());
         self.drain()
     }
@@ -118,7 +126,7 @@ impl OpusToAac {
             self.pcm.drain(..consumed);
             if info.output_size > 0 {
                 out.push((self.out_pts, self.out_buf.get(..info.output_size).unwrap_or_default().to_vec()));
-                self.out_pts += FRAME as u64;
+                self.out_pts = self.out_pts.saturating_add(FRAME as u64);
             }
         }
         Ok(out)

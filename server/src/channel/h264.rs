@@ -8,6 +8,32 @@ pub const NAL_SPS: u8 = 7;
 pub const NAL_PPS: u8 = 8;
 pub const NAL_AUD: u8 = 9;
 
+/// Largest access unit the packager accepts (AVCC bytes). str0m's
+/// depacketizer holds at most 4096 packets per frame; a 4K keyframe is a
+/// few hundred KB.
+pub const MAX_ACCESS_UNIT_BYTES: usize = 4 << 20;
+/// Largest picture side, in pixels (H.264 level 6.2 tops out at 8192 wide).
+pub const MAX_DIMENSION: u32 = 16_384;
+
+/// Why H.264 input was refused. Every value read from the stream is
+/// bounded before it is used in arithmetic, so a hostile bitstream ends
+/// here instead of in an overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum H264Error {
+    #[error("not a sequence parameter set")]
+    NotSps,
+    #[error("the SPS ends early")]
+    Truncated,
+    #[error("an Exp-Golomb code in the SPS is longer than 32 bits")]
+    ExpGolombTooLong,
+    #[error("SPS field {field} is {value}, out of range")]
+    OutOfRange { field: &'static str, value: i64 },
+    #[error("the SPS crops more than the coded picture")]
+    CropTooLarge,
+    #[error("the SPS describes a {width}x{height} picture (at most {MAX_DIMENSION} a side)")]
+    Dimensions { width: u64, height: u64 },
+}
+
 /// The NAL unit type (low 5 bits of the first byte); 0 for an empty unit.
 pub fn nal_type(nal: &[u8]) -> u8 {
     nal.first().map_or(0, |b| b & 0x1f)
@@ -17,10 +43,11 @@ pub fn nal_type(nal: &[u8]) -> u8 {
 /// into NAL units without start codes. Bytes before the first start code
 /// are ignored; empty units are skipped.
 pub fn split_annex_b(data: &[u8]) -> Vec<&[u8]> {
+    // (start of the code, start of the payload)
     let mut starts = Vec::new();
     let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+    while let Some(window) = data.get(i..i + 3) {
+        if window == [0, 0, 1] {
             starts.push((i, i + 3));
             i += 3;
         } else {
@@ -29,9 +56,10 @@ pub fn split_annex_b(data: &[u8]) -> Vec<&[u8]> {
     }
     let mut out = Vec::with_capacity(starts.len());
     for (n, &(_, payload_start)) in starts.iter().enumerate() {
-        let mut end = starts.get(n + 1).map_or(data.len(), |&(code_start, _)| code_start);
+        let next = starts.get(n + 1).map(|&(code_start, _)| code_start);
+        let mut end = next.unwrap_or(data.len());
         // A four-byte start code leaves a zero that belongs to the code.
-        while end > payload_start && data.get(end - 1) == Some(&0) && n + 1 < starts.len() {
+        while next.is_some() && end > payload_start && data.get(end - 1) == Some(&0) {
             end -= 1;
         }
         if let Some(nal) = data.get(payload_start..end) {
@@ -44,10 +72,13 @@ pub fn split_annex_b(data: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Length-prefix (4 bytes, big-endian) each NAL unit: the AVCC sample format.
+/// A unit too long for the prefix (over 4 GiB, never from a real stream) is
+/// left out rather than written with a wrong length.
 pub fn to_avcc(nals: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nals.iter().map(|n| n.len() + 4).sum());
+    let mut out = Vec::with_capacity(nals.iter().map(|n| n.len().saturating_add(4)).fold(0, usize::saturating_add));
     for nal in nals {
-        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        let Ok(len) = u32::try_from(nal.len()) else { continue };
+        out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(nal);
     }
     out
@@ -59,7 +90,9 @@ pub struct SpsInfo {
     pub profile_idc: u8,
     pub constraint_flags: u8,
     pub level_idc: u8,
+    /// 1..=[`MAX_DIMENSION`].
     pub width: u32,
+    /// 1..=[`MAX_DIMENSION`].
     pub height: u32,
 }
 
@@ -73,13 +106,13 @@ impl SpsInfo {
 /// Drop emulation-prevention bytes (`00 00 03` → `00 00`).
 fn unescape(rbsp: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rbsp.len());
-    let mut zeros = 0;
+    let mut zeros = 0u8;
     for &b in rbsp {
         if zeros >= 2 && b == 3 {
             zeros = 0;
             continue;
         }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
+        zeros = if b == 0 { zeros.saturating_add(1) } else { 0 };
         out.push(b);
     }
     out
@@ -91,107 +124,130 @@ struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
-    fn bit(&mut self) -> Option<u32> {
-        let byte = *self.data.get(self.pos / 8)?;
+    fn bit(&mut self) -> Result<u32, H264Error> {
+        let byte = *self.data.get(self.pos / 8).ok_or(H264Error::Truncated)?;
         let bit = (byte >> (7 - (self.pos % 8))) & 1;
         self.pos += 1;
-        Some(u32::from(bit))
+        Ok(u32::from(bit))
     }
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            v = (v << 1) | self.bit()?;
+    fn flag(&mut self) -> Result<bool, H264Error> {
+        Ok(self.bit()? == 1)
+    }
+    /// `n` ≤ 32 bits, most significant first.
+    fn bits(&mut self, n: u32) -> Result<u32, H264Error> {
+        let mut v = 0u64;
+        for _ in 0..n.min(32) {
+            v = (v << 1) | u64::from(self.bit()?);
         }
-        Some(v)
+        u32::try_from(v).map_err(|_| H264Error::ExpGolombTooLong)
     }
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
+    fn byte(&mut self) -> Result<u8, H264Error> {
+        u8::try_from(self.bits(8)?).map_err(|_| H264Error::Truncated)
+    }
+    /// ue(v): up to 32 bits of value, as the spec allows.
+    fn ue(&mut self) -> Result<u64, H264Error> {
+        let mut zeros = 0u32;
         while self.bit()? == 0 {
             zeros += 1;
-            if zeros > 31 {
-                return None;
+            if zeros > 32 {
+                return Err(H264Error::ExpGolombTooLong);
             }
         }
-        Some(((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)) as u32)
+        Ok((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?))
     }
-    fn se(&mut self) -> Option<i32> {
+    /// ue(v) that must lie in `0..=max`.
+    fn ue_max(&mut self, field: &'static str, max: u32) -> Result<u32, H264Error> {
         let v = self.ue()?;
-        Some(if v % 2 == 1 { v.div_ceil(2) as i32 } else { -((v / 2) as i32) })
+        u32::try_from(v).ok().filter(|v| *v <= max).ok_or(H264Error::OutOfRange { field, value: clamp_i64(v) })
+    }
+    /// se(v), as i64 so no value of the code overflows.
+    fn se(&mut self) -> Result<i64, H264Error> {
+        let v = i64::try_from(self.ue()?).map_err(|_| H264Error::ExpGolombTooLong)?;
+        Ok(if v % 2 == 1 { (v + 1) / 2 } else { -(v / 2) })
     }
 }
 
-fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Option<()> {
-    let mut last = 8i32;
-    let mut next = 8i32;
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), H264Error> {
+    let mut last = 8i64;
+    let mut next = 8i64;
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
-            next = (last + delta + 256) % 256;
+            if !(-128..=127).contains(&delta) {
+                return Err(H264Error::OutOfRange { field: "delta_scale", value: delta });
+            }
+            next = (last + delta).rem_euclid(256);
         }
         if next != 0 {
             last = next;
         }
     }
-    Some(())
+    Ok(())
 }
 
 /// Parse the fields of a sequence parameter set (NAL unit including its
-/// one-byte header). `None` when it is truncated or not an SPS.
-pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
-    if nal_type(nal) != NAL_SPS || nal.len() < 4 {
-        return None;
+/// one-byte header). Every count and size is checked against the spec's
+/// range, and the picture must be 1..=[`MAX_DIMENSION`] pixels a side.
+pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
+    if nal_type(nal) != NAL_SPS {
+        return Err(H264Error::NotSps);
     }
-    let rbsp = unescape(nal.get(1..)?);
+    let rbsp = unescape(nal.get(1..).unwrap_or_default());
     let mut r = BitReader { data: &rbsp, pos: 0 };
-    let profile_idc = r.bits(8)? as u8;
-    let constraint_flags = r.bits(8)? as u8;
-    let level_idc = r.bits(8)? as u8;
-    let _sps_id = r.ue()?;
+    let profile_idc = r.byte()?;
+    let constraint_flags = r.byte()?;
+    let level_idc = r.byte()?;
+    r.ue_max("seq_parameter_set_id", 31)?;
     let mut chroma_format_idc = 1;
     if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
-        chroma_format_idc = r.ue()?;
+        chroma_format_idc = r.ue_max("chroma_format_idc", 3)?;
         if chroma_format_idc == 3 {
             r.bit()?; // separate_colour_plane_flag
         }
-        r.ue()?; // bit_depth_luma_minus8
-        r.ue()?; // bit_depth_chroma_minus8
+        r.ue_max("bit_depth_luma_minus8", 6)?;
+        r.ue_max("bit_depth_chroma_minus8", 6)?;
         r.bit()?; // qpprime_y_zero_transform_bypass_flag
-        if r.bit()? == 1 {
+        if r.flag()? {
             let lists = if chroma_format_idc == 3 { 12 } else { 8 };
             for i in 0..lists {
-                if r.bit()? == 1 {
+                if r.flag()? {
                     skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
                 }
             }
         }
     }
-    r.ue()?; // log2_max_frame_num_minus4
-    let poc_type = r.ue()?;
-    if poc_type == 0 {
-        r.ue()?;
-    } else if poc_type == 1 {
-        r.bit()?;
-        r.se()?;
-        r.se()?;
-        let n = r.ue()?;
-        if n > 255 {
-            return None;
+    r.ue_max("log2_max_frame_num_minus4", 12)?;
+    match r.ue_max("pic_order_cnt_type", 2)? {
+        0 => {
+            r.ue_max("log2_max_pic_order_cnt_lsb_minus4", 12)?;
         }
-        for _ in 0..n {
-            r.se()?;
+        1 => {
+            r.bit()?; // delta_pic_order_always_zero_flag
+            r.se()?; // offset_for_non_ref_pic
+            r.se()?; // offset_for_top_to_bottom_field
+            for _ in 0..r.ue_max("num_ref_frames_in_pic_order_cnt_cycle", 255)? {
+                r.se()?;
+            }
         }
+        _ => {}
     }
-    r.ue()?; // max_num_ref_frames
+    r.ue_max("max_num_ref_frames", 16)?;
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
-    let frame_mbs_only = r.bit()?;
+    // Bounded so the arithmetic below stays far from overflow; the final
+    // size check is the real limit.
+    let width_mbs = u64::from(r.ue_max("pic_width_in_mbs_minus1", MAX_DIMENSION)?) + 1;
+    let height_map_units = u64::from(r.ue_max("pic_height_in_map_units_minus1", MAX_DIMENSION)?) + 1;
+    let frame_mbs_only = u64::from(r.bit()?);
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
     }
     r.bit()?; // direct_8x8_inference_flag
-    let (mut crop_l, mut crop_r, mut crop_t, mut crop_b) = (0, 0, 0, 0);
-    if r.bit()? == 1 {
+    let (mut crop_l, mut crop_r, mut crop_t, mut crop_b) = (0u64, 0u64, 0u64, 0u64);
+    if r.flag()? {
         crop_l = r.ue()?;
         crop_r = r.ue()?;
         crop_t = r.ue()?;
@@ -203,9 +259,16 @@ pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
         2 => (2, 2 - frame_mbs_only),
         _ => (1, 2 - frame_mbs_only),
     };
-    let width = (width_mbs * 16).checked_sub(crop_x * (crop_l + crop_r))?;
-    let height = ((2 - frame_mbs_only) * height_map_units * 16).checked_sub(crop_y * (crop_t + crop_b))?;
-    Some(SpsInfo { profile_idc, constraint_flags, level_idc, width, height })
+    // ue values are below 2^33, so these products fit easily in u64.
+    let width = (width_mbs * 16).checked_sub(crop_x * (crop_l + crop_r)).ok_or(H264Error::CropTooLarge)?;
+    let height = ((2 - frame_mbs_only) * height_map_units * 16)
+        .checked_sub(crop_y * (crop_t + crop_b))
+        .ok_or(H264Error::CropTooLarge)?;
+    let side = |v: u64| u32::try_from(v).ok().filter(|v| (1..=MAX_DIMENSION).contains(v));
+    let (Some(w), Some(h)) = (side(width), side(height)) else {
+        return Err(H264Error::Dimensions { width, height });
+    };
+    Ok(SpsInfo { profile_idc, constraint_flags, level_idc, width: w, height: h })
 }
 
 /// One access unit after conversion for fMP4.

@@ -1,26 +1,26 @@
-//! HTTP for channels: the control plane (`/v1/channels…`, API key), WHIP
-//! ingest (`Bearer <streamKey>`) and LL-HLS playback under `/hls/{id}/`
-//! (no auth, CORS open, blocking playlist reload).
+//! HTTP for channels: the control plane (`/v1/channels…`, API key) and
+//! WHIP ingest (`Bearer <streamKey>`); playback is in [`super::hls`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, options, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
-use super::packager::{MediaName, PartLookup, Readiness};
 use super::store::ChannelRecord;
-use super::{Broadcast, ChannelError};
+use super::ChannelError;
+use stagecast_protocol::control::ListRequest;
+
+use crate::api::page::{next_token, page_query, Listing};
 use crate::api::{ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
-use crate::error::JsonBody;
-use crate::{AppError, AppState};
+use crate::auth::now_unix;
+use crate::error::{JsonBody, QueryParams};
+use crate::{turn, AppError, AppState};
 
 /// Largest SDP offer accepted.
 const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -50,8 +50,13 @@ pub struct ChannelView {
     pub ingest_endpoint: String,
     /// The multivariant HLS playlist.
     pub playback_url: String,
-    /// `LIVE` or `OFFLINE`.
+    /// `LIVE` (also while waiting for the broadcaster to come back within
+    /// the reconnect window) or `OFFLINE`.
     pub state: String,
+    /// While live: `HEALTHY`, or `STARVING` while the broadcaster is away
+    /// and the reconnect window is open (IVS `StreamHealth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// `POST /v1/channels` → the channel and its stream key (shown only here).
@@ -69,14 +74,24 @@ pub struct GetChannelResponse {
     pub channel: ChannelView,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `GET /v1/channels` (IVS ListChannels): no stream keys here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct ListChannelsResponse {
+    pub channels: Vec<ChannelView>,
+    /// Present when there are more channels: pass it as `nextToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateChannelRequest {
     name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PutMetadataRequest {
     metadata: String,
 }
@@ -87,41 +102,60 @@ pub fn router() -> Router<AppState> {
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION, header::CONTENT_TYPE]);
+        .expose_headers([header::LOCATION, header::CONTENT_TYPE, header::LINK]);
+    // OPTIONS outside the CORS layer, which would answer it without Link headers.
     let whip = Router::new()
-        .route("/v1/channels/{id}/whip", post(whip_publish).options(options))
-        .route("/v1/channels/{id}/whip/{session}", delete(whip_delete).options(options))
+        .route("/v1/channels/{id}/whip", post(whip_publish))
+        .route("/v1/channels/{id}/whip/{session}", delete(whip_delete))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
-        .layer(whip_cors);
-    let hls_cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::GET, Method::HEAD, Method::OPTIONS]);
-    let hls = Router::new().route("/hls/{id}/{file}", get(hls_file)).layer(hls_cors);
+        .layer(whip_cors)
+        .route("/v1/channels/{id}/whip", options(whip_options))
+        .route("/v1/channels/{id}/whip/{session}", options(whip_options));
     Router::new()
-        .route("/v1/channels", post(create_channel))
+        .route("/v1/channels", post(create_channel).get(list_channels))
         .route("/v1/channels/{id}", get(get_channel).delete(delete_channel))
         .route("/v1/channels/{id}/metadata", post(put_metadata))
         .route("/v1/channels/{id}/stop", post(stop_stream))
         .merge(whip)
-        .merge(hls)
+        .merge(super::hls::router())
 }
 
-async fn options() -> Response {
-    (StatusCode::NO_CONTENT, [(header::ALLOW, "OPTIONS, POST, DELETE")]).into_response()
+/// 204 with CORS preflight headers; with the channel's stream key, also the
+/// ICE servers for the broadcaster as `Link` headers (RFC 9725 §4.4).
+async fn whip_options(State(state): State<AppState>, Path(params): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let servers = params
+        .get("id")
+        .and_then(|id| broadcaster(&state, id, &headers).ok())
+        .map(|id| ice_servers(&state, &id))
+        .unwrap_or_default();
+    turn::whip_options_response("OPTIONS, POST, DELETE", &servers)
 }
 
-/// `http://host` of this server, as the stage URLs are built.
-fn http_base(state: &AppState, headers: &HeaderMap) -> String {
-    let whip = BaseUrls::for_request(state, headers).whip_url;
-    whip.strip_suffix("/v1/stage/whip").unwrap_or(&whip).to_owned()
+/// The broadcaster's STUN/TURN servers; the TURN username names the channel.
+fn ice_servers(state: &AppState, channel: &str) -> Vec<stagecast_protocol::events::IceServer> {
+    turn::ice_servers(&state.config.turn, now_unix(), channel)
+}
+
+/// The channel's id if `headers` carry its stream key.
+fn broadcaster(state: &AppState, id: &str, headers: &HeaderMap) -> Result<String, AppError> {
+    let key = stream_key(headers)?;
+    let record = state.channels.get(id)?;
+    if !crate::auth::constant_time_eq(key, &record.stream_key) {
+        return Err(ChannelError::InvalidStreamKey.into());
+    }
+    Ok(record.id)
 }
 
 fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> ChannelView {
-    let base = http_base(state, headers);
+    let urls = BaseUrls::for_request(state, headers);
+    let base = urls.http_base();
     ChannelView {
         id: record.id.clone(),
         name: record.name.clone(),
-        ingest_endpoint: super::ingest_endpoint(&base, &record.id),
-        playback_url: super::playback_url(&base, &record.id),
+        ingest_endpoint: super::ingest_endpoint(base, &record.id),
+        playback_url: super::playback_url(base, &record.id),
         state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" }.to_owned(),
+        health: state.channels.health(&record.id).map(|h| h.as_str().to_owned()),
     }
 }
 
@@ -137,6 +171,21 @@ async fn create_channel(
     }
     let record = state.channels.create(name)?;
     Ok(Json(CreateChannelResponse { channel: view(&state, &headers, &record), stream_key: record.stream_key.clone() }))
+}
+
+/// ListChannels, oldest first, a page at a time (`maxResults`, `nextToken`).
+async fn list_channels(
+    _: ApiKey,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(req): QueryParams<ListRequest>,
+) -> Result<Json<ListChannelsResponse>, AppError> {
+    let page = page_query(Listing::Channels, req.max_results, req.next_token.as_deref())?;
+    let listed = state.channels.list(page)?;
+    Ok(Json(ListChannelsResponse {
+        channels: listed.items.iter().map(|c| view(&state, &headers, c)).collect(),
+        next_token: next_token(Listing::Channels, listed.next),
+    }))
 }
 
 async fn get_channel(
@@ -182,13 +231,10 @@ async fn whip_publish(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, AppError> {
-    let key = stream_key(&headers)?;
     // Existence and key first: a bad body from an unauthorised caller is a 401.
-    let record = state.channels.get(&id)?;
-    if !crate::auth::constant_time_eq(key, &record.stream_key) {
-        return Err(ChannelError::InvalidStreamKey.into());
-    }
-    let body = body.map_err(|e| AppError::bad_request("INVALID_SDP", format!("cannot read the offer: {e}")))?;
+    broadcaster(&state, &id, &headers)?;
+    let key = stream_key(&headers)?;
+    let body = body.map_err(|r| crate::error::sdp_unreadable(r.status()))?;
     let offer = std::str::from_utf8(&body).map_err(|_| AppError::bad_request("INVALID_SDP", "the offer is not UTF-8"))?;
     let (session, answer) = state.channels.start_broadcast(&id, key, offer)?;
     let location = format!("/v1/channels/{id}/whip/{session}");
@@ -198,6 +244,7 @@ async fn whip_publish(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
+    turn::add_links(h, &ice_servers(&state, &id));
     Ok(response)
 }
 
@@ -206,135 +253,7 @@ async fn whip_delete(
     Path((id, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    let key = stream_key(&headers)?;
-    let record = state.channels.get(&id)?;
-    if !crate::auth::constant_time_eq(key, &record.stream_key) {
-        return Err(ChannelError::InvalidStreamKey.into());
-    }
+    broadcaster(&state, &id, &headers)?;
     state.channels.stop_broadcast(&id, Some(&session))?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-const PLAYLIST: &str = "application/vnd.apple.mpegurl";
-
-fn plain(status: StatusCode, message: &'static str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-cache")], message).into_response()
-}
-
-fn reply(content_type: &'static str, cache: &'static str, body: impl Into<axum::body::Body>) -> Response {
-    let mut r = Response::new(body.into());
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    r
-}
-
-enum Wait<T> {
-    Done(T),
-    Bad,
-}
-
-/// Re-evaluate `check` on every packager change until it answers or `timeout` passes.
-async fn wait_for<T>(
-    b: &Broadcast,
-    timeout: Duration,
-    mut check: impl FnMut(&mut super::packager::Packager) -> Option<Wait<T>>,
-) -> Option<Wait<T>> {
-    let mut changes = b.subscribe();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        changes.borrow_and_update();
-        if let Some(v) = b.with_packager(&mut check) {
-            return Some(v);
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => return b.with_packager(&mut check),
-        }
-    }
-}
-
-fn parse_blocking(query: &HashMap<String, String>) -> Result<Option<(u64, Option<u32>)>, ()> {
-    let msn = query.get("_HLS_msn").map(|v| v.parse::<u64>()).transpose().map_err(|_| ())?;
-    let part = query.get("_HLS_part").map(|v| v.parse::<u32>()).transpose().map_err(|_| ())?;
-    match (msn, part) {
-        (None, Some(_)) => Err(()),
-        (None, None) => Ok(None),
-        (Some(m), p) => Ok(Some((m, p))),
-    }
-}
-
-async fn hls_file(
-    State(state): State<AppState>,
-    Path((id, file)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(b) = state.channels.playback(&id) else {
-        return plain(StatusCode::NOT_FOUND, "channel is offline");
-    };
-    serve(&b, &file, &query).await
-}
-
-async fn serve(b: &Arc<Broadcast>, file: &str, query: &HashMap<String, String>) -> Response {
-    let timeout = b.with_packager(|p| p.config().blocking_timeout());
-    match file {
-        "index.m3u8" | "media.m3u8" => {
-            let Ok(blocking) = parse_blocking(query) else {
-                return plain(StatusCode::BAD_REQUEST, "malformed _HLS_msn / _HLS_part");
-            };
-            let multivariant = file == "index.m3u8";
-            let result = wait_for(b, timeout, |p| {
-                if !p.has_media() && !p.is_ended() {
-                    return None;
-                }
-                if let (Some((msn, part)), false) = (blocking, multivariant) {
-                    match p.playlist_ready(msn, part) {
-                        Readiness::Ready => {}
-                        Readiness::Wait => return None,
-                        Readiness::BadRequest => return Some(Wait::Bad),
-                    }
-                }
-                Some(Wait::Done(if multivariant { p.multivariant_playlist() } else { p.media_playlist() }))
-            })
-            .await;
-            // Blocking responses name one playlist version, so caches may keep them briefly.
-            let cache = if blocking.is_some() { "public, max-age=2" } else { "no-cache" };
-            match result {
-                Some(Wait::Done(text)) => reply(PLAYLIST, cache, text),
-                Some(Wait::Bad) => plain(StatusCode::BAD_REQUEST, "_HLS_msn / _HLS_part is too far ahead"),
-                None => plain(StatusCode::SERVICE_UNAVAILABLE, "the requested playlist update did not arrive in time"),
-            }
-        }
-        name if name.starts_with("init") && name.ends_with(".mp4") => {
-            let version = name.trim_start_matches("init").trim_end_matches(".mp4");
-            let parsed = if version.is_empty() { Ok(0) } else { version.parse::<u32>() };
-            let Ok(version) = parsed else {
-                return plain(StatusCode::NOT_FOUND, "no such file");
-            };
-            let result = wait_for(b, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
-            match result {
-                // The same URL serves each broadcast's init: revalidate.
-                Some(Wait::Done(init)) => reply("video/mp4", "no-cache", init),
-                _ => plain(StatusCode::NOT_FOUND, "no init segment yet"),
-            }
-        }
-        name => match super::packager::Packager::parse_media_name(name) {
-            Some(MediaName::Segment(msn)) => match b.with_packager(|p| p.segment(msn)) {
-                Some(data) => reply("video/iso.segment", "public, max-age=3600, immutable", data),
-                None => plain(StatusCode::NOT_FOUND, "no such segment"),
-            },
-            Some(MediaName::Part(msn, n)) => {
-                let result = wait_for(b, timeout, |p| match p.part(msn, n) {
-                    PartLookup::Ready(data) => Some(Wait::Done(data)),
-                    PartLookup::Upcoming => None,
-                    PartLookup::Missing => Some(Wait::Bad),
-                })
-                .await;
-                match result {
-                    Some(Wait::Done(data)) => reply("video/iso.segment", "public, max-age=3600, immutable", data),
-                    _ => plain(StatusCode::NOT_FOUND, "no such part"),
-                }
-            }
-            None => plain(StatusCode::NOT_FOUND, "no such file"),
-        },
-    }
 }

@@ -9,18 +9,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 
 use super::audio::{self, OpusToAac};
+use super::broadcast::StopSignal;
 use super::fmp4::{AudioParams, VIDEO_TIMESCALE};
 use super::h264;
+use super::lifecycle::SessionEnd;
 use super::packager::PackagerConfig;
 use super::{Broadcast, ChannelError};
 
@@ -79,21 +79,16 @@ pub fn prepare(
     if let Ok(c) = Candidate::host(candidate, "udp") {
         rtc.add_local_candidate(c);
     }
-    // The offer is untrusted input to a parser we do not own: a panic in it
-    // costs this request only.
-    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| ChannelError::InvalidSdp(e.to_string()))?;
-        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| ChannelError::InvalidSdp(e.to_string()))?;
-        Ok::<_, ChannelError>(answer.to_sdp_string())
-    }))
-    .unwrap_or_else(|_| Err(ChannelError::InvalidSdp("the offer could not be processed".to_owned())))?;
+    // A panic in the parser costs this request only.
+    let answer = crate::sdp::accept_offer(&mut rtc, offer_sdp).map_err(|e| ChannelError::InvalidSdp(e.to_string()))?;
     if !answer.to_ascii_uppercase().contains("H264/90000") {
         return Err(ChannelError::InvalidSdp("no H.264 video could be negotiated".to_owned()));
     }
     Ok((IngestSetup { rtc, udp, candidate }, answer))
 }
 
-fn wall_ms() -> i64 {
+/// The wall clock, Unix ms.
+pub fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -105,16 +100,31 @@ struct TrackClock {
 }
 
 impl TrackClock {
+    /// `rtp` is the frame's RTP time already in `rate`. The broadcaster
+    /// picks RTP timestamps, so every step saturates instead of overflowing;
+    /// the packager copes with the jumps that result.
     fn pts(&mut self, rtp: u64, rate: u64, arrival: Instant, base: Instant) -> u64 {
+        let rtp = i64::try_from(rtp).unwrap_or(i64::MAX);
         let offset = *self.offset.get_or_insert_with(|| {
-            let since = arrival.saturating_duration_since(base);
-            (since.as_micros() as u64 * rate / 1_000_000) as i64 - rtp as i64
+            let since = u64::try_from(arrival.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX);
+            let since = i64::try_from(since.saturating_mul(rate) / 1_000_000).unwrap_or(i64::MAX);
+            since.saturating_sub(rtp)
         });
-        (rtp as i64 + offset).max(0) as u64
+        u64::try_from(rtp.saturating_add(offset)).unwrap_or(0)
     }
 }
 
-/// Per-broadcast media handling: what to do with each received frame.
+/// `time` (numerator over `rate` Hz) in the `to` clock, saturating.
+fn rescale(numer: u64, rate: u64, to: u32) -> u64 {
+    let scaled = u128::from(numer) * u128::from(to) / u128::from(rate.max(1));
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+fn lost(why: &str) -> SessionEnd {
+    SessionEnd::Lost(why.to_owned())
+}
+
+/// Per-session media handling: what to do with each received frame.
 struct MediaState {
     base: Option<Instant>,
     video_clock: TrackClock,
@@ -122,27 +132,37 @@ struct MediaState {
     transcoder: Option<OpusToAac>,
     video: Option<(Mid, Option<Rid>)>,
     last_media: Option<Instant>,
+    /// Video frames refused so far (logged at warn the first time only).
+    refused_video: u64,
 }
 
 impl MediaState {
-    /// Handle one frame; true when a keyframe should be requested.
-    fn on_media(&mut self, data: &MediaData, broadcast: &Broadcast) -> bool {
+    /// Handle one frame of `session`; true when a keyframe should be requested.
+    fn on_media(&mut self, data: &MediaData, broadcast: &Broadcast, session: &str) -> bool {
         self.last_media = Some(data.network_time.max(self.last_media.unwrap_or(data.network_time)));
         let base = *self.base.get_or_insert(data.network_time);
         let rate = u64::from(data.time.denom()).max(1);
         match data.params.spec().codec {
             Codec::H264 => {
                 self.video = Some((data.mid, data.rid));
-                let rtp = data.time.numer() * u64::from(VIDEO_TIMESCALE) / rate;
+                let rtp = rescale(data.time.numer(), rate, VIDEO_TIMESCALE);
                 let pts = self.video_clock.pts(rtp, u64::from(VIDEO_TIMESCALE), data.network_time, base);
                 let Some(au) = h264::access_unit_from_annex_b(&data.data) else { return false };
-                broadcast.with_packager(|p| {
-                    p.push_video(pts, au, wall_ms());
-                    p.wants_keyframe()
-                })
+                let pushed = broadcast
+                    .ingest(session, data.network_time, |p| (p.push_video(pts, au, wall_ms()), p.wants_keyframe()));
+                let Some((pushed, wants_keyframe)) = pushed else { return false };
+                if let Err(reason) = pushed {
+                    self.refused_video += 1;
+                    if self.refused_video == 1 {
+                        tracing::warn!(%session, %reason, "video frame refused; waiting for a keyframe");
+                    } else {
+                        tracing::debug!(%session, %reason, refused = self.refused_video, "video frame refused");
+                    }
+                }
+                wants_keyframe
             }
             Codec::Opus => {
-                let rtp = data.time.numer() * u64::from(audio::SAMPLE_RATE) / rate;
+                let rtp = rescale(data.time.numer(), rate, audio::SAMPLE_RATE);
                 let pts = self.audio_clock.pts(rtp, u64::from(audio::SAMPLE_RATE), data.network_time, base);
                 if self.transcoder.is_none() {
                     match OpusToAac::new() {
@@ -155,11 +175,13 @@ impl MediaState {
                 }
                 let Some(t) = self.transcoder.as_mut() else { return false };
                 match t.push(pts, &data.data) {
-                    Ok(frames) if !frames.is_empty() => broadcast.with_packager(|p| {
-                        for (pts, frame) in frames {
-                            p.push_audio(pts, frame);
-                        }
-                    }),
+                    Ok(frames) if !frames.is_empty() => {
+                        broadcast.ingest(session, data.network_time, |p| {
+                            for (pts, frame) in frames {
+                                p.push_audio(pts, frame);
+                            }
+                        });
+                    }
                     Ok(_) => {}
                     // One undecodable packet is not worth ending the broadcast.
                     Err(e) => tracing::debug!(error = %e, "audio packet dropped"),
@@ -171,9 +193,9 @@ impl MediaState {
     }
 }
 
-/// Drive the broadcast until the peer leaves, goes silent, or `stop` is set.
-/// Returns why it ended.
-pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch::Receiver<bool>) -> String {
+/// Drive ingest session `session` until the peer leaves, goes silent, or
+/// `stop` says how to end. Returns why it ended.
+pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, session: String, mut stop: StopSignal) -> SessionEnd {
     let IngestSetup { mut rtc, udp, candidate } = setup;
     let started = Instant::now();
     let mut connected = false;
@@ -184,13 +206,14 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch:
         transcoder: None,
         video: None,
         last_media: None,
+        refused_video: 0,
     };
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = loop {
             let polled = match std::panic::catch_unwind(AssertUnwindSafe(|| rtc.poll_output())) {
                 Ok(p) => p,
-                Err(_) => return "panic in the WebRTC stack".to_owned(),
+                Err(_) => return lost("panic in the WebRTC stack"),
             };
             match polled {
                 Ok(Output::Timeout(t)) => break t,
@@ -202,10 +225,10 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch:
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         connected = true;
-                        tracing::info!(session = %broadcast.session, "broadcast connected");
+                        tracing::info!(%session, "ingest session connected");
                     }
                     Event::MediaData(data) => {
-                        let wants_keyframe = media.on_media(&data, &broadcast);
+                        let wants_keyframe = media.on_media(&data, &broadcast, &session);
                         if let (true, Some((mid, rid))) = (wants_keyframe, media.video) {
                             if let Some(mut writer) = rtc.writer(mid) {
                                 // Not possible only before the track is set up; the
@@ -215,34 +238,43 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch:
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        return "ICE disconnected".to_owned();
+                        return lost("ICE disconnected");
                     }
-                    Event::Closed => return "peer closed the connection".to_owned(),
+                    // A DTLS close_notify: the broadcaster closed its peer
+                    // connection on purpose (a page that stops or leaves
+                    // without its WHIP DELETE getting through first). A lost
+                    // link never says goodbye, so this is not a drop to wait
+                    // out in the reconnect window.
+                    Event::Closed => {
+                        tracing::info!(%session, "the broadcaster closed its connection");
+                        return SessionEnd::Stopped;
+                    }
                     _ => {}
                 },
-                Err(e) => return format!("WebRTC error: {e}"),
+                Err(e) => return SessionEnd::Lost(format!("WebRTC error: {e}")),
             }
         };
         if !rtc.is_alive() {
-            return "connection closed".to_owned();
+            return lost("connection closed");
         }
         let now = Instant::now();
         if !connected && now.duration_since(started) > CONNECT_TIMEOUT {
-            return "did not connect in time".to_owned();
+            return lost("did not connect in time");
         }
         let silent = match media.last_media {
             Some(last) => now.saturating_duration_since(last) > MEDIA_TIMEOUT,
             None => now.duration_since(started) > CONNECT_TIMEOUT,
         };
         if connected && silent {
-            return "no media from the broadcaster".to_owned();
+            return lost("no media from the broadcaster");
         }
         let wake = deadline.min(now + TICK);
         tokio::select! {
             changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
+                let end = if changed.is_err() { Some(SessionEnd::Replaced) } else { stop.borrow().clone() };
+                if let Some(end) = end {
                     rtc.disconnect();
-                    return "stopped".to_owned();
+                    return end;
                 }
             }
             received = udp.recv_from(&mut buf) => match received {
@@ -250,8 +282,11 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch:
                     let Ok(contents) = DatagramRecv::try_from(buf.get(..n).unwrap_or_default()) else { continue };
                     let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: candidate, contents });
                     if rtc.accepts(&input) {
-                        if let Err(e) = rtc.handle_input(input) {
-                            return format!("WebRTC input error: {e}");
+                        // Packets are untrusted: a panic in str0m's parsers ends this broadcast only.
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| rtc.handle_input(input))) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return SessionEnd::Lost(format!("WebRTC input error: {e}")),
+                            Err(_) => return lost("panic in the WebRTC stack"),
                         }
                     }
                 }
@@ -259,7 +294,7 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, mut stop: watch:
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
                 if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
-                    return format!("WebRTC timeout error: {e}");
+                    return SessionEnd::Lost(format!("WebRTC timeout error: {e}"));
                 }
             }
         }

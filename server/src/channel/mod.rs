@@ -2,45 +2,54 @@
 //!
 //! - [`h264`], [`fmp4`], [`packager`] and [`audio`] are pure: bytes and
 //!   timestamps in, bytes out, no clock, no socket.
-//! - [`ingest`] is the thin driver of one broadcast: a tokio task that owns a
+//! - [`lifecycle`] is the sans-IO life of a broadcast across ingest
+//!   sessions: live, waiting for the broadcaster within the reconnect
+//!   window (the playlist stays open and continues after a discontinuity),
+//!   ended.
+//! - [`ingest`] is the thin driver of one ingest session: a tokio task that owns a
 //!   str0m `Rtc` and its own UDP socket (bound to the media bind address on
 //!   an ephemeral port, advertised on the public IP), feeds received frames
 //!   to the transcoder and the packager, and sends a PLI when the packager
 //!   wants a keyframe for the next segment.
+//! - [`broadcast`] ties a packager to its lifecycle and saves where the
+//!   playlist is, so a broadcast also continues after a server restart.
 //! - [`ChannelHub`] holds the stored channels (their own SQLite table) and
-//!   the live broadcasts; [`router`] serves the control plane
+//!   the broadcasts; [`router`] serves the control plane
 //!   (`/v1/channels…`, API key), the WHIP ingest (stream key) and `/hls/…`.
 //!
 //! Stream keys are secrets: they are compared in constant time and never
 //! logged or put into playback URLs.
 
 pub mod audio;
+pub mod broadcast;
 pub mod fmp4;
 pub mod h264;
+mod hls;
+pub mod holds;
 mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod packager;
 pub mod store;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
-use tokio::sync::watch;
 
-pub use http::{router, ChannelView, CreateChannelResponse, GetChannelResponse};
+pub use broadcast::Broadcast;
+use broadcast::{arm_window, drive, lock};
+pub use http::{router, ChannelView, CreateChannelResponse, GetChannelResponse, ListChannelsResponse};
+pub use lifecycle::{Admission, Health, SessionEnd, ENDED_GRACE};
 use packager::Packager;
 use store::{ChannelRecord, ChannelStore};
 
 use crate::auth;
 use crate::store::StoreError;
 
-/// How long an ended broadcast's playlist (with `EXT-X-ENDLIST`) stays
-/// available before the channel reads as offline (404).
-pub const ENDED_GRACE: Duration = Duration::from_secs(30);
 /// Longest `PutMetadata` payload, in bytes (IVS: 1 KB).
 pub const MAX_METADATA_BYTES: usize = 1024;
 
@@ -79,98 +88,77 @@ pub enum ChannelError {
     Audio(#[from] audio::AudioError),
 }
 
-/// One broadcast: the packager the ingest task writes and HLS handlers read.
-pub struct Broadcast {
-    /// The WHIP session id (the last segment of `Location`).
-    pub session: String,
-    packager: Mutex<Packager>,
-    changed: watch::Sender<u64>,
-    stop: watch::Sender<bool>,
-    ended_at: Mutex<Option<Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while packaging must not take the channel down with it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Broadcast {
-    fn new(session: String, packager: Packager) -> Self {
-        Self {
-            session,
-            packager: Mutex::new(packager),
-            changed: watch::Sender::new(0),
-            stop: watch::Sender::new(false),
-            ended_at: Mutex::new(None),
-        }
-    }
-
-    /// Run `f` on the packager; readers are woken afterwards if it changed.
-    pub fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
-        let (result, version) = {
-            let mut p = lock(&self.packager);
-            let r = f(&mut p);
-            (r, p.version())
-        };
-        self.changed.send_if_modified(|v| {
-            let modified = *v != version;
-            *v = version;
-            modified
-        });
-        result
-    }
-
-    /// Woken on every packager change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    /// Still ingesting.
-    pub fn is_live(&self) -> bool {
-        lock(&self.ended_at).is_none()
-    }
-
-    fn expired(&self, now: Instant) -> bool {
-        lock(&self.ended_at).is_some_and(|t| now.duration_since(t) >= ENDED_GRACE)
-    }
-
-    /// Ask the ingest task to end the broadcast.
-    pub fn request_stop(&self) {
-        let _ = self.stop.send(true);
-    }
-
-    /// Called by the ingest task when it is done: ENDLIST, and the channel is free.
-    fn mark_ended(&self, now: Instant) {
-        self.with_packager(|p| p.finish());
-        lock(&self.ended_at).get_or_insert(now);
-    }
-}
-
-/// Stored channels and their live broadcasts. Cheap to clone.
+/// Stored channels and their broadcasts. Cheap to clone.
 #[derive(Clone)]
 pub struct ChannelHub {
     inner: Arc<HubInner>,
 }
 
 struct HubInner {
-    store: ChannelStore,
+    store: Arc<ChannelStore>,
+    /// Broadcasts by channel: live, waiting for their broadcaster, or ended
+    /// less than [`ENDED_GRACE`] ago.
     live: Mutex<HashMap<String, Arc<Broadcast>>>,
     media_bind_ip: IpAddr,
     public_ip: IpAddr,
     cert: Option<DtlsCert>,
+    reconnect_window: Duration,
+    holds: holds::Holds,
 }
 
 impl ChannelHub {
     /// Open the channel table in `<data_dir>/stagecast.db`. Ingest sockets bind
-    /// to `media_bind_ip` and advertise `public_ip` in their ICE candidate.
-    pub fn open(data_dir: &Path, media_bind_ip: IpAddr, public_ip: IpAddr) -> Result<Self, StoreError> {
-        let store = ChannelStore::open(&data_dir.join("stagecast.db"))?;
+    /// to `media_bind_ip` and advertise `public_ip` in their ICE candidate. A
+    /// broadcast whose ingest is lost waits `reconnect_window` for its
+    /// broadcaster; broadcasts saved by a previous run that are still within
+    /// it wait for theirs again.
+    pub fn open(
+        data_dir: &Path,
+        media_bind_ip: IpAddr,
+        public_ip: IpAddr,
+        reconnect_window: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = Arc::new(ChannelStore::open(&data_dir.join("stagecast.db"))?);
         // One DTLS certificate for all broadcasts: generating one per WHIP
         // request costs milliseconds.
         let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
-        Ok(Self {
-            inner: Arc::new(HubInner { store, live: Mutex::new(HashMap::new()), media_bind_ip, public_ip, cert }),
-        })
+        let hub = Self {
+            inner: Arc::new(HubInner {
+                store,
+                live: Mutex::new(HashMap::new()),
+                media_bind_ip,
+                public_ip,
+                cert,
+                reconnect_window,
+                holds: holds::Holds::default(),
+            }),
+        };
+        hub.restore()?;
+        Ok(hub)
+    }
+
+    /// Broadcasts the previous run saved: those whose broadcaster was last
+    /// heard from within the reconnect window wait for it again (same
+    /// playback URL, numbering continued); the rest are forgotten.
+    fn restore(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let window = self.inner.reconnect_window;
+        let (now, now_ms) = (Instant::now(), ingest::wall_ms());
+        for saved in store.saved_broadcasts()? {
+            let away = Duration::from_millis(u64::try_from(now_ms.saturating_sub(saved.updated_ms)).unwrap_or(0));
+            if away >= window || store.get(&saved.channel_id)?.is_none() {
+                store.delete_broadcast(&saved.channel_id)?;
+                continue;
+            }
+            let since = now.checked_sub(away).unwrap_or(now);
+            let packager = Packager::resume(ingest::packager_config(), ingest::audio_params(), &saved.continuity);
+            let channel = saved.channel_id.clone();
+            tracing::info!(channel = %channel, away_ms = away.as_millis() as u64, "waiting for the broadcaster to come back after a restart");
+            let b = Broadcast::restored(saved, packager, window, since, Some(store.clone()));
+            arm_window(&b, since + window);
+            lock(&self.inner.live).insert(channel, b);
+        }
+        Ok(())
     }
 
     /// Create a channel with a fresh id and stream key.
@@ -178,12 +166,17 @@ impl ChannelHub {
         let record = ChannelRecord {
             id: format!("ch-{}", auth::random_alphanumeric(12)),
             name,
-            stream_key: format!("sk_{}", auth::random_alphanumeric(32)),
+            stream_key: format!("{}{}", auth::STREAM_KEY_PREFIX, auth::random_alphanumeric(32)),
             create_time: auth::now_unix(),
         };
         self.inner.store.insert(&record)?;
         tracing::info!(channel = %record.id, "channel created");
         Ok(record)
+    }
+
+    /// ListChannels, one page, oldest first.
+    pub fn list(&self, page: crate::store::PageQuery) -> Result<crate::store::Page<ChannelRecord>, ChannelError> {
+        Ok(self.inner.store.list(page)?)
     }
 
     pub fn get(&self, id: &str) -> Result<ChannelRecord, ChannelError> {
@@ -196,69 +189,96 @@ impl ChannelHub {
             return Err(ChannelError::NotFound(id.to_owned()));
         }
         if let Some(b) = lock(&self.inner.live).remove(id) {
-            b.request_stop();
+            let _ = b.stop(None, Instant::now());
         }
+        self.inner.store.delete_broadcast(id)?;
         tracing::info!(channel = %id, "channel deleted");
         Ok(())
     }
 
-    /// The live (still ingesting) broadcast of a channel.
+    /// The broadcast of a channel while it is on air: live, or waiting for
+    /// its broadcaster within the reconnect window.
     pub fn live_broadcast(&self, id: &str) -> Option<Arc<Broadcast>> {
-        lock(&self.inner.live).get(id).filter(|b| b.is_live()).cloned()
+        self.playback(id).filter(|b| b.is_on_air())
     }
 
-    /// The broadcast HLS serves: live, or ended less than [`ENDED_GRACE`] ago.
+    /// The broadcast HLS serves: on air, or ended less than [`ENDED_GRACE`] ago.
     pub fn playback(&self, id: &str) -> Option<Arc<Broadcast>> {
         let mut live = lock(&self.inner.live);
         let now = Instant::now();
-        if live.get(id).is_some_and(|b| b.expired(now)) {
+        let b = live.get(id)?.clone();
+        // The window timer does this too; a lookup must not wait for it.
+        b.poll(now);
+        if b.expired(now) {
             live.remove(id);
+            return None;
         }
-        live.get(id).cloned()
+        Some(b)
     }
 
-    /// Whether the channel is broadcasting now.
+    /// A place for one HLS request of `ip` on channel `id`, if under the limits.
+    pub fn hold(&self, id: &str, ip: IpAddr) -> Option<holds::HoldPermit> {
+        self.inner.holds.try_hold(id, ip)
+    }
+
+    /// Whether the channel is on air (live or reconnecting).
     pub fn is_live(&self, id: &str) -> bool {
         self.live_broadcast(id).is_some()
     }
 
-    /// Start a broadcast from a WHIP offer. Returns the session id and the SDP answer.
+    /// The ingest health of an on-air channel.
+    pub fn health(&self, id: &str) -> Option<Health> {
+        self.live_broadcast(id).and_then(|b| b.health())
+    }
+
+    /// Start an ingest session from a WHIP offer: a new broadcast, or the
+    /// current one continued (its broadcaster is back within the reconnect
+    /// window, or its live session went silent). Returns the session id and
+    /// the SDP answer.
     pub fn start_broadcast(&self, id: &str, stream_key: &str, offer: &str) -> Result<(String, String), ChannelError> {
         let record = self.get(id)?;
         if !auth::constant_time_eq(stream_key, &record.stream_key) {
             return Err(ChannelError::InvalidStreamKey);
         }
+        let now = Instant::now();
         let mut live = lock(&self.inner.live);
-        if live.get(id).is_some_and(|b| b.is_live()) {
+        if let Some(b) = live.get(id) {
+            b.poll(now);
+        }
+        let current = live.get(id).cloned();
+        let admission = current.as_ref().map_or(Admission::Fresh, |b| b.admit(now));
+        if admission == Admission::Refuse {
             return Err(ChannelError::BroadcastInProgress(id.to_owned()));
         }
         let (setup, answer) =
             ingest::prepare(self.inner.media_bind_ip, self.inner.public_ip, self.inner.cert.as_ref(), offer)?;
         let session = auth::random_alphanumeric(16);
-        let packager = Packager::new(ingest::packager_config(), ingest::audio_params());
-        let broadcast = Arc::new(Broadcast::new(session.clone(), packager));
-        live.insert(id.to_owned(), broadcast.clone());
+        let (broadcast, stop) = match (admission.clone(), current) {
+            (Admission::Resume | Admission::TakeOver { .. }, Some(b)) => {
+                let stop = b.start_session(session.clone(), now);
+                (b, stop)
+            }
+            _ => {
+                let packager = Packager::new(ingest::packager_config(), ingest::audio_params());
+                let store = Some(self.inner.store.clone());
+                let window = self.inner.reconnect_window;
+                let (b, stop) = Broadcast::fresh(id.to_owned(), session.clone(), packager, window, store, now);
+                live.insert(id.to_owned(), b.clone());
+                (b, stop)
+            }
+        };
         drop(live);
-        tracing::info!(channel = %id, session = %session, "broadcast started");
-        let stop = broadcast.stop.subscribe();
-        let channel = id.to_owned();
-        tokio::spawn(async move {
-            let reason = ingest::run(setup, broadcast.clone(), stop).await;
-            broadcast.mark_ended(Instant::now());
-            tracing::info!(channel = %channel, session = %broadcast.session, %reason, "broadcast ended");
-        });
+        tracing::info!(channel = %id, session = %session, ?admission, "ingest session started");
+        let run = ingest::run(setup, broadcast.clone(), session.clone(), stop);
+        tokio::spawn(drive(broadcast, session.clone(), run));
         Ok((session, answer))
     }
 
-    /// End a broadcast; with `session`, only if it is that one.
+    /// End a broadcast deliberately; with `session`, only if it is the
+    /// newest session's (live or lost).
     pub fn stop_broadcast(&self, id: &str, session: Option<&str>) -> Result<(), ChannelError> {
-        let b = self.live_broadcast(id);
-        match b {
-            Some(b) if session.is_none_or(|s| s == b.session) => {
-                b.request_stop();
-                Ok(())
-            }
-            Some(_) => Err(ChannelError::SessionNotFound),
+        match self.live_broadcast(id) {
+            Some(b) => b.stop(session, Instant::now()),
             None if session.is_some() => Err(ChannelError::SessionNotFound),
             None => Err(ChannelError::NotBroadcasting(id.to_owned())),
         }
@@ -278,5 +298,53 @@ impl ChannelHub {
     /// The stream key of a channel (for the demo backend, which hands it to the host).
     pub fn stream_key(&self, id: &str) -> Result<String, ChannelError> {
         Ok(self.get(id)?.stream_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broadcast(window: Duration) -> Arc<Broadcast> {
+        let packager = Packager::new(ingest::packager_config(), ingest::audio_params());
+        Broadcast::fresh("ch-1".to_owned(), "s".to_owned(), packager, window, None, Instant::now()).0
+    }
+
+    #[tokio::test]
+    async fn a_panicking_ingest_task_still_ends_its_session() {
+        let b = broadcast(Duration::ZERO);
+        let task = tokio::spawn(drive(b.clone(), "s".to_owned(), async { panic!("a parser bug") }));
+        assert!(task.await.is_ok(), "the panic is caught and logged");
+        assert!(!b.is_on_air(), "the channel is free for a new broadcast");
+        assert!(b.with_packager(|p| p.is_ended()), "without a reconnect window the playlist has its ENDLIST");
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_waits_for_the_broadcaster_within_the_window() {
+        let b = broadcast(Duration::from_secs(20));
+        drive(b.clone(), "s".to_owned(), async { SessionEnd::Lost("ICE disconnected".to_owned()) }).await;
+        assert!(b.is_reconnecting() && b.is_on_air(), "on air, waiting");
+        assert!(!b.with_packager(|p| p.is_ended()), "no ENDLIST while waiting");
+        assert_eq!(b.admit(Instant::now()), Admission::Resume, "the broadcaster may come back");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_ingest_task_still_ends_its_session() {
+        let b = broadcast(Duration::ZERO);
+        let task = tokio::spawn(drive(b.clone(), "s".to_owned(), std::future::pending::<SessionEnd>()));
+        tokio::task::yield_now().await;
+        assert!(b.is_on_air());
+        task.abort();
+        let _ = task.await;
+        assert!(!b.is_on_air(), "dropping the task (runtime shutdown) frees the channel too");
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_packager_does_not_keep_the_channel_live() {
+        let b = broadcast(Duration::ZERO);
+        let poison = b.clone();
+        let _ = std::thread::spawn(move || poison.with_packager(|_| panic!("mid-packaging"))).join();
+        drive(b.clone(), "s".to_owned(), async { SessionEnd::Stopped }).await;
+        assert!(!b.is_on_air());
     }
 }

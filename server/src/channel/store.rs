@@ -6,7 +6,8 @@ use std::path::Path;
 
 use rusqlite::{params, OptionalExtension};
 
-use crate::store::{StoreError, TableConnection};
+use super::packager::Continuity;
+use crate::store::{Page, PageQuery, StoreError, TableConnection};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
@@ -14,6 +15,12 @@ CREATE TABLE IF NOT EXISTS channels (
     name TEXT NOT NULL,
     stream_key TEXT NOT NULL,
     create_time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channel_broadcasts (
+    channel_id TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    continuity TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
 );
 ";
 
@@ -38,6 +45,19 @@ impl std::fmt::Debug for ChannelRecord {
     }
 }
 
+/// What a broadcast needs to continue after a server restart: where its
+/// playlist left off ([`Continuity`]), its last ingest session (so that
+/// session's WHIP `DELETE` still ends it) and when it was last heard from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedBroadcast {
+    pub channel_id: String,
+    pub session: String,
+    pub continuity: Continuity,
+    /// Wall clock (Unix ms) of the last save: the broadcaster was still
+    /// there then.
+    pub updated_ms: i64,
+}
+
 pub struct ChannelStore {
     conn: TableConnection,
 }
@@ -59,14 +79,63 @@ impl ChannelStore {
         Ok(self
             .conn
             .lock()?
-            .query_row("SELECT id, name, stream_key, create_time FROM channels WHERE id = ?1", params![id], |r| {
-                Ok(ChannelRecord { id: r.get(0)?, name: r.get(1)?, stream_key: r.get(2)?, create_time: r.get(3)? })
-            })
+            .query_row("SELECT id, name, stream_key, create_time FROM channels WHERE id = ?1", params![id], channel_row)
             .optional()?)
+    }
+
+    /// Oldest first, one page.
+    pub fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, stream_key, create_time, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(4)?, channel_row(r)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, page.limit))
     }
 
     /// True when a row was deleted.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
     }
+
+    /// Remember where a broadcast is (replacing what was saved before).
+    pub fn save_broadcast(&self, b: &SavedBroadcast) -> Result<(), StoreError> {
+        let continuity = serde_json::to_string(&b.continuity)
+            .map_err(|source| StoreError::Corrupt { what: "broadcast continuity", source })?;
+        self.conn.lock()?.execute(
+            "INSERT OR REPLACE INTO channel_broadcasts (channel_id, session, continuity, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![b.channel_id, b.session, continuity, b.updated_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a broadcast (it ended, or its channel is gone).
+    pub fn delete_broadcast(&self, channel_id: &str) -> Result<(), StoreError> {
+        self.conn.lock()?.execute("DELETE FROM channel_broadcasts WHERE channel_id = ?1", params![channel_id])?;
+        Ok(())
+    }
+
+    /// Every saved broadcast; rows that do not parse are skipped (and logged).
+    pub fn saved_broadcasts(&self) -> Result<Vec<SavedBroadcast>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare("SELECT channel_id, session, continuity, updated_ms FROM channel_broadcasts")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (channel_id, session, continuity, updated_ms) = row?;
+            match serde_json::from_str(&continuity) {
+                Ok(continuity) => out.push(SavedBroadcast { channel_id, session, continuity, updated_ms }),
+                Err(e) => tracing::warn!(channel = %channel_id, error = %e, "skipping an unreadable saved broadcast"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn channel_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChannelRecord> {
+    Ok(ChannelRecord { id: r.get(0)?, name: r.get(1)?, stream_key: r.get(2)?, create_time: r.get(3)? })
 }

@@ -14,9 +14,12 @@ use super::hub::{RoomSettings, TokenSpec};
 use super::store::RoomRecord;
 use super::token::ChatCapability;
 use super::now_ms;
+use stagecast_protocol::control::ListRequest;
+
+use crate::api::page::{next_token, page_query, Listing};
 use crate::api::{iso8601, ApiKey, BaseUrls, OptionalJson};
 use crate::auth::now_unix;
-use crate::error::JsonBody;
+use crate::error::{JsonBody, QueryParams};
 use crate::{AppError, AppState};
 
 pub(super) fn router() -> Router<AppState> {
@@ -30,7 +33,7 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateRoomRequest {
     name: Option<String>,
     maximum_message_rate_per_second: Option<u32>,
@@ -53,12 +56,15 @@ pub struct RoomView {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ListRoomsResponse {
     rooms: Vec<RoomView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateTokenRequest {
     user_id: Option<String>,
     capabilities: Option<Vec<ChatCapability>>,
@@ -76,7 +82,7 @@ pub struct ChatTokenResponse {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SendEventRequest {
     event_name: String,
     #[serde(default)]
@@ -84,7 +90,7 @@ struct SendEventRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ReasonRequest {
     reason: Option<String>,
 }
@@ -129,14 +135,20 @@ async fn create_room(
     Ok(Json(room_view(&record, &chat_endpoint(&state, &headers))))
 }
 
+/// ListRooms, oldest first, a page at a time (`maxResults`, `nextToken`).
 async fn list_rooms(
     _: ApiKey,
     State(state): State<AppState>,
     headers: HeaderMap,
+    QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListRoomsResponse>, AppError> {
+    let page = page_query(Listing::Rooms, req.max_results, req.next_token.as_deref())?;
     let endpoint = chat_endpoint(&state, &headers);
-    let rooms = state.chat.list_rooms()?.iter().map(|r| room_view(r, &endpoint)).collect();
-    Ok(Json(ListRoomsResponse { rooms }))
+    let listed = state.chat.list_rooms(page)?;
+    Ok(Json(ListRoomsResponse {
+        rooms: listed.items.iter().map(|r| room_view(r, &endpoint)).collect(),
+        next_token: next_token(Listing::Rooms, listed.next),
+    }))
 }
 
 async fn get_room(

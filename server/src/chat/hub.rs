@@ -1,6 +1,6 @@
 //! [`ChatHub`]: the stored rooms, the chat token signer, and for each room
-//! with connections its [`RoomCore`] plus one bounded outbound queue per
-//! connection.
+//! with connections (or recent messages) its [`RoomCore`] plus one bounded
+//! outbound queue per connection.
 //!
 //! Every change to a room happens under one lock and is applied to the
 //! queues before the lock is released, so all members see frames in the
@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::room::{ConnId, Member, Output, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
+use super::identity::{BadViewerSecret, ViewerIds};
+use super::limit::Keepalive;
+use super::room::{ChatPolicy, ConnId, Member, Output, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
 use super::store::{RoomRecord, RoomStore};
 use super::token::{ChatCapability, ChatClaims, ChatSigner};
 use super::wire::ErrorCode;
@@ -135,6 +137,13 @@ pub struct MintedToken {
     pub expires: i64,
 }
 
+/// Server-wide chat settings (from the server's configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubSettings {
+    pub policy: ChatPolicy,
+    pub keepalive: Keepalive,
+}
+
 /// Chat rooms: cheap to clone.
 #[derive(Clone)]
 pub struct ChatHub {
@@ -144,6 +153,9 @@ pub struct ChatHub {
 struct HubInner {
     store: RoomStore,
     signer: ChatSigner,
+    viewer_ids: ViewerIds,
+    settings: HubSettings,
+    /// Rooms with connections or history.
     live: Mutex<HashMap<String, LiveRoom>>,
     next_conn: AtomicU64,
 }
@@ -166,21 +178,38 @@ fn check_attributes(attributes: &BTreeMap<String, String>) -> Result<(), ChatErr
 impl ChatHub {
     /// Open the rooms table in `<data_dir>/stagecast.db` and load the
     /// server's signing key (which `auth::KeyRing` created).
-    pub fn open(data_dir: &Path) -> Result<Self, crate::StartError> {
+    pub fn open(data_dir: &Path, settings: HubSettings) -> Result<Self, crate::StartError> {
         let store = RoomStore::open(&data_dir.join("stagecast.db"))?;
         let signer = ChatSigner::load(&auth::signing_key_path(data_dir)).map_err(auth::AuthError::Key)?;
-        Ok(Self::with_parts(store, signer))
+        Ok(Self::with_parts(store, signer, settings))
     }
 
-    fn with_parts(store: RoomStore, signer: ChatSigner) -> Self {
+    fn with_parts(store: RoomStore, signer: ChatSigner, settings: HubSettings) -> Self {
+        let viewer_ids = ViewerIds::new(signer.derive_key("stagecast chat viewer ids v1"));
         Self {
             inner: Arc::new(HubInner {
                 store,
                 signer,
+                viewer_ids,
+                settings,
                 live: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// The server-wide chat settings.
+    pub fn settings(&self) -> HubSettings {
+        self.inner.settings
+    }
+
+    /// The chat user id of the viewer holding `secret`, in `room` (see [`super::identity`]).
+    pub fn viewer_user_id(&self, room: &str, secret: &str) -> Result<String, BadViewerSecret> {
+        self.inner.viewer_ids.user_id(room, secret)
+    }
+
+    fn new_core(&self, limits: RoomLimits) -> RoomCore {
+        RoomCore::new(limits, self.inner.settings.policy, auth::random_alphanumeric(6))
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<String, LiveRoom>> {
@@ -223,9 +252,9 @@ impl ChatHub {
         self.inner.store.get(id)?.ok_or_else(|| ChatError::RoomNotFound { room: id.to_owned() })
     }
 
-    /// ListRooms.
-    pub fn list_rooms(&self) -> Result<Vec<RoomRecord>, ChatError> {
-        Ok(self.inner.store.list()?)
+    /// ListRooms, one page.
+    pub fn list_rooms(&self, page: crate::store::PageQuery) -> Result<crate::store::Page<RoomRecord>, ChatError> {
+        Ok(self.inner.store.list(page)?)
     }
 
     /// DeleteRoom: every connection is closed.
@@ -280,13 +309,14 @@ impl ChatHub {
         Ok(claims)
     }
 
-    /// Join a verified connection to its room.
+    /// Join a verified connection to its room; the room's history (if any)
+    /// is queued for it at once.
     pub fn join(&self, claims: &ChatClaims) -> Result<Connection, ChatError> {
         let mut live = self.live();
         if !live.contains_key(&claims.room) {
             // Checked under the lock so a concurrent DeleteRoom cannot leave a live room behind.
             let record = self.get_room(&claims.room)?;
-            let core = RoomCore::new(record.limits, auth::random_alphanumeric(6));
+            let core = self.new_core(record.limits);
             live.insert(claims.room.clone(), LiveRoom { core, conns: HashMap::new() });
         }
         let room = live.get_mut(&claims.room).ok_or_else(|| ChatError::RoomNotFound { room: claims.room.clone() })?;
@@ -294,16 +324,16 @@ impl ChatHub {
         let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let (kill, killed) = oneshot::channel();
         let session_expires_ms = claims.exp.saturating_mul(1000);
-        room.core.join(
-            id,
-            Member {
-                user_id: claims.user_id.clone(),
-                attributes: claims.attributes.clone(),
-                capabilities: claims.chat_capabilities(),
-                session_expires_ms,
-            },
-        );
+        let member = Member {
+            user_id: claims.user_id.clone(),
+            attributes: claims.attributes.clone(),
+            capabilities: claims.chat_capabilities(),
+            session_expires_ms,
+        };
+        let history = room.core.join(id, member, super::now_ms());
         room.conns.insert(id, ConnHandle { tx, kill });
+        // At most MAX_HISTORY (< OUTBOUND_QUEUE) frames into an empty queue: never "slow".
+        room.apply(history);
         Ok(Connection { hub: self.clone(), id, room: claims.room.clone(), outbound, killed, session_expires_ms })
     }
 
@@ -330,13 +360,15 @@ impl ChatHub {
         self.with_room(room, |core| ((), core.handle_timeout(now_ms)));
     }
 
-    /// The connection ended; an empty room is forgotten until someone joins again.
+    /// The connection ended. A room with nobody in it and no history is
+    /// forgotten until someone joins again; one with history is kept (until
+    /// DeleteRoom or a restart) so the next person to join sees it.
     pub fn leave(&self, room: &str, conn: ConnId) {
         let mut live = self.live();
         if let Some(entry) = live.get_mut(room) {
             entry.core.leave(conn);
             entry.conns.remove(&conn);
-            if entry.conns.is_empty() && entry.core.member_count() == 0 {
+            if entry.conns.is_empty() && entry.core.is_idle() {
                 live.remove(room);
             }
         }
@@ -345,6 +377,11 @@ impl ChatHub {
     /// How many connections a room has now.
     pub fn connection_count(&self, room: &str) -> usize {
         self.live().get(room).map(|r| r.conns.len()).unwrap_or(0)
+    }
+
+    /// How many messages a room keeps for late joiners now.
+    pub fn history_len(&self, room: &str) -> usize {
+        self.live().get(room).map(|r| r.core.history_len()).unwrap_or(0)
     }
 
     /// SendEvent: a custom EVENT to everyone connected. Returns the event id.
@@ -415,7 +452,7 @@ impl ChatHub {
             }
             None => {
                 // Nobody connected: validated the same way, nothing to send.
-                let mut scratch = RoomCore::new(RoomLimits::default(), auth::random_alphanumeric(6));
+                let mut scratch = self.new_core(RoomLimits::default());
                 op(&mut scratch).map(|(id, _)| id).map_err(refused)
             }
         }

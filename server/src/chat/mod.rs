@@ -4,15 +4,22 @@
 //!
 //! - [`wire`]: the PascalCase requests and frames (serde only).
 //! - [`room::RoomCore`]: the sans-IO core of one room: members, limits
-//!   (messages per second for the whole room, message length in code
-//!   points), capability checks, session expiry. Time is an argument.
+//!   (messages per second for the whole room and for each connection,
+//!   message length in code points), capability checks, session expiry,
+//!   and the room's [`history`] for late joiners. Time is an argument.
+//! - [`limit`]: sans-IO token buckets, and the socket's frame limit and
+//!   keepalive decisions.
+//! - [`identity`]: server-derived chat user ids and roles for demo groups.
 //! - [`ChatHub`]: stored rooms (own `chat_rooms` table in the server's SQLite
 //!   file), chat tokens (ES384, the server's key), and the live rooms with a
 //!   bounded queue per connection.
 //! - `api`: the `/v1/rooms` control plane (API key); `socket`: `GET /v1/chat`.
 
 mod api;
+pub mod history;
 mod hub;
+pub mod identity;
+pub mod limit;
 pub mod room;
 pub mod socket;
 mod store;
@@ -25,7 +32,10 @@ use axum::Router;
 use crate::{AppError, AppState};
 
 pub use api::{ChatTokenResponse, RoomView};
-pub use hub::{ChatHub, Connection, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
+pub use hub::{ChatHub, Connection, HubSettings, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
+pub use identity::{ChatRole, ROLE_ATTRIBUTE};
+pub use limit::Keepalive;
+pub use room::ChatPolicy;
 pub use store::RoomRecord;
 pub use token::{ChatCapability, ChatClaims, TokenError};
 
@@ -63,6 +73,19 @@ impl From<ChatError> for AppError {
             ChatError::Token(TokenError::Invalid(_)) => AppError::unauthorized("TOKEN_INVALID", e.to_string()),
             ChatError::Token(TokenError::Expired) => AppError::unauthorized("TOKEN_EXPIRED", e.to_string()),
             ChatError::Token(TokenError::Sign(_)) | ChatError::Store(_) => AppError::internal(e),
+        }
+    }
+}
+
+impl From<&crate::Config> for HubSettings {
+    fn from(config: &crate::Config) -> Self {
+        HubSettings {
+            policy: ChatPolicy {
+                connection_messages_per_second: config.chat_connection_rate,
+                connection_burst: config.chat_connection_burst,
+                history: usize::from(config.chat_history),
+            },
+            keepalive: Keepalive::for_idle_timeout_ms(u64::from(config.chat_idle_timeout_secs) * 1000),
         }
     }
 }

@@ -1,5 +1,14 @@
 //! The sans-IO core of one chat room: who is connected (by connection id),
-//! the room's limits, and what each request or timeout produces.
+//! the room's limits, its recent messages, and what each request or timeout
+//! produces.
+//!
+//! Limits: the room's own `maximumMessageRatePerSecond` (IVS semantics, one
+//! budget for everyone) and, before it, a per-connection limit from the
+//! server-wide [`ChatPolicy`], so one sender cannot use up the room's budget:
+//! its excess is refused (429) without touching the room's. Members who can
+//! moderate (DELETE_MESSAGE or DISCONNECT_USER) are never refused by the
+//! room's budget, and moderation itself is never rate limited here (the
+//! socket's frame limit still applies to every connection).
 //!
 //! Nothing here touches a socket or the clock: callers pass `now_ms` (Unix
 //! milliseconds) and apply the returned [`Output`]s, in order. A frame names
@@ -9,6 +18,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::history::History;
+use super::limit::TokenBucket;
 use super::wire::{
     parse_request, ErrorCode, Frame, RejectedRequest, Request, Sender, EVENT_DELETE_MESSAGE, EVENT_DISCONNECT_USER,
 };
@@ -28,6 +39,24 @@ impl Default for RoomLimits {
     }
 }
 
+/// Server-wide chat settings (`--chat-connection-rate`, `--chat-connection-burst`,
+/// `--chat-history`), the same for every room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatPolicy {
+    /// SEND_MESSAGE requests one connection may make per second, on average.
+    pub connection_messages_per_second: u32,
+    /// How many a connection may send back to back before that rate applies.
+    pub connection_burst: u32,
+    /// Messages a room keeps and replays to connections that open later (0: none).
+    pub history: usize,
+}
+
+impl Default for ChatPolicy {
+    fn default() -> Self {
+        Self { connection_messages_per_second: 3, connection_burst: 5, history: 50 }
+    }
+}
+
 /// Largest message or event attributes (sum of key and value bytes), as IVS.
 pub const MAX_ATTRIBUTES_BYTES: usize = 1024;
 /// Longest delete / disconnect reason, in code points (IVS: 256).
@@ -41,6 +70,13 @@ pub struct ChatCapabilities {
     pub send_message: bool,
     pub delete_message: bool,
     pub disconnect_user: bool,
+}
+
+impl ChatCapabilities {
+    /// May delete messages or disconnect users.
+    pub fn moderates(&self) -> bool {
+        self.delete_message || self.disconnect_user
+    }
 }
 
 /// One connection's identity, from its verified token.
@@ -112,14 +148,23 @@ fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
     attributes.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
+/// A member and its own message budget.
+#[derive(Debug, Clone)]
+struct Slot {
+    member: Member,
+    sends: TokenBucket,
+}
+
 /// One room's live state.
 #[derive(Debug, Clone)]
 pub struct RoomCore {
     limits: RoomLimits,
-    members: BTreeMap<ConnId, Member>,
+    policy: ChatPolicy,
+    members: BTreeMap<ConnId, Slot>,
     /// Times (ms) of the messages accepted in the last second, oldest first.
     recent_sends: VecDeque<i64>,
     ids: IdGen,
+    history: History,
 }
 
 /// A request that cannot go through: its ERROR.
@@ -135,12 +180,14 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
 impl RoomCore {
     /// `id_prefix` makes frame ids unique across room instances (the driver
     /// passes a random string; tests a fixed one).
-    pub fn new(limits: RoomLimits, id_prefix: impl Into<String>) -> Self {
+    pub fn new(limits: RoomLimits, policy: ChatPolicy, id_prefix: impl Into<String>) -> Self {
         Self {
             limits,
+            policy,
             members: BTreeMap::new(),
             recent_sends: VecDeque::new(),
             ids: IdGen { prefix: id_prefix.into(), next: 0 },
+            history: History::new(policy.history),
         }
     }
 
@@ -149,19 +196,43 @@ impl RoomCore {
     }
 
     pub fn member(&self, conn: ConnId) -> Option<&Member> {
-        self.members.get(&conn)
+        self.members.get(&conn).map(|s| &s.member)
     }
 
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
 
+    /// Messages kept for late joiners.
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// No members and nothing to remember: the driver may forget the room.
+    pub fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty()
+    }
+
     fn everyone(&self) -> Vec<ConnId> {
         self.members.keys().copied().collect()
     }
 
-    pub fn join(&mut self, conn: ConnId, member: Member) {
-        self.members.insert(conn, member);
+    /// A verified connection joins at `now_ms`. It is sent the room's recent
+    /// messages (oldest first, marked as history), unless the same user
+    /// already has a connection here: that is how a token refresh looks (the
+    /// official client opens the next connection before it closes the
+    /// current one, and forgets which ids it has shown shortly after each
+    /// swap, so a second replay would show old messages twice); the user has
+    /// been shown the history on the connection it already has.
+    pub fn join(&mut self, conn: ConnId, member: Member, now_ms: i64) -> Vec<Output> {
+        let handover = self.members.values().any(|s| s.member.user_id == member.user_id);
+        let sends =
+            TokenBucket::new(self.policy.connection_messages_per_second, self.policy.connection_burst, now_ms);
+        self.members.insert(conn, Slot { member, sends });
+        if handover {
+            return Vec::new();
+        }
+        self.history.replay().map(|frame| Output::Frame { to: vec![conn], frame }).collect()
     }
 
     /// The connection ended on its own (or the driver dropped it). True if it was a member.
@@ -171,14 +242,14 @@ impl RoomCore {
 
     /// The earliest session expiry (Unix ms), for the driver's timer.
     pub fn next_timeout(&self) -> Option<i64> {
-        self.members.values().map(|m| m.session_expires_ms).min()
+        self.members.values().map(|s| s.member.session_expires_ms).min()
     }
 
     /// End every session that has expired by `now_ms`: a 401 ERROR (which
     /// makes the official client reconnect with a fresh token), then close.
     pub fn handle_timeout(&mut self, now_ms: i64) -> Vec<Output> {
         let expired: Vec<ConnId> =
-            self.members.iter().filter(|(_, m)| m.session_expires_ms <= now_ms).map(|(c, _)| *c).collect();
+            self.members.iter().filter(|(_, s)| s.member.session_expires_ms <= now_ms).map(|(c, _)| *c).collect();
         let mut out = Vec::new();
         for conn in expired {
             self.expire(conn, &mut out);
@@ -227,7 +298,7 @@ impl RoomCore {
     /// A parsed request from `conn`. A connection that is not (or no longer)
     /// a member gets nothing: its close is already under way.
     pub fn handle_request(&mut self, conn: ConnId, request: Request, now_ms: i64) -> Vec<Output> {
-        let Some(member) = self.members.get(&conn) else {
+        let Some(member) = self.member(conn) else {
             return Vec::new();
         };
         if member.session_expires_ms <= now_ms {
@@ -290,17 +361,30 @@ impl RoomCore {
                 format!("message attributes are limited to {MAX_ATTRIBUTES_BYTES} bytes"),
             ));
         }
-        // Sliding one-second window over the whole room.
-        while self.recent_sends.front().is_some_and(|t| *t <= now_ms - 1000) {
-            self.recent_sends.pop_front();
-        }
-        if self.recent_sends.len() >= self.limits.max_messages_per_second as usize {
+        // This connection's own budget first: its excess never reaches the room's.
+        let own_budget = self.members.get_mut(&conn).is_some_and(|s| s.sends.try_take(now_ms));
+        if !own_budget {
             return Err(refuse(
                 ErrorCode::TooManyRequests,
-                format!("this room accepts at most {} messages per second", self.limits.max_messages_per_second),
+                format!(
+                    "you are sending too fast: at most {} messages per second",
+                    self.policy.connection_messages_per_second
+                ),
             ));
         }
-        self.recent_sends.push_back(now_ms);
+        // Then the room's: a sliding one-second window over everyone but moderators.
+        if !member.capabilities.moderates() {
+            while self.recent_sends.front().is_some_and(|t| *t <= now_ms.saturating_sub(1000)) {
+                self.recent_sends.pop_front();
+            }
+            if self.recent_sends.len() >= self.limits.max_messages_per_second as usize {
+                return Err(refuse(
+                    ErrorCode::TooManyRequests,
+                    format!("this room accepts at most {} messages per second", self.limits.max_messages_per_second),
+                ));
+            }
+            self.recent_sends.push_back(now_ms);
+        }
         let frame = Frame::Message {
             id: self.ids.next(),
             request_id: None,
@@ -308,7 +392,9 @@ impl RoomCore {
             attributes,
             send_time: send_time(now_ms),
             sender: Sender { user_id: member.user_id.clone(), attributes: member.attributes.clone() },
+            history: false,
         };
+        self.history.push(&frame);
         Ok(self.to_everyone_acking(conn, request_id.to_owned(), frame))
     }
 
@@ -379,6 +465,7 @@ impl RoomCore {
         Self::check_id("Id", message_id)?;
         Self::check_reason(reason)?;
         let (id, frame) = self.moderation_event(EVENT_DELETE_MESSAGE, ("MessageID", message_id), reason, now_ms);
+        self.history.remove(message_id);
         let out = self.to_everyone_maybe_acking(requester, frame);
         Ok((id, out))
     }
@@ -396,7 +483,7 @@ impl RoomCore {
         // The event goes out before the closes, so the user sees why.
         let mut out = self.to_everyone_maybe_acking(requester, frame);
         let targets: Vec<ConnId> =
-            self.members.iter().filter(|(_, m)| m.user_id == user_id).map(|(c, _)| *c).collect();
+            self.members.iter().filter(|(_, s)| s.member.user_id == user_id).map(|(c, _)| *c).collect();
         for conn in targets {
             self.members.remove(&conn);
             out.push(Output::Close { conn, reason: CloseReason::UserDisconnected });

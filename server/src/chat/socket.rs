@@ -7,8 +7,18 @@
 //!   client reports `serverDisconnect` and does not reconnect;
 //! - session expiry: ERROR 401 then close 1000 → the client reconnects with
 //!   a fresh token from its provider;
-//! - too slow to keep up: the TCP connection is cut without a close frame →
-//!   the client sees a broken socket and reconnects.
+//! - too slow to keep up (its queue is full, or a write does not complete
+//!   within [`SEND_TIMEOUT`]), or silent for the keepalive timeout (30 s; the
+//!   server pings every 10 s and any frame, a pong included, counts): the TCP
+//!   connection is cut without a close frame → the client sees a broken
+//!   socket and reconnects;
+//! - more than [`limit::FRAME_RATE`] frames a second, Ping and Pong included
+//!   (a ping flood): close 1008 (policy violation), without waiting.
+//!
+//! Memory per connection is bounded: the outbound queue holds at most
+//! `OUTBOUND_QUEUE` frames, and tungstenite's write buffer at most
+//! [`MAX_WRITE_BUFFER_BYTES`] (past that, automatic pongs are coalesced into
+//! one and our own writes fail, which cuts the client).
 
 use std::time::Duration;
 
@@ -20,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 
 use super::hub::{ChatHub, Connection, Outbound};
+use super::limit::{self, ConnectionGuard, FrameVerdict, TickAction};
 use super::room::CloseReason;
 use super::now_ms;
 use crate::auth::{accept_token_upgrade, now_unix, require_subprotocol_token};
@@ -32,6 +43,9 @@ const MAX_TRANSPORT_MESSAGE_BYTES: usize = 256 * 1024;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Bytes tungstenite may hold for a client that does not read (above the
+/// largest frame we send, a MESSAGE of a few KiB).
+pub const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn chat_socket(
     State(state): State<AppState>,
@@ -59,6 +73,9 @@ pub(crate) async fn chat_socket(
     let hub = state.chat.clone();
     upgrade
         .max_message_size(MAX_TRANSPORT_MESSAGE_BYTES)
+        // Written through at once; what a non-reading client leaves unsent is capped.
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "chat upgrade failed"))
         .on_upgrade(move |socket| async move { run_connection(&hub, conn, socket).await })
 }
@@ -70,8 +87,16 @@ enum Ending {
     ClientGone,
     /// Server-initiated close with a close frame.
     Close(CloseReason),
-    /// Cut without a close frame (too slow).
+    /// Cut without a close frame (too slow, or silent).
     Cut,
+    /// Over the frame limit: close 1008 without waiting for the client.
+    Abuse,
+}
+
+/// Milliseconds on the runtime's monotonic clock since `start` (the
+/// connection guard must not see wall-clock jumps).
+fn mono_ms(start: tokio::time::Instant) -> i64 {
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Serve one joined chat connection until it ends. Written against any
@@ -90,6 +115,11 @@ where
     let expiry = tokio::time::sleep(until_expiry(conn.session_expires_ms));
     tokio::pin!(expiry);
     let mut kill_armed = true;
+    let start = tokio::time::Instant::now();
+    let mut guard = ConnectionGuard::new(hub.settings().keepalive, 0);
+    let interval = Duration::from_millis(guard.keepalive().interval_ms.max(1));
+    let mut keepalive = tokio::time::interval_at(start + interval, interval);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let ending = loop {
         tokio::select! {
@@ -112,11 +142,35 @@ where
                 Some(Outbound::Close(reason)) => break Ending::Close(reason),
                 None => break Ending::Cut,
             },
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(text))) => hub.handle_text(&room, conn.id, text.as_str(), now_ms()),
-                Some(Ok(Message::Binary(_))) => hub.handle_binary(&room, conn.id),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break Ending::ClientGone,
+            incoming = stream.next() => {
+                let Some(Ok(message)) = incoming else { break Ending::ClientGone };
+                if guard.on_frame(mono_ms(start)) == FrameVerdict::Abuse {
+                    tracing::info!(room = %room, conn = conn.id.0, "chat client over {} frames/s; closing it", limit::FRAME_RATE);
+                    break Ending::Abuse;
+                }
+                match message {
+                    Message::Text(text) => hub.handle_text(&room, conn.id, text.as_str(), now_ms()),
+                    Message::Binary(_) => hub.handle_binary(&room, conn.id),
+                    // Pongs are answered by the transport; both only prove the peer alive.
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(_) => break Ending::ClientGone,
+                }
+            },
+            _ = keepalive.tick() => match guard.on_tick(mono_ms(start)) {
+                TickAction::Dead => {
+                    tracing::info!(room = %room, conn = conn.id.0, "chat client silent too long; cutting it");
+                    break Ending::Cut;
+                }
+                TickAction::Ping => {
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break Ending::ClientGone,
+                        Err(_) => {
+                            tracing::info!(room = %room, conn = conn.id.0, "chat client stalled; cutting it");
+                            break Ending::Cut;
+                        }
+                    }
+                }
             },
             () = &mut expiry => {
                 hub.tick(&room, now_ms());
@@ -131,6 +185,7 @@ where
         Ending::ClientGone => "client closed",
         Ending::Close(reason) => reason.as_str(),
         Ending::Cut => "cut",
+        Ending::Abuse => "frame flood",
     };
     tracing::debug!(room = %room, conn = conn.id.0, why, "chat connection ended");
 
@@ -151,6 +206,10 @@ where
         Ending::ClientGone => {
             // Flushes the close reply the transport queued for the client's close.
             let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+        }
+        Ending::Abuse => {
+            let close = CloseFrame { code: 1008, reason: "too many frames".into() };
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(close)))).await;
         }
         Ending::Cut => {}
     }

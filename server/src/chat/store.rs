@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 
 use super::room::RoomLimits;
-use crate::store::{StoreError, TableConnection};
+use crate::store::{Page, PageQuery, StoreError, TableConnection};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_rooms (
@@ -66,14 +66,17 @@ impl RoomStore {
             .optional()?)
     }
 
-    pub fn list(&self) -> Result<Vec<RoomRecord>, StoreError> {
+    /// Oldest first, one page.
+    pub fn list(&self, page: PageQuery) -> Result<Page<RoomRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, name, create_time, max_messages_per_second, max_message_length
-             FROM chat_rooms ORDER BY create_time, id",
+            "SELECT id, name, create_time, max_messages_per_second, max_message_length, rowid
+             FROM chat_rooms WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], row_to_room)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let rows = stmt
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(5)?, row_to_room(r)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, page.limit))
     }
 
     /// True if the room existed.

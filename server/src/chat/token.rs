@@ -113,6 +113,13 @@ impl ChatSigner {
         Ok(Self::new(signing))
     }
 
+    /// A 32-byte key for `purpose`, derived from the signing key (HMAC-SHA256
+    /// keyed by the private scalar): secret as long as the signing key is, and
+    /// stable across restarts.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        crate::auth::derive_key(&self.signing, purpose)
+    }
+
     pub fn mint(&self, claims: &ChatClaims) -> Result<String, TokenError> {
         let header = Header { alg: ALG.to_owned(), typ: Some("JWT".to_owned()), kid: Some(KID.to_owned()) };
         let header = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
@@ -138,7 +145,9 @@ impl ChatSigner {
         }
         let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed("the signature is not base64url"))?;
         let sig = Signature::from_slice(&sig).map_err(|_| TokenError::Invalid("the signature is not ES384"))?;
-        let input = &token[..h64.len() + 1 + p64.len()];
+        let input = token
+            .get(..h64.len() + 1 + p64.len())
+            .ok_or(TokenError::Malformed("a token has three dot-separated parts"))?;
         self.verifying
             .verify(input.as_bytes(), &sig)
             .map_err(|_| TokenError::Invalid("the signature does not match"))?;

@@ -40,6 +40,11 @@ pub enum Frame {
         attributes: BTreeMap<String, String>,
         send_time: String,
         sender: Sender,
+        /// `true` on a message from before this connection opened (the
+        /// room's history, replayed on connect). Left out otherwise; the
+        /// official client ignores fields it does not know.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
     #[serde(rename = "EVENT", rename_all = "PascalCase")]
     Event {
@@ -70,6 +75,14 @@ impl Frame {
             Frame::Message { request_id, .. } | Frame::Event { request_id, .. } | Frame::Error { request_id, .. } => {
                 *request_id = id
             }
+        }
+        self
+    }
+
+    /// The same frame marked as history (MESSAGE only; others unchanged).
+    pub fn as_history(mut self) -> Self {
+        if let Frame::Message { history, .. } = &mut self {
+            *history = true;
         }
         self
     }
@@ -141,7 +154,7 @@ pub fn parse_request(text: &str) -> Result<Request, RejectedRequest> {
         request_id,
     };
     let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("the request is not JSON: {e}"), None))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("the request is {}", crate::error::json_error_text(&e)), None))?;
     let Some(object) = value.as_object() else {
         return Err(bad("the request must be a JSON object".to_owned(), None));
     };
@@ -159,7 +172,8 @@ pub fn parse_request(text: &str) -> Result<Request, RejectedRequest> {
         }
         Some(_) => {}
     }
-    serde_json::from_value(value).map_err(|e| bad(format!("invalid request: {e}"), request_id))
+    serde_json::from_value(value)
+        .map_err(|e| bad(format!("invalid request: {}", crate::error::json_error_text(&e)), request_id))
 }
 
 #[cfg(test)]

@@ -14,10 +14,9 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
-use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
-use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::{SessionId, SfuError, SfuEvent};
@@ -32,9 +31,11 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// When no session wants a timeout, wake up this often anyway.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A datagram to send from the media socket.
+/// A packet to send from the media socket (`Udp`) or on the ICE-TCP
+/// connection from `destination` (`Tcp`).
 #[derive(Debug)]
 pub struct Transmit {
+    pub proto: Protocol,
     pub destination: SocketAddr,
     pub bytes: Vec<u8>,
 }
@@ -63,7 +64,7 @@ enum Role {
     Publisher {
         tracks: Vec<TrackIn>,
         subscribers: Vec<u64>,
-        /// Whether `PublishStarted` was emitted (so `PublishStopped` is owed).
+        /// Whether `PublishStarted` was emitted.
         announced: bool,
     },
     Subscriber {
@@ -87,17 +88,19 @@ struct Session {
     scheduled: Option<Instant>,
     queued: bool,
     /// Remote addresses seen, to clean the demux cache on removal.
-    sources: Vec<SocketAddr>,
+    sources: Vec<(Protocol, SocketAddr)>,
 }
 
 /// The SFU state for every stage on this node.
 pub struct Sfu {
     candidate: SocketAddr,
+    /// Where the passive ICE-TCP candidate listens, if it is offered.
+    tcp_candidate: Option<SocketAddr>,
     cert: Option<DtlsCert>,
     sessions: HashMap<u64, Session>,
     by_id: HashMap<SessionId, u64>,
     /// Demux cache: the session that last accepted traffic from an address.
-    by_source: HashMap<SocketAddr, u64>,
+    by_source: HashMap<(Protocol, SocketAddr), u64>,
     next_key: u64,
     /// Sessions with input since they were last drained.
     queue: Vec<u64>,
@@ -118,6 +121,7 @@ impl Sfu {
         let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
         Self {
             candidate,
+            tcp_candidate: None,
             cert,
             sessions: HashMap::new(),
             by_id: HashMap::new(),
@@ -129,6 +133,14 @@ impl Sfu {
             out: VecDeque::new(),
             last_now: now,
         }
+    }
+
+    /// Also advertise a passive TCP host candidate at `addr` (RFC 6544,
+    /// framed per RFC 4571 by the driver) in every answer, for clients
+    /// whose UDP is blocked. It ranks below the UDP one.
+    pub fn with_tcp_candidate(mut self, addr: SocketAddr) -> Self {
+        self.tcp_candidate = Some(addr);
+        self
     }
 
     /// The address put in every answer's candidate.
@@ -179,18 +191,17 @@ impl Sfu {
         if let Ok(candidate) = Candidate::host(self.candidate, "udp") {
             rtc.add_local_candidate(candidate);
         }
+        if let Some(addr) = self.tcp_candidate {
+            if let Ok(candidate) = Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build() {
+                rtc.add_local_candidate(candidate);
+            }
+        }
         rtc
     }
 
     fn accept(&self, rtc: &mut Rtc, offer_sdp: &str) -> Result<String, SfuError> {
-        // The offer is untrusted input to a parser we do not own: a panic in
-        // it must cost this request, not the SFU task (the Rtc is discarded).
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-            let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-            Ok(answer.to_sdp_string())
-        }))
-        .unwrap_or_else(|_| Err(SfuError::InvalidSdp("the offer could not be processed".to_owned())))
+        // A panic in the parser costs this request, not the SFU task (the Rtc is discarded).
+        crate::sdp::accept_offer(rtc, offer_sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))
     }
 
     fn insert(&mut self, stage: StageId, participant: ParticipantId, role: Role, rtc: Rtc, now: Instant) -> (u64, SessionId) {
@@ -312,18 +323,25 @@ impl Sfu {
         self.end_sessions(keys, "stage removed", now);
     }
 
-    /// A datagram arrived on the media socket. Traffic that no session
-    /// accepts is dropped silently (stray or late packets are normal).
+    /// A datagram arrived on the media UDP socket: [`Sfu::receive`] over UDP.
     pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, bytes: &[u8]) {
+        self.receive(now, Protocol::Udp, source, destination, bytes);
+    }
+
+    /// A packet arrived over `proto` (a UDP datagram, or an RFC 4571 frame
+    /// of the ICE-TCP connection from `source`). Traffic that no session
+    /// accepts is dropped silently (stray or late packets are normal);
+    /// returns whether a session took it.
+    pub fn receive(&mut self, now: Instant, proto: Protocol, source: SocketAddr, destination: SocketAddr, bytes: &[u8]) -> bool {
         self.last_now = self.last_now.max(now);
         let Ok(contents) = DatagramRecv::try_from(bytes) else {
-            return;
+            return false;
         };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        let input = Input::Receive(now, Receive { proto, source, destination, contents });
 
         let cached = self
             .by_source
-            .get(&source)
+            .get(&(proto, source))
             .copied()
             .filter(|k| self.sessions.get(k).is_some_and(|s| s.rtc.is_alive() && s.rtc.accepts(&input)));
         let key = match cached {
@@ -335,12 +353,12 @@ impl Sfu {
                     .find(|(_, s)| s.rtc.is_alive() && s.rtc.accepts(&input))
                     .map(|(k, _)| *k)
                 else {
-                    return;
+                    return false;
                 };
-                self.by_source.insert(source, k);
+                self.by_source.insert((proto, source), k);
                 if let Some(s) = self.sessions.get_mut(&k) {
-                    if !s.sources.contains(&source) {
-                        s.sources.push(source);
+                    if !s.sources.contains(&(proto, source)) {
+                        s.sources.push((proto, source));
                     }
                 }
                 k
@@ -348,7 +366,7 @@ impl Sfu {
         };
 
         let Some(session) = self.sessions.get_mut(&key) else {
-            return;
+            return false;
         };
         // Packets are untrusted: a panic deep in a parser drops this session only.
         match std::panic::catch_unwind(AssertUnwindSafe(|| session.rtc.handle_input(input))) {
@@ -360,6 +378,7 @@ impl Sfu {
             Err(_) => self.fail_session(key, "panic while handling a packet", now),
         }
         self.enqueue(key);
+        true
     }
 
     /// Time has advanced to `now`: drive every session whose timer is due,
@@ -391,11 +410,19 @@ impl Sfu {
                 self.fail_session(key, "ICE/DTLS did not connect in time", now);
                 continue;
             }
-            // Always re-drain: that re-arms the session's timer.
-            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                let reason = format!("timeout handling failed: {e}");
-                self.fail_session(key, &reason, now);
-                continue;
+            // Always re-drain: that re-arms the session's timer. A panic in
+            // str0m's timers costs this session only.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let reason = format!("timeout handling failed: {e}");
+                    self.fail_session(key, &reason, now);
+                    continue;
+                }
+                Err(_) => {
+                    self.fail_session(key, "panic while handling a timeout", now);
+                    continue;
+                }
             }
             self.enqueue(key);
         }
@@ -448,7 +475,11 @@ impl Sfu {
             };
             match polled {
                 Ok(Output::Transmit(t)) => {
-                    self.out.push_back(SfuOutput::Transmit(Transmit { destination: t.destination, bytes: t.contents.into() }));
+                    self.out.push_back(SfuOutput::Transmit(Transmit {
+                        proto: t.proto,
+                        destination: t.destination,
+                        bytes: t.contents.into(),
+                    }));
                 }
                 Ok(Output::Timeout(t)) => {
                     // A later time needs no entry: the earlier one wakes the
@@ -703,15 +734,15 @@ impl Sfu {
         let mut orphans: Vec<u64> = Vec::new();
         let mut unlink: Option<u64> = None;
         match &mut s.role {
-            Role::Publisher { subscribers, announced, .. } => {
+            Role::Publisher { subscribers, .. } => {
                 orphans = std::mem::take(subscribers);
-                if *announced {
-                    self.out.push_back(SfuOutput::Event(SfuEvent::PublishStopped {
-                        stage: s.stage.clone(),
-                        participant: s.participant.clone(),
-                        session: s.id.clone(),
-                    }));
-                }
+                // Owed whether or not it ever started: a WHIP-only member
+                // whose session never connects leaves with it.
+                self.out.push_back(SfuOutput::Event(SfuEvent::PublishStopped {
+                    stage: s.stage.clone(),
+                    participant: s.participant.clone(),
+                    session: s.id.clone(),
+                }));
             }
             Role::Subscriber { publisher, .. } => unlink = Some(*publisher),
         }

@@ -1,15 +1,20 @@
 //! The tokio driver: one task owns the UDP socket and the [`Sfu`] core,
 //! like the `run()` loop of str0m's chat example. Requests from HTTP
-//! handlers and the stage hub arrive on a command channel.
+//! handlers and the stage hub arrive on a command channel; ICE-TCP frames
+//! arrive from the connection tasks of `tcp.rs`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use stagecast_protocol::{ParticipantId, StageId};
-use tokio::net::UdpSocket;
+use str0m::net::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Sfu, SfuOutput};
+use super::core::{Sfu, SfuOutput, Transmit};
+use super::tcp::{self, Link, LinkState, TcpEvent};
 use super::{SessionId, SfuError, SfuEvent};
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
@@ -54,12 +59,38 @@ pub struct SfuHandle {
 }
 
 impl SfuHandle {
-    /// Spawn the SFU task on the current tokio runtime. `candidate` is the
-    /// address advertised to clients (the socket's public address).
+    /// Spawn the SFU task on the current tokio runtime, UDP only.
+    /// `candidate` is the address advertised to clients (the socket's public
+    /// address).
     pub fn start(udp: UdpSocket, candidate: SocketAddr) -> (Self, mpsc::UnboundedReceiver<SfuEvent>) {
+        // No connection ever arrives on this channel; its sender is dropped.
+        let (_, tcp_rx) = mpsc::channel(1);
+        Self::spawn(udp, tcp_rx, candidate, None)
+    }
+
+    /// [`SfuHandle::start`] plus ICE over TCP: `candidate` is also
+    /// advertised as a passive TCP candidate, and `tcp` (bound to the same
+    /// port as `udp`) takes at most `max_tcp` connections.
+    pub fn start_with_tcp(
+        udp: UdpSocket,
+        tcp: TcpListener,
+        candidate: SocketAddr,
+        max_tcp: usize,
+    ) -> (Self, mpsc::UnboundedReceiver<SfuEvent>) {
+        let (tcp_tx, tcp_rx) = mpsc::channel(tcp::IN_QUEUE);
+        tokio::spawn(tcp::accept_loop(tcp, tcp_tx, max_tcp));
+        Self::spawn(udp, tcp_rx, candidate, Some(candidate))
+    }
+
+    fn spawn(
+        udp: UdpSocket,
+        tcp_rx: mpsc::Receiver<TcpEvent>,
+        candidate: SocketAddr,
+        tcp_candidate: Option<SocketAddr>,
+    ) -> (Self, mpsc::UnboundedReceiver<SfuEvent>) {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(udp, candidate, command_rx, event_tx));
+        tokio::spawn(run(udp, tcp_rx, candidate, tcp_candidate, command_rx, event_tx));
         (Self { commands }, event_rx)
     }
 
@@ -148,19 +179,78 @@ fn handle_command(sfu: &mut Sfu, command: Command, now: Instant) {
     }
 }
 
+/// The open ICE-TCP connections, by remote address.
+#[derive(Default)]
+struct TcpLinks {
+    links: HashMap<SocketAddr, Link>,
+}
+
+impl TcpLinks {
+    fn handle(&mut self, sfu: &mut Sfu, candidate: SocketAddr, event: TcpEvent) {
+        match event {
+            TcpEvent::Opened { peer, link } => {
+                self.links.insert(peer, link);
+            }
+            TcpEvent::Frame { id, peer, bytes } => {
+                let accepted = sfu.receive(Instant::now(), Protocol::Tcp, peer, candidate, &bytes);
+                let Some(link) = self.links.get(&peer).filter(|l| l.id == id) else { return };
+                let state = *link.state.borrow();
+                match (state, accepted) {
+                    (LinkState::Pending, true) => {
+                        let _ = link.state.send(LinkState::Validated);
+                    }
+                    (LinkState::Pending, false) => {
+                        // Its first packets are for no session: not ICE for us.
+                        let _ = link.state.send(LinkState::Refused);
+                        self.links.remove(&peer);
+                    }
+                    _ => {}
+                }
+            }
+            TcpEvent::Closed { id, peer } => {
+                if self.links.get(&peer).is_some_and(|l| l.id == id) {
+                    self.links.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// Queue a packet on its connection; dropped when that queue is full
+    /// (media tolerates loss; the SFU task never waits on one client).
+    fn send(&mut self, t: Transmit) {
+        let Some(link) = self.links.get(&t.destination) else {
+            return;
+        };
+        match link.out.try_send(t.bytes) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => tracing::trace!(destination = %t.destination, "TCP queue full, packet dropped"),
+            Err(TrySendError::Closed(_)) => {
+                self.links.remove(&t.destination);
+            }
+        }
+    }
+}
+
 async fn run(
     udp: UdpSocket,
+    mut tcp_events: mpsc::Receiver<TcpEvent>,
     candidate: SocketAddr,
+    tcp_candidate: Option<SocketAddr>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<SfuEvent>,
 ) {
     let mut sfu = Sfu::new(candidate, Instant::now());
+    if let Some(tcp) = tcp_candidate {
+        sfu = sfu.with_tcp_candidate(tcp);
+    }
+    let mut tcp_links = TcpLinks::default();
     // Larger than any MTU-sized datagram WebRTC sends.
     let mut buf = vec![0u8; 2048];
-    tracing::info!(%candidate, "SFU running");
+    tracing::info!(%candidate, tcp = tcp_candidate.is_some(), "SFU running");
     loop {
         let deadline = loop {
             match sfu.poll_output() {
+                SfuOutput::Transmit(t) if t.proto == Protocol::Tcp => tcp_links.send(t),
                 SfuOutput::Transmit(t) => {
                     // A send error concerns one peer (e.g. unreachable); the
                     // session's ICE timeout will drop it if it persists.
@@ -180,6 +270,7 @@ async fn run(
                 Some(command) => handle_command(&mut sfu, command, Instant::now()),
                 None => break,
             },
+            Some(event) = tcp_events.recv() => tcp_links.handle(&mut sfu, tcp_candidate.unwrap_or(candidate), event),
             received = udp.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
                     let bytes = buf.get(..n).unwrap_or_default();

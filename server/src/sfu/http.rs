@@ -3,20 +3,31 @@
 //! `POST /v1/stage/whip/publish` and `POST /v1/stage/whip/subscribe/{participantId}`
 //! take `Authorization: Bearer <participant token>` and an SDP offer, and
 //! answer `201 Created` with the SDP answer and a `Location` to `DELETE`.
+//! The answer, and `OPTIONS` with a valid token, carry the participant's
+//! STUN/TURN servers as `Link: <…>; rel="ice-server"` headers (RFC 9725 §4.4).
+//!
+//! Publishing needs a PUBLISH token and a place on the stage: an event-plane
+//! member publishes as such, and any other WHIP client (OBS, GStreamer)
+//! joins the stage with its publish, until the session ends (see
+//! `stage::hub`'s WHIP-only members). Subscribing needs membership — the
+//! event plane, or a WHIP publish of one's own: a WHEP client needs the
+//! event plane to learn who publishes anyway, and a subscriber that is on
+//! no member list would escape the member cap.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, options, post};
 use axum::Router;
 use stagecast_protocol::token::{Capability, ParticipantClaims};
 use stagecast_protocol::{ParticipantId, StageId};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::{SessionId, SfuError};
-use crate::{AppError, AppState};
+use crate::error::sdp_unreadable;
+use crate::{turn, AppError, AppState};
 
 /// Largest SDP offer accepted. Chrome's offers are a few KB.
 const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -36,39 +47,38 @@ impl From<SfuError> for AppError {
     }
 }
 
+/// `Allow` of every media-plane endpoint.
+const ALLOW: &str = "OPTIONS, POST, DELETE, PATCH";
+
 /// The media-plane routes, with CORS open to any origin (browsers on other
-/// origins publish too) and `OPTIONS` answered for WHIP clients that probe.
+/// origins publish too). `OPTIONS` is routed outside the CORS layer (which
+/// would answer it itself) to [`whip_options`], which answers preflights
+/// and WHIP clients asking for ICE servers alike.
 pub fn router() -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::DELETE, Method::OPTIONS, Method::PATCH])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::LOCATION, header::CONTENT_TYPE]);
-    Router::new()
-        .route("/v1/stage/whip/publish", post(publish).options(options))
-        .route("/v1/stage/whip/subscribe/{participant_id}", post(subscribe).options(options))
-        .route("/v1/stage/whip/sessions/{session_id}", delete(delete_session).options(options))
+        .expose_headers([header::LOCATION, header::CONTENT_TYPE, header::LINK]);
+    let paths = ["/v1/stage/whip/publish", "/v1/stage/whip/subscribe/{participant_id}", "/v1/stage/whip/sessions/{session_id}"];
+    let media = Router::new()
+        .route(paths[0], post(publish))
+        .route(paths[1], post(subscribe))
+        .route(paths[2], delete(delete_session))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
-        .layer(cors)
-        .layer(axum::middleware::from_fn(options_no_content))
+        .layer(cors);
+    paths.into_iter().fold(media, |router, path| router.route(path, options(whip_options)))
 }
 
-/// The CORS layer answers every `OPTIONS` itself with 200; WHIP clients
-/// expect 204 No Content (any 2xx satisfies a browser preflight).
-async fn options_no_content(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let is_options = request.method() == Method::OPTIONS;
-    let mut response = next.run(request).await;
-    if is_options && response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        if !response.headers().contains_key(header::ALLOW) {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, DELETE"));
-        }
-    }
-    response
-}
-
-async fn options() -> Response {
-    (StatusCode::NO_CONTENT, [(header::ALLOW, "OPTIONS, POST, DELETE")]).into_response()
+/// 204 with CORS preflight headers; with a valid participant token, also
+/// that participant's ICE servers as `Link` headers.
+async fn whip_options(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let servers = bearer(&headers)
+        .ok()
+        .and_then(|token| state.authorize(token, Capability::Join).ok())
+        .map(|claims| state.ice_servers(&claims))
+        .unwrap_or_default();
+    turn::whip_options_response(ALLOW, &servers)
 }
 
 /// The token of `Authorization: Bearer <token>`.
@@ -90,17 +100,22 @@ fn ids(claims: &ParticipantClaims) -> (StageId, ParticipantId) {
     (StageId(claims.topic.clone()), ParticipantId(claims.jti.clone()))
 }
 
-/// Token, capability and event-plane membership, in that order.
-fn admit(state: &AppState, headers: &HeaderMap, need: Capability) -> Result<(StageId, ParticipantId), AppError> {
+/// Token, capability and membership (subscribing), in that order.
+fn admit(state: &AppState, headers: &HeaderMap, need: Capability) -> Result<(StageId, ParticipantId, ParticipantClaims), AppError> {
     let claims = state.authorize(bearer(headers)?, need)?;
     let (stage, participant) = ids(&claims);
     if !state.stages.is_connected(&stage, &participant) {
+        // Tells an SDK whose event-plane upgrade was refused (browsers hide
+        // the status) that the stage is full.
+        if state.stages.is_full(&stage, state.config.max_stage_members) {
+            return Err(AppError::conflict("STAGE_FULL", "the stage is full; try again when someone leaves"));
+        }
         return Err(AppError::conflict(
             "NOT_JOINED",
             "connect to the stage event plane (events_url) before publishing or subscribing",
         ));
     }
-    Ok((stage, participant))
+    Ok((stage, participant, claims))
 }
 
 /// The participant may have left while the SFU built the session, after the
@@ -110,11 +125,11 @@ async fn still_joined(state: &AppState, stage: &StageId, participant: &Participa
         return Ok(());
     }
     let _ = state.sfu.close_session(session.clone(), None).await;
-    Err(AppError::conflict("NOT_JOINED", "the participant left the stage event plane"))
+    Err(not_joined())
 }
 
 fn sdp_body(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
-    let body = body.map_err(|r| AppError::new(r.status(), "INVALID_SDP", format!("cannot read the SDP offer: {}", r.body_text())))?;
+    let body = body.map_err(|r| sdp_unreadable(r.status()))?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| AppError::bad_request("INVALID_SDP", "the SDP offer is not UTF-8 text"))?;
     if text.trim().is_empty() {
         return Err(AppError::bad_request("INVALID_SDP", "the request body must be an SDP offer"));
@@ -122,7 +137,7 @@ fn sdp_body(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
     Ok(text)
 }
 
-fn created(session: &SessionId, answer: String) -> Response {
+fn created(state: &AppState, claims: &ParticipantClaims, session: &SessionId, answer: String) -> Response {
     let location = format!("{SESSIONS_PATH}/{session}");
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
@@ -130,15 +145,39 @@ fn created(session: &SessionId, answer: String) -> Response {
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
+    turn::add_links(headers, &state.ice_servers(claims));
     response
 }
 
+/// Token, capability, a place on the stage (membership or room for a
+/// WHIP-only member), SDP; the session; then that it still holds a place.
 async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, AppError> {
-    let (stage, participant) = admit(&state, &headers, Capability::Publish)?;
+    let claims = state.authorize(bearer(&headers)?, Capability::Publish)?;
+    let (stage, participant) = ids(&claims);
+    let admission = state.stages.begin_whip_publish(&claims, state.config.max_stage_members)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.publish(stage.clone(), participant.clone(), offer).await?;
-    still_joined(&state, &stage, &participant, &session).await?;
-    Ok(created(&session, answer))
+    if !admission.is_whip_only() {
+        drop(admission);
+        still_joined(&state, &stage, &participant, &session).await?;
+        return Ok(created(&state, &claims, &session, answer));
+    }
+    if !admission.commit(&claims, &session) {
+        let _ = state.sfu.close_session(session, None).await;
+        return Err(not_joined());
+    }
+    // Removed (or its session ended) between the answer and the commit:
+    // the SFU has handled that by now, so a live session is still held.
+    if state.sfu.session_owner(session.clone()).await.is_none() {
+        state.stages.whip_session_ended(&stage, &participant, &session);
+        return Err(not_joined());
+    }
+    state.participant_joined(&claims);
+    Ok(created(&state, &claims, &session, answer))
+}
+
+fn not_joined() -> AppError {
+    AppError::conflict("NOT_JOINED", "the participant is no longer on the stage")
 }
 
 async fn subscribe(
@@ -147,11 +186,11 @@ async fn subscribe(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let (stage, subscriber) = admit(&state, &headers, Capability::Subscribe)?;
+    let (stage, subscriber, claims) = admit(&state, &headers, Capability::Subscribe)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.subscribe(stage.clone(), subscriber.clone(), ParticipantId(publisher), offer).await?;
     still_joined(&state, &stage, &subscriber, &session).await?;
-    Ok(created(&session, answer))
+    Ok(created(&state, &claims, &session, answer))
 }
 
 async fn delete_session(State(state): State<AppState>, Path(session): Path<String>, headers: HeaderMap) -> Result<StatusCode, AppError> {
@@ -163,6 +202,9 @@ async fn delete_session(State(state): State<AppState>, Path(session): Path<Strin
         Some(_) => {}
         None => return Err(SfuError::SessionNotFound(session).into()),
     }
-    state.sfu.close_session(session, Some(participant)).await?;
+    state.sfu.close_session(session.clone(), Some(participant.clone())).await?;
+    // A WHIP-only member leaves with its publish, now rather than when the
+    // SFU's event arrives.
+    state.stages.whip_session_ended(&stage, &participant, &session);
     Ok(StatusCode::NO_CONTENT)
 }

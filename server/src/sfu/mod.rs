@@ -4,12 +4,15 @@
 //!
 //! Model: every publish and every subscription is its own peer connection
 //! (the IVS model). A publisher's frames are forwarded to each of its
-//! subscribers; keyframe requests flow back. The server is ICE-lite with one
-//! host candidate, so clients need no trickle ICE.
+//! subscribers; keyframe requests flow back. The server is ICE-lite with a
+//! UDP host candidate and a passive TCP one on the same port (RFC 4571
+//! framing, for networks that block UDP), so clients need no trickle ICE.
 
 pub mod core;
 mod driver;
+mod framing;
 mod http;
+mod tcp;
 
 use std::fmt;
 
@@ -17,6 +20,7 @@ use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
 
 pub use driver::{SfuHandle, WeakSfuHandle};
 pub use http::router;
+pub use tcp::bind_media;
 
 /// A media session (one peer connection): the `{id}` in
 /// `Location: /v1/stage/whip/sessions/{id}`. Random, so not guessable.
@@ -62,7 +66,8 @@ pub enum SfuEvent {
         session: SessionId,
         kinds: Vec<String>,
     },
-    /// A publish session that had started ended (closed, failed, replaced).
+    /// A publish session ended (closed, failed, replaced, or never
+    /// connected: then without a `PublishStarted` before it).
     PublishStopped {
         stage: StageId,
         participant: ParticipantId,

@@ -1,23 +1,41 @@
-//! The stage event plane: who is connected to each stage, their published
-//! and mute state, and the WebSocket that sends snapshots.
+//! The stage event plane: who is on each stage, their published and mute
+//! state, and the WebSocket that keeps every member up to date.
 //!
-//! [`room::StageRoom`] is the sans-IO core (members + sequence number; every
-//! change returns the new snapshot). [`StageHub`] holds one room per stage
-//! and a sender per connection, and applies the SFU's publish events.
-//! [`socket`] serves `GET /v1/stage/events`.
+//! [`room::StageRoom`] is the sans-IO core (members, sequence numbers, and
+//! the one frame a connection needs to catch up); [`limit`] the sans-IO rate
+//! limit on client frames. [`StageHub`] holds one room per stage, publishes
+//! each change to the stage's connections, applies the SFU's publish events
+//! and keeps a lost member for the reconnect grace; a WHIP-only publisher
+//! (OBS) is a member through its publish session. [`presence`] copies the
+//! members to the store so a restarted server restores them. [`socket`]
+//! serves `GET /v1/stage/events`; `connection` holds its reader and writer.
 
+mod connection;
+mod handshake;
 mod hub;
+pub mod limit;
+pub mod presence;
 pub mod room;
 pub mod socket;
 
 use axum::routing::get;
 use axum::Router;
+use stagecast_protocol::events::ServerMessage;
 
 use crate::AppState;
 
-pub use hub::{Connection, Outbound, StageHub};
+pub use hub::{Connection, HubError, RestoredMember, Seat, StageHub, WhipPublish};
+pub use socket::{reconnect_grace, run_connection, ConnectionSettings};
 
 /// `GET /v1/stage/events` (WebSocket, token as subprotocol).
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stage/events", get(socket::events))
+}
+
+/// Serialize a server message for the socket.
+pub(crate) fn to_json(message: &ServerMessage) -> String {
+    serde_json::to_string(message).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialize a server message");
+        String::from(r#"{"type":"ERROR","code":"INTERNAL","message":"internal server error"}"#)
+    })
 }

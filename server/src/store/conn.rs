@@ -13,9 +13,11 @@ use super::StoreError;
 /// failing: the modules share one file, so brief contention is normal.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Open `path` and create `schema` (idempotent `CREATE TABLE IF NOT EXISTS`
-/// statements) in it.
+/// Open `path` (owner-only, see [`super::private_db_file`]) and create
+/// `schema` (idempotent `CREATE TABLE IF NOT EXISTS` statements) in it.
 pub fn open_connection(path: &Path, schema: &str) -> Result<Connection, StoreError> {
+    super::private_db_file(path)
+        .map_err(|source| StoreError::Private { path: path.display().to_string(), source })?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(schema)?;

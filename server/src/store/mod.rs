@@ -8,6 +8,7 @@
 //! Times are seconds since the Unix epoch.
 
 mod conn;
+mod private;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use stagecast_protocol::token::TokenCapabilities;
 use stagecast_protocol::{ParticipantId, StageId};
 
 pub use conn::{open_connection, TableConnection};
+pub use private::{private_db_file, private_dir};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed. Handlers log these and answer 500.
@@ -29,6 +31,8 @@ pub enum StoreError {
     Corrupt { what: &'static str, source: serde_json::Error },
     #[error("cannot create the directory of {path}: {source}")]
     Dir { path: String, source: std::io::Error },
+    #[error("cannot make {path} owner-only: {source}")]
+    Private { path: String, source: std::io::Error },
 }
 
 /// A stage as stored.
@@ -83,13 +87,60 @@ pub struct DemoGroupRecord {
     pub room_id: Option<String>,
 }
 
+/// One page of a listing: at most `limit` rows that come after the position
+/// `after` (the [`Page::next`] of the previous page; `None` starts at the
+/// beginning). Positions are assigned by the store, follow the listing's
+/// order and mean nothing else: a row added or removed between two pages
+/// never makes another row appear twice or go missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl PageQuery {
+    /// The first `limit` rows.
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, limit }
+    }
+
+    /// The SQL `LIMIT`: one row more than the page holds, which tells
+    /// whether a next page exists (see [`Page::from_rows`]).
+    pub fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+}
+
+/// A page of rows and, when more follow, where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// From the rows `(position, row)` a query returned in listing order,
+    /// asked for `limit + 1` so that one more row tells there is a next page.
+    pub fn from_rows(mut rows: Vec<(i64, T)>, limit: u32) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more { rows.last().map(|(position, _)| *position) } else { None };
+        Self { items: rows.into_iter().map(|(_, row)| row).collect(), next }
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page { items: self.items.into_iter().map(f).collect(), next: self.next }
+    }
+}
+
 /// Everything the server persists. Implementations must be usable from many
 /// threads at once.
 pub trait Store: Send + Sync {
     fn create_stage(&self, stage: &StageRecord) -> Result<(), StoreError>;
     fn get_stage(&self, id: &StageId) -> Result<Option<StageRecord>, StoreError>;
     /// Oldest first.
-    fn list_stages(&self) -> Result<Vec<StageRecord>, StoreError>;
+    fn list_stages(&self, page: PageQuery) -> Result<Page<StageRecord>, StoreError>;
     /// Removes the stage with its participants and demo groups. Returns
     /// whether the stage existed.
     fn delete_stage(&self, id: &StageId) -> Result<bool, StoreError>;
@@ -98,10 +149,13 @@ pub trait Store: Send + Sync {
     fn insert_participant(&self, participant: &ParticipantRecord) -> Result<(), StoreError>;
     fn get_participant(&self, stage: &StageId, id: &ParticipantId) -> Result<Option<ParticipantRecord>, StoreError>;
     /// In minting order.
-    fn list_participants(&self, stage: &StageId) -> Result<Vec<ParticipantRecord>, StoreError>;
+    fn list_participants(&self, stage: &StageId, page: PageQuery) -> Result<Page<ParticipantRecord>, StoreError>;
     /// Note a connection: inserts `participant` if unknown (a self-signed
     /// token), and sets its first join time to `when` if it has none.
     fn record_join(&self, participant: &ParticipantRecord, when: i64) -> Result<(), StoreError>;
+    /// Whether a participant of `user_id` on the stage was disconnected
+    /// (revoked): the demo backend keeps such a user out.
+    fn user_removed(&self, stage: &StageId, user_id: &str) -> Result<bool, StoreError>;
     /// Mark a participant's token as dead. Returns whether it was known.
     fn revoke_participant(&self, stage: &StageId, id: &ParticipantId, reason: &str) -> Result<bool, StoreError>;
 
@@ -112,7 +166,7 @@ pub trait Store: Send + Sync {
     fn create_demo_group(&self, group: &DemoGroupRecord) -> Result<(), StoreError>;
     fn get_demo_group(&self, group_id: &str) -> Result<Option<DemoGroupRecord>, StoreError>;
     /// Newest first.
-    fn list_demo_groups(&self) -> Result<Vec<DemoGroupRecord>, StoreError>;
+    fn list_demo_groups(&self, page: PageQuery) -> Result<Page<DemoGroupRecord>, StoreError>;
     /// Returns whether the group existed. The stage is left alone.
     fn delete_demo_group(&self, group_id: &str) -> Result<bool, StoreError>;
 }

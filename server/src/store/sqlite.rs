@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use stagecast_protocol::token::TokenCapabilities;
 use stagecast_protocol::{ParticipantId, StageId};
 
-use super::{DemoGroupRecord, ParticipantRecord, PublicKeyRecord, StageRecord, Store, StoreError};
+use super::{DemoGroupRecord, Page, PageQuery, ParticipantRecord, PublicKeyRecord, StageRecord, Store, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stages (
@@ -60,9 +60,10 @@ impl SqliteStore {
     /// Open (creating if needed) the database at `path` and its schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Dir { path: path.display().to_string(), source })?;
+            super::private_dir(dir).map_err(|source| StoreError::Dir { path: path.display().to_string(), source })?;
         }
+        super::private_db_file(path)
+            .map_err(|source| StoreError::Private { path: path.display().to_string(), source })?;
         let conn = Connection::open(path)?;
         // journal_mode answers with a row, so it cannot go through execute().
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -187,11 +188,15 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn list_stages(&self) -> Result<Vec<StageRecord>, StoreError> {
+    fn list_stages(&self, page: PageQuery) -> Result<Page<StageRecord>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT id, name, create_time FROM stages ORDER BY create_time, rowid")?;
-        let rows = stmt.query_map([], stage_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut stmt = conn.prepare(
+            "SELECT id, name, create_time, rowid FROM stages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(3)?, stage_row(r)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, page.limit))
     }
 
     fn delete_stage(&self, id: &StageId) -> Result<bool, StoreError> {
@@ -235,12 +240,29 @@ impl Store for SqliteStore {
         raw.map(finish_participant).transpose()
     }
 
-    fn list_participants(&self, stage: &StageId) -> Result<Vec<ParticipantRecord>, StoreError> {
+    fn list_participants(&self, stage: &StageId, page: PageQuery) -> Result<Page<ParticipantRecord>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(&format!("SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE stage_id = ?1 ORDER BY rowid"))?;
-        let rows = stmt.query_map([stage.as_str()], participant_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(finish_participant).collect()
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {PARTICIPANT_COLUMNS}, rowid FROM participants WHERE stage_id = ?1 AND rowid > ?2
+             ORDER BY rowid LIMIT ?3"
+        ))?;
+        let rows = stmt
+            .query_map(params![stage.as_str(), page.after.unwrap_or(0), page.fetch_limit()], |r| {
+                Ok((r.get(10)?, participant_row(r)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = rows
+            .into_iter()
+            .map(|(at, raw)| Ok((at, finish_participant(raw)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+
+    fn user_removed(&self, stage: &StageId, user_id: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT 1 FROM participants WHERE stage_id = ?1 AND user_id = ?2 AND revoked = 1 LIMIT 1")?;
+        Ok(stmt.exists(params![stage.as_str(), user_id])?)
     }
 
     fn record_join(&self, p: &ParticipantRecord, when: i64) -> Result<(), StoreError> {
@@ -323,12 +345,19 @@ impl Store for SqliteStore {
         raw.map(finish_group).transpose()
     }
 
-    fn list_demo_groups(&self) -> Result<Vec<DemoGroupRecord>, StoreError> {
+    fn list_demo_groups(&self, page: PageQuery) -> Result<Page<DemoGroupRecord>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt =
-            conn.prepare(&format!("SELECT {GROUP_COLUMNS} FROM demo_groups ORDER BY create_time DESC, rowid DESC"))?;
-        let rows = stmt.query_map([], group_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(finish_group).collect()
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {GROUP_COLUMNS}, rowid FROM demo_groups WHERE rowid < ?1 ORDER BY rowid DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![page.after.unwrap_or(i64::MAX), page.fetch_limit()], |r| Ok((r.get(8)?, group_row(r)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = rows
+            .into_iter()
+            .map(|(at, raw)| Ok((at, finish_group(raw)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Page::from_rows(rows, page.limit))
     }
 
     fn delete_demo_group(&self, group_id: &str) -> Result<bool, StoreError> {

@@ -14,15 +14,47 @@
 //! Parts are cut on video frame arrival once they reach ~85% of the part
 //! target or the next frame would overshoot it; a segment ends at the first keyframe after the segment target
 //! (or, without one, at the target duration).
+//!
+//! Hostile input: timestamps may repeat, go backwards or jump; frames may be
+//! huge or carry a broken SPS. A small step back drops the frame; a jump of
+//! more than the target duration either way ends the segment and starts the
+//! next one after `EXT-X-DISCONTINUITY` at the next keyframe (with
+//! `EXT-X-PROGRAM-DATE-TIME` carried on from where the stream was). An
+//! access unit whose SPS does not parse is refused, and so is every frame
+//! after it until the next keyframe (they would not decode). Each segment
+//! holds at most [`MAX_SEGMENT_BYTES`] and [`MAX_SEGMENT_FRAMES`], so the
+//! window's memory is bounded whatever the broadcaster sends.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::fmp4::{self, AudioParams, Sample, TrackRun, VideoParams, AUDIO_TRACK_ID, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
-use super::h264::{self, AccessUnit, SpsInfo};
+use super::h264::{self, AccessUnit, H264Error, SpsInfo, MAX_ACCESS_UNIT_BYTES};
+
+mod playlist;
+mod resume;
+pub use playlist::{MediaName, SegmentChunk};
+pub use resume::Continuity;
 
 /// Samples per AAC-LC frame.
 pub const AAC_FRAME_SAMPLES: u32 = 1024;
+/// Video bytes one segment may hold (64 Mbit/s over a 2 s segment); frames
+/// past it are refused until the next segment.
+pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
+/// Video frames one segment may hold (240 fps over 4 s).
+pub const MAX_SEGMENT_FRAMES: usize = 960;
+
+/// Why a video frame was not packaged. The stream goes on; the driver logs
+/// the reason and asks for a keyframe ([`Packager::wants_keyframe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PackagerError {
+    #[error("the access unit's SPS cannot be used: {0}")]
+    BadSps(H264Error),
+    #[error("an access unit of {bytes} bytes is over the {MAX_ACCESS_UNIT_BYTES}-byte limit")]
+    FrameTooLarge { bytes: usize },
+    #[error("the segment is full ({MAX_SEGMENT_BYTES} bytes or {MAX_SEGMENT_FRAMES} frames)")]
+    SegmentFull,
+}
 
 /// Packager tuning.
 #[derive(Debug, Clone)]
@@ -47,7 +79,10 @@ pub struct PackagerConfig {
 impl Default for PackagerConfig {
     fn default() -> Self {
         Self {
-            part_target: Duration::from_millis(300),
+            // 200 ms parts and a hold-back of three of them put hls.js ~0.6 s
+            // behind the newest part (0.9 s with 300 ms parts): the main lever
+            // of its glass-to-glass latency.
+            part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
             target_duration_secs: 2,
             window_segments: 7,
@@ -67,7 +102,12 @@ impl PackagerConfig {
         Duration::from_secs(u64::from(self.target_duration_secs) * 3)
     }
     fn ticks(d: Duration) -> u64 {
-        (d.as_micros() as u64).saturating_mul(u64::from(VIDEO_TIMESCALE)) / 1_000_000
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX).saturating_mul(u64::from(VIDEO_TIMESCALE)) / 1_000_000
+    }
+    /// A step between two video frames larger than this (either way) is a
+    /// break in the timeline, not jitter: the target duration.
+    fn max_step(&self) -> u64 {
+        u64::from(self.target_duration_secs).saturating_mul(u64::from(VIDEO_TIMESCALE)).max(1)
     }
 }
 
@@ -99,6 +139,10 @@ struct Segment {
 impl Segment {
     fn duration(&self) -> f64 {
         self.parts.iter().map(|p| p.duration).sum()
+    }
+    /// Wall-clock time (Unix ms) just after its media.
+    fn end_pdt_ms(&self) -> i64 {
+        self.pdt_ms.saturating_add((self.duration() * 1000.0) as i64)
     }
 }
 
@@ -148,8 +192,16 @@ pub struct Packager {
     pending_audio: VecDeque<(u64, Vec<u8>)>,
     part_start_pts: u64,
     fragment_seq: u32,
-    /// Video pts and wall time (Unix ms) of the first frame.
+    /// Video pts and wall time (Unix ms) of the first frame (of the stream,
+    /// or of the timeline after a break).
     epoch: Option<(u64, i64)>,
+    /// Audio before this video pts is dropped: the start of the timeline.
+    audio_floor: Option<u64>,
+    /// A frame was refused: later frames wait for a keyframe.
+    need_keyframe: bool,
+    /// Video bytes and frames in the open segment (pending ones included).
+    open_bytes: usize,
+    open_frames: usize,
     last_video_duration: u32,
     /// Video pts when a keyframe was last asked for in this segment.
     keyframe_asked_at: Option<u64>,
@@ -158,6 +210,17 @@ pub struct Packager {
     metadata_id: u32,
     ended: bool,
     version: u64,
+    /// The version the first init segment takes (above every version a
+    /// broadcast this one continues has used).
+    init_base: u32,
+    /// Set while interrupted: the timeline point (video time, wall ms) the
+    /// next session continues from.
+    resume_anchor: Option<(u64, i64)>,
+    /// Added to the current session's video times (90 kHz) to put them on
+    /// the broadcast's timeline.
+    video_offset: i64,
+    /// What a packager rebuilt after a restart continues.
+    resumed_from: Option<Continuity>,
 }
 
 impl Packager {
@@ -179,6 +242,10 @@ impl Packager {
             part_start_pts: 0,
             fragment_seq: 1,
             epoch: None,
+            audio_floor: None,
+            need_keyframe: false,
+            open_bytes: 0,
+            open_frames: 0,
             last_video_duration: 3000,
             keyframe_asked_at: None,
             want_keyframe: true,
@@ -186,6 +253,10 @@ impl Packager {
             metadata_id: 0,
             ended: false,
             version: 0,
+            init_base: 0,
+            resume_anchor: None,
+            video_offset: 0,
+            resumed_from: None,
         }
     }
 
@@ -245,52 +316,62 @@ impl Packager {
     }
 
     /// Add one video access unit at `pts` (90 kHz). `wall_ms` is the wall
-    /// clock (Unix ms) now; only the first frame's is used.
-    pub fn push_video(&mut self, pts: u64, au: AccessUnit, wall_ms: i64) {
+    /// clock (Unix ms) now; only the first frame's is used. An error says
+    /// why the frame was refused (the stream goes on).
+    pub fn push_video(&mut self, pts: u64, au: AccessUnit, wall_ms: i64) -> Result<(), PackagerError> {
         if self.ended {
-            return;
+            return Ok(());
+        }
+        if let Err(e) = self.check_frame(&au) {
+            self.refuse_until_keyframe(pts);
+            return Err(e);
+        }
+        if self.resume_anchor.is_some() {
+            // A resumed session starts at a keyframe, on the old timeline.
+            if !au.keyframe {
+                self.ask_keyframe(pts);
+                return Ok(());
+            }
+            self.resume_timeline(pts, wall_ms);
+        }
+        let pts = resume::shift(pts, self.video_offset);
+        if let Some(last) = self.pending_video.last().map(|f| f.pts) {
+            let step_back = last.saturating_sub(pts);
+            let step = pts.saturating_sub(last);
+            if step_back > self.config.max_step() || step > self.config.max_step() {
+                self.break_timeline(last, pts);
+            } else if pts <= last {
+                // Out of order or duplicate timestamps: not representable without
+                // composition offsets; drop the frame.
+                return Ok(());
+            }
         }
         if let (Some(sps), Some(pps), true) = (&au.sps, &au.pps, au.keyframe) {
-            // Parameter sets also travel in-band with every keyframe, so only a
-            // change a decoder must be re-initialised for (size, profile, level)
-            // needs a new init segment.
-            if let Some(info) = h264::parse_sps(sps).filter(|i| Some(*i) != self.sps_info) {
-                let first = self.video.is_none();
-                if !first && self.open_segment().is_some() {
-                    self.close_part(pts);
-                    self.close_segment();
-                }
-                let params = VideoParams { sps: sps.clone(), pps: pps.clone(), width: info.width, height: info.height };
-                let version = if first { 0 } else { self.current_init() + 1 };
-                self.inits.push((version, fmp4::init_segment(&params, &self.audio)));
-                self.video = Some(params);
-                self.sps_info = Some(info);
-                self.discontinuity_next = !first;
-                self.version += 1;
+            // Checked above: the SPS parses.
+            if let Some(info) = h264::parse_sps(sps).ok().filter(|i| Some(*i) != self.sps_info) {
+                self.new_video_params(pts, sps.clone(), pps.clone(), info);
             }
         }
         if self.video.is_none() {
-            return;
+            return Ok(());
         }
+        if self.need_keyframe && !au.keyframe {
+            self.ask_keyframe(pts);
+            return Ok(());
+        }
+        self.need_keyframe = false;
         let Some(seg_start) = self.open_segment().map(|s| s.start_pts) else {
             // Nothing open: only a keyframe may start the stream.
             if !au.keyframe {
-                self.want_keyframe = self.keyframe_asked_at.is_none();
-                self.keyframe_asked_at.get_or_insert(pts);
-                return;
+                self.ask_keyframe(pts);
+                return Ok(());
             }
             let epoch = *self.epoch.get_or_insert((pts, wall_ms));
+            self.audio_floor.get_or_insert(pts);
             self.start_segment(pts, epoch);
-            self.pending_video.push(PendingVideo { pts, keyframe: au.keyframe, data: au.avcc });
-            return;
+            self.add_pending(pts, au);
+            return Ok(());
         };
-        if let Some(last) = self.pending_video.last() {
-            if pts <= last.pts {
-                // Out of order or duplicate timestamps: not representable without
-                // composition offsets; drop the frame.
-                return;
-            }
-        }
         let segment_ticks = pts.saturating_sub(seg_start);
         let due = segment_ticks >= PackagerConfig::ticks(self.config.segment_target);
         let overdue = segment_ticks >= u64::from(self.config.target_duration_secs) * u64::from(VIDEO_TIMESCALE);
@@ -300,23 +381,101 @@ impl Packager {
             let epoch = self.epoch.unwrap_or((pts, wall_ms));
             self.start_segment(pts, epoch);
         } else {
+            if self.open_bytes.saturating_add(au.avcc.len()) > MAX_SEGMENT_BYTES
+                || self.open_frames >= MAX_SEGMENT_FRAMES
+            {
+                self.refuse_until_keyframe(pts);
+                return Err(PackagerError::SegmentFull);
+            }
             // Cut once the part is near its target, or when one more frame
-            // (at the current frame interval) would take it past the target.
+            // (at the longest frame interval seen in this part: capture
+            // jitters) could take it past the target.
             let target = PackagerConfig::ticks(self.config.part_target);
             let duration = pts.saturating_sub(self.part_start_pts);
-            let interval = self.pending_video.last().map_or(0, |last| pts.saturating_sub(last.pts));
-            if duration >= target * 85 / 100 || duration + interval > target {
+            let last_gap = self.pending_video.last().map_or(0, |last| pts.saturating_sub(last.pts));
+            let interval = self
+                .pending_video
+                .windows(2)
+                .filter_map(|w| match w {
+                    [a, b] => Some(b.pts.saturating_sub(a.pts)),
+                    _ => None,
+                })
+                .fold(last_gap, u64::max);
+            if duration >= target * 85 / 100 || duration.saturating_add(interval) > target {
                 self.close_part(pts);
             }
         }
         if due && !au.keyframe {
-            // Ask when the boundary is due, and again if the encoder ignored it.
-            let again = PackagerConfig::ticks(Duration::from_millis(500));
-            if self.keyframe_asked_at.is_none_or(|at| pts.saturating_sub(at) >= again) {
-                self.keyframe_asked_at = Some(pts);
-                self.want_keyframe = true;
-            }
+            self.ask_keyframe(pts);
         }
+        self.add_pending(pts, au);
+        Ok(())
+    }
+
+    /// Size limits and a usable SPS (on any frame that carries one: a
+    /// decoder would choke on a broken one in-band too).
+    fn check_frame(&self, au: &AccessUnit) -> Result<(), PackagerError> {
+        if au.avcc.len() > MAX_ACCESS_UNIT_BYTES {
+            return Err(PackagerError::FrameTooLarge { bytes: au.avcc.len() });
+        }
+        if let Some(sps) = &au.sps {
+            h264::parse_sps(sps).map_err(PackagerError::BadSps)?;
+        }
+        Ok(())
+    }
+
+    /// Ask for a keyframe now, and again if the encoder ignored it.
+    fn ask_keyframe(&mut self, pts: u64) {
+        let again = PackagerConfig::ticks(Duration::from_millis(500));
+        if self.keyframe_asked_at.is_none_or(|at| pts.saturating_sub(at) >= again) {
+            self.keyframe_asked_at = Some(pts);
+            self.want_keyframe = true;
+        }
+    }
+
+    /// Later frames reference the refused one: drop them until a keyframe.
+    fn refuse_until_keyframe(&mut self, pts: u64) {
+        self.need_keyframe = true;
+        self.ask_keyframe(pts);
+    }
+
+    /// The encoder sent new parameters (or the first): a new init segment,
+    /// and a new segment after a discontinuity.
+    fn new_video_params(&mut self, pts: u64, sps: Vec<u8>, pps: Vec<u8>, info: SpsInfo) {
+        let first = self.video.is_none();
+        if !first && self.open_segment().is_some() {
+            self.close_part(pts);
+            self.close_segment();
+        }
+        let params = VideoParams { sps, pps, width: info.width, height: info.height };
+        let version = if first { self.init_base } else { self.current_init().saturating_add(1) };
+        self.inits.push((version, fmp4::init_segment(&params, &self.audio)));
+        self.video = Some(params);
+        self.sps_info = Some(info);
+        if !first {
+            self.discontinuity_next = true;
+        }
+        self.version += 1;
+    }
+
+    /// Timestamps jumped from `last` to `pts`: end the open segment after
+    /// its last frame and continue, after a discontinuity, at the next
+    /// keyframe, with program date-time going on from where it was.
+    fn break_timeline(&mut self, last: u64, pts: u64) {
+        let end = last.saturating_add(u64::from(self.last_video_duration));
+        self.close_part(end);
+        self.close_segment();
+        self.pending_audio.clear();
+        let wall = self.segments.back().map(Segment::end_pdt_ms).or(self.epoch.map(|e| e.1)).unwrap_or(0);
+        self.epoch = Some((pts, wall));
+        self.audio_floor = Some(pts);
+        self.discontinuity_next = true;
+        self.keyframe_asked_at = None;
+    }
+
+    fn add_pending(&mut self, pts: u64, au: AccessUnit) {
+        self.open_bytes = self.open_bytes.saturating_add(au.avcc.len());
+        self.open_frames = self.open_frames.saturating_add(1);
         self.pending_video.push(PendingVideo { pts, keyframe: au.keyframe, data: au.avcc });
     }
 
@@ -325,8 +484,9 @@ impl Packager {
         if self.ended {
             return;
         }
-        let Some(seg) = self.segments.front() else { return };
-        if self.audio_to_video(pts) < seg.start_pts {
+        let Some(floor) = self.audio_floor else { return };
+        let pts = resume::shift(pts, self.audio_offset());
+        if self.audio_to_video(pts) < floor {
             return;
         }
         // Video stopped but audio goes on: keep ~10 s at most.
@@ -341,19 +501,21 @@ impl Packager {
     }
 
     fn start_segment(&mut self, pts: u64, epoch: (u64, i64)) {
-        let offset_ms = (pts.saturating_sub(epoch.0) / 90) as i64;
+        let offset_ms = i64::try_from(pts.saturating_sub(epoch.0) / 90).unwrap_or(i64::MAX);
         self.segments.push_back(Segment {
             msn: self.next_msn,
             start_pts: pts,
             parts: Vec::new(),
             complete: false,
-            pdt_ms: epoch.1 + offset_ms,
+            pdt_ms: epoch.1.saturating_add(offset_ms),
             init: self.current_init(),
             discontinuity: std::mem::take(&mut self.discontinuity_next),
         });
-        self.next_msn += 1;
+        self.next_msn = self.next_msn.saturating_add(1);
         self.part_start_pts = pts;
         self.keyframe_asked_at = None;
+        self.open_bytes = 0;
+        self.open_frames = 0;
     }
 
     /// Cut the pending samples before `end_pts` into a part of the open segment.
@@ -422,7 +584,7 @@ impl Packager {
         }
         while self.segments.iter().filter(|s| s.complete).count() > self.config.window_segments {
             if self.segments.pop_front().is_some_and(|s| s.discontinuity) {
-                self.discontinuity_sequence += 1;
+                self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
             }
         }
         // Keep the init segments the window still needs (and the current one).
@@ -437,7 +599,7 @@ impl Packager {
             return;
         }
         if let Some(last) = self.pending_video.last() {
-            let end = last.pts + u64::from(self.last_video_duration);
+            let end = last.pts.saturating_add(u64::from(self.last_video_duration));
             self.close_part(end);
         }
         self.close_segment();
@@ -445,150 +607,4 @@ impl Packager {
         self.version += 1;
     }
 
-    /// Whether the playlist can answer `_HLS_msn=msn[&_HLS_part=part]`.
-    pub fn playlist_ready(&self, msn: u64, part: Option<u32>) -> Readiness {
-        if self.ended {
-            return Readiness::Ready;
-        }
-        let Some(last) = self.segments.back() else {
-            return if msn > self.next_msn + 2 { Readiness::BadRequest } else { Readiness::Wait };
-        };
-        if msn > last.msn + 2 {
-            return Readiness::BadRequest;
-        }
-        if msn < last.msn {
-            return Readiness::Ready;
-        }
-        if msn > last.msn {
-            return Readiness::Wait;
-        }
-        if last.complete {
-            return Readiness::Ready;
-        }
-        match part {
-            Some(p) if (p as usize) < last.parts.len() => Readiness::Ready,
-            // A client far ahead of the open segment's parts is confused.
-            Some(p) if p as usize > last.parts.len() + 20 => Readiness::BadRequest,
-            _ => Readiness::Wait,
-        }
-    }
-
-    /// Whether any part exists yet (a playlist without one is not served).
-    pub fn has_media(&self) -> bool {
-        self.segments.iter().any(|s| !s.parts.is_empty())
-    }
-
-    /// A complete segment: its parts back to back.
-    pub fn segment(&self, msn: u64) -> Option<Vec<u8>> {
-        let seg = self.segments.iter().find(|s| s.msn == msn && s.complete)?;
-        Some(seg.parts.iter().flat_map(|p| p.data.iter().copied()).collect())
-    }
-
-    /// Part `index` of segment `msn`.
-    pub fn part(&self, msn: u64, index: u32) -> PartLookup {
-        let Some(seg) = self.segments.iter().find(|s| s.msn == msn) else {
-            // The segment after the last one: its first part is upcoming too.
-            let next = self.segments.back().map(|s| if s.complete { s.msn + 1 } else { u64::MAX });
-            return if !self.ended && index == 0 && next == Some(msn) { PartLookup::Upcoming } else { PartLookup::Missing };
-        };
-        match seg.parts.get(index as usize) {
-            Some(p) => PartLookup::Ready(p.data.clone()),
-            None if !seg.complete && !self.ended && index as usize == seg.parts.len() => PartLookup::Upcoming,
-            None => PartLookup::Missing,
-        }
-    }
-
-    /// The LL-HLS media playlist (`media.m3u8`).
-    pub fn media_playlist(&self) -> String {
-        use std::fmt::Write as _;
-        let c = &self.config;
-        let mut out = String::with_capacity(2048);
-        let _ = writeln!(out, "#EXTM3U");
-        let _ = writeln!(out, "#EXT-X-VERSION:9");
-        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", c.target_duration_secs);
-        let _ = writeln!(
-            out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
-            c.part_hold_back().as_secs_f64()
-        );
-        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={:.3}", c.part_target.as_secs_f64());
-        let first_msn = self.segments.front().map_or(self.next_msn, |s| s.msn);
-        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
-        if self.discontinuity_sequence > 0 {
-            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
-        }
-        let complete = self.segments.iter().filter(|s| s.complete).count();
-        let mut map: Option<u32> = None;
-        for (i, seg) in self.segments.iter().enumerate() {
-            if seg.parts.is_empty() {
-                continue;
-            }
-            if seg.discontinuity {
-                let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
-            }
-            if map != Some(seg.init) {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", Self::init_uri(seg.init));
-                map = Some(seg.init);
-            }
-            if let Some(t) = chrono::DateTime::from_timestamp_millis(seg.pdt_ms) {
-                let _ =
-                    writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            }
-            let list_parts = !seg.complete || i + c.segments_with_parts >= complete;
-            if list_parts {
-                for (n, part) in seg.parts.iter().enumerate() {
-                    let independent = if part.independent { ",INDEPENDENT=YES" } else { "" };
-                    let _ = writeln!(
-                        out,
-                        "#EXT-X-PART:DURATION={:.5},URI=\"part{}.{}.m4s\"{}",
-                        part.duration, seg.msn, n, independent
-                    );
-                }
-            }
-            if seg.complete {
-                let _ = writeln!(out, "#EXTINF:{:.5},", seg.duration());
-                let _ = writeln!(out, "seg{}.m4s", seg.msn);
-            }
-        }
-        if self.ended {
-            let _ = writeln!(out, "#EXT-X-ENDLIST");
-        } else if let Some(seg) = self.segments.back() {
-            let (msn, n) = if seg.complete { (seg.msn + 1, 0) } else { (seg.msn, seg.parts.len()) };
-            let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part{msn}.{n}.m4s\"");
-        }
-        out
-    }
-
-    /// The multivariant playlist (`index.m3u8`): one variant, the media playlist.
-    pub fn multivariant_playlist(&self) -> String {
-        let codec = self.sps_info.map_or_else(|| "avc1.42e01f".to_owned(), |s| s.codec_string());
-        let (w, h) = self.sps_info.map_or((1280, 720), |s| (s.width, s.height));
-        format!(
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{codec},mp4a.40.2\",RESOLUTION={w}x{h}\nmedia.m3u8\n",
-            bandwidth_estimate(w, h)
-        )
-    }
-
-    /// Parse a media file name: `seg{msn}.m4s` or `part{msn}.{n}.m4s`.
-    pub fn parse_media_name(name: &str) -> Option<MediaName> {
-        let stem = name.strip_suffix(".m4s")?;
-        if let Some(rest) = stem.strip_prefix("part") {
-            let (msn, n) = rest.split_once('.')?;
-            return Some(MediaName::Part(msn.parse().ok()?, n.parse().ok()?));
-        }
-        Some(MediaName::Segment(stem.strip_prefix("seg")?.parse().ok()?))
-    }
-}
-
-/// A media resource name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaName {
-    Segment(u64),
-    Part(u64, u32),
-}
-
-/// A rough peak bitrate for `BANDWIDTH` (browsers send ~2.5 Mbps at 720p).
-fn bandwidth_estimate(width: u32, height: u32) -> u64 {
-    let pixels = u64::from(width) * u64::from(height);
-    (pixels * 3).clamp(300_000, 8_000_000) + 128_000
 }

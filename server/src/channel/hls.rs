@@ -1,0 +1,255 @@
+//! LL-HLS playback under `/hls/{id}/` (CORS open): playlists with blocking
+//! reload, init segments, parts, segments, and the segment being built
+//! streamed as it grows for the IVS Player's `EXT-X-PREFETCH`.
+//!
+//! Every request may be held (a blocking reload, an upcoming part, a growing
+//! segment), so each takes a [`HoldPermit`]: at most
+//! [`super::holds::MAX_HOLDS_PER_IP`] per client address and
+//! [`super::holds::MAX_HOLDS_PER_CHANNEL`] per channel at once (`429`
+//! beyond), and none is held longer than
+//! [`super::packager::PackagerConfig::blocking_timeout`] (a growing segment:
+//! twice that).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+
+use super::holds::HoldPermit;
+use super::packager::{MediaName, Packager, PartLookup, Readiness};
+use super::Broadcast;
+use crate::serve::origin::client_ip;
+use crate::AppState;
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const MEDIA: &str = "video/iso.segment";
+const IMMUTABLE: &str = "public, max-age=3600, immutable";
+/// The server's clock (Unix ms) on every HLS response, so a page can put
+/// `EXT-X-PROGRAM-DATE-TIME` against it and show a real latency.
+pub const SERVER_TIME_HEADER: &str = "x-server-time-ms";
+
+/// LL-HLS playback.
+pub fn router() -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .expose_headers([HeaderName::from_static(SERVER_TIME_HEADER), header::DATE]);
+    Router::new().route("/hls/{id}/{file}", get(hls_file)).layer(cors)
+}
+
+/// The client's address, as the demo limits see it (the proxy's
+/// `X-Forwarded-For` with `--trust-forwarded-headers`; unspecified when the
+/// router runs without connect info).
+struct ClientIp(IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+        let ip = client_ip(&state.config, &parts.headers, peer).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientIp(ip))
+    }
+}
+
+fn plain(status: StatusCode, message: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-cache")], message).into_response()
+}
+
+fn reply(content_type: &'static str, cache: &'static str, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+fn retry_later(status: StatusCode, message: &'static str) -> Response {
+    let mut r = plain(status, message);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+enum Wait<T> {
+    Done(T),
+    Bad,
+}
+
+/// Re-evaluate `check` on every packager change until it answers or `timeout` passes.
+async fn wait_for<T>(
+    b: &Broadcast,
+    timeout: Duration,
+    mut check: impl FnMut(&mut Packager) -> Option<Wait<T>>,
+) -> Option<Wait<T>> {
+    let mut changes = b.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        changes.borrow_and_update();
+        if let Some(v) = b.with_packager(&mut check) {
+            return Some(v);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => return b.with_packager(&mut check),
+        }
+    }
+}
+
+fn parse_blocking(query: &HashMap<String, String>) -> Result<Option<(u64, Option<u32>)>, ()> {
+    let msn = query.get("_HLS_msn").map(|v| v.parse::<u64>()).transpose().map_err(|_| ())?;
+    let part = query.get("_HLS_part").map(|v| v.parse::<u32>()).transpose().map_err(|_| ())?;
+    match (msn, part) {
+        (None, Some(_)) => Err(()),
+        (None, None) => Ok(None),
+        (Some(m), p) => Ok(Some((m, p))),
+    }
+}
+
+async fn hls_file(
+    State(state): State<AppState>,
+    Path((id, file)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
+) -> Response {
+    let mut response = match state.channels.playback(&id) {
+        None => plain(StatusCode::NOT_FOUND, "channel is offline"),
+        Some(b) => match state.channels.hold(&id, ip) {
+            None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
+            Some(permit) => serve(&b, &file, &query, permit).await,
+        },
+    };
+    if let Ok(v) = HeaderValue::from_str(&super::ingest::wall_ms().to_string()) {
+        response.headers_mut().insert(HeaderName::from_static(SERVER_TIME_HEADER), v);
+    }
+    response
+}
+
+async fn serve(b: &Arc<Broadcast>, file: &str, query: &HashMap<String, String>, permit: HoldPermit) -> Response {
+    let timeout = b.with_packager(|p| p.config().blocking_timeout());
+    match file {
+        "index.m3u8" | "media.m3u8" => playlist(b, file == "index.m3u8", query, timeout).await,
+        name if name.starts_with("init") && name.ends_with(".mp4") => {
+            let version = name.trim_start_matches("init").trim_end_matches(".mp4");
+            let parsed = if version.is_empty() { Ok(0) } else { version.parse::<u32>() };
+            let Ok(version) = parsed else {
+                return plain(StatusCode::NOT_FOUND, "no such file");
+            };
+            let result = wait_for(b, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
+            match result {
+                // The same URL serves each broadcast's init: revalidate.
+                Some(Wait::Done(init)) => reply("video/mp4", "no-cache", init),
+                _ => plain(StatusCode::NOT_FOUND, "no init segment yet"),
+            }
+        }
+        name => match Packager::parse_media_name(name) {
+            Some(MediaName::Segment(msn)) => segment(b, msn, timeout, permit),
+            Some(MediaName::Part(msn, n)) => {
+                let result = wait_for(b, timeout, |p| match p.part(msn, n) {
+                    PartLookup::Ready(data) => Some(Wait::Done(data)),
+                    PartLookup::Upcoming => None,
+                    PartLookup::Missing => Some(Wait::Bad),
+                })
+                .await;
+                match result {
+                    Some(Wait::Done(data)) => reply(MEDIA, IMMUTABLE, data),
+                    _ => plain(StatusCode::NOT_FOUND, "no such part"),
+                }
+            }
+            None => plain(StatusCode::NOT_FOUND, "no such file"),
+        },
+    }
+}
+
+async fn playlist(b: &Arc<Broadcast>, multivariant: bool, query: &HashMap<String, String>, timeout: Duration) -> Response {
+    let Ok(blocking) = parse_blocking(query) else {
+        return plain(StatusCode::BAD_REQUEST, "malformed _HLS_msn / _HLS_part");
+    };
+    let text = |p: &Packager| if multivariant { p.multivariant_playlist() } else { p.media_playlist() };
+    let result = wait_for(b, timeout, |p| {
+        if !p.has_media() && !p.is_ended() {
+            return None;
+        }
+        if let (Some((msn, part)), false) = (blocking, multivariant) {
+            match p.playlist_ready(msn, part) {
+                Readiness::Ready => {}
+                Readiness::Wait => return None,
+                Readiness::BadRequest => return Some(Wait::Bad),
+            }
+        }
+        Some(Wait::Done(text(p)))
+    })
+    .await;
+    // Blocking responses name one playlist version, so caches may keep them briefly.
+    let cache = if blocking.is_some() { "public, max-age=2" } else { "no-cache" };
+    match result {
+        Some(Wait::Done(body)) => reply(PLAYLIST, cache, body),
+        Some(Wait::Bad) => plain(StatusCode::BAD_REQUEST, "_HLS_msn / _HLS_part is too far ahead"),
+        // The broadcaster is away but may come back: the unchanged playlist
+        // (players reload it and wait) rather than an error that hls.js
+        // retries only twice.
+        None if b.is_reconnecting() && b.with_packager(|p| p.has_media()) => {
+            reply(PLAYLIST, "no-cache", b.with_packager(|p| text(p)))
+        }
+        None => retry_later(StatusCode::SERVICE_UNAVAILABLE, "the requested playlist update did not arrive in time"),
+    }
+}
+
+/// `seg{msn}.m4s`: a complete segment at once (immutable); the segment being
+/// built (or the next one) as a chunked `200` that writes each part as it is
+/// cut and ends when the segment completes — never cached as immutable.
+fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit) -> Response {
+    let Some(first) = b.with_packager(|p| p.segment_from(msn, 0)) else {
+        return plain(StatusCode::NOT_FOUND, "no such segment");
+    };
+    if first.complete {
+        return reply(MEDIA, IMMUTABLE, first.data);
+    }
+    // At most a segment's worth of waiting for its start plus its own length.
+    let deadline = tokio::time::Instant::now() + timeout * 2;
+    let state = Growing { b: b.clone(), msn, next_part: first.next_part, done: false, deadline, _permit: permit };
+    let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
+    let rest = futures_util::stream::unfold(state, Growing::next);
+    reply(MEDIA, "no-cache", Body::from_stream(futures_util::StreamExt::chain(head, rest)))
+}
+
+/// The state of one growing-segment response.
+struct Growing {
+    b: Arc<Broadcast>,
+    msn: u64,
+    next_part: usize,
+    done: bool,
+    deadline: tokio::time::Instant,
+    _permit: HoldPermit,
+}
+
+impl Growing {
+    /// The next parts, once cut; `None` ends the response.
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if self.done {
+            return None;
+        }
+        let mut changes = self.b.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let chunk = self.b.with_packager(|p| p.segment_from(self.msn, self.next_part))?;
+            self.next_part = chunk.next_part;
+            self.done = chunk.complete;
+            if !chunk.data.is_empty() || chunk.complete {
+                return Some((Ok(Bytes::from(chunk.data)), self));
+            }
+            match tokio::time::timeout_at(self.deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Held too long, or the broadcast is gone: end here.
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+}
