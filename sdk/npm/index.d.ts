@@ -22,6 +22,11 @@ export declare const SubscribeType: {
 };
 export type SubscribeType = (typeof SubscribeType)[keyof typeof SubscribeType];
 
+/**
+ * The event plane's state. After a drop the stage goes back to `connecting`
+ * while it reconnects by itself (show "Reconnecting…" for `connecting` after
+ * `connected`); media connections are kept meanwhile.
+ */
 export declare const StageConnectionState: {
   readonly DISCONNECTED: 'disconnected';
   readonly CONNECTING: 'connecting';
@@ -36,6 +41,11 @@ export declare const StreamType: {
 };
 export type StreamType = (typeof StreamType)[keyof typeof StreamType];
 
+/**
+ * `published` only once media can flow (ICE and DTLS connected); while a
+ * failed connection is re-made it is `attempting_publish`; `errored` when
+ * retrying cannot help (e.g. the token does not allow publishing).
+ */
 export declare const StageParticipantPublishState: {
   readonly NOT_PUBLISHED: 'not_published';
   readonly ATTEMPTING_PUBLISH: 'attempting_publish';
@@ -45,6 +55,12 @@ export declare const StageParticipantPublishState: {
 export type StageParticipantPublishState =
   (typeof StageParticipantPublishState)[keyof typeof StageParticipantPublishState];
 
+/**
+ * `subscribed` only once media can flow; `attempting_subscribe` while
+ * connecting or re-making a failed connection (the app gets
+ * `stageParticipantStreamsRemoved`, then `stageParticipantStreamsAdded` with
+ * the new tracks); `errored` when retrying cannot help.
+ */
 export declare const StageParticipantSubscribeState: {
   readonly NOT_SUBSCRIBED: 'not_subscribed';
   readonly ATTEMPTING_SUBSCRIBE: 'attempting_subscribe';
@@ -168,7 +184,12 @@ export interface StageEventMap {
   error: (error: StageError) => void;
 }
 
-/** A stage session. */
+/**
+ * A stage session. It recovers without the app's help: the event plane reconnects with
+ * backoff while the token is valid (a short drop shows nobody a leave or a join), failed
+ * publish/subscribe connections are re-made, and after a server restart it publishes again.
+ * A removal, the stage's deletion or the token expiring ends it (`error`, then `stageLeft`).
+ */
 export declare class Stage {
   constructor(token: string, strategy: StageStrategy);
   /** Connects; rejects with a `StageError` (category `JOIN_ERROR`). */
@@ -207,6 +228,12 @@ export interface BroadcastClientConfig {
   streamConfig?: StreamConfig;
   /** The channel's WHIP URL (e.g. `http://host/v1/channels/{id}/whip`); a bare host gets `https://`. */
   ingestEndpoint?: string;
+  /**
+   * After a drop or a server restart the client reconnects to the same endpoint with the same
+   * stream key (backoff 0.5 s doubling to 5 s) for up to `timeout` ms (default 300 000, at least
+   * 10 000), then fails with a `clientError`. `reconnect: false` fails at the first drop.
+   */
+  networkReconnectConfig?: { reconnect?: boolean; timeout?: number };
   [key: string]: unknown;
 }
 
@@ -226,7 +253,11 @@ export declare const BroadcastClientEvents: {
 };
 export type BroadcastClientEvents = (typeof BroadcastClientEvents)[keyof typeof BroadcastClientEvents];
 
-/** `'none'` before the first broadcast; `'closed'` after `stopBroadcast()`. */
+/**
+ * `'none'` before the first broadcast; `'connecting'` → `'connected'` once media flows;
+ * `'disconnected'` while it reconnects after a drop; `'failed'` when it gave up (see
+ * `clientError`); `'closed'` after `stopBroadcast()`. `'new'` is never reported.
+ */
 export declare const ConnectionState: {
   readonly NONE: 'none';
   readonly NEW: 'new';
@@ -307,7 +338,10 @@ export declare class BroadcastClient {
   getAudioContext(): AudioContext | undefined;
   /**
    * WHIP to `ingestEndpoint` (or the one given to `create`) with `Authorization: Bearer <streamKey>`;
-   * H.264 preferred for video, Opus for audio. Rejects with a `BroadcastClientError`.
+   * H.264 preferred for video, Opus for audio; ICE servers from the endpoint's `OPTIONS`
+   * (`Link: <…>; rel="ice-server"`, RFC 9725). Resolves once the offer is answered; rejects
+   * with a `BroadcastClientError` if that first attempt fails. Later drops reconnect by
+   * themselves (see `networkReconnectConfig`).
    */
   startBroadcast(streamKey: string, ingestEndpoint?: string): Promise<void>;
   /** Ends the broadcast (`DELETE` of the WHIP session). */

@@ -52,20 +52,46 @@ impl Backoff {
     }
 }
 
-/// How an event-plane connection ended, as the adapter saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketEnd {
-    /// The server sent DISCONNECT with a final reason.
-    ServerDisconnect,
-    /// The user called `leave()`.
-    UserLeft,
-    /// The socket closed or failed without a DISCONNECT frame.
-    Unexpected,
+/// Jitter for backoff delays: a small xorshift generator seeded by the
+/// caller (the browser passes `Math.random()`), so the core stays free of
+/// I/O and tests are deterministic.
+#[derive(Debug, Clone)]
+pub struct Jitter {
+    state: u64,
+    fixed: Option<f64>,
 }
 
-/// Whether to reconnect after a socket ended.
-pub fn should_reconnect(end: SocketEnd, token_expired: bool) -> bool {
-    matches!(end, SocketEnd::Unexpected) && !token_expired
+impl Jitter {
+    /// From a seed in `[0, 1)` (e.g. `Math.random()`).
+    pub fn new(seed: f64) -> Jitter {
+        let bits = (seed.clamp(0.0, 1.0) * (u64::MAX >> 11) as f64) as u64;
+        Jitter {
+            // Never zero: xorshift would stay at zero.
+            state: bits ^ 0x9E37_79B9_7F4A_7C15,
+            fixed: None,
+        }
+    }
+
+    /// Always `value` (tests).
+    pub fn fixed(value: f64) -> Jitter {
+        Jitter {
+            state: 1,
+            fixed: Some(value),
+        }
+    }
+
+    /// The next value in `[0, 1)`.
+    pub fn sample(&mut self) -> f64 {
+        if let Some(v) = self.fixed {
+            return v;
+        }
+        let mut x = self.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 #[cfg(test)]
@@ -83,10 +109,12 @@ mod tests {
     }
 
     #[test]
-    fn only_unexpected_ends_reconnect() {
-        assert!(should_reconnect(SocketEnd::Unexpected, false));
-        assert!(!should_reconnect(SocketEnd::Unexpected, true));
-        assert!(!should_reconnect(SocketEnd::ServerDisconnect, false));
-        assert!(!should_reconnect(SocketEnd::UserLeft, false));
+    fn jitter_stays_in_range_and_varies() {
+        let mut j = Jitter::new(0.5);
+        let v: Vec<f64> = (0..100).map(|_| j.sample()).collect();
+        assert!(v.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(v.windows(2).any(|w| w[0] != w[1]));
+        assert_eq!(Jitter::fixed(0.25).sample(), 0.25);
+        assert!((0.0..1.0).contains(&Jitter::new(0.0).sample()));
     }
 }

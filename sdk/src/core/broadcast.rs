@@ -86,6 +86,30 @@ impl BroadcastError {
             message: message.into(),
         }
     }
+
+    /// The error for a failed ingest request: a refused stream key is
+    /// `InvalidStreamKey`, anything else `PeerSetup`.
+    pub fn from_failure(f: &super::error::HttpFailure) -> BroadcastError {
+        use BroadcastErrorCode::{InvalidStreamKey, PeerSetup};
+        match (f.status, &f.code) {
+            (Some(status), code) => {
+                let detail = code
+                    .as_ref()
+                    .map(|c| format!(" {c}: {}", f.message))
+                    .unwrap_or_default();
+                let code = if status == 401 || status == 403 {
+                    InvalidStreamKey
+                } else {
+                    PeerSetup
+                };
+                Self::new(code, format!("the ingest server answered HTTP {status}{detail}"))
+            }
+            (None, _) if f.network => {
+                Self::new(PeerSetup, format!("cannot reach the ingest server: {}", f.message))
+            }
+            (None, _) => Self::new(PeerSetup, f.message.clone()),
+        }
+    }
 }
 
 /// `StreamConfig` (the parts the client uses).

@@ -31,7 +31,7 @@ impl ErrorCode {
             "STAGE_NOT_FOUND" => ErrorCode::StageDeleted,
             "PARTICIPANT_DISCONNECTED" => ErrorCode::ParticipantDisconnected,
             "TOKEN_NOT_ALLOWED" => ErrorCode::TokenNotAllowed,
-            "STAGE_AT_CAPACITY" => ErrorCode::StageAtCapacity,
+            "STAGE_FULL" | "STAGE_AT_CAPACITY" => ErrorCode::StageAtCapacity,
             _ => ErrorCode::Failed,
         }
     }
@@ -96,6 +96,73 @@ impl StageError {
         };
         Self::new(category, code, message)
     }
+
+    /// The error for a failed media-plane request.
+    pub fn from_failure(category: ErrorCategory, f: &HttpFailure) -> Self {
+        match f.status {
+            Some(status) => Self::from_http(category, status, f.code.as_deref(), Some(&f.message)),
+            None => Self::new(category, ErrorCode::Failed, f.message.clone()),
+        }
+    }
+}
+
+/// A failed media-plane request (WHIP/WHEP POST, channel ingest) or peer
+/// connection setup, as the adapter saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFailure {
+    /// The HTTP status; `None` when no answer came (network) or the
+    /// browser refused (`network` tells which).
+    pub status: Option<u16>,
+    /// The server's `{code}` when the body had one.
+    pub code: Option<String>,
+    pub message: String,
+    /// No answer at all: offline, connection refused, timed out.
+    pub network: bool,
+}
+
+impl HttpFailure {
+    pub fn network(message: impl Into<String>) -> Self {
+        Self { status: None, code: None, message: message.into(), network: true }
+    }
+
+    pub fn browser(message: impl Into<String>) -> Self {
+        Self { status: None, code: None, message: message.into(), network: false }
+    }
+
+    pub fn http(status: u16, code: Option<String>, message: Option<String>) -> Self {
+        let message = message.unwrap_or_else(|| format!("HTTP status {status}"));
+        Self { status: Some(status), code, message, network: false }
+    }
+
+    /// Whether trying again later can succeed: network failures, server
+    /// errors and "not there (yet)" answers — a publisher the restarted
+    /// server does not know yet, an event plane not yet reconnected, a
+    /// channel still holding the old broadcast. Refused tokens, refused
+    /// offers and a full or deleted stage get the same answer again.
+    pub fn retryable(&self) -> bool {
+        let Some(status) = self.status else {
+            return self.network;
+        };
+        let fatal_code = self.code.as_deref().is_some_and(|c| {
+            c.starts_with("TOKEN_")
+                || c.starts_with("STREAM_KEY")
+                || matches!(
+                    c,
+                    "STAGE_NOT_FOUND" | "STAGE_AT_CAPACITY" | "PARTICIPANT_DISCONNECTED" | "CHANNEL_NOT_FOUND"
+                )
+        });
+        !fatal_code && !matches!(status, 400 | 401 | 403 | 405 | 413 | 415)
+    }
+
+    /// The [`Outcome`](super::link::Outcome) of an attempt that ended with `result`.
+    pub fn outcome(result: &Result<(), HttpFailure>) -> super::link::Outcome {
+        use super::link::Outcome;
+        match result {
+            Ok(()) => Outcome::Answered,
+            Err(f) if f.retryable() => Outcome::Retry,
+            Err(_) => Outcome::Fatal,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,11 +181,44 @@ mod tests {
         assert_eq!(e.code.as_u32(), 6);
         assert_eq!(e.category.as_str(), "PUBLISH_ERROR");
         assert_eq!(e.message, "STAGE_AT_CAPACITY: full");
+        // The event plane refuses a join past the member cap with STAGE_FULL.
+        let e = StageError::from_http(ErrorCategory::Join, 409, Some("STAGE_FULL"), Some("full"));
+        assert_eq!((e.code, e.category), (ErrorCode::StageAtCapacity, ErrorCategory::Join));
         let e = StageError::from_http(ErrorCategory::Publish, 403, Some("TOKEN_NOT_ALLOWED"), None);
         assert_eq!(e.code.as_u32(), 8);
         let e = StageError::from_http(ErrorCategory::Join, 404, Some("STAGE_NOT_FOUND"), None);
         assert_eq!(e.code, ErrorCode::StageDeleted);
         let e = StageError::from_http(ErrorCategory::Join, 500, None, None);
         assert_eq!(e.code, ErrorCode::Failed);
+    }
+
+    #[test]
+    fn what_is_worth_retrying() {
+        let http = |status, code: &str| HttpFailure::http(status, Some(code.to_owned()), None);
+        for retry in [
+            HttpFailure::network("offline"),
+            http(404, "PUBLISHER_NOT_FOUND"),
+            http(409, "NOT_JOINED"),
+            http(409, "STREAM_IN_PROGRESS"),
+            http(503, "UNAVAILABLE"),
+            HttpFailure::http(502, None, None),
+        ] {
+            assert!(retry.retryable(), "{retry:?}");
+        }
+        for fatal in [
+            HttpFailure::browser("bad ICE server URL"),
+            http(401, "TOKEN_EXPIRED"),
+            http(403, "TOKEN_NOT_ALLOWED"),
+            http(409, "STAGE_AT_CAPACITY"),
+            http(404, "STAGE_NOT_FOUND"),
+            http(400, "INVALID_SDP"),
+            http(401, "STREAM_KEY_INVALID"),
+        ] {
+            assert!(!fatal.retryable(), "{fatal:?}");
+        }
+        let e = StageError::from_failure(ErrorCategory::Subscribe, &http(403, "TOKEN_NOT_ALLOWED"));
+        assert_eq!((e.code, e.category), (ErrorCode::TokenNotAllowed, ErrorCategory::Subscribe));
+        let e = StageError::from_failure(ErrorCategory::Publish, &HttpFailure::network("offline"));
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::Failed, "offline"));
     }
 }

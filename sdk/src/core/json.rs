@@ -299,6 +299,15 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An `Option<String>` field: absent or `null` is `None`.
+    pub fn opt_nullable_str(&self, key: &str) -> Option<Option<String>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Str(s)) => Some(Some(s.clone())),
+            Some(_) => None,
+        }
+    }
+
     /// An array field (`default` when absent).
     pub fn opt_arr(&self, key: &str) -> Option<&'a [Value]> {
         match self.0.get(key) {
@@ -313,13 +322,14 @@ impl<'a> Fields<'a> {
         let Some(v) = self.0.get(key) else {
             return Some(Default::default());
         };
-        v.fields()?
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Str(s) => Some((k.clone(), s.clone())),
-                _ => None,
-            })
-            .collect()
+        // Inserted one by one: collecting into a BTreeMap sorts first,
+        // which links the standard library's (large) sort into the wasm.
+        let mut map = std::collections::BTreeMap::new();
+        for (k, v) in v.fields()? {
+            let Value::Str(s) = v else { return None };
+            map.insert(k.clone(), s.clone());
+        }
+        Some(map)
     }
 }
 

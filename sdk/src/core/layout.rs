@@ -56,6 +56,15 @@ impl Rect {
             && other.y < self.y + self.height
     }
 
+    /// Whether `other` lies entirely within this box (to half a pixel).
+    pub fn covers(&self, other: &Rect) -> bool {
+        const SLACK: f64 = 0.5;
+        self.x <= other.x + SLACK
+            && self.y <= other.y + SLACK
+            && self.x + self.width >= other.x + other.width - SLACK
+            && self.y + self.height >= other.y + other.height - SLACK
+    }
+
     /// Whether the box lies within a `width`×`height` canvas.
     pub fn inside(&self, width: f64, height: f64) -> bool {
         self.x >= 0.0
@@ -237,9 +246,58 @@ pub fn aspect_fit(src_w: f64, src_h: f64, bx: &Rect) -> Option<Rect> {
     })
 }
 
+/// Which of the layers, drawn in order, the frame must draw: a layer whose
+/// drawn box (`None`: nothing to draw) is wholly covered by a later opaque
+/// one would be painted over, so drawing it is wasted work (a card under
+/// its participant's video, every frame). `opaque` says which layers fully
+/// paint their box (video frames do; images and canvases may be
+/// transparent). Writes into `draw` so the compositor reuses one buffer.
+pub fn visible_layers(boxes: &[(Option<Rect>, bool)], draw: &mut Vec<bool>) {
+    draw.clear();
+    for (i, (rect, _)) in boxes.iter().enumerate() {
+        let shown = rect.is_some_and(|r| {
+            !boxes[i + 1..]
+                .iter()
+                .any(|(above, opaque)| *opaque && above.is_some_and(|a| a.covers(&r)))
+        });
+        draw.push(shown);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rect(x: f64, y: f64, width: f64, height: f64) -> Rect {
+        Rect { x, y, width, height }
+    }
+
+    #[test]
+    fn a_layer_under_an_opaque_one_that_covers_it_is_not_drawn() {
+        let tile = rect(0.0, 0.0, 320.0, 180.0);
+        let other = rect(320.0, 0.0, 320.0, 180.0);
+        let mut draw = Vec::new();
+        // A card and its video; another card, no video yet; nothing to draw;
+        // a video half a pixel off the first tile, on top of everything.
+        let boxes = [
+            (Some(tile), false),
+            (Some(tile), true),
+            (Some(other), false),
+            (None, true),
+            (Some(rect(0.3, 0.0, 319.8, 180.0)), true),
+        ];
+        visible_layers(&boxes, &mut draw);
+        assert_eq!(draw, [false, false, true, false, true]);
+        // A transparent layer on top hides nothing; a smaller opaque one
+        // (a letterboxed 4:3 video) leaves the card's edges to draw.
+        let boxes = [
+            (Some(tile), false),
+            (Some(tile), false),
+            (Some(rect(40.0, 0.0, 240.0, 180.0)), true),
+        ];
+        visible_layers(&boxes, &mut draw);
+        assert_eq!(draw, [true, true, true]);
+    }
 
     fn ids(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("p{i}")).collect()

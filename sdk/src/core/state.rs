@@ -1,5 +1,7 @@
-//! Snapshot diffing: the server sends the whole stage on every change; this
-//! turns consecutive snapshots into the IVS participant events.
+//! Snapshot diffing: the server sends the whole stage first (STAGE_STATE),
+//! then what changed (STAGE_DELTA); a delta is turned back into the whole
+//! stage ([`StageView::snapshot_from_delta`]) and every snapshot is diffed
+//! against the last into the IVS participant events.
 
 use super::strategy::StreamKind;
 use stagecast_protocol::events::ParticipantState;
@@ -31,6 +33,15 @@ impl ParticipantChange {
             | ParticipantChange::MuteChanged { participant: p, .. } => p,
         }
     }
+}
+
+/// A STAGE_DELTA that does not follow the last frame of this connection:
+/// the socket must be reopened for a full STAGE_STATE.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a stage delta from sequence {base} does not follow {last:?}")]
+pub struct DeltaMismatch {
+    pub base: u64,
+    pub last: Option<u64>,
 }
 
 /// The SDK's view of the stage, fed with snapshots.
@@ -129,6 +140,38 @@ impl StageView {
         }
         self.participants = ordered;
         changes
+    }
+
+    /// The whole stage a STAGE_DELTA describes, to [`apply`](Self::apply)
+    /// with the delta's sequence number: the last snapshot without
+    /// `removed`, with `changed` members replaced in place and new ones
+    /// appended. `base` must be the last sequence number applied on this
+    /// connection.
+    pub fn snapshot_from_delta(
+        &self,
+        base: u64,
+        changed: Vec<ParticipantState>,
+        removed: &[String],
+    ) -> Result<Vec<ParticipantState>, DeltaMismatch> {
+        if self.last_seq != Some(base) {
+            return Err(DeltaMismatch {
+                base,
+                last: self.last_seq,
+            });
+        }
+        let mut snapshot: Vec<ParticipantState> = self
+            .participants
+            .iter()
+            .filter(|p| !removed.contains(&p.id))
+            .cloned()
+            .collect();
+        for p in changed {
+            match snapshot.iter_mut().find(|old| old.id == p.id) {
+                Some(old) => *old = p,
+                None => snapshot.push(p),
+            }
+        }
+        Ok(snapshot)
     }
 
     /// Forgets everyone (leave / final disconnect); returns a `Left` for each.
@@ -230,6 +273,45 @@ pub(crate) mod tests {
         // happened while we were away comes out as a diff.
         let c = v.apply(1, "me", vec![p("me"), p("b")]);
         assert_eq!(ids(&c), ["left:a", "joined:b"]);
+    }
+
+    #[test]
+    fn a_delta_gives_the_same_events_as_the_full_snapshot() -> Result<(), DeltaMismatch> {
+        let mut full = StageView::new();
+        full.apply(10, "me", vec![p("me"), p("a"), p("b")]);
+        let mut delta = full.clone();
+
+        let mut a = published("a");
+        a.audio_muted = true;
+        let expected = full.apply(11, "me", vec![p("me"), a.clone(), p("c")]);
+        let snapshot = delta.snapshot_from_delta(10, vec![a.clone(), p("c")], &["b".into()])?;
+        assert_eq!(delta.apply(11, "me", snapshot), expected);
+        assert_eq!(ids(&expected), ["left:b", "publish:a", "audio:a", "joined:c"]);
+        assert_eq!(delta.participants(), full.participants());
+
+        // An empty delta (nothing changed for us) changes nothing.
+        let snapshot = delta.snapshot_from_delta(11, vec![], &[])?;
+        assert!(delta.apply(12, "me", snapshot).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_delta_that_does_not_follow_the_last_frame_is_refused() {
+        let mut v = StageView::new();
+        assert_eq!(
+            v.snapshot_from_delta(1, vec![p("a")], &[]),
+            Err(DeltaMismatch {
+                base: 1,
+                last: None
+            }),
+            "a delta before any STAGE_STATE"
+        );
+        v.apply(5, "me", vec![p("me")]);
+        assert!(v.snapshot_from_delta(4, vec![], &[]).is_err());
+        assert!(v.snapshot_from_delta(5, vec![], &[]).is_ok());
+        // A new socket needs a STAGE_STATE first.
+        v.connection_reset();
+        assert!(v.snapshot_from_delta(5, vec![], &[]).is_err());
     }
 
     #[test]

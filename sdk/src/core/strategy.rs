@@ -139,14 +139,12 @@ pub enum PublishAction {
 /// Keeps the first stream of each kind: one publish session carries one
 /// audio and one video track.
 pub fn normalize(desired: &[DesiredStream]) -> Vec<DesiredStream> {
-    let mut out: Vec<DesiredStream> = Vec::new();
-    for d in desired {
-        if !out.iter().any(|o| o.kind == d.kind) {
-            out.push(*d);
-        }
-    }
-    out.sort_by_key(|d| d.kind);
-    out
+    // Audio first, then video (no `sort`: it would link the standard
+    // library's large sort into the wasm for two elements).
+    [StreamKind::Audio, StreamKind::Video]
+        .iter()
+        .filter_map(|kind| desired.iter().find(|d| d.kind == *kind).copied())
+        .collect()
 }
 
 /// Decides the publish action.

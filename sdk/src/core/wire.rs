@@ -4,7 +4,7 @@
 
 use super::json::{self, Fields, Value};
 use stagecast_protocol::events::{
-    ClientMessage, DisconnectReason, ParticipantState, ServerMessage,
+    ClientMessage, DisconnectReason, IceServer, ParticipantState, ServerMessage,
 };
 use stagecast_protocol::ApiError;
 
@@ -24,6 +24,23 @@ pub fn parse_server_message(text: &str) -> Option<ServerMessage> {
                 Value::Arr(items) => items.iter().map(participant).collect::<Option<_>>()?,
                 _ => return None,
             },
+        },
+        "STAGE_DELTA" => ServerMessage::StageDelta {
+            sequence_number: u64::try_from(f.req_int("sequenceNumber")?).ok()?,
+            base_sequence_number: u64::try_from(f.req_int("baseSequenceNumber")?).ok()?,
+            participants: f
+                .opt_arr("participants")?
+                .iter()
+                .map(participant)
+                .collect::<Option<_>>()?,
+            removed: strings(f.opt_arr("removed")?)?,
+        },
+        "CONFIG" => ServerMessage::Config {
+            ice_servers: f
+                .opt_arr("iceServers")?
+                .iter()
+                .map(ice_server)
+                .collect::<Option<_>>()?,
         },
         "DISCONNECT" => ServerMessage::Disconnect {
             reason: match f.req_str("reason")?.as_str() {
@@ -53,16 +70,31 @@ fn participant(v: &Value) -> Option<ParticipantState> {
         can_publish: f.opt_bool("canPublish")?,
         can_subscribe: f.opt_bool("canSubscribe")?,
         published: f.req_bool("published")?,
-        tracks: f
-            .opt_arr("tracks")?
-            .iter()
-            .map(|t| match t {
-                Value::Str(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect::<Option<_>>()?,
+        tracks: strings(f.opt_arr("tracks")?)?,
         audio_muted: f.req_bool("audioMuted")?,
         video_stopped: f.req_bool("videoStopped")?,
+    })
+}
+
+fn strings(items: &[Value]) -> Option<Vec<String>> {
+    items
+        .iter()
+        .map(|t| match t {
+            Value::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ice_server(v: &Value) -> Option<IceServer> {
+    let f = Fields::of(v)?;
+    Some(IceServer {
+        urls: match v.get("urls")? {
+            Value::Arr(items) => strings(items)?,
+            _ => return None,
+        },
+        username: f.opt_nullable_str("username")?,
+        credential: f.opt_nullable_str("credential")?,
     })
 }
 
@@ -108,6 +140,38 @@ mod tests {
                 sequence_number: 7,
                 self_id: "me".into(),
                 participants: vec![p("me"), p("a")],
+            },
+            ServerMessage::StageDelta {
+                sequence_number: 1_764_000_000_000_009,
+                base_sequence_number: 1_764_000_000_000_007,
+                participants: vec![p("a")],
+                removed: vec!["b".into(), "c\"d".into()],
+            },
+            ServerMessage::StageDelta {
+                sequence_number: 8,
+                base_sequence_number: 7,
+                participants: vec![],
+                removed: vec![],
+            },
+            ServerMessage::Config {
+                ice_servers: vec![
+                    IceServer {
+                        urls: vec!["stun:stun.example.test:3478".into()],
+                        username: None,
+                        credential: None,
+                    },
+                    IceServer {
+                        urls: vec![
+                            "turn:turn.example.test:3478?transport=udp".into(),
+                            "turns:turn.example.test:5349?transport=tcp".into(),
+                        ],
+                        username: Some("1764000000:alice".into()),
+                        credential: Some("c2VjcmV0".into()),
+                    },
+                ],
+            },
+            ServerMessage::Config {
+                ice_servers: vec![],
             },
             ServerMessage::Disconnect {
                 reason: DisconnectReason::TokenReused,
@@ -155,10 +219,31 @@ mod tests {
             r#"{"type":"STAGE_STATE","sequenceNumber":1,"selfId":"x","participants":[{"id":"x"}]}"#,
             r#"{"type":"ERROR","code":"X"}"#,
             r#"{"type":"DISCONNECT","reason":"token-reused","message":null}"#,
+            r#"{"type":"STAGE_DELTA","sequenceNumber":2,"participants":[]}"#,
+            r#"{"type":"STAGE_DELTA","sequenceNumber":2,"baseSequenceNumber":1,"removed":[1]}"#,
+            r#"{"type":"STAGE_DELTA","sequenceNumber":2,"baseSequenceNumber":-1}"#,
+            r#"{"type":"CONFIG","iceServers":[{"username":"u"}]}"#,
+            r#"{"type":"CONFIG","iceServers":[{"urls":"stun:x"}]}"#,
+            r#"{"type":"CONFIG","iceServers":[{"urls":["stun:x"],"username":1}]}"#,
+            r#"{"type":"CONFIG","iceServers":[{"urls":["stun:x"],"credential":1}]}"#,
         ] {
             assert_eq!(parse_server_message(bad), None, "{bad}");
             assert!(serde_json::from_str::<ServerMessage>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn delta_and_config_defaults_follow_serde() -> Result<(), serde_json::Error> {
+        for text in [
+            r#"{"type":"STAGE_DELTA","sequenceNumber":9,"baseSequenceNumber":8}"#,
+            r#"{"type":"CONFIG"}"#,
+            r#"{"type":"CONFIG","iceServers":[{"urls":["stun:x"],"username":null,"extra":true}]}"#,
+        ] {
+            let ours = parse_server_message(text);
+            assert!(ours.is_some(), "{text}");
+            assert_eq!(ours, Some(serde_json::from_str(text)?), "{text}");
+        }
+        Ok(())
     }
 
     #[test]

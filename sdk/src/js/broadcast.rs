@@ -7,20 +7,21 @@
 use super::convert::{set, type_error};
 use super::listeners::Listeners;
 use crate::core::broadcast::{
-    check_stream_key, BroadcastError, BroadcastErrorCode as Code, Composition, CompositionInput,
+    BroadcastError, BroadcastErrorCode as Code, Composition, CompositionInput,
     StreamConfig,
 };
 use crate::web::clock::FrameClock;
 use crate::web::compositor::{hidden_video, release_video, Compositor, Picture};
-use crate::web::http::{self, HttpError};
-use crate::web::ingest::{IngestError, IngestPeer};
+use crate::core::ingest::ReconnectConfig;
 use crate::web::mixer::Mixer;
+use ingest::Broadcast;
 use js_sys::{Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::spawn_local;
 use web_sys::{HtmlCanvasElement, MediaStream};
+
+mod ingest;
 
 const CONNECTION_STATE_CHANGE: &str = "connectionStateChange";
 const CLIENT_ERROR: &str = "clientError";
@@ -108,28 +109,10 @@ fn stream_config(value: &JsValue) -> Result<StreamConfig, BroadcastError> {
     Ok(c)
 }
 
-/// The WHIP URL for an ingest endpoint: a full URL is used as is, a bare
-/// host (as IVS gives) gets `https://`.
-fn whip_url(endpoint: &str) -> String {
-    if endpoint.starts_with("http:") || endpoint.starts_with("https:") {
-        endpoint.to_owned()
-    } else {
-        format!("https://{endpoint}")
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LayerKind {
     Device,
     Image,
-}
-
-struct Broadcast {
-    /// Bumped by every start/stop; a finishing start with an older value
-    /// was superseded.
-    op: u32,
-    peer: Option<IngestPeer>,
-    stream_key: String,
 }
 
 struct St {
@@ -142,7 +125,6 @@ struct St {
     layers: Vec<(String, LayerKind, Option<MediaStream>)>,
     output: MediaStream,
     broadcast: Broadcast,
-    conn: &'static str,
     deleted: bool,
 }
 
@@ -160,16 +142,12 @@ pub struct BroadcastClient {
 /// `create({streamConfig, ingestEndpoint})` (the `create` of the default export).
 #[wasm_bindgen(js_name = createBroadcastClient)]
 pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsValue> {
-    let (stream_cfg, endpoint) = if config.is_object() {
-        let sc =
-            Reflect::get(&config, &JsValue::from_str("streamConfig")).unwrap_or(JsValue::UNDEFINED);
-        let ep = Reflect::get(&config, &JsValue::from_str("ingestEndpoint"))
-            .ok()
-            .and_then(|v| v.as_string())
-            .filter(|s| !s.is_empty());
-        (sc, ep)
+    let field = |key| Reflect::get(&config, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED);
+    let (stream_cfg, endpoint, reconnect) = if config.is_object() {
+        let ep = field("ingestEndpoint").as_string().filter(|s| !s.is_empty());
+        (field("streamConfig"), ep, reconnect_config(&field("networkReconnectConfig")))
     } else {
-        (JsValue::UNDEFINED, None)
+        (JsValue::UNDEFINED, None, ReconnectConfig::default())
     };
     let cfg = stream_config(&stream_cfg).map_err(|e| client_error(&e))?;
     let compositor = Compositor::new(cfg.width, cfg.height)
@@ -198,12 +176,7 @@ pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsVal
             clock: None,
             layers: Vec::new(),
             output,
-            broadcast: Broadcast {
-                op: 0,
-                peer: None,
-                stream_key: String::new(),
-            },
-            conn: "none",
+            broadcast: Broadcast::new(reconnect),
             deleted: false,
         }),
         listeners: Listeners::default(),
@@ -216,6 +189,24 @@ pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsVal
     });
     inner.st.borrow_mut().clock = Some(clock);
     Ok(BroadcastClient { inner })
+}
+
+/// IVS `networkReconnectConfig {reconnect, timeout}` (ms, at least
+/// 10 000); what is missing or invalid takes the default.
+fn reconnect_config(value: &JsValue) -> ReconnectConfig {
+    let mut c = ReconnectConfig::default();
+    if !value.is_object() {
+        return c;
+    }
+    if let Ok(r) = Reflect::get(value, &JsValue::from_str("reconnect")) {
+        if let Some(r) = r.as_bool() {
+            c.reconnect = r;
+        }
+    }
+    if let Some(t) = num(value, "timeout").filter(|t| t.is_finite()) {
+        c.timeout_ms = t.max(ReconnectConfig::MIN_TIMEOUT_MS);
+    }
+    c
 }
 
 fn reject(e: &BroadcastError) -> Promise {
@@ -458,14 +449,14 @@ impl BroadcastClient {
 
     #[wasm_bindgen(js_name = getConnectionState)]
     pub fn get_connection_state(&self) -> String {
-        self.inner.st.borrow().conn.to_owned()
+        self.inner.st.borrow().broadcast.ingest.state().as_str().to_owned()
     }
 
     /// The WHIP session resource of the current broadcast, if any.
     #[wasm_bindgen(js_name = getSessionId)]
     pub fn get_session_id(&self) -> Option<String> {
         let st = self.inner.st.borrow();
-        let loc = st.broadcast.peer.as_ref()?.location.as_ref()?;
+        let loc = st.broadcast.location()?;
         loc.rsplit('/').next().map(str::to_owned)
     }
 
@@ -558,17 +549,6 @@ impl Inner {
             let Some(inner) = weak.upgrade() else { return };
             inner.listeners.call(event, &js_sys::Array::of1(&arg));
         });
-    }
-
-    fn set_conn(self: &Rc<Self>, st: &mut St, state: &'static str) {
-        if st.conn != state {
-            let was_active = st.conn == "connected";
-            st.conn = state;
-            self.emit(CONNECTION_STATE_CHANGE, state.into());
-            if was_active != (state == "connected") {
-                self.emit(ACTIVE_STATE_CHANGE, (state == "connected").into());
-            }
-        }
     }
 
     fn alive(st: &St) -> Result<(), BroadcastError> {
@@ -754,130 +734,6 @@ impl Inner {
         Ok(())
     }
 
-    fn start_broadcast(self: &Rc<Self>, key: String, endpoint: Option<String>) -> Promise {
-        let mut st = self.st.borrow_mut();
-        if let Err(e) = Self::alive(&st) {
-            return reject(&e);
-        }
-        if let Err(e) = check_stream_key(&key) {
-            return reject(&e);
-        }
-        let Some(endpoint) = endpoint
-            .filter(|e| !e.is_empty())
-            .or_else(|| st.ingest_endpoint.clone())
-        else {
-            return reject(&bail(
-                Code::IngestEndpoint,
-                "no ingestEndpoint given to create() or startBroadcast()",
-            ));
-        };
-        if st.broadcast.peer.is_some() || matches!(st.conn, "connecting" | "connected") {
-            return reject(&bail(Code::Broadcast, "already broadcasting"));
-        }
-        st.broadcast.op = st.broadcast.op.wrapping_add(1);
-        let op = st.broadcast.op;
-        st.broadcast.stream_key = key.clone();
-        let video = Clone::clone(st.compositor.track());
-        let audio = st.mixer.as_ref().and_then(|m| {
-            m.resume();
-            m.track()
-        });
-        let config = st.config;
-        self.set_conn(&mut st, "connecting");
-        drop(st);
-
-        let url = whip_url(&endpoint);
-        let weak = Rc::downgrade(self);
-        let mut slot = None;
-        let promise = Promise::new(&mut |resolve, reject| slot = Some((resolve, reject)));
-        let Some((resolve, reject_fn)) = slot else {
-            return promise;
-        };
-        spawn_local(async move {
-            let state_weak = weak.clone();
-            let result =
-                IngestPeer::start(&url, &key, &video, audio.as_ref(), &config, move |state| {
-                    if let Some(inner) = state_weak.upgrade() {
-                        inner.on_peer_state(op, &state);
-                    }
-                })
-                .await;
-            let Some(inner) = weak.upgrade() else { return };
-            let mut st = inner.st.borrow_mut();
-            if st.broadcast.op != op || st.deleted {
-                // Stopped meanwhile: end the session we just opened.
-                if let Ok(peer) = result {
-                    spawn_delete(peer, key);
-                }
-                drop(st);
-                let e = bail(Code::Broadcast, "the broadcast was stopped while starting");
-                let _ = reject_fn.call1(&JsValue::UNDEFINED, &client_error(&e));
-                return;
-            }
-            match result {
-                Ok(peer) => {
-                    st.broadcast.peer = Some(peer);
-                    drop(st);
-                    let _ = resolve.call0(&JsValue::UNDEFINED);
-                }
-                Err(e) => {
-                    let e = ingest_error(e);
-                    inner.set_conn(&mut st, "failed");
-                    drop(st);
-                    inner.emit(CLIENT_ERROR, client_error(&e));
-                    let _ = reject_fn.call1(&JsValue::UNDEFINED, &client_error(&e));
-                }
-            }
-        });
-        promise
-    }
-
-    fn on_peer_state(self: &Rc<Self>, op: u32, state: &str) {
-        let mut st = self.st.borrow_mut();
-        if st.broadcast.op != op {
-            return;
-        }
-        let state: &'static str = match state {
-            "new" => "new",
-            "connecting" => "connecting",
-            "connected" => "connected",
-            "disconnected" => "disconnected",
-            "failed" => "failed",
-            "closed" => "closed",
-            _ => return,
-        };
-        self.set_conn(&mut st, state);
-        if state == "failed" {
-            st.broadcast.op = st.broadcast.op.wrapping_add(1);
-            if let Some(peer) = st.broadcast.peer.take() {
-                let key = st.broadcast.stream_key.clone();
-                spawn_delete(peer, key);
-            }
-            drop(st);
-            self.emit(
-                CLIENT_ERROR,
-                client_error(&bail(
-                    Code::PeerConnection,
-                    "the connection to the ingest server failed",
-                )),
-            );
-        }
-    }
-
-    fn stop_broadcast(self: &Rc<Self>) {
-        let mut st = self.st.borrow_mut();
-        let starting = matches!(st.conn, "connecting" | "new");
-        st.broadcast.op = st.broadcast.op.wrapping_add(1);
-        let peer = st.broadcast.peer.take();
-        if let Some(peer) = peer {
-            let key = st.broadcast.stream_key.clone();
-            spawn_delete(peer, key);
-        } else if !starting {
-            return;
-        }
-        self.set_conn(&mut st, "closed");
-    }
-
     fn shutdown(&self) {
         let Ok(mut st) = self.st.try_borrow_mut() else {
             return;
@@ -885,51 +741,12 @@ impl Inner {
         if std::mem::replace(&mut st.deleted, true) {
             return;
         }
-        st.broadcast.op = st.broadcast.op.wrapping_add(1);
-        if let Some(peer) = st.broadcast.peer.take() {
-            let key = st.broadcast.stream_key.clone();
-            spawn_delete(peer, key);
-        }
+        Self::end_broadcast(&mut st);
         st.clock = None;
         st.compositor.stop();
         st.layers.clear();
         if let Some(mut m) = st.mixer.take() {
             m.close();
         }
-    }
-}
-
-/// DELETEs the WHIP session, then closes the peer connection (closing it
-/// first could make the server drop the session and answer 404).
-fn spawn_delete(peer: IngestPeer, key: String) {
-    spawn_local(async move {
-        if let Some(url) = &peer.location {
-            let _ = http::delete(url, &key).await;
-        }
-        drop(peer);
-    });
-}
-
-fn ingest_error(e: IngestError) -> BroadcastError {
-    match e {
-        IngestError::Http(HttpError::Status { status, body }) => {
-            let detail = body
-                .map(|b| format!("{}: {}", b.code, b.message))
-                .unwrap_or_default();
-            let code = if status == 401 || status == 403 {
-                Code::InvalidStreamKey
-            } else {
-                Code::PeerSetup
-            };
-            bail(
-                code,
-                format!("the ingest server answered HTTP {status} {detail}"),
-            )
-        }
-        IngestError::Http(HttpError::Network(m)) => bail(
-            Code::PeerSetup,
-            format!("cannot reach the ingest server: {m}"),
-        ),
-        IngestError::Browser(m) => bail(Code::PeerSetup, m),
     }
 }

@@ -11,6 +11,8 @@ pub mod chat;
 mod convert;
 #[cfg(any(feature = "stage", feature = "broadcast"))]
 mod listeners;
+#[cfg(any(feature = "stage", feature = "broadcast"))]
+mod small_map;
 #[cfg(feature = "stage")]
 pub mod stage;
 #[cfg(feature = "stage")]

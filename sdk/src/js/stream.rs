@@ -3,7 +3,7 @@
 use super::convert::type_error;
 use crate::core::StreamKind;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use super::small_map::SmallMap;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use web_sys::MediaStreamTrack;
@@ -20,7 +20,7 @@ type MuteHook = dyn Fn(u32);
 
 thread_local! {
     static NEXT_KEY: Cell<u32> = const { Cell::new(1) };
-    static REGISTRY: RefCell<HashMap<u32, Weak<LocalShared>>> = RefCell::new(HashMap::new());
+    static REGISTRY: RefCell<SmallMap<u32, Weak<LocalShared>>> = RefCell::new(SmallMap::default());
     static MUTE_HOOKS: RefCell<Vec<Weak<MuteHook>>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -5,7 +5,7 @@
 //! and lives as long as the compositor.
 
 use crate::core::broadcast::{ComposeStats, Composition};
-use crate::core::layout::{aspect_fit, Rect};
+use crate::core::layout::{aspect_fit, visible_layers, Rect};
 use wasm_bindgen::prelude::*;
 use web_sys::{
     CanvasCaptureMediaStreamTrack, CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement,
@@ -144,6 +144,9 @@ pub struct Compositor {
     preview: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
     layers: Vec<Layer>,
     next_seq: u64,
+    /// Per frame, reused: each layer's drawn box and whether to draw it.
+    boxes: Vec<(Option<Rect>, bool)>,
+    draw: Vec<bool>,
     pub stats: ComposeStats,
     width: f64,
     height: f64,
@@ -190,6 +193,8 @@ impl Compositor {
             preview: None,
             layers: Vec::new(),
             next_seq: 0,
+            boxes: Vec::new(),
+            draw: Vec::new(),
             stats: ComposeStats::default(),
             width: f64::from(width),
             height: f64::from(height),
@@ -278,21 +283,29 @@ impl Compositor {
         let ctx = &self.ctx;
         ctx.set_fill_style_str("#000");
         ctx.fill_rect(0.0, 0.0, w, h);
+        self.boxes.clear();
         for layer in &self.layers {
-            let Some((sw, sh)) = layer.picture.size() else {
+            let drawn = layer
+                .picture
+                .size()
+                .and_then(|(sw, sh)| aspect_fit(sw, sh, &layer.comp.rect));
+            // A video frame paints its whole box; other sources may be transparent.
+            let opaque = matches!(layer.picture, Picture::Video(_));
+            self.boxes.push((drawn, opaque));
+        }
+        visible_layers(&self.boxes, &mut self.draw);
+        for ((layer, (drawn, _)), draw) in self.layers.iter().zip(&self.boxes).zip(&self.draw) {
+            let (Some(r), true) = (drawn, draw) else {
                 continue;
             };
-            let bx: Rect = layer.comp.rect;
-            if let Some(r) = aspect_fit(sw, sh, &bx) {
-                // A source torn down mid-frame throws; skip it this frame.
-                let _ = ctx.unchecked_ref::<AnyDraw>().draw_any(
-                    layer.picture.as_js(),
-                    r.x,
-                    r.y,
-                    r.width,
-                    r.height,
-                );
-            }
+            // A source torn down mid-frame throws; skip it this frame.
+            let _ = ctx.unchecked_ref::<AnyDraw>().draw_any(
+                layer.picture.as_js(),
+                r.x,
+                r.y,
+                r.width,
+                r.height,
+            );
         }
         self.track.request_frame();
         if let Some((canvas, pctx)) = &self.preview {

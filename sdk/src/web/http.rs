@@ -91,6 +91,13 @@ pub async fn post_offer(url: &str, token: &str, offer: &str) -> Result<SdpAnswer
     })
 }
 
+/// `OPTIONS` of a WHIP endpoint: its `Link` header (ICE servers, RFC 9725
+/// §4.4), if it answered with one.
+pub async fn options_link(url: &str, bearer: &str) -> Result<Option<String>, HttpError> {
+    let response = send("OPTIONS", url, bearer, None).await?;
+    Ok(response.headers().get("Link").ok().flatten())
+}
+
 /// DELETEs a session resource; failures are ignored by callers (the
 /// server also ends sessions when their peer connection dies).
 pub async fn delete(url: &str, token: &str) -> Result<(), HttpError> {

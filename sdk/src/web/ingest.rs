@@ -1,31 +1,37 @@
 //! WHIP ingest to a channel: one send-only peer connection carrying the
 //! compositor's video track (H.264 preferred) and the mixer's audio track
 //! (Opus), offered with `Authorization: Bearer <streamKey>` to the channel's
-//! ingest endpoint. No trickle ICE (the server is ICE-lite).
+//! ingest endpoint, with the ICE servers the endpoint lists on `OPTIONS`.
 
 use super::http;
-use super::sdp::{self, browser};
+use super::peer::Pc;
 use crate::core::broadcast::{prefer_codec, StreamConfig};
+use crate::core::ice::ice_servers_from_link;
+use crate::core::link::PeerState;
 use js_sys::{Array, Object, Reflect};
-use std::rc::Rc;
-use wasm_bindgen::closure::Closure;
+use stagecast_protocol::events::IceServer;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    Event, MediaStreamTrack, RtcPeerConnection, RtcRtpSender, RtcRtpTransceiver,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
-};
+use web_sys::{MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
 
 /// Why starting the broadcast failed.
 pub type IngestError = super::sdp::SdpError;
 
-/// A live ingest session; closes its peer connection on drop (the caller
+/// A live ingest session; its peer connection closes on drop (the caller
 /// sends the `DELETE` first).
 pub struct IngestPeer {
-    pc: RtcPeerConnection,
-    _on_state: Closure<dyn FnMut(Event)>,
+    _pc: Pc,
     /// The WHIP session resource, for `DELETE` on stop.
     pub location: Option<String>,
+}
+
+/// The ICE servers the endpoint lists (RFC 9725 §4.4); none when it lists
+/// none or does not answer.
+pub async fn ice_servers(url: &str, stream_key: &str) -> Vec<IceServer> {
+    match http::options_link(url, stream_key).await {
+        Ok(Some(link)) => ice_servers_from_link(&link),
+        _ => Vec::new(),
+    }
 }
 
 /// Puts `preferred` first in the transceiver's codec list (where the
@@ -59,7 +65,8 @@ fn prefer(transceiver: &RtcRtpTransceiver, kind: &str, preferred: &str) {
     }
 }
 
-/// Caps the video encoder at the stream config's bitrate and frame rate.
+/// Caps the video encoder at the stream config's bitrate and frame rate and
+/// keeps its resolution.
 async fn limit_encoder(sender: &RtcRtpSender, config: &StreamConfig) {
     let params: JsValue = sender.get_parameters().into();
     let Ok(encodings) = Reflect::get(&params, &JsValue::from_str("encodings")) else {
@@ -82,80 +89,42 @@ async fn limit_encoder(sender: &RtcRtpSender, config: &StreamConfig) {
         );
     }
     let _ = Reflect::set(&params, &JsValue::from_str("encodings"), &encodings);
+    // A channel's renditions are announced at the stream config's size:
+    // under CPU or bandwidth pressure drop frames, not resolution.
+    let _ = Reflect::set(
+        &params,
+        &JsValue::from_str("degradationPreference"),
+        &JsValue::from_str("maintain-resolution"),
+    );
     let _ = JsFuture::from(sender.set_parameters_with_parameters(params.unchecked_ref())).await;
 }
 
 impl IngestPeer {
-    /// Negotiates with the WHIP endpoint `url`. `on_state` receives every
-    /// `connectionState` (`new|connecting|connected|disconnected|failed|closed`).
+    /// Negotiates with the WHIP endpoint `url`; every `connectionState`
+    /// goes to `on_state`.
     pub async fn start(
         url: &str,
         stream_key: &str,
         video: &MediaStreamTrack,
         audio: Option<&MediaStreamTrack>,
         config: &StreamConfig,
-        on_state: impl Fn(String) + 'static,
+        ice_servers: &[IceServer],
+        on_state: impl Fn(PeerState) + 'static,
     ) -> Result<IngestPeer, IngestError> {
-        let pc = RtcPeerConnection::new().map_err(browser)?;
-        let on_state = Rc::new(on_state);
-        let watched = pc.clone();
-        let on_state_cb = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
-            let state: String = Reflect::get(&watched, &JsValue::from_str("connectionState"))
-                .ok()
-                .and_then(|s| s.as_string())
-                .unwrap_or_default();
-            let f = on_state.clone();
-            super::defer(move || f(state));
-        });
-        pc.set_onconnectionstatechange(Some(on_state_cb.as_ref().unchecked_ref()));
-        let peer = IngestPeer {
-            pc,
-            _on_state: on_state_cb,
-            location: None,
-        };
-        peer.negotiate(url, stream_key, video, audio, config).await
-    }
-
-    async fn negotiate(
-        mut self,
-        url: &str,
-        stream_key: &str,
-        video: &MediaStreamTrack,
-        audio: Option<&MediaStreamTrack>,
-        config: &StreamConfig,
-    ) -> Result<IngestPeer, IngestError> {
-        let init = RtcRtpTransceiverInit::new();
-        init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-        let vt = self
-            .pc
-            .add_transceiver_with_media_stream_track_and_init(video, &init);
+        let pc = Pc::new(ice_servers, on_state)?;
+        let vt = pc.send(video);
         prefer(&vt, "video", "video/H264");
         if let Some(audio) = audio {
-            let at = self
-                .pc
-                .add_transceiver_with_media_stream_track_and_init(audio, &init);
-            prefer(&at, "audio", "audio/opus");
+            prefer(&pc.send(audio), "audio", "audio/opus");
         }
-        let answer = sdp::post_local_offer(&self.pc, url, stream_key).await?;
-        self.location = answer.location;
-        if let Err(e) = sdp::set_answer(&self.pc, &answer.sdp).await {
-            // The server created a session for an answer we cannot use.
-            if let Some(url) = self.location.take() {
-                let key = stream_key.to_owned();
-                wasm_bindgen_futures::spawn_local(async move {
-                    let _ = http::delete(&url, &key).await;
-                });
-            }
-            return Err(e);
-        }
-        limit_encoder(&vt.sender(), config).await;
-        Ok(self)
-    }
-}
-
-impl Drop for IngestPeer {
-    fn drop(&mut self) {
-        self.pc.set_onconnectionstatechange(None);
-        self.pc.close();
+        let answer = pc.negotiate(url, stream_key).await?;
+        // Not awaited: the setup is done, and a slow `setParameters` must
+        // not count against the answer's deadline.
+        let (sender, config) = (vt.sender(), *config);
+        wasm_bindgen_futures::spawn_local(async move { limit_encoder(&sender, &config).await });
+        Ok(IngestPeer {
+            _pc: pc,
+            location: answer.location,
+        })
     }
 }

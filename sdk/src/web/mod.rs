@@ -17,7 +17,7 @@ pub mod http;
 pub mod ingest;
 #[cfg(feature = "broadcast")]
 pub mod mixer;
-#[cfg(feature = "stage")]
+#[cfg(any(feature = "stage", feature = "broadcast"))]
 pub mod peer;
 #[cfg(any(feature = "stage", feature = "broadcast"))]
 pub mod sdp;

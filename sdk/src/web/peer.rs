@@ -1,60 +1,105 @@
-//! One peer connection per publish and per subscription (the IVS model).
-//! No trickle ICE: the offer is POSTed right after `setLocalDescription`
-//! (the server is ICE-lite with a host candidate, so it needs none of ours).
+//! Peer connections: one per publish and per subscription (the IVS model),
+//! and the channel ingest's. No trickle ICE: the offer is POSTed right after
+//! `setLocalDescription`. The server is ICE-lite and learns the browser's
+//! addresses — host, reflexive, or a TURN relay from the ICE servers — from
+//! the browser's connectivity checks, so it needs none of our candidates.
 
+use super::defer;
 use super::http::SdpAnswer;
 use super::sdp::{self, browser};
-use super::defer;
+use crate::core::link::PeerState;
 use crate::core::StreamKind;
+use js_sys::{Array, Object, Reflect};
+use stagecast_protocol::events::IceServer;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    Event, MediaStreamTrack, RtcPeerConnection, RtcPeerConnectionState, RtcRtpSender,
+    Event, MediaStreamTrack, RtcConfiguration, RtcPeerConnection, RtcRtpSender,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
 };
 
 /// Why setting up a peer connection failed.
 pub type PeerError = super::sdp::SdpError;
 
-/// Connection health as the stage cares about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerHealth {
-    Connected,
-    Failed,
+fn set(obj: &Object, key: &str, value: &JsValue) {
+    // Reflect.set only fails on frozen/proxy objects, which these are not.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+/// `{iceServers: [{urls, username?, credential?}]}`.
+fn configuration(ice_servers: &[IceServer]) -> RtcConfiguration {
+    let list: Array = ice_servers
+        .iter()
+        .map(|s| {
+            let o = Object::new();
+            let urls: Array = s.urls.iter().map(|u| JsValue::from_str(u)).collect();
+            set(&o, "urls", &urls);
+            if let Some(u) = &s.username {
+                set(&o, "username", &JsValue::from_str(u));
+            }
+            if let Some(c) = &s.credential {
+                set(&o, "credential", &JsValue::from_str(c));
+            }
+            JsValue::from(o)
+        })
+        .collect();
+    let config = Object::new();
+    set(&config, "iceServers", &list);
+    config.unchecked_into()
 }
 
 /// An `RtcPeerConnection` with its state listener; closed on drop.
-struct Pc {
-    pc: RtcPeerConnection,
+pub struct Pc {
+    pub pc: RtcPeerConnection,
     _on_state: Closure<dyn FnMut(Event)>,
 }
 
 impl Pc {
-    fn new(on_health: impl Fn(PeerHealth) + 'static) -> Result<Pc, PeerError> {
-        let pc = RtcPeerConnection::new().map_err(browser)?;
-        let on_health = Rc::new(on_health);
-        let weak_pc = pc.clone();
-        let on_state = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
-            let health = match weak_pc.connection_state() {
-                RtcPeerConnectionState::Connected => PeerHealth::Connected,
-                RtcPeerConnectionState::Failed => PeerHealth::Failed,
-                _ => return,
-            };
-            let f = on_health.clone();
-            defer(move || f(health));
+    /// A peer connection using `ice_servers`; every `connectionState`
+    /// change is reported to `on_state` (from the microtask queue).
+    pub fn new(ice_servers: &[IceServer], on_state: impl Fn(PeerState) + 'static) -> Result<Pc, PeerError> {
+        let pc = RtcPeerConnection::new_with_configuration(&configuration(ice_servers)).map_err(browser)?;
+        let on_state = Rc::new(on_state);
+        let watched = pc.clone();
+        let on_change = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            let state = Reflect::get(&watched, &JsValue::from_str("connectionState"))
+                .ok()
+                .and_then(|s| s.as_string())
+                .and_then(|s| PeerState::parse(&s));
+            if let Some(state) = state {
+                let f = on_state.clone();
+                defer(move || f(state));
+            }
         });
-        pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        pc.set_onconnectionstatechange(Some(on_change.as_ref().unchecked_ref()));
         Ok(Pc {
             pc,
-            _on_state: on_state,
+            _on_state: on_change,
         })
     }
 
-    async fn negotiate(&self, url: &str, token: &str) -> Result<SdpAnswer, PeerError> {
-        let answer = sdp::post_local_offer(&self.pc, url, token).await?;
-        sdp::set_answer(&self.pc, &answer.sdp).await?;
+    /// Adds a send-only transceiver for `track`.
+    pub fn send(&self, track: &MediaStreamTrack) -> web_sys::RtcRtpTransceiver {
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+        self.pc.add_transceiver_with_media_stream_track_and_init(track, &init)
+    }
+
+    /// POSTs the offer to `url` and applies the answer. If the answer
+    /// cannot be applied, the session the server made is DELETEd.
+    pub async fn negotiate(&self, url: &str, bearer: &str) -> Result<SdpAnswer, PeerError> {
+        let answer = sdp::post_local_offer(&self.pc, url, bearer).await?;
+        if let Err(e) = sdp::set_answer(&self.pc, &answer.sdp).await {
+            if let Some(location) = answer.location {
+                let bearer = bearer.to_owned();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = super::http::delete(&location, &bearer).await;
+                });
+            }
+            return Err(e);
+        }
         Ok(answer)
     }
 }
@@ -68,7 +113,7 @@ impl Drop for Pc {
 
 /// A WHIP publish session.
 pub struct PublishPeer {
-    pc: Pc,
+    _pc: Pc,
     senders: Vec<(StreamKind, RtcRtpSender)>,
     /// Session resource, for `DELETE` on teardown.
     pub location: Option<String>,
@@ -80,48 +125,28 @@ impl PublishPeer {
         whip_url: &str,
         token: &str,
         tracks: &[(StreamKind, MediaStreamTrack)],
-        on_health: impl Fn(PeerHealth) + 'static,
+        ice_servers: &[IceServer],
+        on_state: impl Fn(PeerState) + 'static,
     ) -> Result<PublishPeer, PeerError> {
-        let pc = Pc::new(on_health)?;
-        let mut senders = Vec::new();
-        for (kind, track) in tracks {
-            let init = RtcRtpTransceiverInit::new();
-            init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-            let t = pc
-                .pc
-                .add_transceiver_with_media_stream_track_and_init(track, &init);
-            senders.push((*kind, t.sender()));
-        }
-        let mut peer = PublishPeer {
-            pc,
+        let pc = Pc::new(ice_servers, on_state)?;
+        let senders = tracks.iter().map(|(kind, track)| (*kind, pc.send(track).sender())).collect();
+        let answer = pc.negotiate(&format!("{whip_url}/publish"), token).await?;
+        Ok(PublishPeer {
+            _pc: pc,
             senders,
-            location: None,
-        };
-        let answer = peer
-            .pc
-            .negotiate(&format!("{whip_url}/publish"), token)
-            .await?;
-        peer.location = answer.location;
-        Ok(peer)
+            location: answer.location,
+        })
     }
 
     /// The sender carrying `kind`, for `replace_track`.
     pub fn sender(&self, kind: StreamKind) -> Option<RtcRtpSender> {
-        self.senders
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, s)| s.clone())
+        self.senders.iter().find(|(k, _)| *k == kind).map(|(_, s)| s.clone())
     }
 }
 
 /// Swaps the track on a sender without renegotiating.
-pub async fn replace_track(
-    sender: &RtcRtpSender,
-    track: &MediaStreamTrack,
-) -> Result<(), PeerError> {
-    JsFuture::from(sender.replace_track(Some(track)))
-        .await
-        .map_err(browser)?;
+pub async fn replace_track(sender: &RtcRtpSender, track: &MediaStreamTrack) -> Result<(), PeerError> {
+    JsFuture::from(sender.replace_track(Some(track))).await.map_err(browser)?;
     Ok(())
 }
 
@@ -139,22 +164,18 @@ impl SubscribePeer {
         whip_url: &str,
         token: &str,
         publisher_id: &str,
-        on_health: impl Fn(PeerHealth) + 'static,
+        ice_servers: &[IceServer],
+        on_state: impl Fn(PeerState) + 'static,
     ) -> Result<SubscribePeer, PeerError> {
-        let pc = Pc::new(on_health)?;
+        let pc = Pc::new(ice_servers, on_state)?;
         let mut tracks = Vec::new();
         for kind in [StreamKind::Audio, StreamKind::Video] {
             let init = RtcRtpTransceiverInit::new();
             init.set_direction(RtcRtpTransceiverDirection::Recvonly);
-            let t = pc
-                .pc
-                .add_transceiver_with_str_and_init(kind.as_str(), &init);
+            let t = pc.pc.add_transceiver_with_str_and_init(kind.as_str(), &init);
             tracks.push((kind, t.receiver().track()));
         }
-        let url = format!(
-            "{whip_url}/subscribe/{}",
-            js_sys::encode_uri_component(publisher_id)
-        );
+        let url = format!("{whip_url}/subscribe/{}", js_sys::encode_uri_component(publisher_id));
         let answer = pc.negotiate(&url, token).await?;
         Ok(SubscribePeer {
             _pc: pc,

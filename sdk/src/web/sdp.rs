@@ -4,6 +4,7 @@
 
 use super::http::{self, HttpError, SdpAnswer};
 use super::js_error_text;
+use crate::core::HttpFailure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit};
@@ -19,6 +20,28 @@ pub enum SdpError {
 
 pub(crate) fn browser(e: JsValue) -> SdpError {
     SdpError::Browser(js_error_text(&e))
+}
+
+impl From<SdpError> for HttpFailure {
+    /// What the core needs to know of a failed setup (to retry or not).
+    fn from(e: SdpError) -> HttpFailure {
+        match e {
+            SdpError::Browser(m) => HttpFailure::browser(m),
+            SdpError::Http(e) => e.into(),
+        }
+    }
+}
+
+impl From<HttpError> for HttpFailure {
+    fn from(e: HttpError) -> HttpFailure {
+        match e {
+            HttpError::Status { status, body } => {
+                let (code, message) = body.map(|b| (b.code, b.message)).unzip();
+                HttpFailure::http(status, code, message)
+            }
+            HttpError::Network(m) => HttpFailure::network(m),
+        }
+    }
 }
 
 /// Creates an offer, applies it locally and POSTs it to `url` with

@@ -26,7 +26,9 @@ pub enum SocketEvent {
 type Handler = Rc<RefCell<dyn FnMut(SocketEvent)>>;
 
 /// An open (or opening) event-plane connection. Dropping it removes the
-/// handlers and closes the socket without reporting `Closed`.
+/// handlers and closes the socket without reporting `Closed`, as a drop
+/// (close code 4000: the participant stays for the server's reconnect
+/// grace); [`EventSocket::close`] with `deliberate` is the leave (1000).
 pub struct EventSocket {
     ws: WebSocket,
     _on_open: Closure<dyn FnMut(Event)>,
@@ -97,11 +99,32 @@ impl EventSocket {
     }
 }
 
-impl Drop for EventSocket {
-    fn drop(&mut self) {
+/// Close code of a deliberate leave: the server ends the participant at
+/// once. Any other close (4000 here, or none when the network dropped) is a
+/// drop the server waits out for its reconnect grace period.
+const LEAVING: (u16, &str) = (1000, "user-initiated");
+const DROPPING: (u16, &str) = (4000, "reconnecting");
+
+impl EventSocket {
+    /// Closes the socket: `deliberate` for a leave, otherwise a drop (the
+    /// SDK gave up on it and reconnects).
+    pub fn close(self, deliberate: bool) {
+        let (code, reason) = if deliberate { LEAVING } else { DROPPING };
+        self.detach();
+        let _ = self.ws.close_with_code_and_reason(code, reason);
+    }
+
+    fn detach(&self) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
-        let _ = self.ws.close();
+    }
+}
+
+impl Drop for EventSocket {
+    fn drop(&mut self) {
+        self.detach();
+        // A no-op after `close()`; otherwise (the Stage was freed) a drop.
+        let _ = self.ws.close_with_code_and_reason(DROPPING.0, DROPPING.1);
     }
 }
