@@ -1,4 +1,5 @@
-//! The demo backend calls the page makes (`/api/list`, `/api/chat-token`).
+//! The demo backend calls the page makes (`/api/list`, `/api/chat-token`,
+//! `/api/channels/{id}`).
 
 use js_sys::{Array, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
@@ -26,24 +27,32 @@ pub fn js_error_text(e: &JsValue) -> String {
 /// `POST url` with a JSON body; the parsed JSON answer, or the error text
 /// (the backend's `message` for a 4xx/5xx).
 pub async fn post_json(url: &str, body: Option<&str>) -> Result<JsValue, String> {
+    fetch_json("POST", url, body).await.map_err(|(_, message)| message)
+}
+
+/// `method url` with an optional JSON body; the parsed JSON answer, or the
+/// HTTP status (0 when there was no answer) and the error text.
+async fn fetch_json(method: &str, url: &str, body: Option<&str>) -> Result<JsValue, (u16, String)> {
+    let no_answer = |e: String| (0, e);
     let init = RequestInit::new();
-    init.set_method("POST");
+    init.set_method(method);
     if let Some(body) = body {
         init.set_body(&JsValue::from_str(body));
     }
-    let request = Request::new_with_str_and_init(url, &init).map_err(|e| js_error_text(&e))?;
+    let request =
+        Request::new_with_str_and_init(url, &init).map_err(|e| no_answer(js_error_text(&e)))?;
     if body.is_some() {
         request
             .headers()
             .set("Content-Type", "application/json")
-            .map_err(|e| js_error_text(&e))?;
+            .map_err(|e| no_answer(js_error_text(&e)))?;
     }
-    let window = web_sys::window().ok_or("no window")?;
+    let window = web_sys::window().ok_or_else(|| no_answer("no window".to_owned()))?;
     let response: Response = JsFuture::from(window.fetch_with_request(&request))
         .await
-        .map_err(|e| js_error_text(&e))?
+        .map_err(|e| no_answer(js_error_text(&e)))?
         .dyn_into()
-        .map_err(|_| "fetch did not return a Response".to_owned())?;
+        .map_err(|_| no_answer("fetch did not return a Response".to_owned()))?;
     let json = match response.json() {
         Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
         Err(_) => JsValue::NULL,
@@ -51,7 +60,8 @@ pub async fn post_json(url: &str, body: Option<&str>) -> Result<JsValue, String>
     if response.ok() {
         Ok(json)
     } else {
-        Err(get_str(&json, "message").unwrap_or_else(|| format!("HTTP {}", response.status())))
+        let status = response.status();
+        Err((status, get_str(&json, "message").unwrap_or_else(|| format!("HTTP {status}"))))
     }
 }
 
@@ -63,10 +73,12 @@ pub struct GroupStatus {
     pub host_name: Option<String>,
 }
 
-/// The group's entry in `/api/list`: `Ok(None)` when the group does not
+/// The group's entry in `/api/list` (asked by `groupId`, so it is found
+/// however many groups there are): `Ok(None)` when the group does not
 /// exist (any more), `Err` when the backend could not be asked.
 pub async fn group_status(group_id: &str) -> Result<Option<GroupStatus>, String> {
-    let list = post_json("/api/list", None).await?;
+    let url = format!("/api/list?groupId={}", String::from(js_sys::encode_uri_component(group_id)));
+    let list = post_json(&url, None).await?;
     if !Array::is_array(&list) {
         return Err("/api/list did not answer a list".to_owned());
     }
@@ -77,6 +89,48 @@ pub async fn group_status(group_id: &str) -> Result<Option<GroupStatus>, String>
         live: get(&i, "live").as_bool().unwrap_or(false),
         playback_url: get_str(&i, "playbackUrl"),
         host_name: get_str(&get(&i, "stageAttributes"), "username"),
+    }))
+}
+
+/// How far the server's clock is ahead of this device's (ms): a `HEAD` of
+/// `url` (an HLS resource, which carries `x-server-time-ms`), taking the
+/// middle of the round trip as the moment the server read its clock.
+pub async fn server_clock_offset(url: &str) -> Option<f64> {
+    let init = RequestInit::new();
+    init.set_method("HEAD");
+    init.set_cache(web_sys::RequestCache::NoStore);
+    let request = Request::new_with_str_and_init(url, &init).ok()?;
+    let window = web_sys::window()?;
+    let sent = js_sys::Date::now();
+    let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.ok()?.dyn_into().ok()?;
+    let received = js_sys::Date::now();
+    let server: f64 = response.headers().get("x-server-time-ms").ok()??.parse().ok()?;
+    Some(server - (sent + received) / 2.0)
+}
+
+/// What `/api/channels/{id}` says about a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub live: bool,
+    pub playback_url: String,
+}
+
+/// The channel's state and playback URL: `Ok(None)` when the channel does
+/// not exist (any more), `Err` when the backend could not be asked.
+pub async fn channel_status(channel_id: &str) -> Result<Option<ChannelStatus>, String> {
+    let url = format!("/api/channels/{}", String::from(js_sys::encode_uri_component(channel_id)));
+    let channel = match fetch_json("GET", &url, None).await {
+        Ok(channel) => channel,
+        Err((404, _)) => return Ok(None),
+        Err((_, message)) => return Err(message),
+    };
+    let playback_url =
+        get_str(&channel, "playbackUrl").ok_or("/api/channels did not answer a channel")?;
+    Ok(Some(ChannelStatus {
+        name: get_str(&channel, "name").unwrap_or_default(),
+        live: get_str(&channel, "state").as_deref() == Some("LIVE"),
+        playback_url,
     }))
 }
 

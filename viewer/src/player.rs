@@ -3,8 +3,12 @@
 //!
 //! The bundle lives at an absolute server path, which `#[wasm_bindgen(module)]`
 //! cannot name, so a small inline ES module imports it dynamically and adapts
-//! both players to one shape: `{stop(), latency(), setMuted(bool)}` plus three
-//! callbacks (playing, gone, metadata cue). The state machine stays in Rust.
+//! both players to one shape: `{stop(), programDateTime(), setMuted(bool)}`
+//! plus three callbacks (playing, gone, metadata cue). The state machine
+//! stays in Rust, and so does the latency figure: `programDateTime()` is the
+//! `EXT-X-PROGRAM-DATE-TIME` (Unix ms) of the frame on screen, which the page
+//! puts against the server's clock (the IVS Player's own `getLiveLatency()`
+//! stays 0 on streams that do not come from IVS's transcoder).
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
@@ -50,6 +54,20 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     p.attachHTMLVideoElement(video);
     p.setMuted(true);
     p.setAutoplay(true);
+    // One rendition: without this the low-latency player re-downloads a
+    // complete segment every period to probe bandwidth (twice the egress).
+    p.setAutoQualityMode(false);
+    // The sync time (from PROGRAM-DATE-TIME) moves in steps: remember where
+    // playback was when it changed, and count on from there. (On our
+    // streams the player has not been seen to report one: the page then
+    // shows no figure rather than a guess.)
+    let sync = null;
+    const syncNow = () => {
+      const t = p.getSyncTime();
+      if (Number.isFinite(t) && t > 0 && (!sync || sync.t !== t)) sync = { t, position: p.getPosition() };
+    };
+    p.addEventListener(m.PlayerEventType.SYNC_TIME_UPDATE, syncNow);
+    p.addEventListener(m.PlayerState.READY, () => p.setAutoQualityMode(false));
     p.addEventListener(m.PlayerState.PLAYING, () => { if (!stopped) onPlaying(); });
     p.addEventListener(m.PlayerState.ENDED, () => gone('ended'));
     p.addEventListener(m.PlayerEventType.ERROR, (e) => gone(`${e && e.type}: ${e && e.message}`));
@@ -60,7 +78,11 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     p.play();
     return {
       stop() { stopped = true; p.delete(); },
-      latency() { return p.getLiveLatency(); },
+      programDateTime() {
+        syncNow();
+        return sync ? sync.t + (p.getPosition() - sync.position) * 1000 : NaN;
+      },
+      lowLatency() { return p.isLiveLowLatency(); },
       setMuted(muted) { p.setMuted(muted); video.muted = muted; },
     };
   }
@@ -82,11 +104,16 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     video.play().catch(() => {});
     return {
       stop() { stopped = true; detach(); video.removeAttribute('src'); video.load(); },
-      latency() { return NaN; },
+      programDateTime() {
+        const d = video.getStartDate && video.getStartDate();
+        const start = d ? d.getTime() : NaN;
+        return Number.isFinite(start) ? start + video.currentTime * 1000 : NaN;
+      },
+      lowLatency() { return false; },
       setMuted(muted) { video.muted = muted; },
     };
   }
-  const hls = new m.Hls({ lowLatencyMode: true, backBufferLength: 10 });
+  const hls = new m.Hls({ lowLatencyMode: true, backBufferLength: 10, playlistLoadPolicy: m.PATIENT_PLAYLIST });
   hls.on(m.Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
   hls.on(m.Hls.Events.ERROR, (_e, d) => { if (d && d.fatal) gone(`${d.type}: ${d.details}`); });
   hls.on(m.Hls.Events.FRAG_PARSING_METADATA, (_e, d) => {
@@ -96,7 +123,11 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
   hls.attachMedia(video);
   return {
     stop() { stopped = true; detach(); hls.destroy(); video.removeAttribute('src'); video.load(); },
-    latency() { return hls.latency; },
+    programDateTime() { const d = hls.playingDate; return d ? d.getTime() : NaN; },
+    lowLatency() {
+      const level = hls.levels && hls.levels[hls.currentLevel];
+      return !!(hls.config.lowLatencyMode && level && level.details && level.details.partTarget);
+    },
     setMuted(muted) { video.muted = muted; },
   };
 }
@@ -210,12 +241,18 @@ impl Player {
         result.unwrap_or(JsValue::UNDEFINED)
     }
 
-    /// Seconds behind live, when the library knows (the IVS Player says 0
-    /// until it has measured).
-    pub fn latency(&self) -> Option<f64> {
-        self.call("latency", None)
+    /// The `EXT-X-PROGRAM-DATE-TIME` (Unix ms) of the frame on screen, once
+    /// the library knows it.
+    pub fn program_date_time(&self) -> Option<f64> {
+        self.call("programDateTime", None)
             .as_f64()
-            .filter(|l| l.is_finite() && *l > 0.0)
+            .filter(|t| t.is_finite() && *t > 0.0)
+    }
+
+    /// Whether the library plays the stream in its low-latency mode (the IVS
+    /// Player's `isLiveLowLatency()`, hls.js on LL-HLS parts).
+    pub fn low_latency(&self) -> bool {
+        self.call("lowLatency", None).as_bool().unwrap_or(false)
     }
 
     /// Mutes or unmutes the audio.

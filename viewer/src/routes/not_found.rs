@@ -1,4 +1,4 @@
-//! Any path that is not `/watch/{groupId}`.
+//! Any path that is not `/watch/{groupId}` or `/watch/channel/{channelId}`.
 
 use leptos::prelude::*;
 
@@ -8,7 +8,10 @@ pub fn NotFound() -> impl IntoView {
     view! {
         <main class="viewer">
             <h1>"Not found"</h1>
-            <p>"Open a stage as " <code>"/watch/{groupId}"</code> "." <a href="/">" Back to Stagecast"</a></p>
+            <p>
+                "Open a stage as " <code>"/watch/{groupId}"</code> ", a channel as "
+                <code>"/watch/channel/{channelId}"</code> "." <a href="/">" Back to Stagecast"</a>
+            </p>
         </main>
     }
 }

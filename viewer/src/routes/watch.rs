@@ -2,9 +2,17 @@
 //!
 //! The page asks `/api/list` every [`POLL_MS`] whether the group is live. When
 //! it is, a player starts (muted, autoplay); when the list says it is not any
-//! more, or the player reports the stream ended or failed, the player is torn
-//! down and the page shows Ended (if frames played) or Offline, and keeps
-//! polling, so a later go-live plays again without a reload.
+//! more, or the player reports the stream ended, the player is torn down and
+//! the page shows Ended (if frames played) or Offline, and keeps polling, so a
+//! later go-live plays again without a reload.
+//!
+//! A player that fails, or whose video stops advancing, while the list still
+//! says live (the broadcaster reconnecting, the server restarting; a
+//! broadcaster back after a reconnect window can leave hls.js stuck before
+//! the gap) is dropped, and the page says Reconnecting… without leaving Live;
+//! the poll loop then starts another player at the same playback URL, or
+//! shows Ended if the list says the stream is over. Both cases take this one
+//! path (`interrupt`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -16,12 +24,19 @@ use web_sys::UrlSearchParams;
 
 use crate::api;
 use crate::components::chat::ChatPanel;
+use crate::latency::latency_secs;
 use crate::player::{Callbacks, Player, PlayerKind};
 
 /// How often the list is asked whether the stream is live.
 const POLL_MS: i32 = 2000;
 /// How often the latency readout refreshes.
 const LATENCY_MS: i32 = 1000;
+/// The server's clock is asked again every this many readouts.
+const CLOCK_EVERY: u32 = 30;
+/// Polls in a row with the video not advancing (and not paused) before the
+/// player is replaced: ~6 s, longer than any normal rebuffer of a live
+/// stream, shorter than a viewer's patience.
+const STALLED_POLLS: u32 = 3;
 
 /// What the viewer sees of the stream (`player-state` shows exactly these words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +68,32 @@ struct Session {
     alive: Cell<bool>,
     /// Bumped per player, so a late "gone" of an old player is ignored.
     generation: Cell<u32>,
+    /// The player was dropped while the stream may still be live (it
+    /// failed or got stuck): the next poll starts another one, or ends the
+    /// stream if the list says it is over.
+    interrupted: Cell<bool>,
+    /// The playback URL of the current player (its responses carry the
+    /// server's clock).
+    url: RefCell<Option<String>>,
+    /// The video's position at the last poll, and how many polls in a row
+    /// it has not moved.
+    position: Cell<f64>,
+    stalled: Cell<u32>,
+}
+
+impl Session {
+    /// Whether the playing video has been stuck for [`STALLED_POLLS`]
+    /// polls (a paused video is not stuck: the viewer paused it).
+    fn stuck(&self, video: &web_sys::HtmlVideoElement) -> bool {
+        let now = video.current_time();
+        let moved = now > self.position.replace(now) + 0.05;
+        if moved || video.paused() || !self.was_playing.get() || self.player.borrow().is_none() {
+            self.stalled.set(0);
+            return false;
+        }
+        self.stalled.set(self.stalled.get() + 1);
+        self.stalled.get() >= STALLED_POLLS
+    }
 }
 
 /// The reactive outputs the loops write.
@@ -60,6 +101,7 @@ struct Session {
 struct Outputs {
     state: WriteSignal<StreamState>,
     latency: WriteSignal<Option<f64>>,
+    low_latency: WriteSignal<bool>,
     cue: WriteSignal<Option<String>>,
     message: WriteSignal<Option<String>>,
     title: WriteSignal<String>,
@@ -71,10 +113,26 @@ fn query_param(name: &str) -> Option<String> {
     UrlSearchParams::new_with_str(&search).ok()?.get(name)
 }
 
+/// The player failed (not an end of stream) or its video is stuck while
+/// the stream may still be live: drop it and say Reconnecting…; the poll
+/// loop decides between a new player at the same URL and the end. The one
+/// replacement path for both cases.
+fn interrupt(session: &Session, out: Outputs) {
+    if session.player.borrow_mut().take().is_some() {
+        // Late callbacks of the dropped player are ignored.
+        session.generation.set(session.generation.get().wrapping_add(1));
+        session.interrupted.set(true);
+        session.stalled.set(0);
+        out.latency.set(None);
+        out.message.set(Some("Reconnecting…".to_owned()));
+    }
+}
+
 /// The stream is over: tear the player down, Ended if it played.
 fn stream_gone(session: &Session, out: Outputs) {
     let player = session.player.borrow_mut().take();
-    if player.is_none() {
+    let interrupted = session.interrupted.replace(false);
+    if player.is_none() && !interrupted {
         return;
     }
     drop(player);
@@ -101,6 +159,7 @@ async fn start(
     url: String,
 ) {
     session.starting.set(true);
+    *session.url.borrow_mut() = Some(url.clone());
     let generation = session.generation.get().wrapping_add(1);
     session.generation.set(generation);
     let s_play = Rc::downgrade(&session);
@@ -119,8 +178,13 @@ async fn start(
             // Not from inside the player's own callback: tearing down frees it.
             spawn_local(async move {
                 if let Some(s) = weak.upgrade() {
-                    if s.generation.get() == generation {
+                    if s.generation.get() != generation {
+                        return;
+                    }
+                    if why == "ended" {
                         stream_gone(&s, out);
+                    } else {
+                        interrupt(&s, out);
                     }
                 }
             });
@@ -161,12 +225,21 @@ async fn poll_loop(
                 if let Some(host) = status.host_name.filter(|h| !h.is_empty()) {
                     out.title.set(format!("{host}'s stage"));
                 }
+                let video = video.get_untracked();
+                let live = status.live && status.playback_url.is_some();
+                if live && video.as_ref().is_some_and(|v| session.stuck(v)) {
+                    leptos::logging::log!("player: stuck while live; starting another");
+                    interrupt(&session, out);
+                }
+                // A player dropped by `interrupt` (just now, or failed since
+                // the last poll) is replaced here while the list says live.
                 let running = session.player.borrow().is_some() || session.starting.get();
-                match (status.live, status.playback_url, video.get_untracked()) {
+                match (status.live, status.playback_url, video) {
                     (true, Some(url), Some(video)) if !running => {
+                        session.interrupted.set(false);
                         spawn_local(start(session.clone(), out, kind, video, url));
                     }
-                    (false, ..) if running => stream_gone(&session, out),
+                    (false, ..) if running || session.interrupted.get() => stream_gone(&session, out),
                     _ => {}
                 }
             }
@@ -175,10 +248,22 @@ async fn poll_loop(
     }
 }
 
+/// The latency readout: the program date-time of the frame on screen
+/// against the server's clock (both players; the same clock on one machine
+/// is assumed until the server has been asked).
 async fn latency_loop(session: Rc<Session>, out: Outputs) {
+    let mut offset: Option<f64> = None;
+    let mut readouts = 0u32;
     while session.alive.get() {
-        let latency = session.player.borrow().as_ref().and_then(Player::latency);
-        out.latency.set(latency);
+        let url = session.url.borrow().clone();
+        if let Some(url) = url.filter(|_| offset.is_none() || readouts % CLOCK_EVERY == 0) {
+            offset = api::server_clock_offset(&url).await.or(offset);
+        }
+        let pdt = session.player.borrow().as_ref().and_then(Player::program_date_time);
+        let low = session.player.borrow().as_ref().is_some_and(Player::low_latency);
+        out.low_latency.set(low);
+        out.latency.set(pdt.and_then(|pdt| latency_secs(js_sys::Date::now(), offset.unwrap_or(0.0), pdt)));
+        readouts = readouts.wrapping_add(1);
         api::sleep(LATENCY_MS).await;
     }
 }
@@ -189,6 +274,7 @@ pub fn WatchPage(group_id: String) -> impl IntoView {
     let kind = PlayerKind::from_query(query_param("player").as_deref());
     let (state, set_state) = signal(StreamState::Offline);
     let (latency, set_latency) = signal(None::<f64>);
+    let (low_latency, set_low_latency) = signal(false);
     let (cue, set_cue) = signal(None::<String>);
     let (message, set_message) = signal(Some("Looking for the stream…".to_owned()));
     let (title, set_title) = signal("Watch".to_owned());
@@ -197,6 +283,7 @@ pub fn WatchPage(group_id: String) -> impl IntoView {
     let out = Outputs {
         state: set_state,
         latency: set_latency,
+        low_latency: set_low_latency,
         cue: set_cue,
         message: set_message,
         title: set_title,
@@ -249,7 +336,12 @@ pub fn WatchPage(group_id: String) -> impl IntoView {
                     >
                         {move || state.get().label()}
                     </span>
-                    <span class="latency" data-testid="latency">
+                    <span
+                        class="latency"
+                        data-testid="latency"
+                        data-low-latency=move || low_latency.get().to_string()
+                        title="Behind the server's live edge: the frame's program date-time against the server clock"
+                    >
                         {move || match latency.get() {
                             Some(l) => format!("Latency {l:.1} s"),
                             None => "Latency –".to_owned(),
