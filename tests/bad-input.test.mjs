@@ -223,6 +223,26 @@ describe('bad input while a stage is live', { timeout: 150_000 }, () => {
     for (const [method, path, opts, what] of cases) {
       assertClientError(await send(method, path, opts), what);
     }
+    // The answers say what to fix: a misspelt field is named, not dropped;
+    // a bad value names the field and the allowed values; unknown paths and
+    // methods answer in the same JSON shape.
+    const before = await send('GET', `/v1/stages/${s}/participants?maxResults=100`, { contentType: null, token: k });
+    const named = [
+      ['POST', `/v1/stages/${s}/tokens`, { body: '{"user_id":"u1"}', token: k }, 'UNKNOWN_FIELD', ['user_id', 'userId']],
+      ['POST', `/v1/stages/${s}/tokens`, { body: '{"capabilities":["FLY"]}', token: k }, 'INVALID_FIELD', ['capabilities[0]', 'PUBLISH', 'SUBSCRIBE']],
+      ['POST', '/api/create', { body: '{"userId":"u","attributes":{"name":"x"}}' }, 'UNKNOWN_FIELD', ['name', 'username']],
+      ['GET', '/v1/no-such-endpoint', { contentType: null, token: k }, 'NOT_FOUND', []],
+      ['GET', '/no-such-page.html', { contentType: null }, 'NOT_FOUND', []],
+      ['PUT', '/v1/stages', { contentType: null, token: k }, 'METHOD_NOT_ALLOWED', ['PUT']],
+      ['GET', '/v1/stages?maxResults=500', { contentType: null, token: k }, 'INVALID_MAX_RESULTS', ['100']],
+    ];
+    for (const [method, path, opts, code, mentions] of named) {
+      const res = await send(method, path, opts);
+      assertClientError(res, `${method} ${path}`, code);
+      for (const m of mentions) assert.ok(res.body.message.includes(m), `${method} ${path}: message names ${m}: ${res.text}`);
+    }
+    const after = await send('GET', `/v1/stages/${s}/participants?maxResults=100`, { contentType: null, token: k });
+    assert.equal(after.body.participants.length, before.body.participants.length, 'no token was minted for the misspelt userId');
   });
 
   it('the media plane rejects garbage SDP and bad tokens', async () => {

@@ -3,7 +3,10 @@
 // guest joins from the invite link; each sees the other's messages; the
 // host deletes the guest's message (gone on both pages) and removes the
 // guest from the chat (the guest sees why); a member with a view-only chat
-// token cannot send (403, shown in the panel).
+// token cannot send (403, shown in the panel). Members chat under ids the
+// server chose, with Host / Guest badges from the role it signed. A
+// watch-page viewer reads the chat (with its history) before picking a name,
+// and one who picks the host's name is still told apart from the host.
 //
 // By hand:
 //   cargo xtask build && cargo build -p stagecast-server
@@ -27,7 +30,9 @@ import {
   sendChat,
   chatMessage,
   waitChatMessageGone,
-  profileUserId,
+  chatUserId,
+  chatBadge,
+  localParticipantId,
   newViewer,
 } from './lib.mjs';
 
@@ -58,9 +63,11 @@ describe('chat on the stage view', { timeout: 180_000 }, () => {
     await joinViaInvite(guest, invite, 1);
     await waitJoined(guest.page);
     await Promise.all([chatConnected(host.page), chatConnected(guest.page)]);
-    host.userId = await profileUserId(host.page);
-    guest.userId = await profileUserId(guest.page);
+    host.userId = await chatUserId(host.page);
+    guest.userId = await chatUserId(guest.page);
     assert.notEqual(host.userId, guest.userId);
+    assert.equal(host.userId, await localParticipantId(host.page), 'members chat as their participant id');
+    assert.equal(guest.userId, await localParticipantId(guest.page));
     // Only the host moderates.
     assert.equal(await guest.page.getByTestId('chat-delete').count(), 0);
   });
@@ -78,6 +85,11 @@ describe('chat on the stage view', { timeout: 180_000 }, () => {
     const atGuest = await chatMessage(guest.page, 'welcome, green');
     assert.equal(atGuest.sender, host.userId);
     assert.equal(atGuest.id, (await chatMessage(host.page, 'welcome, green')).id, 'same message id on both pages');
+    // Badges from the signed role, on both pages.
+    for (const page of [host.page, guest.page]) {
+      assert.equal(await chatBadge(page, atHost.id), 'guest');
+      assert.equal(await chatBadge(page, atGuest.id), 'host');
+    }
     // The host can delete and remove on the guest's message; no remove on its own.
     const guestMsg = host.page.locator(`[data-testid="chat-message"][data-message-id="${atHost.id}"]`);
     assert.equal(await guestMsg.getByTestId('chat-delete').count(), 1);
@@ -202,9 +214,22 @@ describe('a watch-page viewer chats with the stage', { timeout: 120_000 }, () =>
     const groupId = new URL(invite).searchParams.get('join');
     await waitJoined(host.page);
     await chatConnected(host.page);
+    await sendChat(host.page, 'welcome, everyone');
+    const welcome = await chatMessage(host.page, 'welcome, everyone');
 
+    // The viewer reads at once, without a name: the history is there, badged.
     await viewer.page.goto(`${BASE}/watch/${encodeURIComponent(groupId)}`);
-    await viewer.page.getByTestId('chat-name').fill('Vera');
+    assert.equal((await chatMessage(viewer.page, 'welcome, everyone')).id, welcome.id);
+    assert.equal(await chatBadge(viewer.page, welcome.id), 'host');
+    await viewer.page.waitForFunction(
+      () => document.querySelector('[data-testid="chat-state"]')?.dataset.state === 'reading',
+      null,
+      { timeout: 10000 },
+    );
+    assert.equal(await viewer.page.getByTestId('chat-input').count(), 0, 'no send box before a name is picked');
+
+    // An impostor: the viewer takes the host's name.
+    await viewer.page.getByTestId('chat-name').fill('Red');
     await viewer.page.getByTestId('chat-join').click();
     await viewer.page.getByTestId('chat-input').waitFor({ timeout: 15000 });
     await viewer.page.waitForFunction(
@@ -218,11 +243,19 @@ describe('a watch-page viewer chats with the stage', { timeout: 120_000 }, () =>
 
     await sendChat(viewer.page, 'hello from the audience');
     const atHost = await chatMessage(host.page, 'hello from the audience');
-    assert.match(atHost.text, /Vera/, 'the host sees the viewer by name');
-    await sendChat(host.page, 'thanks for watching, Vera');
-    const atViewer = await chatMessage(viewer.page, 'thanks for watching, Vera');
-    assert.equal(atViewer.id, (await chatMessage(host.page, 'thanks for watching, Vera')).id);
-    await chatMessage(viewer.page, 'hello from the audience');
+    assert.match(atHost.text, /Red/, 'the host sees the viewer by name');
+    assert.match(atHost.sender, /^viewer-/);
+    assert.notEqual(atHost.sender, host.userId);
+    await sendChat(host.page, 'thanks for watching, Red');
+    const atViewer = await chatMessage(viewer.page, 'thanks for watching, Red');
+    assert.equal(atViewer.id, (await chatMessage(host.page, 'thanks for watching, Red')).id);
+    const own = await chatMessage(viewer.page, 'hello from the audience');
+    // Same name, but only the real host carries the Host badge, on both pages.
+    assert.equal(await chatBadge(viewer.page, atViewer.id), 'host');
+    assert.equal(await chatBadge(host.page, atViewer.id), 'host');
+    assert.equal(await chatBadge(viewer.page, own.id), null, "the impostor's message has no badge (viewer page)");
+    assert.equal(await chatBadge(host.page, atHost.id), null, "the impostor's message has no badge (host page)");
+    await viewer.page.screenshot({ path: '/tmp/chat-impostor-viewer.png' });
 
     // The host deletes the viewer's message: gone on both pages.
     await host.page.locator(`[data-testid="chat-message"][data-message-id="${atHost.id}"]`).getByTestId('chat-delete').click();
@@ -237,6 +270,20 @@ describe('a watch-page viewer chats with the stage', { timeout: 120_000 }, () =>
     await notice.waitFor({ state: 'visible', timeout: 10000 });
     assert.match(await notice.textContent(), /removed|disconnected/i);
     await host.page.screenshot({ path: '/tmp/chat-stage-viewer.png' });
+    // The host was not touched by removing the impostor.
+    await sendChat(host.page, 'still here after the kick');
+    await chatMessage(host.page, 'still here after the kick');
+
+    // After a reload the viewer reads the history again (the deleted message stays gone).
+    await viewer.page.reload();
+    await chatMessage(viewer.page, 'still here after the kick');
+    await chatMessage(viewer.page, 'welcome, everyone');
+    await chatMessage(viewer.page, 'one more thing');
+    assert.equal(
+      await viewer.page.locator(`[data-testid="chat-message"][data-message-id="${atHost.id}"]`).count(),
+      0,
+      'a deleted message is not replayed',
+    );
   });
 
   it('no page threw', () => {

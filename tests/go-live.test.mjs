@@ -23,10 +23,17 @@ import {
   waitForRemoteTiles,
   expectLiveVideo,
   expectCompositeGrid,
+  clickAndConfirm,
+  screens,
 } from './lib.mjs';
 
 const YELLOW = { name: 'Yellow', color: [230, 210, 40], freq: 660 };
-const VIDEO = '[data-testid="watch-video"]';
+const VIDEO = '[data-testid="player-video"]';
+// Four publishers, each decoding the other three, a compositing host and two
+// HLS players share one browser on 2 cores: cameras at 15 fps halve the
+// encode/decode work so the host's page keeps up (the journey checks tiles
+// and colours, not frame rates).
+const CAMERA = { fps: 15 };
 
 async function listItem(groupId) {
   const res = await fetch(`${BASE}/api/list`, { method: 'POST' });
@@ -37,7 +44,7 @@ async function listItem(groupId) {
 
 async function waitWatchState(viewer, states, timeout) {
   await viewer.page.waitForFunction(
-    (states) => states.includes(document.querySelector('[data-testid="watch-status"]')?.dataset.state),
+    (states) => states.includes(document.querySelector('[data-testid="player-state"]')?.dataset.state),
     states,
     { timeout },
   );
@@ -58,10 +65,10 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
 
   before(async () => {
     browser = await launch();
-    red = await newParticipant(browser, PEOPLE.red);
-    green = await newParticipant(browser, PEOPLE.green);
-    blue = await newParticipant(browser, PEOPLE.blue);
-    yellow = await newParticipant(browser, YELLOW);
+    red = await newParticipant(browser, PEOPLE.red, CAMERA);
+    green = await newParticipant(browser, PEOPLE.green, CAMERA);
+    blue = await newParticipant(browser, PEOPLE.blue, CAMERA);
+    yellow = await newParticipant(browser, YELLOW, CAMERA);
     hlsViewer = await newViewer(browser, 'hls.js viewer');
     ivsViewer = await newViewer(browser, 'IVS Player viewer');
     everyone = [red, green, blue, yellow, hlsViewer, ivsViewer];
@@ -93,14 +100,15 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     assert.ok(item.roomId, 'the group has a chat room');
     // Guests never see the stream key; only the host's panel exists.
     assert.equal(await green.page.getByTestId('go-live').count(), 0, 'guests have no Go live button');
+    assert.ok(await green.page.getByTestId('stage-live').isHidden(), 'not live yet: no LIVE indicator on stage');
     assert.equal(await red.page.getByTestId('live-state').getAttribute('data-state'), 'offline');
 
     // Before going live the watch page says Offline.
-    await hlsViewer.page.goto(`${BASE}/watch.html?group=${groupId}`);
+    await hlsViewer.page.goto(`${BASE}/watch/${groupId}?player=hls`);
     await waitWatchState(hlsViewer, ['offline'], 10000);
   });
 
-  it('the host goes live; the list shows it live', async () => {
+  it('the host goes live; the list and everyone on the stage show it live', async () => {
     await red.page.getByTestId('go-live').click();
     await red.page.waitForFunction(
       () => document.querySelector('[data-testid="live-state"]')?.dataset.state === 'live',
@@ -120,13 +128,22 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     await green.context.newPage().then(async (home) => {
       await home.goto(`${BASE}/`);
       await home.locator(`[data-testid="stage-item"][data-group-id="${groupId}"] [data-testid="live-badge"]`).waitFor({ timeout: 10000 });
+      // One watch page: the list and the host's panel both lead to the Leptos page.
+      const watch = home.locator(`[data-testid="stage-item"][data-group-id="${groupId}"] [data-testid="stage-watch"]`);
+      assert.equal(await watch.getAttribute('href'), `/watch/${groupId}`);
+      assert.equal(await red.page.getByTestId('watch-link').getAttribute('href'), `/watch/${groupId}`);
       await home.close();
     });
+    // Guests are told their camera is now seen by an audience.
+    for (const p of [red, green, blue]) {
+      await p.page.getByTestId('stage-live').waitFor({ timeout: 10000 });
+      assert.match(await p.page.getByTestId('stage-live-note').textContent(), /viewers .* see and hear/i);
+    }
   });
 
   it('viewers with hls.js and with the IVS Player see each participant in its tile', async () => {
     // The hls.js viewer was waiting on the Offline page: it starts by itself.
-    await ivsViewer.page.goto(`${BASE}/watch.html?group=${groupId}&player=ivs`);
+    await ivsViewer.page.goto(`${BASE}/watch/${groupId}`);
     await Promise.all([waitWatchState(hlsViewer, ['live'], 40000), waitWatchState(ivsViewer, ['live'], 40000)]);
     const three = [red, green, blue];
     const [a, b] = await Promise.all([
@@ -136,14 +153,34 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     console.log(`hls.js tiles: ${a.owners.join(', ')} (${a.w}x${a.h}); IVS Player tiles: ${b.owners.join(', ')}`);
     assert.equal(a.w, 640);
     assert.equal(a.h, 360);
-    await red.page.screenshot({ path: '/tmp/go-live-host.png' });
-    await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-hls.png' });
-    await ivsViewer.page.screenshot({ path: '/tmp/go-live-viewer-ivs.png' });
+    await screens(red.page, 'stage-host-live');
+    // Live, the host's page is tall: Mute and Leave stay on screen at 1280×800.
+    await red.page.setViewportSize({ width: 1280, height: 800 });
+    await red.page.waitForTimeout(300);
+    for (const id of ['toggle-mic', 'leave-button']) {
+      const seen = await red.page.evaluate((id) => {
+        const r = document.querySelector(`[data-testid="${id}"]`).getBoundingClientRect();
+        return { top: r.top, bottom: r.bottom, inner: innerHeight };
+      }, id);
+      assert.ok(seen.top >= 0 && seen.bottom <= seen.inner, `${id} on screen at 1280×800: ${JSON.stringify(seen)}`);
+    }
+    await red.page.setViewportSize({ width: 1100, height: 820 });
+    await screens(green.page, 'stage-guest-live');
+    await screens(hlsViewer.page, 'watch-hls');
+    await screens(ivsViewer.page, 'watch-ivs');
   });
 
   it('a third guest joins and the viewers see four tiles', async () => {
+    // Before joining, the invite says the stage is live to an audience.
+    await yellow.page.goto(invite);
+    await yellow.page.getByTestId('invite-live').waitFor({ timeout: 10000 });
+    assert.match(await yellow.page.getByTestId('invite-live').textContent(), /live to an audience/i);
     await joinViaInvite(yellow, invite, 3);
     await waitJoined(yellow.page);
+    // The host composites what it receives: it must see the new guest first
+    // (on this machine that alone takes 10–20 s while the host encodes).
+    yellow.id = await localParticipantId(yellow.page);
+    await expectLiveVideo(red.page, yellow.id, yellow.color, 40000);
     const four = [red, green, blue, yellow];
     await Promise.all([
       expectCompositeGrid(hlsViewer.page, VIDEO, four, 45000),
@@ -166,6 +203,7 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-ended.png' });
     const item = await listItem(groupId);
     assert.equal(item.live, false, '/api/list says not live');
+    await green.page.getByTestId('stage-live').waitFor({ state: 'hidden', timeout: 10000 });
   });
 
   it('the host can go live again and the waiting viewer picks it up', async () => {
@@ -177,9 +215,20 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     );
     await waitWatchState(hlsViewer, ['live'], 40000);
     await expectCompositeGrid(hlsViewer.page, VIDEO, [red, green, blue, yellow], 40000);
-    // Leaving the stage ends the broadcast too.
-    await red.page.getByTestId('leave-button').click();
+    // A reload or closed tab would end the broadcast: the browser asks first
+    // (dismissed here: the host stays live).
+    const asked = red.page.waitForEvent('dialog', { timeout: 5000 });
+    await red.page.close({ runBeforeUnload: true });
+    const unload = await asked;
+    assert.equal(unload.type(), 'beforeunload');
+    await unload.dismiss();
+    assert.equal(await red.page.getByTestId('live-state').getAttribute('data-state'), 'live', 'still live after cancelling');
+    // Leaving the stage ends the broadcast too, after a confirmation.
+    assert.match(await clickAndConfirm(red.page, red.page.getByTestId('leave-button')), /ends the broadcast/i);
     await waitWatchState(hlsViewer, ['ended', 'offline'], 15000);
+    // The guests are told the host left.
+    await green.page.waitForFunction(() => document.querySelector('[data-testid="banner"]')?.dataset.reason === 'host-left', null, { timeout: 10000 });
+    assert.match(await green.page.getByTestId('banner-text').textContent(), /host\) left the stage/);
     assertNoPageErrors(everyone);
     ok = true;
   });

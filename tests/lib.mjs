@@ -11,6 +11,7 @@
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 
 /** Base URL of the server under test (set by `cargo xtask test`). */
 export const BASE = (process.env.STAGECAST_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
@@ -35,6 +36,33 @@ const FLAGS = [
   '--disable-backgrounding-occluded-windows',
 ];
 
+/** Where journeys leave screenshots of the main screens for a reviewer. */
+export const SCREENS_DIR = process.env.STAGECAST_SCREENS || 'target/journey-screens';
+/** The widths every main screen is looked at. */
+export const WIDTHS = { desktop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } };
+
+/**
+ * Screenshots `page` at desktop and phone widths into SCREENS_DIR as
+ * `<name>-desktop.png` / `<name>-phone.png`, checking at each width that
+ * nothing is wider than the screen (no sideways scrolling), then restores
+ * the page's size.
+ */
+export async function screens(page, name) {
+  mkdirSync(SCREENS_DIR, { recursive: true });
+  const before = page.viewportSize();
+  try {
+    for (const [label, size] of Object.entries(WIDTHS)) {
+      await page.setViewportSize(size);
+      await page.waitForTimeout(200);
+      await page.screenshot({ path: `${SCREENS_DIR}/${name}-${label}.png`, fullPage: true });
+      const { scroll, inner } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth }));
+      assert.ok(scroll <= inner + 1, `${name} at ${label} width (${inner}px) scrolls sideways: ${scroll}px wide`);
+    }
+  } finally {
+    if (before) await page.setViewportSize(before);
+  }
+}
+
 /** Distinct looks and sounds, so a receiver can tell who is who. */
 export const PEOPLE = {
   red: { name: 'Red', color: [220, 40, 40], freq: 440 },
@@ -42,10 +70,15 @@ export const PEOPLE = {
   blue: { name: 'Blue', color: [40, 60, 220], freq: 1320 },
 };
 
-export async function launch() {
+/**
+ * Starts headless Chromium. `executablePath` replaces the browser binary (the
+ * network tests pass a wrapper that runs it inside a network namespace);
+ * `args` are added to the standard flags.
+ */
+export async function launch({ executablePath, args = [] } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    args: FLAGS,
+    executablePath: executablePath || process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: [...FLAGS, ...args],
   });
 }
 
@@ -54,7 +87,7 @@ export async function launch() {
  * of one solid colour (with a moving bar along the bottom edge, so frames
  * keep changing while the centre stays pure) and an oscillator tone.
  */
-function fakeMediaInit({ color, freq }) {
+function fakeMediaInit({ color, freq, fps }) {
   if (!navigator.mediaDevices) return;
   let source = null;
   const build = () => {
@@ -72,8 +105,8 @@ function fakeMediaInit({ color, freq }) {
       n += 1;
     };
     draw();
-    setInterval(draw, 33);
-    const video = canvas.captureStream(30).getVideoTracks()[0];
+    setInterval(draw, Math.round(1000 / fps));
+    const video = canvas.captureStream(fps).getVideoTracks()[0];
     const ac = new AudioContext();
     const osc = ac.createOscillator();
     osc.type = 'sine';
@@ -98,11 +131,15 @@ function fakeMediaInit({ color, freq }) {
 
 /**
  * A participant: its own browser context (separate localStorage) and page,
- * with fake media and a list of uncaught page errors.
+ * with fake media and a list of uncaught page errors. `initScripts` are
+ * more `[fn, arg]` pairs to run in every page before its scripts (e.g. the
+ * probes of tests/probes.mjs). `fps` is the fake camera's frame rate: a
+ * journey with many pages in one browser on 2 cores lowers it.
  */
-export async function newParticipant(browser, person) {
+export async function newParticipant(browser, person, { initScripts = [], fps = 30 } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 820 } });
-  await context.addInitScript(fakeMediaInit, { color: person.color, freq: person.freq });
+  await context.addInitScript(fakeMediaInit, { color: person.color, freq: person.freq, fps });
+  for (const [fn, arg] of initScripts) await context.addInitScript(fn, arg);
   const page = await context.newPage();
   const errors = [];
   const logs = [];
@@ -135,9 +172,9 @@ export async function setProfile(page, name, avatarIndex = 0) {
   await page.getByTestId('avatar-option').nth(avatarIndex).click();
 }
 
-/** Host: create a stage through the UI; returns the invite link. */
-export async function createStageViaUi(p, avatarIndex = 0) {
-  await p.page.goto(`${BASE}/`);
+/** Host: create a stage through the UI of the server at `base`; returns the invite link. */
+export async function createStageViaUi(p, avatarIndex = 0, base = BASE) {
+  await p.page.goto(`${base}/`);
   await setProfile(p.page, p.name, avatarIndex);
   await p.page.getByTestId('create-stage').click();
   const invite = p.page.getByTestId('invite-link');
@@ -151,6 +188,22 @@ export async function joinViaInvite(p, inviteUrl, avatarIndex = 1) {
   await setProfile(p.page, p.name, avatarIndex);
   await p.page.getByTestId('join-button').click();
   await p.page.getByTestId('stage-view').waitFor({ timeout: 15000 });
+}
+
+/**
+ * Clicks `locator` and answers the confirmation dialog it must open
+ * (accept, or dismiss); returns the dialog's message.
+ */
+export async function clickAndConfirm(page, locator, accept = true) {
+  const opened = page.waitForEvent('dialog', { timeout: 5000 });
+  const click = locator.click();
+  const dialog = await opened;
+  assert.equal(dialog.type(), 'confirm', `a confirmation, not ${dialog.type()}`);
+  const message = dialog.message();
+  if (accept) await dialog.accept();
+  else await dialog.dismiss();
+  await click;
+  return message;
 }
 
 /** Waits until the page's SDK reports `joined` (or fails with the join error). */
@@ -270,23 +323,31 @@ function colourDistance(a, b) {
 
 /**
  * Waits until the tile of `participantId` shows decoded, changing frames of
- * the expected colour. Returns the last sample.
+ * the expected colour. Returns the last sample, with `firstAt` (Date.now()
+ * when the colour was first seen in this wait) and `at` (when the frames were
+ * seen changing). A frame counter that goes down (the tile got a new stream)
+ * starts the count again.
  */
-export async function expectLiveVideo(page, participantId, color, timeout = 20000) {
+export async function expectLiveVideo(page, participantId, color, timeout = 20000, { interval = 300 } = {}) {
   const deadline = Date.now() + timeout;
   let last = null;
   let first = null;
+  let firstAt = 0;
   while (Date.now() < deadline) {
     const s = await sampleTile(page, participantId);
     last = s;
     const colourOk = s.w > 0 && colourDistance([s.r, s.g, s.b], color) < 70;
     if (colourOk) {
-      if (!first) first = s;
-      else if (s.frames > first.frames + 5 && s.barX !== first.barX) return s;
+      if (!first || s.frames < first.frames) {
+        if (!first) firstAt = Date.now();
+        first = s;
+      } else if (s.frames > first.frames + 5 && s.barX !== first.barX) {
+        return { ...s, firstAt, at: Date.now() };
+      }
     } else {
       first = null;
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, interval));
   }
   throw new Error(
     `tile ${participantId}: no live video of colour ${JSON.stringify(color)} within ${timeout} ms; last sample ${JSON.stringify(last)}`,
@@ -324,7 +385,7 @@ export async function expectTone(page, participantId, freq, timeout = 15000) {
   let last = null;
   while (Date.now() < deadline) {
     last = await detectTone(page, participantId);
-    if (Math.abs(last.freq - freq) < 25 && last.db > -90) return last;
+    if (Math.abs(last.freq - freq) < 25 && last.db > -90) return { ...last, at: Date.now() };
     await new Promise((r) => setTimeout(r, 300));
   }
   throw new Error(`tile ${participantId}: tone ${freq} Hz not heard within ${timeout} ms; last ${JSON.stringify(last)}`);
@@ -455,6 +516,20 @@ export async function newViewer(browser, name) {
   return { name, context, page, errors, logs };
 }
 
+/** Waits until the watch page's player-state badge reads `state`. */
+export async function waitPlayerState(viewer, state, timeout) {
+  try {
+    await viewer.page.waitForFunction(
+      (want) => document.querySelector('[data-testid="player-state"]')?.textContent.trim() === want,
+      state,
+      { timeout },
+    );
+  } catch (err) {
+    const now = await viewer.page.getByTestId('player-state').textContent().catch(() => '?');
+    throw new Error(`${viewer.name}: player-state not ${state} within ${timeout} ms (is ${now})`);
+  }
+}
+
 /**
  * Centres of the auto-layout grid's tiles as fractions of the frame, in tile
  * order (sdk/src/core/layout.rs): 1 full frame; 2 side by side; 3 two on top
@@ -552,6 +627,18 @@ export async function profileUserId(page) {
   return id;
 }
 
+/**
+ * The chat user id of a sample-app stage page: the server chooses it (the
+ * member's participant id) and signs it into the chat token.
+ */
+export async function chatUserId(page) {
+  const token = await page.evaluate(() => window.__stagecast?.session?.chat?.token);
+  assert.ok(token, 'the page has a chat token');
+  const id = tokenClaims(token).user_id;
+  assert.ok(id, 'the chat token names a user');
+  return id;
+}
+
 /** Waits until the page's chat panel (`chat-state`) says connected. */
 export async function chatConnected(page, timeout = 15000) {
   try {
@@ -598,6 +685,17 @@ export async function chatMessage(page, text, timeout = 10000) {
       .catch(() => []);
     throw new Error(`no chat message "${text}" within ${timeout} ms; messages: ${JSON.stringify(have)}`);
   }
+}
+
+/**
+ * The role badge (`host`, `guest`) shown on chat message `id`, or null when it
+ * has none (viewers).
+ */
+export async function chatBadge(page, id) {
+  const message = page.locator(`[data-testid="chat-message"][data-message-id="${id}"]`);
+  await message.waitFor({ timeout: 10000 });
+  const badge = message.getByTestId('chat-badge');
+  return (await badge.count()) ? badge.getAttribute('data-role') : null;
 }
 
 /** Waits until no `chat-message` with data-message-id `id` is on the page. */

@@ -23,6 +23,7 @@ import {
   expectLiveVideo,
   tamperPayload,
   tamperSignature,
+  clickAndConfirm,
   expiredForgedToken,
   importSigningKey,
   expiredSignedToken,
@@ -155,9 +156,28 @@ describe('tokens and permissions', { timeout: 180_000 }, () => {
     const guestId = await localParticipantId(guest.page);
     const guestToken = await guest.page.evaluate(() => window.__stagecast.token);
 
+    // A guest whose browser refuses the camera is told so, not that it is live.
+    const camless = await newParticipant(browser, PEOPLE.blue);
+    everyone.push(camless);
+    await camless.context.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = async () => {
+        throw new DOMException('Permission denied', 'NotAllowedError');
+      };
+    });
+    await joinViaInvite(camless, invite, 2);
+    await waitJoined(camless.page);
+    const help = await camless.page.getByTestId('stage-help').textContent();
+    assert.doesNotMatch(help, /camera and microphone are live/i, `help text: ${help}`);
+    assert.match(help, /not available/i, `help text: ${help}`);
+    assert.ok(await camless.page.getByTestId('toggle-camera').isDisabled(), 'no camera to stop');
+    await expectLiveVideo(camless.page, await localParticipantId(host.page), host.color);
+    const camlessId = await localParticipantId(camless.page);
+    await camless.page.getByTestId('leave-button').click();
+    await waitForEvent(host.page, { type: 'stageParticipantLeft', participantId: camlessId });
+
     await waitForRemoteTiles(host.page, [guestId]);
     const removeBtn = host.page.locator(`[data-testid="tile"][data-participant-id="${guestId}"] [data-testid="remove-button"]`);
-    await removeBtn.click();
+    assert.match(await clickAndConfirm(host.page, removeBtn), /remove .+ from the stage/i);
 
     await waitForEvent(guest.page, { type: 'stageLeft', reason: 'participant-disconnected' });
     const banner = guest.page.getByTestId('banner');
@@ -165,6 +185,7 @@ describe('tokens and permissions', { timeout: 180_000 }, () => {
     assert.equal(await banner.getAttribute('data-reason'), 'participant-disconnected');
     assert.match(await guest.page.getByTestId('banner-text').textContent(), /removed/i);
     assert.equal(await guest.page.locator('[data-testid="tile"][data-local="false"]').count(), 0, 'guest tiles cleared');
+    assert.ok(await guest.page.getByTestId('invite').isHidden(), 'a removed guest is not asked to invite others');
 
     await waitForEvent(host.page, { type: 'stageParticipantLeft', participantId: guestId });
     await waitForRemoteTiles(host.page, []);
@@ -178,10 +199,12 @@ describe('tokens and permissions', { timeout: 180_000 }, () => {
 
     // The host ends the stage: it is gone from the list and the host is told.
     const groupId = new URL(invite).searchParams.get('join');
-    await host.page.getByTestId('end-stage').click();
+    await clickAndConfirm(host.page, host.page.getByTestId('end-stage'));
     await waitForEvent(host.page, { type: 'stageLeft', reason: 'stage-deleted' });
     assert.equal(await host.page.getByTestId('banner').getAttribute('data-reason'), 'stage-deleted');
     assert.match(await host.page.getByTestId('banner-text').textContent(), /ended/i);
+    assert.ok(await host.page.getByTestId('go-live').isDisabled(), 'no Go live on an ended stage');
+    assert.ok(await host.page.getByTestId('invite').isHidden(), 'no invite to an ended stage');
     const list = await (await fetch(`${BASE}/api/list`, { method: 'POST' })).json();
     assert.ok(!list.some((item) => item.groupId === groupId), 'the ended stage is no longer listed');
 

@@ -20,6 +20,8 @@ import {
   waitForRemoteTiles,
   expectLiveVideo,
   expectTone,
+  clickAndConfirm,
+  screens,
 } from './lib.mjs';
 
 describe('three participants on one stage', { timeout: 180_000 }, () => {
@@ -28,6 +30,7 @@ describe('three participants on one stage', { timeout: 180_000 }, () => {
   let green;
   let blue;
   let all = [];
+  let groupId;
   let ok = false;
 
   before(async () => {
@@ -49,12 +52,16 @@ describe('three participants on one stage', { timeout: 180_000 }, () => {
     await waitJoined(red.page);
 
     // The new stage is listed on the home page with its host.
-    const groupId = new URL(invite).searchParams.get('join');
+    groupId = new URL(invite).searchParams.get('join');
     await green.page.goto(`${BASE}/`);
     const item = green.page.locator(`[data-testid="stage-item"][data-group-id="${groupId}"]`);
     await item.waitFor({ timeout: 10000 });
     assert.equal((await item.getByTestId('stage-host').textContent()).trim(), "Red's stage");
     assert.match(await item.getByTestId('stage-count').textContent(), /^[1-9]\d* participants?$/);
+    await screens(green.page, 'home');
+    await green.page.goto(invite);
+    await green.page.getByTestId('join-button').waitFor();
+    await screens(green.page, 'invite');
 
     await joinViaInvite(green, invite, 1);
     await joinViaInvite(blue, invite, 2);
@@ -77,7 +84,19 @@ describe('three participants on one stage', { timeout: 180_000 }, () => {
         }
       }),
     );
-    await red.page.screenshot({ path: '/tmp/stage-three.png' });
+    await screens(red.page, 'stage-host');
+    // On a short screen the stage is taller than the window: Mute and Leave stay on it.
+    await red.page.setViewportSize({ width: 1280, height: 500 });
+    await red.page.waitForTimeout(300);
+    for (const id of ['toggle-mic', 'leave-button']) {
+      const seen = await red.page.evaluate((id) => {
+        const r = document.querySelector(`[data-testid="${id}"]`).getBoundingClientRect();
+        return { top: r.top, bottom: r.bottom, inner: innerHeight, page: document.documentElement.scrollHeight };
+      }, id);
+      assert.ok(seen.page > seen.inner && seen.top >= 0 && seen.bottom <= seen.inner, `${id} on screen at 1280×500: ${JSON.stringify(seen)}`);
+    }
+    await red.page.setViewportSize({ width: 1100, height: 820 });
+    await screens(blue.page, 'stage-guest');
   });
 
   it("each page hears the other two's tones", async () => {
@@ -131,8 +150,33 @@ describe('three participants on one stage', { timeout: 180_000 }, () => {
     await expectLiveVideo(green.page, red.id, red.color);
   });
 
+  it('the host leaves and comes back from the list still the host; the guest is told both', async () => {
+    await red.page.getByTestId('leave-button').click();
+    await green.page.waitForFunction(() => document.querySelector('[data-testid="banner"]')?.dataset.reason === 'host-left', null, { timeout: 10000 });
+    await red.page.getByTestId('back-home').click();
+    await red.page.locator(`[data-testid="stage-join"][data-group-id="${groupId}"]`).click();
+    await red.page.waitForFunction(() => document.querySelector('[data-testid="connection-state"]')?.dataset.state === 'connected', null, { timeout: 20000 });
+    // Host controls are back: End stage, Go live, Remove on the guest's tile.
+    await red.page.getByTestId('end-stage').waitFor({ timeout: 10000 });
+    assert.ok(await red.page.getByTestId('go-live').isEnabled(), 'Go live offered to the returning host');
+    red.id = await localParticipantId(red.page);
+    await waitForRemoteTiles(red.page, [green.id]);
+    assert.equal(await red.page.locator(`[data-testid="tile"][data-participant-id="${green.id}"] [data-testid="remove-button"]`).count(), 1);
+    // The guest sees the host back (badge on its tile) and the notice goes away.
+    await waitForRemoteTiles(green.page, [red.id]);
+    assert.equal(await green.page.locator(`[data-testid="tile"][data-participant-id="${red.id}"] [data-testid="host-badge"]`).count(), 1);
+    await green.page.getByTestId('banner').waitFor({ state: 'hidden', timeout: 10000 });
+    await expectLiveVideo(green.page, red.id, red.color);
+  });
+
   it('the host ends the stage and the remaining guest is told', async () => {
-    await red.page.getByTestId('end-stage').click();
+    // One click is not enough: the host is asked first, and "Cancel" keeps the stage.
+    const endStage = red.page.getByTestId('end-stage');
+    assert.match(await clickAndConfirm(red.page, endStage, false), /end the stage for everyone/i);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await green.page.getByTestId('connection-state').getAttribute('data-state'), 'connected', 'cancelled: the guest is still on the stage');
+    assert.ok(await endStage.isEnabled(), 'cancelled: End stage still offered');
+    await clickAndConfirm(red.page, endStage);
     await waitForEvent(green.page, { type: 'stageLeft', reason: 'stage-deleted' });
     assert.equal(await green.page.getByTestId('banner').getAttribute('data-reason'), 'stage-deleted');
     assert.match(await green.page.getByTestId('banner-text').textContent(), /ended/i);

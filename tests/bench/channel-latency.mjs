@@ -164,6 +164,8 @@ window.play = (kind, url) => {
       bench.errors.push('IVS Player error: ' + JSON.stringify(err));
     });
     player.attachHTMLVideoElement(video);
+    // One rendition: no bandwidth probes (as the watch page does).
+    player.setAutoQualityMode(false);
     player.setAutoplay(true);
     player.setMuted(true);
     player.load(url);
@@ -225,9 +227,23 @@ async function measure(browser, routes, kind, playbackUrl) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (err) => errors.push(String(err)));
+  // What this viewer costs the origin: every HLS request (the player's
+  // worker included) and its response bytes, from load to the last sample.
+  const origin = { requests: 0, bytes: 0, held_ms: 0, from: null, to: null };
+  const started = new Map();
+  const counted = (req) => req.url().includes('/hls/') && origin.from !== null && origin.to === null;
+  context.on('request', (req) => { if (counted(req)) started.set(req, Date.now()); });
+  context.on('requestfinished', async (req) => {
+    if (!counted(req)) return;
+    origin.requests += 1;
+    if (started.has(req)) origin.held_ms += Date.now() - started.get(req);
+    const sizes = await req.sizes().catch(() => null);
+    if (sizes) origin.bytes += sizes.responseBodySize;
+  });
   try {
     await page.goto(VIEWER);
     await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30000 });
+    origin.from = Date.now();
     await page.evaluate(([k, u]) => window.play(k, u), [kind, playbackUrl]);
     const deadline = Date.now() + TIMEOUT_MS;
     let bench;
@@ -236,6 +252,7 @@ async function measure(browser, routes, kind, playbackUrl) {
       if (bench.samples.length >= FRAMES || Date.now() > deadline || bench.errors.length || errors.length) break;
       await new Promise((r) => setTimeout(r, 500));
     }
+    origin.to = Date.now();
     const problems = [...errors, ...bench.errors];
     if (problems.length) throw new Error(`${kind}: ${problems.join('\n')}`);
     if (bench.samples.length < Math.min(FRAMES, 150)) {
@@ -262,6 +279,10 @@ async function measure(browser, routes, kind, playbackUrl) {
       min_ms: sorted[0],
       max_ms: sorted[sorted.length - 1],
       first_frame_ms: bench.firstFrameAt - bench.loadAt,
+      origin_requests_per_min: Math.round((origin.requests * 60000) / (origin.to - origin.from)),
+      origin_kb_per_min: Math.round((origin.bytes * 60) / (origin.to - origin.from)),
+      // Seconds of open requests per minute: what long-lived prefetch and blocking requests cost.
+      origin_held_s_per_min: Math.round((origin.held_ms * 60) / (origin.to - origin.from)) / 1000,
       ...diag,
     };
   } finally {

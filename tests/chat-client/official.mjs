@@ -1,8 +1,10 @@
 // Drives the official IVS chat client, `amazon-ivs-chat-messaging` from npm,
 // unchanged against a Stagecast server: rooms and tokens come from the /v1
 // control plane, the client connects with `regionOrUrl: "ws://…/v1/chat"`.
-// Connect, send, receive, delete, custom events, capability errors, a
-// seamless token refresh, disconnect a user. Exits non-zero on any failure.
+// Connect, send, receive, delete, custom events, capability errors, a late
+// joiner that gets the room's recent messages (Stagecast's addition: plain
+// MESSAGE frames the client takes as it takes any other), a seamless token
+// refresh, disconnect a user. Exits non-zero on any failure.
 //
 // By hand:
 //   STAGECAST_API_KEY=test-key target/debug/stagecast --data-dir /tmp/sc-f --listen 127.0.0.1:18090 --media-port 18453
@@ -87,18 +89,35 @@ async function join(room, userId, capabilities, { shortLived = false } = {}) {
         attributes: { username: userId },
       });
       // A short-lived token makes the client open its next connection about
-      // a second after this one (it refreshes 30 s before expiry).
-      const tokenExpirationTime = shortLived ? new Date(Date.now() + 31_000) : t.tokenExpirationTime;
+      // a second after this one (it refreshes 30 s before expiry). Only the
+      // first two (two refreshes, the second being where a replayed history
+      // would show twice): a client that swaps connections every second
+      // drops the answer to any request that crosses a swap (it stops
+      // listening to the old connection), which made this test flaky.
+      const tokenExpirationTime =
+        shortLived && fetched <= 2 ? new Date(Date.now() + 31_000) : t.tokenExpirationTime;
       return { token: t.token, tokenExpirationTime, sessionExpirationTime: t.sessionExpirationTime };
     },
   });
   chat.logLevel = 'error';
   chat.logger = { debug() {}, info() {}, warn: console.warn, error() {} };
+  // Every message the client hands the app, from the first frame on.
+  const seen = [];
+  chat.addListener('message', (m) => seen.push(m));
   const connected = next(chat, 'connect');
   chat.connect();
   await connected;
   assert.equal(chat.state, 'connected');
-  return { chat, tokensFetched: () => fetched };
+  return { chat, tokensFetched: () => fetched, seen };
+}
+
+/** Resolves once `pred()` holds (checked every 50 ms), or rejects after a timeout. */
+async function until(pred, what) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 const cleanups = [];
@@ -147,6 +166,22 @@ async function main() {
   assert.equal((await guestSeesDelete).reason, 'spam');
   console.log('ok: delete message');
 
+  // A late joiner gets the room's recent messages on connect, oldest first,
+  // as ordinary messages; the deleted one is not among them.
+  const earlier = [];
+  for (const [who, text] of [[host, 'earlier one'], [guest, 'earlier two']]) {
+    earlier.push(await withTimeout(who.chat.sendMessage(new SendMessageRequest(text)), 'send earlier'));
+  }
+  const late = await join(room, 'late', []);
+  cleanups.push(() => late.chat.disconnect());
+  await until(() => late.seen.length >= 2, 'the late joiner gets the history');
+  assert.deepEqual(
+    late.seen.map((m) => [m.id, m.content, m.sender.userId]),
+    earlier.map((m) => [m.id, m.content, m.sender.userId]),
+  );
+  assert.ok(late.seen.every((m) => m.requestId === undefined && m.sendTime instanceof Date));
+  console.log('ok: history for a late joiner');
+
   // SendEvent from the control plane reaches every client as `event`.
   const events = [host, guest, viewer].map((c) => next(c.chat, 'event', (e) => e.eventName === 'stage:live'));
   await v1('POST', `/v1/rooms/${room.id}/events`, { eventName: 'stage:live', attributes: { at: 'now' } });
@@ -161,14 +196,20 @@ async function main() {
   const offDrop = refresher.chat.addListener('disconnect', () => {
     dropped = true;
   });
-  await new Promise((r) => setTimeout(r, 2500));
-  assert.ok(refresher.tokensFetched() >= 2, `expected a refresh, tokens fetched: ${refresher.tokensFetched()}`);
+  await until(() => refresher.tokensFetched() >= 3, 'two refreshes');
+  // Let the second swap finish before sending on the connection it leaves.
+  await new Promise((r) => setTimeout(r, 1500));
   assert.equal(dropped, false);
   const afterRefresh = await withTimeout(
     refresher.chat.sendMessage(new SendMessageRequest('after refresh')),
     'send after refresh',
   );
   assert.equal(afterRefresh.content, 'after refresh');
+  // The server replays history once per user (a refresh connection gets none):
+  // across two swaps the client showed no message twice.
+  const ids = refresher.seen.map((m) => m.id);
+  assert.equal(new Set(ids).size, ids.length, `a message was shown twice: ${ids}`);
+  assert.ok(ids.length >= 3, `the refresher saw the history and its own message: ${ids}`);
   offDrop();
   refresher.chat.disconnect();
   console.log('ok: token refresh');

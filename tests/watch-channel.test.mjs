@@ -1,0 +1,150 @@
+// Journey: a channel made through the control plane (`POST /v1/channels`),
+// not through the sample app, is watched at /watch/channel/{id}. Two viewers
+// (the default IVS Player, and hls.js with ?player=hls) open the page before
+// the broadcast and read Offline and the channel's name; a broadcaster page
+// (the SDK's broadcast client, a canvas whose colour keeps changing, WHIP
+// with the stream key) goes live and both pages play it by themselves, with
+// frames that move; StopStream turns both to Ended. An unknown channel says
+// it does not exist. No page error anywhere.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BASE,
+  launch,
+  newViewer,
+  assertNoPageErrors,
+  dumpLogs,
+  controlPlane,
+  sleep,
+  waitPlayerState,
+} from './lib.mjs';
+
+const PUBLISHER = `${BASE}/__watch-channel-publisher.html`;
+const PUBLISHER_HTML = `<!doctype html>
+<html><head><meta charset="utf-8"><title>channel publisher</title></head>
+<body>
+<script type="module">
+import IVSBroadcastClient from '/sdk/index.js';
+const canvas = document.createElement('canvas');
+canvas.width = 640;
+canvas.height = 360;
+const ctx = canvas.getContext('2d');
+let n = 0;
+setInterval(() => {
+  ctx.fillStyle = 'hsl(' + ((n * 7) % 360) + ', 80%, 50%)';
+  ctx.fillRect(0, 0, 640, 360);
+  n += 1;
+}, 33);
+window.goLive = async (streamKey, ingestEndpoint) => {
+  const client = IVSBroadcastClient.create({
+    streamConfig: { maxResolution: { width: 640, height: 360 }, maxFramerate: 30, maxBitrate: 1000 },
+    ingestEndpoint,
+  });
+  window.__client = client;
+  await client.addImageSource(canvas, 'colours', { index: 0 });
+  await client.startBroadcast(streamKey);
+};
+window.publisherReady = true;
+</script>
+</body></html>`;
+
+/** The video has frames, and both its time and its picture move. */
+async function expectPlaying(viewer, timeout = 30000) {
+  const sample = () =>
+    viewer.page.evaluate(() => {
+      const v = document.querySelector('[data-testid="player-video"]');
+      if (!v || !v.videoWidth || v.readyState < 2) return null;
+      const c = document.createElement('canvas');
+      c.width = 16;
+      c.height = 9;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, 16, 9);
+      const d = g.getImageData(0, 0, 16, 9).data;
+      return { time: v.currentTime, colour: [d[0], d[1], d[2]].join(',') };
+    });
+  const deadline = Date.now() + timeout;
+  let first = null;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await sample();
+    if (last && !first) first = last;
+    if (first && last && last.time > first.time + 1 && last.colour !== first.colour) return;
+    await sleep(500);
+  }
+  throw new Error(`${viewer.name}: the video is not playing (${JSON.stringify({ first, last })})`);
+}
+
+describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
+  let browser;
+  let viewer;
+  let ivs;
+  let publisher;
+  let channel;
+  let streamKey;
+  const pubErrors = [];
+  let ok = false;
+
+  before(async () => {
+    browser = await launch();
+    viewer = await newViewer(browser, 'hls.js viewer');
+    ivs = await newViewer(browser, 'IVS viewer');
+    const created = await controlPlane('POST', '/v1/channels', { name: 'Night show' });
+    assert.equal(created.status, 200, created.text);
+    channel = created.body.channel;
+    streamKey = created.body.streamKey;
+    const context = await browser.newContext();
+    await context.route(PUBLISHER, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: PUBLISHER_HTML }));
+    publisher = await context.newPage();
+    publisher.on('pageerror', (err) => pubErrors.push(String(err)));
+  });
+
+  after(async () => {
+    if (!ok) dumpLogs([viewer, ivs]);
+    await browser?.close();
+    if (channel) await controlPlane('DELETE', `/v1/channels/${channel.id}`).catch(() => {});
+  });
+
+  it('an unknown channel says it does not exist', async () => {
+    await viewer.page.goto(`${BASE}/watch/channel/ch-nope`);
+    await waitPlayerState(viewer, 'Offline', 10000);
+    await viewer.page.waitForFunction(
+      () => /does not exist/.test(document.querySelector('[data-testid="watch-message"]')?.textContent || ''),
+      null,
+      { timeout: 5000 },
+    );
+  });
+
+  it('before the broadcast the page says Offline under the channel name', async () => {
+    await viewer.page.goto(`${BASE}/watch/channel/${channel.id}?player=hls`);
+    await ivs.page.goto(`${BASE}/watch/channel/${channel.id}`);
+    for (const v of [viewer, ivs]) {
+      await waitPlayerState(v, 'Offline', 10000);
+      assert.equal((await v.page.getByTestId('watch-title').textContent()).trim(), 'Night show');
+      assert.match(await v.page.getByTestId('watch-message').textContent(), /not live/);
+    }
+    assert.match(await ivs.page.getByTestId('player-kind').textContent(), /IVS/);
+    assert.match(await viewer.page.getByTestId('player-kind').textContent(), /hls\.js/);
+  });
+
+  it('the broadcast plays by itself, and StopStream ends it', async () => {
+    await publisher.goto(PUBLISHER);
+    await publisher.waitForFunction(() => window.publisherReady === true, null, { timeout: 30000 });
+    await publisher.evaluate(([k, e]) => window.goLive(k, e), [streamKey, channel.ingestEndpoint]);
+    for (const v of [viewer, ivs]) {
+      await waitPlayerState(v, 'Live', 40000);
+      await expectPlaying(v);
+      assert.equal(await v.page.getByTestId('watch-message').isHidden(), true, `${v.name}: no message over live video`);
+    }
+
+    const stopped = await controlPlane('POST', `/v1/channels/${channel.id}/stop`);
+    assert.equal(stopped.status, 204, stopped.text);
+    for (const v of [viewer, ivs]) {
+      await waitPlayerState(v, 'Ended', 20000);
+      assert.match(await v.page.getByTestId('watch-message').textContent(), /ended/);
+    }
+    assert.deepEqual(pubErrors, [], 'publisher page errors');
+    assertNoPageErrors([viewer, ivs]);
+    ok = true;
+  });
+});
