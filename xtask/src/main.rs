@@ -5,28 +5,38 @@
 //! - `build`  builds the npm package into `sdk/pkg/` and the `stagecast` binary.
 //! - `serve`  setup + build, then runs the server (extra args are passed on).
 //! - `test`   setup + build, then native tests, wasm tests in Chromium, the
-//!   npm-pack check and the browser journeys against a real server.
-//! - `bench`  latency and size benchmarks (writes BENCHMARKS.md).
+//!   npm-pack check, the browser journeys against a real server and the
+//!   network journeys in namespaces (as root).
+//! - `bench`  latency, size and soak benchmarks (writes BENCHMARKS.md);
+//!   `bench soak [--seconds N]` runs only the stage soak.
+//! - `fuzz`   one property-test target for N seconds (`--list` names them).
 //!
 //! Every step prints what it runs, so a failing CI log says where it stopped.
 
 mod bench;
 mod build;
+mod fuzz;
 mod serve;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|serve|test|bench> [args]
+const USAGE: &str = "usage: cargo xtask <setup|build|serve|test|bench|fuzz> [args]
 
   setup   install what is missing (apt packages, wasm target, wasm-bindgen CLI, npm packages)
   build   build the npm package into sdk/pkg/ and the stagecast server (debug)
   serve   setup + build, then run target/debug/stagecast [args...]
-  test    setup + build, then native tests, wasm tests, npm-pack check, browser journeys
-          (`cargo xtask test pack journeys` or `cargo xtask test tests/x.test.mjs` runs only those)
-  bench   glass-to-glass latency, join time and SDK size (writes BENCHMARKS.md)";
+  test    setup + build, then native tests, wasm tests, npm-pack check, browser journeys,
+          network journeys in namespaces (root)
+          (`cargo xtask test pack journeys net` or `cargo xtask test tests/x.test.mjs
+          tests/net/y.test.mjs` runs only those)
+  bench   glass-to-glass latency, join time, SDK size and the 10-minute stage soak (writes BENCHMARKS.md);
+          `bench soak [--seconds N]` runs only the soak (STAGECAST_SOAK_SECONDS shortens it)
+  fuzz    run one parser property-test target longer, in release mode:
+          `cargo xtask fuzz fuzz_h264 --seconds 300`; `cargo xtask fuzz --list` lists targets";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -40,7 +50,10 @@ fn main() -> ExitCode {
         "build" => setup::run(setup::Needs::Build).and_then(|()| build::run()),
         "serve" => serve::run(&rest),
         "test" => test::run(&rest),
+        "bench" if rest.first().map(String::as_str) == Some("soak") => soak::run(&rest[1..]),
+        "bench" if rest.first().map(String::as_str) == Some("net") => bench::run_net(&rest[1..]),
         "bench" => bench::run(),
+        "fuzz" => fuzz::run(&rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

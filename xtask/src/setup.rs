@@ -31,8 +31,11 @@ pub fn run(needs: Needs) -> Result<()> {
     let mut packages = vec!["pkg-config", "libopus-dev"];
     if needs != Needs::Build {
         // ffmpeg/ffprobe only make fixtures for and check the output of the
-        // channel tests; nothing in the product runs them.
-        packages.extend(["chromium", "chromium-driver", "ffmpeg"]);
+        // channel tests; nothing in the product runs them. iproute2,
+        // iptables, coturn and openssl build the network tests' namespaces,
+        // impairments, TURN server and certificates (tests/net/); the native
+        // TURN tests start coturn's turnserver and turnutils_uclient too.
+        packages.extend(["chromium", "chromium-driver", "ffmpeg", "iproute2", "iptables", "coturn", "openssl"]);
     }
     apt_packages(&packages)?;
 

@@ -6,6 +6,9 @@
 //!    (`tests/pack/`), bundles with esbuild, type-checks with `tsc --strict`,
 //!    and initialises in Chromium without an init call
 //! 4. the browser journeys (`tests/*.test.mjs`) against a real server
+//! 5. the network journeys (`tests/net/*.test.mjs`): the server and each
+//!    browser on their own network namespace, with impaired networks (UDP
+//!    blocked, TURN only, link drops, server restarts); needs root
 //!
 //! A failing step does not stop the later ones that can still run, so one CI
 //! log shows every problem; any failure makes the command exit non-zero.
@@ -77,10 +80,14 @@ fn first_line(text: &str) -> &str {
 }
 
 /// The steps `cargo xtask test <step>...` can pick (none named: all of them).
-const STEPS: [&str; 4] = ["native", "wasm", "pack", "journeys"];
+const STEPS: [&str; 5] = ["native", "wasm", "pack", "journeys", "net"];
+
+/// Where the network journeys live (they run in the `net` step).
+const NET_DIR: &str = "tests/net";
 
 /// Runs the test steps; see the module docs. `args` may name steps (see
-/// [`STEPS`]) and journey files (`tests/x.test.mjs`) to run only those.
+/// [`STEPS`]) and journey files (`tests/x.test.mjs`, `tests/net/x.test.mjs`)
+/// to run only those (each in its own step).
 pub fn run(args: &[String]) -> Result<()> {
     let (files, names): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.ends_with(".mjs"));
     for name in &names {
@@ -88,10 +95,14 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("unknown test step `{name}` (steps: {})", STEPS.join(", "));
         }
     }
+    let (net_filter, journey_filter): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.iter().map(PathBuf::from).partition(|f| is_net_journey(f));
     let wanted = |step: &str| {
-        (names.is_empty() && (files.is_empty() || step == "journeys")) || names.iter().any(|n| *n == step)
+        (names.is_empty() && files.is_empty())
+            || names.iter().any(|n| *n == step)
+            || (step == "journeys" && !journey_filter.is_empty())
+            || (step == "net" && !net_filter.is_empty())
     };
-    let journey_filter: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
     let mut summary = Summary { steps: Vec::new() };
 
     let started = Instant::now();
@@ -112,7 +123,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let mut server_ok = false;
-    if wanted("journeys") {
+    if wanted("journeys") || wanted("net") {
         let started = Instant::now();
         server_ok = summary.record("build server", started, server_binary().map(|_| Outcome::Passed));
     }
@@ -137,6 +148,15 @@ pub fn run(args: &[String]) -> Result<()> {
             summary.record("browser journeys", started, journeys(&journey_filter));
         } else {
             summary.skip("browser journeys", "SDK or server build failed");
+        }
+    }
+
+    if wanted("net") {
+        if sdk_ok && server_ok {
+            let started = Instant::now();
+            summary.record("network journeys (namespaces)", started, net_journeys(&net_filter));
+        } else {
+            summary.skip("network journeys (namespaces)", "SDK or server build failed");
         }
     }
 
@@ -335,10 +355,17 @@ fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The journey files, sorted (node runs them one after another).
-fn journey_files() -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(util::root().join("tests"))
-        .context("read tests/")?
+/// True for a journey of the `net` step (a file under tests/net/).
+fn is_net_journey(file: &Path) -> bool {
+    let file = file.strip_prefix(util::root()).unwrap_or(file);
+    file.starts_with(NET_DIR)
+}
+
+/// The `*.test.mjs` files directly in `dir` (relative to the repo root),
+/// sorted (node runs them one after another).
+fn journey_files(dir: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(util::root().join(dir))
+        .with_context(|| format!("read {dir}/"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".test.mjs")))
         .collect();
@@ -367,6 +394,9 @@ pub fn start_server(name: &str) -> Result<(ServerGuard, String, String)> {
         .arg("--data-dir")
         .arg(&data_dir)
         .env("STAGECAST_API_KEY", &api_key)
+        // Every journey creates its groups from 127.0.0.1, faster than the
+        // default 10 a minute per address; the limit itself is tested natively.
+        .env("STAGECAST_DEMO_CREATE_RATE", "1000")
         .env("NO_COLOR", "1")
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .current_dir(util::root())
@@ -420,27 +450,56 @@ fn demo_list_answers(port: u16) -> bool {
 
 fn journeys(only: &[PathBuf]) -> Result<Outcome> {
     step("test: browser journeys (node --test tests/*.test.mjs)");
-    let files = if only.is_empty() { journey_files()? } else { only.to_vec() };
+    let files = if only.is_empty() { journey_files("tests")? } else { only.to_vec() };
     if files.is_empty() {
         note("no tests/*.test.mjs files — nothing to run");
         return Ok(Outcome::Skipped("no journey files in tests/".into()));
     }
     let (guard, url, api_key) = start_server("journeys")?;
-    let root = util::root();
     let result = util::run(
-        Command::new("node")
-            // A backstop so a hung page cannot eat the CI budget; journeys
-            // set their own, shorter timeouts.
-            .args(["--test", "--test-concurrency=1", "--test-timeout=300000"])
-            .args(files.iter().map(|f| f.strip_prefix(&root).unwrap_or(f)))
-            .current_dir(&root)
-            .env("STAGECAST_URL", &url)
-            .env("STAGECAST_API_KEY", &api_key)
-            .env("CHROMIUM_PATH", setup::CHROMIUM),
+        node_test(&files).env("STAGECAST_URL", &url).env("STAGECAST_API_KEY", &api_key),
     );
     if result.is_err() {
         guard.print_log_tail(60);
     }
     drop(guard);
     result.map(|()| Outcome::Passed)
+}
+
+/// `node --test` over `files`, one file at a time, from the repo root.
+fn node_test(files: &[PathBuf]) -> Command {
+    let root = util::root();
+    let mut cmd = Command::new("node");
+    // A backstop so a hung page cannot eat the CI budget; journeys set their
+    // own, shorter timeouts.
+    cmd.args(["--test", "--test-concurrency=1", "--test-timeout=300000"])
+        .args(files.iter().map(|f| f.strip_prefix(&root).unwrap_or(f)))
+        .current_dir(&root)
+        // For journeys that run (and kill) a server of their own.
+        .env("STAGECAST_BIN", build::server_binary())
+        .env("CHROMIUM_PATH", setup::CHROMIUM);
+    cmd
+}
+
+/// The network journeys: each file builds its own namespaces and starts its
+/// own server (tests/net/netns.mjs), so no server is started here. Creating
+/// namespaces and iptables rules needs root; without it the step fails and
+/// says so (CI runs as root), rather than passing untested.
+fn net_journeys(only: &[PathBuf]) -> Result<Outcome> {
+    step("test: network journeys in namespaces (node --test tests/net/*.test.mjs)");
+    let is_root = util::probe("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
+    if !is_root {
+        bail!(
+            "the net step needs root: it creates network namespaces, veth pairs, iptables rules and tc qdiscs. \
+             Run `cargo xtask test net` as root (CI does), or leave it out with `cargo xtask test native wasm pack journeys`"
+        );
+    }
+    let files = if only.is_empty() { journey_files(NET_DIR)? } else { only.to_vec() };
+    if files.is_empty() {
+        bail!("no {NET_DIR}/*.test.mjs files");
+    }
+    util::run(
+        node_test(&files).env("STAGECAST_NET_DIR", util::target_dir().join("net")),
+    )?;
+    Ok(Outcome::Passed)
 }
