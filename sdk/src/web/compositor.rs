@@ -2,14 +2,16 @@
 //! then each source aspect-fitted and centred in its box, in `index`
 //! order. The output is `canvas.captureStream(0)` with one
 //! `requestFrame()` per composed frame, so the video track is created once
-//! and lives as long as the compositor.
+//! and lives as long as the compositor. `requestFrame` is on the track
+//! (CanvasCaptureMediaStreamTrack, Chromium and Safari) or on the stream
+//! (CanvasCaptureMediaStream, Firefox): whichever has it is asked.
 
 use crate::core::broadcast::{ComposeStats, Composition};
 use crate::core::layout::{aspect_fit, visible_layers, Rect};
 use wasm_bindgen::prelude::*;
 use web_sys::{
-    CanvasCaptureMediaStreamTrack, CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement,
-    HtmlVideoElement, MediaStream,
+    CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement, HtmlVideoElement, MediaStream,
+    MediaStreamTrack,
 };
 
 #[wasm_bindgen]
@@ -28,6 +30,12 @@ extern "C" {
         dw: f64,
         dh: f64,
     ) -> Result<(), JsValue>;
+
+    /// A canvas capture track or stream, seen only through its `requestFrame`.
+    type FrameRequester;
+
+    #[wasm_bindgen(method, catch, js_name = requestFrame)]
+    fn request_frame(this: &FrameRequester) -> Result<(), JsValue>;
 }
 
 /// Why the compositor could not be created.
@@ -140,7 +148,9 @@ fn key(l: &Layer) -> (i32, u64) {
 pub struct Compositor {
     canvas: HtmlCanvasElement,
     ctx: CanvasRenderingContext2d,
-    track: CanvasCaptureMediaStreamTrack,
+    track: MediaStreamTrack,
+    /// The track, or its stream where only the stream has `requestFrame`.
+    requester: FrameRequester,
     preview: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
     layers: Vec<Layer>,
     next_seq: u64,
@@ -181,15 +191,24 @@ impl Compositor {
         let stream = canvas
             .capture_stream_with_frame_request_rate(0.0)
             .map_err(err)?;
-        let track: CanvasCaptureMediaStreamTrack = stream
+        let track: MediaStreamTrack = stream
             .get_video_tracks()
             .get(0)
             .dyn_into()
-            .map_err(|_| CompositorError("captureStream gave no canvas track".into()))?;
+            .map_err(|_| CompositorError("captureStream gave no video track".into()))?;
+        let has_request = |o: &JsValue| js_sys::Reflect::get(o, &JsValue::from_str("requestFrame")).is_ok_and(|f| f.is_function());
+        let requester: FrameRequester = if has_request(track.as_ref()) {
+            track.clone().unchecked_into()
+        } else if has_request(stream.as_ref()) {
+            stream.unchecked_into()
+        } else {
+            return Err(CompositorError("this browser cannot capture a canvas frame by frame".into()));
+        };
         Ok(Compositor {
             canvas,
             ctx,
             track,
+            requester,
             preview: None,
             layers: Vec::new(),
             next_seq: 0,
@@ -307,7 +326,8 @@ impl Compositor {
                 r.height,
             );
         }
-        self.track.request_frame();
+        // Throws only once the track has ended (the client is being deleted).
+        let _ = self.requester.request_frame();
         if let Some((canvas, pctx)) = &self.preview {
             let (pw, ph) = (f64::from(canvas.width()), f64::from(canvas.height()));
             let _ =

@@ -4,8 +4,8 @@
 //! ingest endpoint, with the ICE servers the endpoint lists on `OPTIONS`.
 
 use super::http;
-use super::peer::Pc;
-use crate::core::broadcast::{prefer_codec, StreamConfig};
+use super::peer::{prefer_codec_on, Pc};
+use crate::core::broadcast::StreamConfig;
 use crate::core::ice::ice_servers_from_link;
 use crate::core::link::PeerState;
 use js_sys::{Array, Object, Reflect};
@@ -31,37 +31,6 @@ pub async fn ice_servers(url: &str, stream_key: &str) -> Vec<IceServer> {
     match http::options_link(url, stream_key).await {
         Ok(Some(link)) => ice_servers_from_link(&link),
         _ => Vec::new(),
-    }
-}
-
-/// Puts `preferred` first in the transceiver's codec list (where the
-/// browser supports `setCodecPreferences`).
-fn prefer(transceiver: &RtcRtpTransceiver, kind: &str, preferred: &str) {
-    let Some(caps) = RtcRtpSender::get_capabilities(kind) else {
-        return;
-    };
-    let Ok(codecs) = Reflect::get(&caps, &JsValue::from_str("codecs")) else {
-        return;
-    };
-    let codecs: Vec<JsValue> = Array::from(&codecs).iter().collect();
-    let mimes: Vec<String> = codecs
-        .iter()
-        .map(|c| {
-            Reflect::get(c, &JsValue::from_str("mimeType"))
-                .ok()
-                .and_then(|m| m.as_string())
-                .unwrap_or_default()
-        })
-        .collect();
-    if !mimes.iter().any(|m| m.eq_ignore_ascii_case(preferred)) {
-        return;
-    }
-    let ordered: Array = prefer_codec(&mimes, preferred)
-        .into_iter()
-        .map(|i| codecs[i].clone())
-        .collect();
-    if Reflect::has(transceiver, &JsValue::from_str("setCodecPreferences")).unwrap_or(false) {
-        transceiver.set_codec_preferences(&ordered);
     }
 }
 
@@ -113,9 +82,9 @@ impl IngestPeer {
     ) -> Result<IngestPeer, IngestError> {
         let pc = Pc::new(ice_servers, on_state)?;
         let vt = pc.send(video);
-        prefer(&vt, "video", "video/H264");
+        prefer_codec_on(&vt, "video", "video/H264");
         if let Some(audio) = audio {
-            prefer(&pc.send(audio), "audio", "audio/opus");
+            prefer_codec_on(&pc.send(audio), "audio", "audio/opus");
         }
         let answer = pc.negotiate(url, stream_key).await?;
         // Not awaited: the setup is done, and a slow `setParameters` must

@@ -8,6 +8,7 @@ use super::defer;
 use super::http::SdpAnswer;
 use super::sdp::{self, browser};
 use crate::core::link::PeerState;
+use crate::core::broadcast::prefer_codec;
 use crate::core::StreamKind;
 use js_sys::{Array, Object, Reflect};
 use stagecast_protocol::events::IceServer;
@@ -16,7 +17,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    Event, MediaStreamTrack, RtcConfiguration, RtcPeerConnection, RtcRtpSender,
+    Event, MediaStreamTrack, RtcConfiguration, RtcPeerConnection, RtcRtpSender, RtcRtpTransceiver,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
 };
 
@@ -111,6 +112,40 @@ impl Drop for Pc {
     }
 }
 
+/// Puts `preferred` first in the transceiver's codec list (where the
+/// browser supports `setCodecPreferences`).
+pub fn prefer_codec_on(transceiver: &RtcRtpTransceiver, kind: &str, preferred: &str) {
+    let Some(caps) = RtcRtpSender::get_capabilities(kind) else {
+        return;
+    };
+    let Ok(codecs) = Reflect::get(&caps, &JsValue::from_str("codecs")) else {
+        return;
+    };
+    let codecs: Vec<JsValue> = Array::from(&codecs).iter().collect();
+    let mimes: Vec<String> = codecs
+        .iter()
+        .map(|c| {
+            Reflect::get(c, &JsValue::from_str("mimeType"))
+                .ok()
+                .and_then(|m| m.as_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    if !mimes.iter().any(|m| m.eq_ignore_ascii_case(preferred)) {
+        return;
+    }
+    let ordered: Array = prefer_codec(&mimes, preferred)
+        .into_iter()
+        .map(|i| codecs[i].clone())
+        .collect();
+    if Reflect::has(transceiver, &JsValue::from_str("setCodecPreferences")).unwrap_or(false) {
+        transceiver.set_codec_preferences(&ordered);
+    }
+}
+
+/// The video codec of a stage: what every participant's browser can decode.
+pub const STAGE_VIDEO_CODEC: &str = "video/VP8";
+
 /// A WHIP publish session.
 pub struct PublishPeer {
     _pc: Pc,
@@ -129,7 +164,18 @@ impl PublishPeer {
         on_state: impl Fn(PeerState) + 'static,
     ) -> Result<PublishPeer, PeerError> {
         let pc = Pc::new(ice_servers, on_state)?;
-        let senders = tracks.iter().map(|(kind, track)| (*kind, pc.send(track).sender())).collect();
+        let senders = tracks
+            .iter()
+            .map(|(kind, track)| {
+                let transceiver = pc.send(track);
+                if *kind == StreamKind::Video {
+                    // Stages are VP8: every browser encodes and decodes it
+                    // without a codec download (Firefox offline has no H.264).
+                    prefer_codec_on(&transceiver, "video", STAGE_VIDEO_CODEC);
+                }
+                (*kind, transceiver.sender())
+            })
+            .collect();
         let answer = pc.negotiate(&format!("{whip_url}/publish"), token).await?;
         Ok(PublishPeer {
             _pc: pc,
