@@ -11,7 +11,11 @@
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, openSync, rmSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 
 /** Base URL of the server under test (set by `cargo xtask test`). */
 export const BASE = (process.env.STAGECAST_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
@@ -87,7 +91,7 @@ export async function launch({ executablePath, args = [] } = {}) {
  * of one solid colour (with a moving bar along the bottom edge, so frames
  * keep changing while the centre stays pure) and an oscillator tone.
  */
-function fakeMediaInit({ color, freq, fps }) {
+export function fakeMediaInit({ color, freq, fps }) {
   if (!navigator.mediaDevices) return;
   let source = null;
   const build = () => {
@@ -276,7 +280,10 @@ export async function sampleTile(page, participantId) {
     if (!v) return { present: false };
     const w = v.videoWidth;
     const h = v.videoHeight;
-    const frames = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+    // Firefox counts no frames of a MediaStream in getVideoPlaybackQuality;
+    // its painted-frame counter does.
+    const quality = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+    const frames = quality || v.mozPaintedFrames || 0;
     if (!w || !h) return { present: true, w, h, frames };
     const c = document.createElement('canvas');
     c.width = w;
@@ -500,6 +507,72 @@ export function assertClientError(res, what, expectedCode) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- a server of the journey's own
+
+const BIN = process.env.STAGECAST_BIN || 'target/debug/stagecast';
+
+function freePort(kind, host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    if (kind === 'udp') {
+      const s = createSocket('udp4');
+      s.bind(0, host, () => {
+        const { port } = s.address();
+        s.close(() => resolve(port));
+      });
+      s.on('error', reject);
+    } else {
+      const s = createServer();
+      s.listen(0, '127.0.0.1', () => {
+        const { port } = s.address();
+        s.close(() => resolve(port));
+      });
+      s.on('error', reject);
+    }
+  });
+}
+
+/**
+ * A stagecast server of the journey's own (`STAGECAST_BIN`), which it may
+ * kill and start again on the same ports and data dir. `mediaIp` binds and
+ * advertises the media port on that address instead of 127.0.0.1.
+ */
+export async function ownServer({ mediaIp } = {}) {
+  mkdirSync('target', { recursive: true });
+  const dataDir = mkdtempSync('target/own-server-');
+  const [port, mediaPort] = [await freePort('tcp'), await freePort('udp', mediaIp)];
+  const media = mediaIp ? ['--media-bind-ip', mediaIp, '--public-ip', mediaIp] : [];
+  const apiKey = randomBytes(16).toString('hex');
+  const base = `http://127.0.0.1:${port}`;
+  const log = `${dataDir}/server.log`;
+  let child = null;
+  const start = async () => {
+    const out = openSync(log, 'a');
+    child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--media-port', String(mediaPort), '--data-dir', dataDir, ...media], {
+      env: { ...process.env, STAGECAST_API_KEY: apiKey, NO_COLOR: '1' },
+      stdio: ['ignore', out, out],
+    });
+    for (let i = 0; i < 200; i += 1) {
+      try {
+        const res = await fetch(`${base}/api/list`, { method: 'POST' });
+        if (res.status < 500) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(100);
+    }
+    throw new Error(`the server did not start (log: ${log})`);
+  };
+  const kill = () =>
+    new Promise((resolve) => {
+      if (!child || child.exitCode !== null) return resolve();
+      child.once('exit', resolve);
+      child.kill('SIGKILL');
+    });
+  await start();
+  return { base, log, start, kill, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
+}
+
 
 // ---------------------------------------------------------------- go live / watch page
 

@@ -15,11 +15,6 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { createSocket } from 'node:dgram';
-import { mkdtempSync, openSync, rmSync, mkdirSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import {
   PEOPLE,
   launch,
@@ -33,66 +28,9 @@ import {
   waitForRemoteTiles,
   expectLiveVideo,
   sleep,
+  ownServer,
 } from './lib.mjs';
 import { PROBES, assertStatesTruthful } from './probes.mjs';
-
-const BIN = process.env.STAGECAST_BIN || 'target/debug/stagecast';
-
-function freePort(kind) {
-  return new Promise((resolve, reject) => {
-    if (kind === 'udp') {
-      const s = createSocket('udp4');
-      s.bind(0, '127.0.0.1', () => {
-        const { port } = s.address();
-        s.close(() => resolve(port));
-      });
-      s.on('error', reject);
-    } else {
-      const s = createServer();
-      s.listen(0, '127.0.0.1', () => {
-        const { port } = s.address();
-        s.close(() => resolve(port));
-      });
-      s.on('error', reject);
-    }
-  });
-}
-
-/** A stagecast server of our own, which we may kill and start again. */
-async function ownServer() {
-  mkdirSync('target', { recursive: true });
-  const dataDir = mkdtempSync('target/recovery-');
-  const [port, mediaPort] = [await freePort('tcp'), await freePort('udp')];
-  const apiKey = randomBytes(16).toString('hex');
-  const base = `http://127.0.0.1:${port}`;
-  const log = `${dataDir}/server.log`;
-  let child = null;
-  const start = async () => {
-    const out = openSync(log, 'a');
-    child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--media-port', String(mediaPort), '--data-dir', dataDir], {
-      env: { ...process.env, STAGECAST_API_KEY: apiKey, NO_COLOR: '1' },
-      stdio: ['ignore', out, out],
-    });
-    for (let i = 0; i < 200; i += 1) {
-      try {
-        const res = await fetch(`${base}/api/list`, { method: 'POST' });
-        if (res.status < 500) return;
-      } catch {
-        // not listening yet
-      }
-      await sleep(100);
-    }
-    throw new Error(`the server did not start (log: ${log})`);
-  };
-  const kill = () =>
-    new Promise((resolve) => {
-      if (!child || child.exitCode !== null) return resolve();
-      child.once('exit', resolve);
-      child.kill('SIGKILL');
-    });
-  await start();
-  return { base, log, start, kill, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
-}
 
 /** Records the page's WebSockets (before its scripts run). */
 function recordSockets() {
