@@ -35,7 +35,12 @@ pub fn run(needs: Needs) -> Result<()> {
         // iptables, coturn and openssl build the network tests' namespaces,
         // impairments, TURN server and certificates (tests/net/); the native
         // TURN tests start coturn's turnserver and turnutils_uclient too.
-        packages.extend(["chromium", "chromium-driver", "ffmpeg", "iproute2", "iptables", "coturn", "openssl"]);
+        // firefox-esr runs the Firefox journey (tests/firefox.test.mjs), with
+        // a pulseaudio null sink as its audio output (tests/firefox.mjs).
+        packages.extend([
+            "chromium", "chromium-driver", "firefox-esr", "pulseaudio", "ffmpeg", "iproute2", "iptables", "coturn",
+            "openssl",
+        ]);
     }
     apt_packages(&packages)?;
 
@@ -149,7 +154,7 @@ fn npm_packages() -> Result<()> {
             .iter()
             .any(|f| util::mtime(&root.join(f)).is_some_and(|changed| changed > installed)),
     };
-    let complete = ["binaryen", "esbuild", "playwright-core", "typescript"]
+    let complete = ["binaryen", "esbuild", "playwright-core", "puppeteer-core", "typescript"]
         .iter()
         .all(|pkg| root.join("node_modules").join(pkg).join("package.json").is_file());
     if !stale && complete {
