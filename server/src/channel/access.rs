@@ -55,7 +55,13 @@ pub struct Presented<'a> {
 /// Decide whether this request of `channel` may be served (`now`: Unix
 /// seconds). `keys` gives the session MAC key (derived from the server's
 /// signing key, so sessions survive a restart).
-pub fn check(hub: &ChannelHub, keys: &KeyRing, channel: &str, req: &Presented<'_>, now: i64) -> Result<Access, AppError> {
+pub fn check(
+    hub: &ChannelHub,
+    keys: &KeyRing,
+    channel: &str,
+    req: &Presented<'_>,
+    now: i64,
+) -> Result<Access, AppError> {
     if !hub.is_authorized(channel) {
         return Ok(Access::Open);
     }
@@ -68,7 +74,8 @@ pub fn check(hub: &ChannelHub, keys: &KeyRing, channel: &str, req: &Presented<'_
         }
         if let (Some(allowed), Some(origin)) = (claims.allow_origin.as_deref(), req.origin) {
             if !origin_allowed(allowed, origin) {
-                return Err(forbidden("ORIGIN_NOT_ALLOWED", "this playback token does not allow playback on this origin"));
+                let message = "this playback token does not allow playback on this origin";
+                return Err(forbidden("ORIGIN_NOT_ALLOWED", message));
             }
         }
         return Ok(Access::Granted { session: session_value(secret, channel, claims.exp, &verified.key_id) });
