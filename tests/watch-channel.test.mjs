@@ -6,6 +6,11 @@
 // with the stream key) goes live and both pages play it by themselves, with
 // frames that move; StopStream turns both to Ended. An unknown channel says
 // it does not exist. No page error anywhere.
+//
+// A private channel (`authorized: true`) plays on its watch page only with a
+// playback token on the page's URL (`?token=`, an ES384 JWT signed here with
+// a key imported through `POST /v1/playback-keys`), in hls.js and the IVS
+// Player; without one both pages say the stream is private, not Offline.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +23,9 @@ import {
   controlPlane,
   sleep,
   waitPlayerState,
+  selfSignedToken,
 } from './lib.mjs';
+import { generateKeyPairSync } from 'node:crypto';
 
 const PUBLISHER = `${BASE}/__watch-channel-publisher.html`;
 const PUBLISHER_HTML = `<!doctype html>
@@ -145,6 +152,97 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
     }
     assert.deepEqual(pubErrors, [], 'publisher page errors');
     assertNoPageErrors([viewer, ivs]);
+    ok = true;
+  });
+});
+
+describe('the watch page of a private channel', { timeout: 180_000 }, () => {
+  let browser;
+  let hls;
+  let ivs;
+  let hlsDenied;
+  let ivsDenied;
+  let publisher;
+  let channel;
+  let streamKey;
+  let keyId;
+  let token;
+  let ok = false;
+
+  before(async () => {
+    browser = await launch();
+    hls = await newViewer(browser, 'hls.js viewer with a token');
+    ivs = await newViewer(browser, 'IVS viewer with a token');
+    hlsDenied = await newViewer(browser, 'hls.js viewer without a token');
+    ivsDenied = await newViewer(browser, 'IVS viewer without a token');
+    const created = await controlPlane('POST', '/v1/channels', { name: 'Members only', authorized: true });
+    assert.equal(created.status, 200, created.text);
+    channel = created.body.channel;
+    streamKey = created.body.streamKey;
+    assert.equal(channel.authorized, true);
+    // What a site owner does: make a P-384 key pair, import the public half,
+    // sign a playback token for the channel with the private half.
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+    const pem = publicKey.export({ type: 'spki', format: 'pem' });
+    const imported = await controlPlane('POST', '/v1/playback-keys', { publicKeyMaterial: pem, name: 'e2e' });
+    assert.equal(imported.status, 200, imported.text);
+    keyId = imported.body.keyPair.id;
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    token = selfSignedToken({ privateKey, kid: keyId }, { 'aws:channel-arn': channel.arn, 'aws:access-control-allow-origin': '*', exp });
+    const context = await browser.newContext();
+    await context.route(PUBLISHER, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: PUBLISHER_HTML }));
+    publisher = await context.newPage();
+  });
+
+  after(async () => {
+    if (!ok) dumpLogs([hls, ivs, hlsDenied, ivsDenied]);
+    await browser?.close();
+    if (channel) await controlPlane('DELETE', `/v1/channels/${channel.id}`).catch(() => {});
+    if (keyId) await controlPlane('DELETE', `/v1/playback-keys/${keyId}`).catch(() => {});
+  });
+
+  it('plays with a playback token and says it is private without one', async () => {
+    const page = `${BASE}/watch/channel/${channel.id}`;
+    await hls.page.goto(`${page}?player=hls&token=${encodeURIComponent(token)}`);
+    await ivs.page.goto(`${page}?token=${encodeURIComponent(token)}`);
+    await hlsDenied.page.goto(`${page}?player=hls`);
+    await ivsDenied.page.goto(page);
+    for (const v of [hls, ivs, hlsDenied, ivsDenied]) await waitPlayerState(v, 'Offline', 10000);
+
+    await publisher.goto(PUBLISHER);
+    await publisher.waitForFunction(() => window.publisherReady === true, null, { timeout: 30000 });
+    await publisher.evaluate(([k, e]) => window.goLive(k, e), [streamKey, channel.ingestEndpoint]);
+    for (const v of [hls, ivs]) {
+      await waitPlayerState(v, 'Live', 40000);
+      await expectPlaying(v);
+      assert.equal(await v.page.getByTestId('watch-message').isHidden(), true, `${v.name}: no message over live video`);
+    }
+    for (const v of [hlsDenied, ivsDenied]) {
+      try {
+        await v.page.waitForFunction(
+          () => /This stream is private/.test(document.querySelector('[data-testid="watch-message"]')?.textContent || ''),
+          null,
+          { timeout: 20000 },
+        );
+      } catch {
+        const message = await v.page.getByTestId('watch-message').textContent().catch(() => '?');
+        throw new Error(`${v.name}: no private-stream message (${message})`);
+      }
+      assert.equal(await v.page.getByTestId('player-state').isHidden(), true, `${v.name}: not claimed Offline or Live`);
+      const playing = await v.page.evaluate(() => document.querySelector('[data-testid="player-video"]')?.videoWidth || 0);
+      assert.equal(playing, 0, `${v.name}: no picture`);
+    }
+    // Still private a few polls later: the page does not retry into a loop of 403s.
+    await sleep(5000);
+    for (const v of [hlsDenied, ivsDenied]) {
+      assert.match(await v.page.getByTestId('watch-message').textContent(), /private/);
+    }
+
+    const stopped = await controlPlane('POST', `/v1/channels/${channel.id}/stop`);
+    assert.equal(stopped.status, 204, stopped.text);
+    for (const v of [hls, ivs]) await waitPlayerState(v, 'Ended', 20000);
+    for (const v of [hlsDenied, ivsDenied]) await waitPlayerState(v, 'Offline', 20000);
+    assertNoPageErrors([hls, ivs, hlsDenied, ivsDenied]);
     ok = true;
   });
 });

@@ -70,7 +70,9 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     p.addEventListener(m.PlayerState.READY, () => p.setAutoQualityMode(false));
     p.addEventListener(m.PlayerState.PLAYING, () => { if (!stopped) onPlaying(); });
     p.addEventListener(m.PlayerState.ENDED, () => gone('ended'));
-    p.addEventListener(m.PlayerEventType.ERROR, (e) => gone(`${e && e.type}: ${e && e.message}`));
+    // 403: a private channel without a valid playback token (ErrorType.AUTHORIZATION).
+    const denied = (e) => !!e && (e.code === 403 || e.type === 'ErrorAuthorization');
+    p.addEventListener(m.PlayerEventType.ERROR, (e) => gone(`${denied(e) ? 'forbidden: ' : ''}${e && e.type}: ${e && e.message}`));
     p.addEventListener(m.PlayerEventType.TEXT_METADATA_CUE, (c) => cue(c && c.text));
     // Older players report ID3 text as a generic METADATA event.
     p.addEventListener(m.PlayerEventType.METADATA, (c) => { if (c && typeof c.data === 'string') cue(c.data); });
@@ -115,7 +117,10 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
   }
   const hls = new m.Hls({ lowLatencyMode: true, backBufferLength: 10, playlistLoadPolicy: m.PATIENT_PLAYLIST });
   hls.on(m.Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
-  hls.on(m.Hls.Events.ERROR, (_e, d) => { if (d && d.fatal) gone(`${d.type}: ${d.details}`); });
+  hls.on(m.Hls.Events.ERROR, (_e, d) => {
+    const denied = d && d.response && d.response.code === 403;
+    if (d && d.fatal) gone(`${denied ? 'forbidden: ' : ''}${d.type}: ${d.details}`);
+  });
   hls.on(m.Hls.Events.FRAG_PARSING_METADATA, (_e, d) => {
     for (const s of (d && d.samples) || []) cue(id3Txxx(s.data));
   });
@@ -142,6 +147,13 @@ extern "C" {
         on_gone: &Function,
         on_cue: &Function,
     ) -> Result<JsValue, JsValue>;
+}
+
+/// Whether a player's "gone" reason is a refusal (HTTP 403: a private
+/// channel without a valid playback token, the IVS Player's AUTHORIZATION
+/// error) rather than the stream ending.
+pub fn is_forbidden(why: &str) -> bool {
+    why.starts_with("forbidden: ")
 }
 
 /// Which player library plays the stream.

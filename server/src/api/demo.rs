@@ -177,7 +177,8 @@ fn create_group(
     let stage = new_stage(state, name.clone())?;
     created.stage = Some(stage.id.clone());
     let token = mint_token(state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, true))?;
-    let channel = state.channels.create(name.clone())?;
+    // The demo's channels stay public: its watch page has no token to give.
+    let channel = state.channels.create(name.clone(), false)?;
     created.channel = Some(channel.id.clone());
     let room = state.chat.create_room(RoomSettings { name: Some(name), ..RoomSettings::default() }, now_unix())?;
     created.room = Some(room.id.clone());

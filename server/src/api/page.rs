@@ -24,6 +24,7 @@ pub enum Listing {
     DemoGroups,
     Rooms,
     Channels,
+    PlaybackKeys,
 }
 
 impl Listing {
@@ -34,6 +35,7 @@ impl Listing {
             Listing::DemoGroups => "groups",
             Listing::Rooms => "rooms",
             Listing::Channels => "channels",
+            Listing::PlaybackKeys => "playback-keys",
         }
     }
 }

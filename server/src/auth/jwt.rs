@@ -1,8 +1,11 @@
 //! ES384 JWTs by hand: `base64url(header).base64url(claims).base64url(r||s)`.
 //!
-//! Only what participant tokens need: one algorithm (ES384), a `kid` that
-//! names the key (the server's own, or an imported public key's id), and
+//! Only what our tokens need: one algorithm (ES384), a `kid` that names the
+//! key (the server's own, or an imported public key's id), and
 //! signature-before-parsing so no unauthenticated claim is ever looked at.
+//! Participant tokens are checked by [`KeyRing::verify`], playback tokens
+//! (private channels) by [`verify_playback`] against the playback keys, a
+//! [`KeySet`] of their own: a key imported for one kind never signs the other.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,13 +61,93 @@ pub fn parse_public_key(pem: &str) -> Result<ParsedPublicKey, AuthError> {
     Ok(ParsedPublicKey { key, fingerprint })
 }
 
+/// Public keys by id (the `kid` self-signed tokens carry) that may sign one
+/// kind of token.
+#[derive(Default)]
+pub struct KeySet {
+    keys: RwLock<HashMap<String, VerifyingKey>>,
+}
+
+impl KeySet {
+    /// Accept tokens signed by `key` under `kid` from now on.
+    pub fn insert(&self, kid: &str, key: VerifyingKey) {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
+        let mut map = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(kid.to_owned(), key);
+    }
+
+    /// Stop accepting tokens signed by `kid`. True when it was there.
+    pub fn remove(&self, kid: &str) -> bool {
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(kid).is_some()
+    }
+
+    /// Whether `kid` is (still) accepted.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).contains_key(kid)
+    }
+
+    /// The id of the key that signed: with a `kid`, only that key may have;
+    /// without one (some self-signing tools omit it) any key of the set.
+    fn signer(&self, kid: Option<&str>, msg: &[u8], sig: &Signature) -> Result<String, AuthError> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let found = match kid {
+            Some(kid) => {
+                let key = keys.get(kid).ok_or(AuthError::Invalid("the token's key id is unknown"))?;
+                key.verify(msg, sig).is_ok().then(|| kid.to_owned())
+            }
+            None => keys.iter().find(|(_, key)| key.verify(msg, sig).is_ok()).map(|(id, _)| id.clone()),
+        };
+        found.ok_or(AuthError::Invalid("the signature does not match"))
+    }
+}
+
+/// A token split into its parts, its header read and its signature decoded;
+/// nothing it says is trusted until [`KeySet::signer`] (or the server key)
+/// has checked `signing_input` against `signature`.
+struct Signed<'t> {
+    kid: Option<String>,
+    signing_input: &'t str,
+    payload64: &'t str,
+    signature: Signature,
+}
+
+impl<'t> Signed<'t> {
+    /// Split `token` and check its form: three base64url parts, a JWT
+    /// header whose `alg` is ES384, an ES384-shaped signature.
+    fn split(token: &'t str) -> Result<Self, AuthError> {
+        let token = token.trim();
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(AuthError::Malformed("a token has three dot-separated parts"));
+        };
+        let header = URL_SAFE_NO_PAD.decode(h64).map_err(|_| AuthError::Malformed("the header is not base64url"))?;
+        let header: Header =
+            serde_json::from_slice(&header).map_err(|_| AuthError::Malformed("the header is not a JWT header"))?;
+        if header.alg != ALG {
+            return Err(AuthError::Invalid("only ES384 tokens are accepted"));
+        }
+        let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| AuthError::Malformed("the signature is not base64url"))?;
+        let signature =
+            Signature::from_slice(&sig).map_err(|_| AuthError::Invalid("the signature is not an ES384 signature"))?;
+        let signing_input = token
+            .get(..h64.len() + 1 + p64.len())
+            .ok_or(AuthError::Malformed("a token has three dot-separated parts"))?;
+        Ok(Self { kid: header.kid, signing_input, payload64: p64, signature })
+    }
+
+    /// The payload's bytes: call only once the signature is checked.
+    fn payload(&self) -> Result<Vec<u8>, AuthError> {
+        URL_SAFE_NO_PAD.decode(self.payload64).map_err(|_| AuthError::Malformed("the payload is not base64url"))
+    }
+}
+
 /// The server's signing key plus every imported public key.
 pub struct KeyRing {
     signing: SigningKey,
     server_verifying: VerifyingKey,
     server_kid: String,
     /// Imported keys by id (the `kid` self-signed tokens carry).
-    imported: RwLock<HashMap<String, VerifyingKey>>,
+    imported: KeySet,
 }
 
 impl KeyRing {
@@ -88,17 +171,15 @@ impl KeyRing {
         let server_kid =
             format!("server-{}", fingerprint(&server_verifying)?.replace(':', "").get(..16).unwrap_or("key"));
 
-        let mut imported = HashMap::new();
+        let imported = KeySet::default();
         for record in store.list_public_keys()? {
             match parse_public_key(&record.pem) {
-                Ok(parsed) => {
-                    imported.insert(record.id, parsed.key);
-                }
+                Ok(parsed) => imported.insert(&record.id, parsed.key),
                 // One bad row must not stop the server; the key just stops working.
                 Err(e) => tracing::warn!(key_id = %record.id, error = %e, "skipping stored public key"),
             }
         }
-        Ok(Self { signing, server_verifying, server_kid, imported: RwLock::new(imported) })
+        Ok(Self { signing, server_verifying, server_kid, imported })
     }
 
     /// A 32-byte key for `purpose`, derived from the signing key: secret as
@@ -120,9 +201,7 @@ impl KeyRing {
 
     /// Accept tokens signed by `key` under `kid` from now on.
     pub fn add_public_key(&self, kid: &str, key: VerifyingKey) {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
-        let mut map = self.imported.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(kid.to_owned(), key);
+        self.imported.insert(kid, key);
     }
 
     /// Sign claims into an ES384 JWT with the server's key. Refuses
@@ -144,29 +223,9 @@ impl KeyRing {
     /// disconnected is [`AppState::authorize`](crate::AppState::authorize)'s
     /// part.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<ParticipantClaims, AuthError> {
-        let token = token.trim();
-        let mut parts = token.split('.');
-        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(AuthError::Malformed("a token has three dot-separated parts"));
-        };
-        let header = URL_SAFE_NO_PAD.decode(h64).map_err(|_| AuthError::Malformed("the header is not base64url"))?;
-        let header: Header =
-            serde_json::from_slice(&header).map_err(|_| AuthError::Malformed("the header is not a JWT header"))?;
-        if header.alg != ALG {
-            return Err(AuthError::Invalid("only ES384 tokens are accepted"));
-        }
-        let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| AuthError::Malformed("the signature is not base64url"))?;
-        let sig =
-            Signature::from_slice(&sig).map_err(|_| AuthError::Invalid("the signature is not an ES384 signature"))?;
-
-        let signing_input = token
-            .get(..h64.len() + 1 + p64.len())
-            .ok_or(AuthError::Malformed("a token has three dot-separated parts"))?;
-        if !self.signature_ok(header.kid.as_deref(), signing_input.as_bytes(), &sig)? {
-            return Err(AuthError::Invalid("the signature does not match"));
-        }
-
-        let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| AuthError::Malformed("the payload is not base64url"))?;
+        let signed = Signed::split(token)?;
+        self.check_signature(&signed)?;
+        let payload = signed.payload()?;
         let claims: ParticipantClaims = serde_json::from_slice(&payload)
             .map_err(|_| AuthError::Malformed("the payload does not hold participant claims"))?;
         let registered: RegisteredClaims = serde_json::from_slice(&payload)
@@ -175,21 +234,71 @@ impl KeyRing {
         Ok(claims)
     }
 
-    /// With a `kid`, only that key may have signed; without one (some
-    /// self-signing tools omit it) any known key will do.
-    fn signature_ok(&self, kid: Option<&str>, msg: &[u8], sig: &Signature) -> Result<bool, AuthError> {
-        let imported = self.imported.read().unwrap_or_else(|p| p.into_inner());
-        match kid {
-            Some(kid) if kid == self.server_kid => Ok(self.server_verifying.verify(msg, sig).is_ok()),
-            Some(kid) => match imported.get(kid) {
-                Some(key) => Ok(key.verify(msg, sig).is_ok()),
-                None => Err(AuthError::Invalid("the token's key id is unknown")),
-            },
-            None => Ok(std::iter::once(&self.server_verifying)
-                .chain(imported.values())
-                .any(|key| key.verify(msg, sig).is_ok())),
+    /// The server's key under its own `kid`; else an imported key (without
+    /// a `kid`, the server's key or any imported one).
+    fn check_signature(&self, signed: &Signed<'_>) -> Result<(), AuthError> {
+        let (msg, sig) = (signed.signing_input.as_bytes(), &signed.signature);
+        match signed.kid.as_deref() {
+            Some(kid) if kid == self.server_kid => self
+                .server_verifying
+                .verify(msg, sig)
+                .map_err(|_| AuthError::Invalid("the signature does not match")),
+            None if self.server_verifying.verify(msg, sig).is_ok() => Ok(()),
+            kid => self.imported.signer(kid, msg, sig).map(|_| ()),
         }
     }
+}
+
+/// What a playback token (IVS "Generate and Sign Playback Tokens") says:
+/// which channel it opens, until when, for which web origins, for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PlaybackClaims {
+    /// The channel's ARN or id.
+    #[serde(rename = "aws:channel-arn")]
+    pub channel_arn: String,
+    /// Seconds since the Unix epoch.
+    pub exp: i64,
+    /// Web origins that may play (comma-separated, `*` or a host starting
+    /// with `*.`); absent: any.
+    #[serde(rename = "aws:access-control-allow-origin", default)]
+    pub allow_origin: Option<String>,
+    /// Who the token was made for (not checked; IVS uses it to revoke a viewer).
+    #[serde(rename = "aws:viewer-id", default)]
+    pub viewer_id: Option<String>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default)]
+    pub nbf: Option<i64>,
+}
+
+/// A playback token that checked out, and the id of the key that signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPlayback {
+    pub claims: PlaybackClaims,
+    pub key_id: String,
+}
+
+/// Longest `aws:viewer-id` (IVS: 40 characters).
+const MAX_VIEWER_ID_CHARS: usize = 40;
+
+/// Check a playback token: ES384, signed by a key of `keys` (the `kid`'s,
+/// or any without one), `exp` after `now_unix`, `nbf` (when present) not
+/// after it. Whether it names the right channel and origin is the
+/// channel's part.
+pub fn verify_playback(keys: &KeySet, token: &str, now_unix: i64) -> Result<VerifiedPlayback, AuthError> {
+    let signed = Signed::split(token)?;
+    let key_id = keys.signer(signed.kid.as_deref(), signed.signing_input.as_bytes(), &signed.signature)?;
+    let claims: PlaybackClaims = serde_json::from_slice(&signed.payload()?)
+        .map_err(|_| AuthError::Malformed("the payload does not hold playback claims (aws:channel-arn, exp)"))?;
+    if claims.exp <= now_unix {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = claims.nbf.filter(|nbf| *nbf > now_unix) {
+        return Err(AuthError::NotYetValid { nbf });
+    }
+    if claims.viewer_id.as_ref().is_some_and(|v| v.chars().count() > MAX_VIEWER_ID_CHARS) {
+        return Err(AuthError::Invalid("aws:viewer-id is over 40 characters"));
+    }
+    Ok(VerifiedPlayback { claims, key_id })
 }
 
 /// JWT claims the participant claims do not name (RFC 7519 §4.1).

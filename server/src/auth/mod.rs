@@ -1,5 +1,5 @@
-//! Participant tokens (ES384 JWTs), the signing key, imported public keys and
-//! the control-plane API key.
+//! Participant and playback tokens (ES384 JWTs), the signing key, imported
+//! public keys and the control-plane API key.
 //!
 //! [`KeyRing::verify`] checks what a token says about itself (signature,
 //! expiry); [`AppState::authorize`] adds what only the server knows (the
@@ -19,7 +19,10 @@ use stagecast_protocol::{ParticipantId, StageId};
 use crate::store::{ParticipantRecord, StoreError};
 use crate::{AppError, AppState, Config};
 
-pub use jwt::{check_attributes, derive_key, parse_public_key, signing_key_path, KeyRing, ParsedPublicKey, SIGNING_KEY_FILE};
+pub use jwt::{
+    check_attributes, derive_key, parse_public_key, signing_key_path, verify_playback, KeyRing, KeySet, ParsedPublicKey,
+    PlaybackClaims, VerifiedPlayback, SIGNING_KEY_FILE,
+};
 
 /// The file (in the data dir) holding the generated API key.
 pub const API_KEY_FILE: &str = "api-key";

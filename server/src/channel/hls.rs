@@ -9,6 +9,9 @@
 //! beyond), and none is held longer than
 //! [`super::packager::PackagerConfig::blocking_timeout`] (a growing segment:
 //! twice that).
+//!
+//! A private channel's requests pass [`super::access`] first (403 otherwise),
+//! and its playlists hand out URIs that carry the playback session.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,12 +21,13 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
+use super::access::{self, Access, Presented};
 use super::holds::HoldPermit;
 use super::packager::{MediaName, Packager, PartLookup, Readiness};
 use super::Broadcast;
@@ -118,13 +122,30 @@ async fn hls_file(
     Path((id, file)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
 ) -> Response {
-    let mut response = match state.channels.playback(&id) {
-        None => plain(StatusCode::NOT_FOUND, "channel is offline"),
-        Some(b) => match state.channels.hold(&id, ip) {
-            None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
-            Some(permit) => serve(&b, &file, &query, permit).await,
-        },
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let presented = Presented { query: &query, origin };
+    let access = access::check(&state.channels, &state.keys, &id, &presented, crate::auth::now_unix());
+    let mut response = match access {
+        Err(refused) => refused.into_response(),
+        Ok(access) => {
+            let session = match &access {
+                Access::Open => None,
+                Access::Granted { session } => Some(session.as_str()),
+            };
+            let mut response = match state.channels.playback(&id) {
+                None => plain(StatusCode::NOT_FOUND, "channel is offline"),
+                Some(b) => match state.channels.hold(&id, ip) {
+                    None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
+                    Some(permit) => serve(&b, &file, &query, session, permit).await,
+                },
+            };
+            if session.is_some() {
+                private_cache(&mut response);
+            }
+            response
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&super::ingest::wall_ms().to_string()) {
         response.headers_mut().insert(HeaderName::from_static(SERVER_TIME_HEADER), v);
@@ -132,10 +153,28 @@ async fn hls_file(
     response
 }
 
-async fn serve(b: &Arc<Broadcast>, file: &str, query: &HashMap<String, String>, permit: HoldPermit) -> Response {
+/// What a private channel answers may be kept by the browser, never by a
+/// shared cache: `public` becomes `private`.
+fn private_cache(response: &mut Response) {
+    let cache = response.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
+    if let Some(rest) = cache.and_then(|c| c.strip_prefix("public")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("private{rest}")) {
+            response.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+    }
+}
+
+/// `session`: a private channel's playback session, for the playlists' URIs.
+async fn serve(
+    b: &Arc<Broadcast>,
+    file: &str,
+    query: &HashMap<String, String>,
+    session: Option<&str>,
+    permit: HoldPermit,
+) -> Response {
     let timeout = b.with_packager(|p| p.config().blocking_timeout());
     match file {
-        "index.m3u8" | "media.m3u8" => playlist(b, file == "index.m3u8", query, timeout).await,
+        "index.m3u8" | "media.m3u8" => playlist(b, file == "index.m3u8", query, session, timeout).await,
         name if name.starts_with("init") && name.ends_with(".mp4") => {
             let version = name.trim_start_matches("init").trim_end_matches(".mp4");
             let parsed = if version.is_empty() { Ok(0) } else { version.parse::<u32>() };
@@ -168,11 +207,23 @@ async fn serve(b: &Arc<Broadcast>, file: &str, query: &HashMap<String, String>, 
     }
 }
 
-async fn playlist(b: &Arc<Broadcast>, multivariant: bool, query: &HashMap<String, String>, timeout: Duration) -> Response {
+async fn playlist(
+    b: &Arc<Broadcast>,
+    multivariant: bool,
+    query: &HashMap<String, String>,
+    session: Option<&str>,
+    timeout: Duration,
+) -> Response {
     let Ok(blocking) = parse_blocking(query) else {
         return plain(StatusCode::BAD_REQUEST, "malformed _HLS_msn / _HLS_part");
     };
-    let text = |p: &Packager| if multivariant { p.multivariant_playlist() } else { p.media_playlist() };
+    let text = |p: &Packager| {
+        let text = if multivariant { p.multivariant_playlist() } else { p.media_playlist() };
+        match session {
+            Some(session) => access::with_session(&text, session),
+            None => text,
+        }
+    };
     let result = wait_for(b, timeout, |p| {
         if !p.has_media() && !p.is_ended() {
             return None;

@@ -35,6 +35,10 @@ impl From<ChannelError> for AppError {
             ChannelError::InvalidSdp(_) => AppError::bad_request("INVALID_SDP", e.to_string()),
             ChannelError::SessionNotFound => AppError::not_found("SESSION_NOT_FOUND", e.to_string()),
             ChannelError::MetadataTooLarge => AppError::bad_request("INVALID_METADATA", e.to_string()),
+            ChannelError::PlaybackKeyNotFound(_) => AppError::not_found("PLAYBACK_KEY_NOT_FOUND", e.to_string()),
+            ChannelError::PlaybackKeyExists => AppError::conflict("PLAYBACK_KEY_EXISTS", e.to_string()),
+            ChannelError::TooManyPlaybackKeys => AppError::conflict("PLAYBACK_KEY_LIMIT", e.to_string()),
+            ChannelError::InvalidPublicKey => AppError::bad_request("INVALID_PUBLIC_KEY", e.to_string()),
             ChannelError::Store(_) | ChannelError::Io(_) | ChannelError::Audio(_) => AppError::internal(&e),
         }
     }
@@ -45,7 +49,13 @@ impl From<ChannelError> for AppError {
 #[serde(rename_all = "camelCase")]
 pub struct ChannelView {
     pub id: String,
+    /// `arn:stagecast:ivs:local:channel/{id}`: what a playback token's
+    /// `aws:channel-arn` names (the bare id works too).
+    pub arn: String,
     pub name: String,
+    /// Private: playback needs a playback token (`?token=`), signed by an
+    /// imported playback key.
+    pub authorized: bool,
     /// The WHIP URL: `POST` an offer here with `Authorization: Bearer <streamKey>`.
     pub ingest_endpoint: String,
     /// The multivariant HLS playlist.
@@ -88,6 +98,8 @@ pub struct ListChannelsResponse {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateChannelRequest {
     name: Option<String>,
+    /// IVS `authorized`: a private channel (default false).
+    authorized: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +129,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels/{id}/metadata", post(put_metadata))
         .route("/v1/channels/{id}/stop", post(stop_stream))
         .merge(whip)
+        .merge(super::playback_keys::router())
         .merge(super::hls::router())
 }
 
@@ -151,7 +164,9 @@ fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> Channe
     let base = urls.http_base();
     ChannelView {
         id: record.id.clone(),
+        arn: super::channel_arn(&record.id),
         name: record.name.clone(),
+        authorized: record.authorized,
         ingest_endpoint: super::ingest_endpoint(base, &record.id),
         playback_url: super::playback_url(base, &record.id),
         state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" }.to_owned(),
@@ -169,7 +184,7 @@ async fn create_channel(
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(AppError::bad_request("INVALID_NAME", format!("name is at most {MAX_NAME_CHARS} characters")));
     }
-    let record = state.channels.create(name)?;
+    let record = state.channels.create(name, req.authorized.unwrap_or(false))?;
     Ok(Json(CreateChannelResponse { channel: view(&state, &headers, &record), stream_key: record.stream_key.clone() }))
 }
 

@@ -16,10 +16,14 @@
 //! - [`ChannelHub`] holds the stored channels (their own SQLite table) and
 //!   the broadcasts; [`router`] serves the control plane
 //!   (`/v1/channels…`, API key), the WHIP ingest (stream key) and `/hls/…`.
+//! - [`access`] decides who may play a private (`authorized`) channel:
+//!   a playback token signed by one of the [`playback_keys`], then a
+//!   short server-signed session value on every URL the playlists hand out.
 //!
 //! Stream keys are secrets: they are compared in constant time and never
 //! logged or put into playback URLs.
 
+pub mod access;
 pub mod audio;
 pub mod broadcast;
 pub mod fmp4;
@@ -30,9 +34,10 @@ mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod packager;
+pub mod playback_keys;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -63,6 +68,12 @@ pub fn playback_url(base: &str, id: &str) -> String {
     format!("{base}/hls/{id}/index.m3u8")
 }
 
+/// The ARN-like name of a channel (IVS channels are named by ARN; playback
+/// tokens carry it as `aws:channel-arn`).
+pub fn channel_arn(id: &str) -> String {
+    format!("arn:stagecast:ivs:local:channel/{id}")
+}
+
 /// Channel errors; `http` maps them to status codes.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -80,6 +91,14 @@ pub enum ChannelError {
     SessionNotFound,
     #[error("metadata is at most {MAX_METADATA_BYTES} bytes")]
     MetadataTooLarge,
+    #[error("playback key {0} does not exist")]
+    PlaybackKeyNotFound(String),
+    #[error("this public key was already imported as a playback key")]
+    PlaybackKeyExists,
+    #[error("at most {} playback keys can be imported; delete one first", playback_keys::MAX_PLAYBACK_KEYS)]
+    TooManyPlaybackKeys,
+    #[error("the public key is not a PEM P-384 public key (SPKI)")]
+    InvalidPublicKey,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("media socket: {0}")]
@@ -104,6 +123,10 @@ struct HubInner {
     cert: Option<DtlsCert>,
     reconnect_window: Duration,
     holds: holds::Holds,
+    /// The ids of private channels (HLS asks on every request: no query).
+    authorized: Mutex<HashSet<String>>,
+    /// The imported playback keys that may sign playback tokens.
+    playback_keys: auth::KeySet,
 }
 
 impl ChannelHub {
@@ -119,6 +142,8 @@ impl ChannelHub {
         reconnect_window: Duration,
     ) -> Result<Self, StoreError> {
         let store = Arc::new(ChannelStore::open(&data_dir.join("stagecast.db"))?);
+        let authorized = Mutex::new(store.authorized_ids()?.into_iter().collect());
+        let playback_keys = playback_keys::load(&store)?;
         // One DTLS certificate for all broadcasts: generating one per WHIP
         // request costs milliseconds.
         let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
@@ -131,6 +156,8 @@ impl ChannelHub {
                 cert,
                 reconnect_window,
                 holds: holds::Holds::default(),
+                authorized,
+                playback_keys,
             }),
         };
         hub.restore()?;
@@ -161,17 +188,26 @@ impl ChannelHub {
         Ok(())
     }
 
-    /// Create a channel with a fresh id and stream key.
-    pub fn create(&self, name: String) -> Result<ChannelRecord, ChannelError> {
+    /// Create a channel with a fresh id and stream key; `authorized`: private.
+    pub fn create(&self, name: String, authorized: bool) -> Result<ChannelRecord, ChannelError> {
         let record = ChannelRecord {
             id: format!("ch-{}", auth::random_alphanumeric(12)),
             name,
             stream_key: format!("{}{}", auth::STREAM_KEY_PREFIX, auth::random_alphanumeric(32)),
             create_time: auth::now_unix(),
+            authorized,
         };
         self.inner.store.insert(&record)?;
-        tracing::info!(channel = %record.id, "channel created");
+        if authorized {
+            lock(&self.inner.authorized).insert(record.id.clone());
+        }
+        tracing::info!(channel = %record.id, authorized, "channel created");
         Ok(record)
+    }
+
+    /// Whether playing channel `id` needs a playback token.
+    pub fn is_authorized(&self, id: &str) -> bool {
+        lock(&self.inner.authorized).contains(id)
     }
 
     /// ListChannels, one page, oldest first.
@@ -188,6 +224,7 @@ impl ChannelHub {
         if !self.inner.store.delete(id)? {
             return Err(ChannelError::NotFound(id.to_owned()));
         }
+        lock(&self.inner.authorized).remove(id);
         if let Some(b) = lock(&self.inner.live).remove(id) {
             let _ = b.stop(None, Instant::now());
         }

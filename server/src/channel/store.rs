@@ -1,6 +1,6 @@
-//! Channels persist in their own table (`channels`) of the server's SQLite
-//! file, through a connection of their own (like chat rooms), so the shared
-//! store trait does not need to know about channels.
+//! Channels persist in their own tables (`channels`, `playback_keys`, …) of
+//! the server's SQLite file, through a connection of their own (like chat
+//! rooms), so the shared store trait does not need to know about channels.
 
 use std::path::Path;
 
@@ -14,6 +14,13 @@ CREATE TABLE IF NOT EXISTS channels (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     stream_key TEXT NOT NULL,
+    create_time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS playback_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    pem TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE,
     create_time INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS channel_broadcasts (
@@ -32,6 +39,8 @@ pub struct ChannelRecord {
     pub stream_key: String,
     /// Unix seconds.
     pub create_time: i64,
+    /// Private: playback needs a playback token (IVS `authorized`).
+    pub authorized: bool,
 }
 
 impl std::fmt::Debug for ChannelRecord {
@@ -41,6 +50,7 @@ impl std::fmt::Debug for ChannelRecord {
             .field("name", &self.name)
             .field("stream_key", &"<redacted>")
             .field("create_time", &self.create_time)
+            .field("authorized", &self.authorized)
             .finish()
     }
 }
@@ -58,28 +68,66 @@ pub struct SavedBroadcast {
     pub updated_ms: i64,
 }
 
+/// An imported playback key pair's public half (IVS `PlaybackKeyPair`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybackKeyRecord {
+    pub id: String,
+    pub name: String,
+    /// SPKI PEM, P-384.
+    pub pem: String,
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub create_time: i64,
+}
+
 pub struct ChannelStore {
     conn: TableConnection,
 }
 
 impl ChannelStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self { conn: TableConnection::open(path, SCHEMA)? })
+        let store = Self { conn: TableConnection::open(path, SCHEMA)? };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Tables made before channels could be private lack `authorized`
+    /// (`CREATE TABLE IF NOT EXISTS` does not add it): their channels stay public.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare("PRAGMA table_info(channels)")?;
+        let columns = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<Vec<_>, _>>()?;
+        if !columns.iter().any(|c| c == "authorized") {
+            conn.execute_batch("ALTER TABLE channels ADD COLUMN authorized INTEGER NOT NULL DEFAULT 0;")?;
+        }
+        Ok(())
     }
 
     pub fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError> {
         self.conn.lock()?.execute(
-            "INSERT INTO channels (id, name, stream_key, create_time) VALUES (?1, ?2, ?3, ?4)",
-            params![c.id, c.name, c.stream_key, c.create_time],
+            "INSERT INTO channels (id, name, stream_key, create_time, authorized) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.id, c.name, c.stream_key, c.create_time, c.authorized],
         )?;
         Ok(())
+    }
+
+    /// The ids of every private channel.
+    pub fn authorized_ids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare("SELECT id FROM channels WHERE authorized != 0")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
         Ok(self
             .conn
             .lock()?
-            .query_row("SELECT id, name, stream_key, create_time FROM channels WHERE id = ?1", params![id], channel_row)
+            .query_row(
+                "SELECT id, name, stream_key, create_time, authorized FROM channels WHERE id = ?1",
+                params![id],
+                channel_row,
+            )
             .optional()?)
     }
 
@@ -87,10 +135,10 @@ impl ChannelStore {
     pub fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, name, stream_key, create_time, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            "SELECT id, name, stream_key, create_time, authorized, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(4)?, channel_row(r)?)))?
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(5)?, channel_row(r)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(rows, page.limit))
     }
@@ -98,6 +146,67 @@ impl ChannelStore {
     /// True when a row was deleted.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
+    }
+
+    pub fn insert_playback_key(&self, k: &PlaybackKeyRecord) -> Result<(), StoreError> {
+        self.conn.lock()?.execute(
+            "INSERT INTO playback_keys (id, name, pem, fingerprint, create_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![k.id, k.name, k.pem, k.fingerprint, k.create_time],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_playback_key(&self, id: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
+        Ok(self
+            .conn
+            .lock()?
+            .query_row(
+                "SELECT id, name, pem, fingerprint, create_time FROM playback_keys WHERE id = ?1",
+                params![id],
+                key_row,
+            )
+            .optional()?)
+    }
+
+    pub fn find_playback_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
+        Ok(self
+            .conn
+            .lock()?
+            .query_row(
+                "SELECT id, name, pem, fingerprint, create_time FROM playback_keys WHERE fingerprint = ?1",
+                params![fingerprint],
+                key_row,
+            )
+            .optional()?)
+    }
+
+    /// Oldest first, one page.
+    pub fn list_playback_keys(&self, page: PageQuery) -> Result<Page<PlaybackKeyRecord>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, name, pem, fingerprint, create_time, rowid FROM playback_keys WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(5)?, key_row(r)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+
+    /// Every playback key (to load them at start).
+    pub fn all_playback_keys(&self) -> Result<Vec<PlaybackKeyRecord>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt = conn.prepare("SELECT id, name, pem, fingerprint, create_time FROM playback_keys ORDER BY rowid")?;
+        let keys = stmt.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
+    }
+
+    pub fn count_playback_keys(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.lock()?.query_row("SELECT COUNT(*) FROM playback_keys", [], |r| r.get(0))?)
+    }
+
+    /// True when a row was deleted.
+    pub fn delete_playback_key(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.lock()?.execute("DELETE FROM playback_keys WHERE id = ?1", params![id])? > 0)
     }
 
     /// Remember where a broadcast is (replacing what was saved before).
@@ -137,5 +246,21 @@ impl ChannelStore {
 }
 
 fn channel_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChannelRecord> {
-    Ok(ChannelRecord { id: r.get(0)?, name: r.get(1)?, stream_key: r.get(2)?, create_time: r.get(3)? })
+    Ok(ChannelRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        stream_key: r.get(2)?,
+        create_time: r.get(3)?,
+        authorized: r.get(4)?,
+    })
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlaybackKeyRecord> {
+    Ok(PlaybackKeyRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        pem: r.get(2)?,
+        fingerprint: r.get(3)?,
+        create_time: r.get(4)?,
+    })
 }

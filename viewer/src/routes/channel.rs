@@ -8,6 +8,11 @@
 //! broadcast plays without a reload. A channel has no chat room, so the
 //! page has no chat panel. Until the first answer the badge is hidden: the
 //! page does not claim Offline before it knows.
+//!
+//! A private channel plays with the page's `?token=<playback token>`, which
+//! goes on the playback URL. Without one (or with one that is refused) the
+//! player reports a 403: the page says the stream is private, and tries
+//! again only when the channel next goes live.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,7 +23,7 @@ use send_wrapper::SendWrapper;
 use web_sys::UrlSearchParams;
 
 use crate::api;
-use crate::player::{Callbacks, Player, PlayerKind};
+use crate::player::{self, Callbacks, Player, PlayerKind};
 use crate::routes::watch::StreamState;
 
 /// How often the channel's state is asked.
@@ -29,6 +34,8 @@ const OFFLINE: &str =
 const ENDED: &str =
     "The stream has ended. It starts again here when the channel goes live again.";
 const MISSING: &str = "This channel does not exist (any more).";
+const PRIVATE: &str = "This stream is private: it plays only with a valid playback token. \
+Open the link you were given (with its ?token=…), or ask for a new one if it has expired.";
 
 fn label(state: StreamState) -> &'static str {
     match state {
@@ -50,6 +57,9 @@ struct Session {
     alive: Cell<bool>,
     /// Bumped per player, so a late "gone" of an old player is ignored.
     generation: Cell<u32>,
+    /// The stream refused this page (private channel, no valid token): no
+    /// new player until the channel has been offline.
+    refused: Cell<bool>,
 }
 
 /// What the loop and the player's callbacks show.
@@ -70,6 +80,27 @@ fn stream_gone(session: &Session, out: Outputs) {
     out.state.set(Some(if ended { StreamState::Ended } else { StreamState::Offline }));
     out.cue.set(None);
     out.message.set(Some(if ended { ENDED } else { OFFLINE }.to_owned()));
+}
+
+/// The player was refused (HTTP 403): the stream is private.
+fn stream_refused(session: &Session, out: Outputs) {
+    drop(session.player.borrow_mut().take());
+    session.was_playing.set(false);
+    session.refused.set(true);
+    out.state.set(None);
+    out.cue.set(None);
+    out.message.set(Some(PRIVATE.to_owned()));
+}
+
+/// `url` with the page's playback token, if it has one.
+fn with_token(url: String, token: Option<&str>) -> String {
+    match token {
+        Some(token) => {
+            let join = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{join}token={}", String::from(js_sys::encode_uri_component(token)))
+        }
+        None => url,
+    }
 }
 
 async fn start(
@@ -95,11 +126,16 @@ async fn start(
         on_gone: Box::new(move |why| {
             leptos::logging::log!("player: stream gone ({why})");
             let weak = s_gone.clone();
+            let refused = player::is_forbidden(&why);
             // Not from inside the player's own callback: tearing down frees it.
             spawn_local(async move {
                 if let Some(s) = weak.upgrade() {
                     if s.generation.get() == generation && s.player.borrow().is_some() {
-                        stream_gone(&s, out);
+                        if refused {
+                            stream_refused(&s, out);
+                        } else {
+                            stream_gone(&s, out);
+                        }
                     }
                 }
             });
@@ -120,6 +156,7 @@ async fn poll_loop(
     out: Outputs,
     kind: PlayerKind,
     channel_id: String,
+    token: Option<String>,
     video: NodeRef<leptos::html::Video>,
 ) {
     while session.alive.get() {
@@ -136,9 +173,14 @@ async fn poll_loop(
                     out.title.set(status.name);
                 }
                 let running = session.player.borrow().is_some() || session.starting.get();
+                if !status.live {
+                    session.refused.set(false);
+                }
                 match (status.live, video.get_untracked()) {
+                    (true, _) if session.refused.get() => {}
                     (true, Some(video)) if !running => {
-                        spawn_local(start(session.clone(), out, kind, video, status.playback_url));
+                        let url = with_token(status.playback_url, token.as_deref());
+                        spawn_local(start(session.clone(), out, kind, video, url));
                     }
                     (false, _) if running => stream_gone(&session, out),
                     (false, _) if out.state.get_untracked().is_none() => {
@@ -158,7 +200,8 @@ async fn poll_loop(
 pub fn ChannelPage(channel_id: String) -> impl IntoView {
     let query = window().location().search().ok();
     let params = query.and_then(|q| UrlSearchParams::new_with_str(&q).ok());
-    let kind = PlayerKind::from_query(params.and_then(|p| p.get("player")).as_deref());
+    let kind = PlayerKind::from_query(params.as_ref().and_then(|p| p.get("player")).as_deref());
+    let token = params.and_then(|p| p.get("token")).filter(|t| !t.is_empty());
     let state = RwSignal::new(None::<StreamState>);
     let (cue, set_cue) = signal(None::<String>);
     let (message, set_message) = signal(Some("Looking for the stream…".to_owned()));
@@ -168,7 +211,7 @@ pub fn ChannelPage(channel_id: String) -> impl IntoView {
 
     let session = Rc::new(Session::default());
     session.alive.set(true);
-    spawn_local(poll_loop(session.clone(), out, kind, channel_id, video));
+    spawn_local(poll_loop(session.clone(), out, kind, channel_id, token, video));
     let for_cleanup = SendWrapper::new(session);
     on_cleanup(move || {
         for_cleanup.alive.set(false);
