@@ -99,6 +99,39 @@ describe('three participants on one stage', { timeout: 180_000 }, () => {
     await screens(blue.page, 'stage-guest');
   });
 
+  it('every tile shows a good connection (no loss on loopback) from the SDK\'s quality stats', async () => {
+    for (const viewer of all) {
+      const seen = await viewer.page.waitForFunction(
+        () => {
+          const dots = [...document.querySelectorAll('[data-testid="tile"]')].map((t) => ({
+            id: t.dataset.participantId,
+            local: t.dataset.local,
+            quality: t.querySelector('[data-testid="tile-quality"]')?.dataset.quality,
+            title: t.querySelector('[data-testid="tile-quality"]')?.title,
+          }));
+          return dots.length === 3 && dots.every((d) => d.quality === 'excellent' || d.quality === 'good') && dots;
+        },
+        null,
+        { timeout: 10000 },
+      ).then((h) => h.jsonValue()).catch(async (err) => {
+        const now = await viewer.page.evaluate(() => [...document.querySelectorAll('[data-testid="tile-quality"]')].map((q) => q.dataset.quality));
+        throw new Error(`${viewer.name}: tiles' quality not good within 10 s: ${JSON.stringify(now)} (${err.message})`);
+      });
+      assert.match(seen[0].title, /^Connection: (excellent|good)$/);
+    }
+    // The numbers behind a dot: the remote video's RTCStatsReport has decoded frames.
+    const decoded = await red.page.evaluate(async (id) => {
+      const stream = window.__stagecast.videoStreams?.[id];
+      if (!stream) return -1;
+      let frames = 0;
+      (await stream.requestRTCStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+      });
+      return frames;
+    }, green.id);
+    assert.ok(decoded > 0, `requestRTCStats() of Green's video on Red's page shows decoded frames (${decoded})`);
+  });
+
   it("each page hears the other two's tones", async () => {
     for (const viewer of all) {
       for (const other of all.filter((p) => p !== viewer)) {

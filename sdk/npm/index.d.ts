@@ -111,6 +111,33 @@ export declare class StageError extends Error {
   readonly remoteParticipantId?: string;
 }
 
+/** A stream's connection quality, graded from its packet loss since the previous look. */
+export declare const NetworkQuality: {
+  readonly EXCELLENT: 4;
+  readonly GOOD: 3;
+  readonly NORMAL: 2;
+  readonly POOR: 1;
+  readonly DOWN: 0;
+};
+export type NetworkQuality = (typeof NetworkQuality)[keyof typeof NetworkQuality];
+
+/**
+ * One record of `requestQualityStats()`. Loss below 1 % is EXCELLENT, 3 % GOOD,
+ * 8 % NORMAL, more POOR; no packet at all since the previous call is DOWN.
+ */
+export interface StreamQualityStats {
+  readonly networkQuality: NetworkQuality;
+  /** Remote streams. */
+  readonly packetsReceived?: number;
+  /** Local streams. */
+  readonly packetsSent?: number;
+  readonly packetsLost: number;
+  readonly framesPerSecond?: number;
+  readonly jitter?: number;
+  /** Local streams, from the server's receiver reports. */
+  readonly roundTripTime?: number;
+}
+
 /** A participant as the SDK reports it. The same object is updated in place. */
 export interface StageParticipantInfo {
   readonly id: string;
@@ -130,6 +157,10 @@ export interface StageStream {
   readonly streamType: StreamType;
   readonly mediaStreamTrack: MediaStreamTrack;
   readonly isMuted: boolean;
+  /** The browser's stats of the RTCRtpSender/Receiver carrying it (empty while not connected). */
+  requestRTCStats(): Promise<RTCStatsReport>;
+  /** Quality since the previous call: one record per encoding, `[]` while not connected. */
+  requestQualityStats(): Promise<StreamQualityStats[]>;
 }
 
 /** Accepted for IVS compatibility; encoder settings are the browser's defaults. */
@@ -151,6 +182,8 @@ export declare class LocalStageStream implements StageStream {
   readonly isMuted: boolean;
   /** Disables/enables the track and tells the other participants. */
   setMuted(muted: boolean): void;
+  requestRTCStats(): Promise<RTCStatsReport>;
+  requestQualityStats(): Promise<StreamQualityStats[]>;
   /** Releases the WebAssembly side of the object. */
   free(): void;
 }

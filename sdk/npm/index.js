@@ -11,9 +11,49 @@ import init, {
   SendMessageRequest,
   DeleteMessageRequest,
   DisconnectUserRequest,
+  __networkQuality as networkQuality,
 } from './stagecast.js';
 
 await init({ module_or_path: new URL('./stagecast_bg.wasm', import.meta.url) });
+
+/** Each stream's counters at its previous `requestQualityStats()`. */
+const LAST_LOOK = new WeakMap();
+
+/**
+ * `requestQualityStats()` of local and remote stage streams: reads the
+ * stream's stats report into packet counters; the SDK's core grades the
+ * interval since the previous call. `[]` while the stream is not connected.
+ */
+async function requestQualityStats() {
+  const sending = this instanceof LocalStageStream;
+  const report = await this.requestRTCStats();
+  let packets = 0;
+  let lost = 0;
+  let seen = false;
+  const out = {};
+  report.forEach((s) => {
+    if (s.type === (sending ? 'outbound-rtp' : 'inbound-rtp')) {
+      seen = true;
+      packets += (sending ? s.packetsSent : s.packetsReceived) || 0;
+      if (!sending) lost += Math.max(0, s.packetsLost || 0);
+      if (s.framesPerSecond !== undefined) out.framesPerSecond = s.framesPerSecond;
+      if (!sending) out.jitter = s.jitter;
+    } else if (sending && s.type === 'remote-inbound-rtp') {
+      lost += Math.max(0, s.packetsLost || 0);
+      out.jitter = s.jitter;
+      out.roundTripTime = s.roundTripTime;
+    }
+  });
+  if (!seen) return [];
+  const arrived = sending ? Math.max(0, packets - lost) : packets;
+  const [prevArrived, prevLost] = LAST_LOOK.get(this) || [0, 0];
+  LAST_LOOK.set(this, [arrived, lost]);
+  out[sending ? 'packetsSent' : 'packetsReceived'] = packets;
+  out.packetsLost = lost;
+  out.networkQuality = networkQuality(prevArrived, prevLost, arrived, lost);
+  return [out];
+}
+LocalStageStream.prototype.requestQualityStats = requestQualityStats;
 
 /** Who is on a stage now, with their streams (for `autoLayout` to catch up). */
 const PRESENT = Symbol('stagecast.present');
@@ -32,6 +72,8 @@ class Stage extends WasmStage {
     this.on('stageParticipantJoined', (p) => void entry(p));
     this.on('stageParticipantLeft', (p) => void present.delete(p.id));
     this.on('stageParticipantStreamsAdded', (p, streams) => {
+      // Registered before any app listener: remote streams have it when the app sees them.
+      for (const s of streams) if (!s.requestQualityStats) s.requestQualityStats = requestQualityStats;
       const e = entry(p);
       e.p = p;
       for (const s of streams) if (!e.streams.some((o) => o.id === s.id)) e.streams.push(s);
@@ -71,6 +113,9 @@ export const StageConnectionState = freeze({
 });
 
 export const StreamType = freeze({ AUDIO: 'audio', VIDEO: 'video' });
+
+/** What `requestQualityStats()` grades a stream's connection (from its packet loss). */
+export const NetworkQuality = freeze({ EXCELLENT: 4, GOOD: 3, NORMAL: 2, POOR: 1, DOWN: 0 });
 
 export const StageParticipantPublishState = freeze({
   NOT_PUBLISHED: 'not_published',

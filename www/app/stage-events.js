@@ -2,10 +2,10 @@
 // publish statuses, tiles and their media, errors, and leaving. Every event
 // is also recorded in `window.__stagecast.events` (`record`) for tests.
 
-import { StageConnectionState, StageEvents } from 'stagecast';
+import { StageConnectionState, StageEvents, StreamType } from 'stagecast';
 import { bannerReason, hideBanner, showBanner } from './dom.js';
 import { describeError, errorFields } from './stage-errors.js';
-import { applyStreamMute, refreshTile } from './tiles.js';
+import { applyStreamMute, refreshTile, useForQuality } from './tiles.js';
 
 /**
  * Wires every stage event. `ctx`: `record`, `ui` (the stage view's parts),
@@ -81,6 +81,10 @@ function wireMedia(stage, { record, tiles, ui }) {
       streamTypes: streams.map((s) => s.streamType),
     });
     const tile = tiles.tileFor(info, !!info.isLocal);
+    for (const stream of streams) useForQuality(tile, stream);
+    // For tests and the console, as `broadcast` and `chat` are.
+    const video = streams.find((s) => s.streamType === StreamType.VIDEO);
+    if (video && window.__stagecast) (window.__stagecast.videoStreams ||= {})[info.id] = video;
     if (info.isLocal) return; // the local preview already shows our own camera
     for (const stream of streams) {
       const track = stream.mediaStreamTrack;
@@ -102,9 +106,10 @@ function wireMedia(stage, { record, tiles, ui }) {
       isLocal: !!info.isLocal,
       streamTypes: streams.map((s) => s.streamType),
     });
-    if (info.isLocal) return;
-    const tile = tiles.get(info.id);
+    const tile = tiles.get(info.isLocal ? 'local' : info.id);
     if (!tile) return;
+    if (streams.some((s) => s.id === tile.statsStream?.id)) tile.statsStream = null;
+    if (info.isLocal) return;
     for (const stream of streams) {
       const track = stream.mediaStreamTrack;
       if (track) tile.media.removeTrack(track);

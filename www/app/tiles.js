@@ -1,8 +1,9 @@
 // The stage view's tile grid: one tile per participant (ours first), with
-// video, avatar, name, host badge, muted and reconnecting marks, and, for
-// the host, a Remove button on guests' tiles.
+// video, avatar, name, host badge, muted and reconnecting marks, a
+// connection-quality dot (the SDK's requestQualityStats(), every 2 s) and,
+// for the host, a Remove button on guests' tiles.
 
-import { StreamType } from 'stagecast';
+import { NetworkQuality, StreamType } from 'stagecast';
 import { api } from './api.js';
 import { safeAvatar } from './avatars.js';
 import { h, showBanner } from './dom.js';
@@ -10,6 +11,16 @@ import { profile } from './profile.js';
 
 const MIC_ICON =
   '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true"><path fill="currentColor" d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path stroke="currentColor" stroke-width="2.4" d="M4 3l17 18"/></svg>';
+
+/** NetworkQuality value → the word the dot shows (as its title and data-quality). */
+const QUALITY = {
+  [NetworkQuality.EXCELLENT]: 'excellent',
+  [NetworkQuality.GOOD]: 'good',
+  [NetworkQuality.NORMAL]: 'fair',
+  [NetworkQuality.POOR]: 'poor',
+  [NetworkQuality.DOWN]: 'down',
+};
+const QUALITY_EVERY_MS = 2000;
 
 /** The host's Remove button on a guest's tile `el`. */
 function removeButton(session, name, el) {
@@ -48,6 +59,7 @@ function newTile(info, isLocal, session, ownName) {
   const mutedEl = h('span', { class: 'mic-off', 'data-testid': 'tile-muted', hidden: true, title: 'Microphone muted' });
   const reconnectEl = h('span', { class: 'tile-reconnecting', 'data-testid': 'tile-reconnecting', hidden: true }, 'Reconnecting…');
   mutedEl.innerHTML = MIC_ICON + '<span>Muted</span>';
+  const qualityEl = h('span', { class: 'tile-quality', 'data-testid': 'tile-quality', 'data-quality': 'unknown', hidden: true });
   const el = h(
     'div',
     {
@@ -66,13 +78,14 @@ function newTile(info, isLocal, session, ownName) {
     reconnectEl,
     h('img', { class: 'tile-avatar', 'data-testid': 'tile-avatar', src: isLocal ? profile.avatarUrl : safeAvatar(attrs.avatarUrl), alt: '' }),
     h('div', { class: 'tile-label' },
+      qualityEl,
       h('span', { class: 'name', 'data-testid': 'tile-name' }, isLocal ? `${name} (you)` : name),
       attrs.isHost === 'true' ? h('span', { class: 'badge', 'data-testid': 'host-badge' }, 'Host') : null,
       mutedEl,
     ),
   );
   if (session.isHost && !isLocal && session.groupId) el.append(removeButton(session, name, el));
-  return { el, video, media, mutedEl, reconnectEl, wasSubscribed: false, audioMuted: false, videoStopped: false };
+  return { el, video, media, mutedEl, reconnectEl, qualityEl, statsStream: null, wasSubscribed: false, audioMuted: false, videoStopped: false };
 }
 
 /** Shows a tile's state (video, muted, camera stopped) on its element. */
@@ -91,9 +104,35 @@ export function applyStreamMute(tile, stream) {
   if (stream.streamType === StreamType.VIDEO) tile.videoStopped = !!stream.isMuted;
 }
 
+/** Keeps a tile's stage stream for its quality dot (video if it has one). */
+export function useForQuality(tile, stream) {
+  if (!stream || typeof stream.requestQualityStats !== 'function') return;
+  if (!tile.statsStream || stream.streamType === StreamType.VIDEO) tile.statsStream = stream;
+}
+
+function showQuality(tile, word) {
+  tile.qualityEl.hidden = !word;
+  tile.qualityEl.dataset.quality = word || 'unknown';
+  tile.qualityEl.title = word ? `Connection: ${word}` : '';
+}
+
 /** The tiles in `grid`, keyed by participant id ("local" for ours). */
 export function createTiles(grid, session, ownName) {
   const tiles = new Map(); // participant id (or "local") -> tile record
+
+  const timer = setInterval(async () => {
+    if (!grid.isConnected) return clearInterval(timer);
+    for (const tile of tiles.values()) {
+      const stream = tile.statsStream;
+      if (!stream) continue;
+      try {
+        const [q] = await stream.requestQualityStats();
+        showQuality(tile, q ? QUALITY[q.networkQuality] : null);
+      } catch {
+        showQuality(tile, null);
+      }
+    }
+  }, QUALITY_EVERY_MS);
 
   function updateGridCount() {
     grid.dataset.count = String(tiles.size);

@@ -21,6 +21,7 @@ pub mod json;
 pub mod layout;
 pub mod link;
 pub mod publish;
+pub mod quality;
 pub mod session;
 pub mod state;
 pub mod strategy;

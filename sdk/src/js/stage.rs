@@ -413,17 +413,23 @@ impl Inner {
 
     fn open_publish(self: &Rc<Self>, op: u32, streams: &[DesiredStream], ice_servers: Vec<IceServer>) {
         let Some((whip_url, token)) = self.media_endpoint() else { return };
-        let tracks: Vec<(StreamKind, web_sys::MediaStreamTrack)> = {
+        let (tracks, shared): (Vec<(StreamKind, web_sys::MediaStreamTrack)>, Vec<Rc<LocalShared>>) = {
             let io = self.io.borrow();
             streams
                 .iter()
-                .filter_map(|d| io.locals.get(&d.key).map(|(s, _)| (d.kind, Clone::clone(&s.track))))
-                .collect()
+                .filter_map(|d| io.locals.get(&d.key).map(|(s, _)| ((d.kind, Clone::clone(&s.track)), s.clone())))
+                .unzip()
         };
         let on_state = self.on_state(op);
         let weak = Rc::downgrade(self);
         spawn_local(async move {
             let result = PublishPeer::start(&whip_url, &token, &tracks, &ice_servers, on_state).await;
+            if let Ok(peer) = &result {
+                // Each stream's stats come from the sender now carrying it.
+                for s in &shared {
+                    s.sender.replace(peer.sender(s.kind));
+                }
+            }
             if let Some(inner) = weak.upgrade() {
                 inner.answered(op, result.map(Peer::Publish).map_err(HttpFailure::from));
             }
@@ -454,7 +460,15 @@ impl Inner {
             let result = SubscribePeer::start(&whip_url, &token, &publisher, &ice_servers, on_state).await;
             let Some(inner) = weak.upgrade() else { return };
             let result = result.map_err(HttpFailure::from).map(|peer| {
-                let objs = peer.tracks.iter().map(|(k, t)| (*k, remote_stream(*k, t, false))).collect();
+                let objs = peer
+                    .tracks
+                    .iter()
+                    .map(|(k, t, r)| {
+                        let obj = remote_stream(*k, t, false);
+                        crate::web::stats::attach(&obj, r);
+                        (*k, obj)
+                    })
+                    .collect();
                 Peer::Subscribe(peer, objs)
             });
             inner.answered(op, result);

@@ -1,6 +1,7 @@
 //! `LocalStageStream`: a local track the strategy can publish.
 
 use super::convert::type_error;
+use crate::core::quality::{grade_interval, LossCounters};
 use crate::core::StreamKind;
 use std::cell::{Cell, RefCell};
 use super::small_map::SmallMap;
@@ -14,6 +15,18 @@ pub(crate) struct LocalShared {
     pub kind: StreamKind,
     pub track: MediaStreamTrack,
     pub muted: Cell<bool>,
+    /// The sender publishing this stream, for its stats.
+    pub sender: RefCell<Option<web_sys::RtcRtpSender>>,
+}
+
+/// `requestQualityStats()`'s decision (the package's JS reads the stats
+/// report and keeps the previous counters): IVS's `NetworkQuality` for the
+/// interval between two looks. Internal; not part of the API.
+#[wasm_bindgen(js_name = __networkQuality)]
+pub fn network_quality(prev_arrived: f64, prev_lost: f64, arrived: f64, lost: f64) -> u8 {
+    let n = |v: f64| if v.is_finite() && v > 0.0 { v as u64 } else { 0 };
+    let at = |arrived, lost| LossCounters { arrived: n(arrived), lost: n(lost) };
+    grade_interval(at(prev_arrived, prev_lost), at(arrived, lost)) as u8
 }
 
 type MuteHook = dyn Fn(u32);
@@ -69,6 +82,7 @@ impl LocalStageStream {
             kind,
             muted: Cell::new(!track.enabled()),
             track,
+            sender: RefCell::new(None),
         });
         REGISTRY.with(|r| r.borrow_mut().insert(key, Rc::downgrade(&shared)));
         Ok(LocalStageStream { shared })
@@ -111,6 +125,14 @@ impl LocalStageStream {
     #[wasm_bindgen(getter, js_name = mediaStreamTrack)]
     pub fn media_stream_track(&self) -> MediaStreamTrack {
         Clone::clone(&self.shared.track)
+    }
+
+    /// The browser's stats of the sender publishing this stream (an empty
+    /// report while it is not published).
+    #[wasm_bindgen(js_name = requestRTCStats)]
+    pub fn request_rtc_stats(&self) -> js_sys::Promise {
+        let sender = self.shared.sender.borrow().clone().map(JsValue::from);
+        crate::web::stats::rtc_stats(sender.as_ref())
     }
 
     /// Internal handle the stage uses to find this stream.

@@ -12,7 +12,7 @@ use js_sys::{Array, Object, Reflect};
 use stagecast_protocol::events::IceServer;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MediaStreamTrack, RtcRtpSender, RtcRtpTransceiver};
+use web_sys::{MediaStreamTrack, RtcRtpSender};
 
 /// Why starting the broadcast failed.
 pub type IngestError = super::sdp::SdpError;

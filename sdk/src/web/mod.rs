@@ -23,6 +23,8 @@ pub mod peer;
 pub mod sdp;
 #[cfg(feature = "stage")]
 pub mod socket;
+#[cfg(feature = "stage")]
+pub mod stats;
 pub mod timer;
 
 use wasm_bindgen::JsValue;

@@ -199,8 +199,8 @@ pub async fn replace_track(sender: &RtcRtpSender, track: &MediaStreamTrack) -> R
 /// A WHEP-style subscription to one publisher.
 pub struct SubscribePeer {
     _pc: Pc,
-    /// The receiving tracks, one per kind.
-    pub tracks: Vec<(StreamKind, MediaStreamTrack)>,
+    /// The receiving tracks, one per kind, with their receivers (for stats).
+    pub tracks: Vec<(StreamKind, MediaStreamTrack, web_sys::RtcRtpReceiver)>,
     pub location: Option<String>,
 }
 
@@ -219,7 +219,8 @@ impl SubscribePeer {
             let init = RtcRtpTransceiverInit::new();
             init.set_direction(RtcRtpTransceiverDirection::Recvonly);
             let t = pc.pc.add_transceiver_with_str_and_init(kind.as_str(), &init);
-            tracks.push((kind, t.receiver().track()));
+            let receiver = t.receiver();
+            tracks.push((kind, receiver.track(), receiver));
         }
         let url = format!("{whip_url}/subscribe/{}", js_sys::encode_uri_component(publisher_id));
         let answer = pc.negotiate(&url, token).await?;
