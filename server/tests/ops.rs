@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
+use str0m::Rtc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 mod common;
 use common::channel::{go_live, ChannelApi};
 use common::chat::{recv_live, say};
+use common::whip::{pump_until, sendonly, UdpPeer, PUBLISH_PATH};
 use common::Server;
 
 const SECRET: &str = "whsec_test_secret";
@@ -341,5 +343,45 @@ async fn a_webhook_receiver_that_never_answers_does_not_hold_up_joins() -> Resul
     ensure!(metric(&server, "stagecast_webhook_delivered_total").await? == 0.0);
     let (status, body) = server.api(Method::GET, "/v1/stages", None).await?;
     ensure!(status == 200, "the API still answers: {status} {body}");
+    Ok(())
+}
+
+/// The next verified event, pumping `peer` meanwhile so its session stays alive.
+async fn next_event_pumping(rx: &mut mpsc::UnboundedReceiver<Delivery>, peer: &mut UdpPeer) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        ensure!(Instant::now() < deadline, "no webhook in time");
+        peer.pump()?;
+        if let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_millis(5), rx.recv()).await {
+            return verify(&delivery);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_shows_in_metrics_and_webhooks() -> Result<()> {
+    let (url, mut rx) = receiver(|_| Some(200)).await?;
+    let server = webhook_server("ops-publish", url).await?;
+    let (_stage, tokens) = server.stage_and_tokens(&[("alice", &["PUBLISH", "SUBSCRIBE"])]).await?;
+    let _alice = server.join(&tokens[0]).await?;
+    let (joined, _) = next_event(&mut rx).await?;
+    ensure!(joined["detail"]["event_name"] == "Participant Joined", "{joined}");
+
+    let mut peer = UdpPeer::new(Rtc::builder()).await?;
+    let (offer, pending, _) = peer.offer(&sendonly())?;
+    let created = server.post_sdp(PUBLISH_PATH, Some(&tokens[0].token), &offer).await?.map_err(|e| anyhow!("publish refused: {e:?}"))?;
+    peer.accept(pending, &created.answer)?;
+    pump_until(&mut [&mut peer], "publisher connected", |p| p[0].rtc.is_connected()).await?;
+    let published = next_event_pumping(&mut rx, &mut peer).await?;
+    ensure!(published["detail"]["event_name"] == "Participant Published", "{published}");
+    ensure!(published["detail"]["participant_id"] == tokens[0].participant_id.as_str(), "{published}");
+    ensure!(metric(&server, "stagecast_participants{state=\"publishing\"}").await? == 1.0);
+    ensure!(metric(&server, "stagecast_sfu_sessions{role=\"publish\"}").await? == 1.0);
+    ensure!(metric(&server, "stagecast_sfu_sent_packets_total").await? > 0.0, "ICE and DTLS went out");
+
+    ensure!(server.delete(&created.location, &tokens[0].token).await? == 204);
+    let unpublished = next_event_pumping(&mut rx, &mut peer).await?;
+    ensure!(unpublished["detail"]["event_name"] == "Participant Unpublished", "{unpublished}");
+    metric_until(&server, "stagecast_participants{state=\"subscribe_only\"}", |v| v == 1.0).await?;
     Ok(())
 }
