@@ -346,6 +346,15 @@ mod tests {
     }
 
     #[test]
+    fn webhook_urls_must_be_plain_http() {
+        assert_eq!(parse_webhook_url(" http://backend.internal:9000/hooks "), Ok("http://backend.internal:9000/hooks".to_owned()));
+        assert!(parse_webhook_url("https://example.com/hooks").is_err_and(|e| e.contains("TLS-terminating proxy")));
+        for bad in ["", "http://", "ftp://x", "backend/hooks", "http://a b"] {
+            assert!(parse_webhook_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         let config = TurnConfig { secret: Some(Secret("hunter2".to_owned())), ..TurnConfig::default() };
         assert!(!format!("{config:?}").contains("hunter2"));

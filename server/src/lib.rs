@@ -160,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         true => ops::EventSink::none(),
         false => {
             let secret = auth::load_or_create_webhook_secret(&config)?;
+            tracing::info!(urls = config.webhook_urls.len(), "webhooks on (signing secret: --webhook-secret or <data-dir>/webhook-secret)");
             ops::webhook::start(&config.webhook_urls, &secret, config.webhook_timeout)
         }
     };

@@ -158,7 +158,7 @@ pub async fn render(state: &AppState) -> String {
         .map(|((_, label), c)| (format!("kind=\"{label}\""), c.load(Ordering::Relaxed)))
         .collect();
     let by_kind: Vec<(&str, u64)> = by_kind.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    family(&mut out, "stagecast_hls_requests_total", "counter", "HLS requests, by kind.", &by_kind);
+    family(&mut out, "stagecast_hls_requests_total", "counter", "HLS requests for a channel that plays (offline, refused and limited ones are not counted), by kind.", &by_kind);
     family(
         &mut out,
         "stagecast_hls_viewers",
