@@ -124,6 +124,21 @@ pub struct Config {
     /// discontinuity instead of ending it. 0 ends at once.
     #[arg(long, env = "STAGECAST_BROADCAST_RECONNECT_SECS", default_value_t = 20)]
     pub broadcast_reconnect_secs: u64,
+    /// Serve `/metrics` without the API key (for a scraper on a private network).
+    #[arg(long, env = "STAGECAST_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+    /// POST every event (participant joined/left/published/unpublished,
+    /// stream start/end) to this URL, signed (repeat the flag, or
+    /// comma-separate the env var). `http://` only: put a TLS-terminating
+    /// proxy in front of an `https://` receiver.
+    #[arg(long = "webhook-url", env = "STAGECAST_WEBHOOK_URLS", value_delimiter = ',', value_parser = parse_webhook_url)]
+    pub webhook_urls: Vec<String>,
+    /// The webhook signing secret; generated into `<data>/webhook-secret` when absent.
+    #[arg(long, env = "STAGECAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+    /// How long one webhook request may take before it counts as failed.
+    #[arg(long, env = "STAGECAST_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
     /// Set by `start` once the listener is bound.
     #[arg(skip)]
     pub bound_http: Option<SocketAddr>,
@@ -161,6 +176,10 @@ impl Config {
             media_tcp_max_connections: 2000,
             turn: TurnConfig::default(),
             broadcast_reconnect_secs: 20,
+            public_metrics: false,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
             bound_http: None,
         }
     }
@@ -264,6 +283,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     millis.map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long"))
 }
 
+/// An `http://` URL (the webhook client speaks plain HTTP).
+fn parse_webhook_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match text.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(text.to_owned()),
+        _ if text.starts_with("https://") => {
+            Err(format!("`{text}`: webhooks are sent over plain HTTP; use a TLS-terminating proxy for https"))
+        }
+        _ => Err(format!("`{text}` is not an http:// URL")),
+    }
+}
+
 /// A `turn:`/`turns:` URI (RFC 7065) without spaces or characters that
 /// would break a `Link` header.
 fn parse_turn_url(text: &str) -> Result<String, String> {
@@ -312,6 +343,15 @@ mod tests {
         assert!(parse_turn_url("turn:").is_err());
         assert!(parse_stun_url("stun:stun.example.com:3478").is_ok());
         assert!(parse_stun_url("turn:x").is_err());
+    }
+
+    #[test]
+    fn webhook_urls_must_be_plain_http() {
+        assert_eq!(parse_webhook_url(" http://backend.internal:9000/hooks "), Ok("http://backend.internal:9000/hooks".to_owned()));
+        assert!(parse_webhook_url("https://example.com/hooks").is_err_and(|e| e.contains("TLS-terminating proxy")));
+        for bad in ["", "http://", "ftp://x", "backend/hooks", "http://a b"] {
+            assert!(parse_webhook_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod ops;
 pub mod sdp;
 pub mod serve;
 pub mod sfu;
@@ -52,6 +53,8 @@ pub struct AppInner {
     pub chat: chat::ChatHub,
     /// Channels: stored channels, live broadcasts (WHIP ingest) and their LL-HLS packagers.
     pub channels: channel::ChannelHub,
+    /// Operator's view: HLS counters for `/metrics`, the webhook sink.
+    pub ops: ops::Ops,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,6 +101,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sfu::router())
         .merge(chat::router())
         .merge(channel::router())
+        .merge(ops::router())
         .merge(web::router(&state.config))
         .layer(axum::middleware::from_fn(error::json_for_bare_errors))
         .with_state(state)
@@ -152,9 +156,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&config.data_dir.join("stagecast.db"))?);
     let keys = auth::KeyRing::load_or_create(&config.data_dir, store.as_ref())?;
     let (api_key, api_key_was_generated) = auth::load_or_create_api_key(&config)?;
+    let webhooks = match config.webhook_urls.is_empty() {
+        true => ops::EventSink::none(),
+        false => {
+            let secret = auth::load_or_create_webhook_secret(&config)?;
+            tracing::info!(urls = config.webhook_urls.len(), "webhooks on (signing secret: --webhook-secret or <data-dir>/webhook-secret)");
+            ops::webhook::start(&config.webhook_urls, &secret, config.webhook_timeout)
+        }
+    };
     let chat = chat::ChatHub::open(&config.data_dir, chat::HubSettings::from(&config))?;
     let reconnect_window = std::time::Duration::from_secs(config.broadcast_reconnect_secs);
-    let channels = channel::ChannelHub::open(&config.data_dir, config.media_bind_ip, config.public_ip, reconnect_window)?;
+    let channels = channel::ChannelHub::open(
+        &config.data_dir,
+        config.media_bind_ip,
+        config.public_ip,
+        reconnect_window,
+        webhooks.clone(),
+    )?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let store = serve::CertStore::open(serve::TlsFiles { cert: cert.clone(), key: key.clone() })?;
@@ -179,7 +197,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let candidate = SocketAddr::new(config.public_ip, media_addr.port());
 
     let (sfu, sfu_events) = sfu::SfuHandle::start_with_tcp(udp, tcp, candidate, config.media_tcp_max_connections);
-    let stages = stage::StageHub::new(sfu.clone(), sfu_events);
+    let stages = stage::StageHub::new(sfu.clone(), sfu_events).with_events(webhooks.clone());
     // Members of the previous run come back in their reconnect grace before
     // anyone can connect, so nobody is shown them leaving and joining.
     let presence = Arc::new(stage::presence::SqlitePresence::open(&config.data_dir.join("stagecast.db"))?);
@@ -193,7 +211,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut config = config;
     config.bound_http = Some(http_addr);
     let limits = config.http.clone();
-    let state = AppState::new(AppInner { config, store, keys, api_key, stages, sfu, chat, channels });
+    let state = AppState::new(AppInner {
+        config,
+        store,
+        keys,
+        api_key,
+        stages,
+        sfu,
+        chat,
+        channels,
+        ops: ops::Ops { hls: ops::HlsMetrics::default(), webhooks },
+    });
     api::spawn_idle_sweeper(&state);
     let router = app(state.clone());
     let serves_tls = tls.is_some();

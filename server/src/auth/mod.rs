@@ -120,6 +120,24 @@ pub fn load_or_create_api_key(config: &Config) -> Result<(String, bool), AuthErr
     Ok((key, true))
 }
 
+/// The webhook signing secret: `--webhook-secret` if set, else the one in
+/// `<data_dir>/webhook-secret`, generated (mode 0600) when absent.
+pub fn load_or_create_webhook_secret(config: &Config) -> Result<String, AuthError> {
+    if let Some(secret) = &config.webhook_secret {
+        return Ok(secret.0.clone());
+    }
+    let path = config.data_dir.join("webhook-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(AuthError::Io { path, source }),
+    }
+    let secret = format!("whsec_{}", random_alphanumeric(40));
+    write_secret_file(&path, format!("{secret}\n").as_bytes())?;
+    Ok(secret)
+}
+
 /// Where the generated API key is kept.
 pub fn api_key_path(config: &Config) -> PathBuf {
     config.data_dir.join(API_KEY_FILE)

@@ -17,6 +17,7 @@ use super::lifecycle::{Admission, Effect, Health, Lifecycle, SessionEnd};
 use super::packager::Packager;
 use super::store::{ChannelStore, SavedBroadcast};
 use super::ChannelError;
+use crate::ops::EventSink;
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while packaging must not take the channel down with it.
@@ -43,6 +44,10 @@ pub struct Broadcast {
     control: Mutex<Control>,
     changed: watch::Sender<u64>,
     store: Option<Arc<ChannelStore>>,
+    /// Webhooks: "Stream End" when the broadcast finishes.
+    events: EventSink,
+    /// The `stream_id` webhooks name the broadcast by: its first session.
+    pub stream_id: String,
 }
 
 impl Broadcast {
@@ -52,8 +57,10 @@ impl Broadcast {
         lifecycle: Lifecycle,
         session: String,
         store: Option<Arc<ChannelStore>>,
+        events: EventSink,
     ) -> (Arc<Self>, StopSignal) {
         let (stop, signal) = watch::channel(None);
+        let stream_id = session.clone();
         let control = Control { lifecycle, session, stop, saved_msn: None };
         let b = Self {
             channel,
@@ -61,6 +68,8 @@ impl Broadcast {
             control: Mutex::new(control),
             changed: watch::Sender::new(0),
             store,
+            events,
+            stream_id,
         };
         (Arc::new(b), signal)
     }
@@ -72,9 +81,10 @@ impl Broadcast {
         packager: Packager,
         window: Duration,
         store: Option<Arc<ChannelStore>>,
+        events: EventSink,
         now: Instant,
     ) -> (Arc<Self>, StopSignal) {
-        Self::build(channel, packager, Lifecycle::live(session.clone(), window, now), session, store)
+        Self::build(channel, packager, Lifecycle::live(session.clone(), window, now), session, store, events)
     }
 
     /// A broadcast saved before a restart, waiting for its broadcaster
@@ -85,9 +95,10 @@ impl Broadcast {
         window: Duration,
         since: Instant,
         store: Option<Arc<ChannelStore>>,
+        events: EventSink,
     ) -> Arc<Self> {
         let lifecycle = Lifecycle::reconnecting(since, window);
-        let (b, _) = Self::build(saved.channel_id, packager, lifecycle, saved.session, store);
+        let (b, _) = Self::build(saved.channel_id, packager, lifecycle, saved.session, store, events);
         lock(&b.control).saved_msn = Some(saved.continuity.next_msn);
         b
     }
@@ -212,6 +223,10 @@ impl Broadcast {
     }
 
     fn apply(&self, ctl: &mut Control, effect: Effect) {
+        if effect == Effect::Finish {
+            // The broadcast is over whatever the packager makes of it.
+            self.events.stream_state(&self.channel, "Stream End", &self.stream_id);
+        }
         // A packager left inconsistent by a panic only loses this step, never the state change.
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.with_packager(|p| {

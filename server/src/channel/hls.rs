@@ -31,6 +31,7 @@ use super::access::{self, Access, Presented};
 use super::holds::HoldPermit;
 use super::packager::{MediaName, Packager, PartLookup, Readiness};
 use super::Broadcast;
+use crate::ops::{HlsKind, HlsMetrics};
 use crate::serve::origin::client_ip;
 use crate::AppState;
 
@@ -138,7 +139,7 @@ async fn hls_file(
                 None => plain(StatusCode::NOT_FOUND, "channel is offline"),
                 Some(b) => match state.channels.hold(&id, ip) {
                     None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
-                    Some(permit) => serve(&b, &file, &query, session, permit).await,
+                    Some(permit) => serve(&b, &file, &query, session, permit, &state.ops.hls).await,
                 },
             };
             if session.is_some() {
@@ -171,11 +172,17 @@ async fn serve(
     query: &HashMap<String, String>,
     session: Option<&str>,
     permit: HoldPermit,
+    metrics: &HlsMetrics,
 ) -> Response {
     let timeout = b.with_packager(|p| p.config().blocking_timeout());
     match file {
-        "index.m3u8" | "media.m3u8" => playlist(b, file == "index.m3u8", query, session, timeout).await,
+        "index.m3u8" | "media.m3u8" => {
+            metrics.count(HlsKind::Playlist);
+            let _open = metrics.playlist_open();
+            playlist(b, file == "index.m3u8", query, session, timeout).await
+        }
         name if name.starts_with("init") && name.ends_with(".mp4") => {
+            metrics.count(HlsKind::Init);
             let version = name.trim_start_matches("init").trim_end_matches(".mp4");
             let parsed = if version.is_empty() { Ok(0) } else { version.parse::<u32>() };
             let Ok(version) = parsed else {
@@ -189,8 +196,9 @@ async fn serve(
             }
         }
         name => match Packager::parse_media_name(name) {
-            Some(MediaName::Segment(msn)) => segment(b, msn, timeout, permit),
+            Some(MediaName::Segment(msn)) => segment(b, msn, timeout, permit, metrics),
             Some(MediaName::Part(msn, n)) => {
+                metrics.count(HlsKind::Part);
                 let result = wait_for(b, timeout, |p| match p.part(msn, n) {
                     PartLookup::Ready(data) => Some(Wait::Done(data)),
                     PartLookup::Upcoming => None,
@@ -202,7 +210,10 @@ async fn serve(
                     _ => plain(StatusCode::NOT_FOUND, "no such part"),
                 }
             }
-            None => plain(StatusCode::NOT_FOUND, "no such file"),
+            None => {
+                metrics.count(HlsKind::Other);
+                plain(StatusCode::NOT_FOUND, "no such file")
+            }
         },
     }
 }
@@ -256,13 +267,16 @@ async fn playlist(
 /// `seg{msn}.m4s`: a complete segment at once (immutable); the segment being
 /// built (or the next one) as a chunked `200` that writes each part as it is
 /// cut and ends when the segment completes — never cached as immutable.
-fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit) -> Response {
+fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit, metrics: &HlsMetrics) -> Response {
     let Some(first) = b.with_packager(|p| p.segment_from(msn, 0)) else {
+        metrics.count(HlsKind::Segment);
         return plain(StatusCode::NOT_FOUND, "no such segment");
     };
     if first.complete {
+        metrics.count(HlsKind::Segment);
         return reply(MEDIA, IMMUTABLE, first.data);
     }
+    metrics.count(HlsKind::Prefetch);
     // At most a segment's worth of waiting for its start plus its own length.
     let deadline = tokio::time::Instant::now() + timeout * 2;
     let state = Growing { b: b.clone(), msn, next_part: first.next_part, done: false, deadline, _permit: permit };

@@ -127,6 +127,8 @@ struct HubInner {
     authorized: Mutex<HashSet<String>>,
     /// The imported playback keys that may sign playback tokens.
     playback_keys: auth::KeySet,
+    /// Webhooks: stream start / end.
+    events: crate::ops::EventSink,
 }
 
 impl ChannelHub {
@@ -140,6 +142,7 @@ impl ChannelHub {
         media_bind_ip: IpAddr,
         public_ip: IpAddr,
         reconnect_window: Duration,
+        events: crate::ops::EventSink,
     ) -> Result<Self, StoreError> {
         let store = Arc::new(ChannelStore::open(&data_dir.join("stagecast.db"))?);
         let authorized = Mutex::new(store.authorized_ids()?.into_iter().collect());
@@ -158,6 +161,7 @@ impl ChannelHub {
                 holds: holds::Holds::default(),
                 authorized,
                 playback_keys,
+                events,
             }),
         };
         hub.restore()?;
@@ -181,7 +185,7 @@ impl ChannelHub {
             let packager = Packager::resume(ingest::packager_config(), ingest::audio_params(), &saved.continuity);
             let channel = saved.channel_id.clone();
             tracing::info!(channel = %channel, away_ms = away.as_millis() as u64, "waiting for the broadcaster to come back after a restart");
-            let b = Broadcast::restored(saved, packager, window, since, Some(store.clone()));
+            let b = Broadcast::restored(saved, packager, window, since, Some(store.clone()), self.inner.events.clone());
             arm_window(&b, since + window);
             lock(&self.inner.live).insert(channel, b);
         }
@@ -258,6 +262,11 @@ impl ChannelHub {
         self.inner.holds.try_hold(id, ip)
     }
 
+    /// Channels on air now (`/metrics`).
+    pub fn live_count(&self) -> u64 {
+        lock(&self.inner.live).values().filter(|b| b.is_on_air()).count() as u64
+    }
+
     /// Whether the channel is on air (live or reconnecting).
     pub fn is_live(&self, id: &str) -> bool {
         self.live_broadcast(id).is_some()
@@ -299,8 +308,10 @@ impl ChannelHub {
                 let packager = Packager::new(ingest::packager_config(), ingest::audio_params());
                 let store = Some(self.inner.store.clone());
                 let window = self.inner.reconnect_window;
-                let (b, stop) = Broadcast::fresh(id.to_owned(), session.clone(), packager, window, store, now);
+                let events = self.inner.events.clone();
+                let (b, stop) = Broadcast::fresh(id.to_owned(), session.clone(), packager, window, store, events, now);
                 live.insert(id.to_owned(), b.clone());
+                self.inner.events.stream_state(id, "Stream Start", &session);
                 (b, stop)
             }
         };
@@ -344,7 +355,7 @@ mod tests {
 
     fn broadcast(window: Duration) -> Arc<Broadcast> {
         let packager = Packager::new(ingest::packager_config(), ingest::audio_params());
-        Broadcast::fresh("ch-1".to_owned(), "s".to_owned(), packager, window, None, Instant::now()).0
+        Broadcast::fresh("ch-1".to_owned(), "s".to_owned(), packager, window, None, crate::ops::EventSink::none(), Instant::now()).0
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use super::limit::Keepalive;
 use super::room::{ChatPolicy, ConnId, Member, Output, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
 use super::store::{RoomRecord, RoomStore};
 use super::token::{ChatCapability, ChatClaims, ChatSigner};
-use super::wire::ErrorCode;
+use super::wire::{ErrorCode, Frame};
 use super::ChatError;
 use crate::auth;
 
@@ -158,6 +158,15 @@ struct HubInner {
     /// Rooms with connections or history.
     live: Mutex<HashMap<String, LiveRoom>>,
     next_conn: AtomicU64,
+    /// Messages accepted and sent to a room, since start (`/metrics`).
+    messages_sent: AtomicU64,
+}
+
+/// What [`ChatHub::stats`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatStats {
+    pub connections: u64,
+    pub messages_sent: u64,
 }
 
 fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
@@ -194,6 +203,7 @@ impl ChatHub {
                 settings,
                 live: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
+                messages_sent: AtomicU64::new(0),
             }),
         }
     }
@@ -341,6 +351,12 @@ impl ChatHub {
         let mut live = self.live();
         let entry = live.get_mut(room)?;
         let (value, outputs) = f(&mut entry.core);
+        // Each message sent is acknowledged to its sender once (with its RequestId).
+        let acked = |o: &&Output| matches!(o, Output::Frame { frame: Frame::Message { request_id: Some(_), .. }, .. });
+        let sent = outputs.iter().filter(acked).count();
+        if sent > 0 {
+            self.inner.messages_sent.fetch_add(sent as u64, Ordering::Relaxed);
+        }
         entry.apply(outputs);
         Some(value)
     }
@@ -372,6 +388,12 @@ impl ChatHub {
                 live.remove(room);
             }
         }
+    }
+
+    /// Open connections in all rooms, and messages sent since start (`/metrics`).
+    pub fn stats(&self) -> ChatStats {
+        let connections = self.live().values().map(|r| r.conns.len() as u64).sum();
+        ChatStats { connections, messages_sent: self.inner.messages_sent.load(Ordering::Relaxed) }
     }
 
     /// How many connections a room has now.

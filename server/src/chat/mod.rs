@@ -32,7 +32,7 @@ use axum::Router;
 use crate::{AppError, AppState};
 
 pub use api::{ChatTokenResponse, RoomView};
-pub use hub::{ChatHub, Connection, HubSettings, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
+pub use hub::{ChatHub, ChatStats, Connection, HubSettings, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
 pub use identity::{ChatRole, ROLE_ATTRIBUTE};
 pub use limit::Keepalive;
 pub use room::ChatPolicy;

@@ -110,6 +110,22 @@ pub struct Sfu {
     due: Vec<u64>,
     out: VecDeque<SfuOutput>,
     last_now: Instant,
+    /// Running totals for `/metrics`: plain integers, read through [`Sfu::stats`].
+    stats: SfuStats,
+}
+
+/// What the SFU has done since it started, plus its open sessions (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Media sessions (peer connections) open now, publish and subscribe.
+    pub publish_sessions: u64,
+    pub subscribe_sessions: u64,
+    /// Media frames written to subscribers, and their payload bytes.
+    pub forwarded_frames: u64,
+    pub forwarded_bytes: u64,
+    /// Datagrams (RTP, RTCP, STUN, DTLS) handed to the sockets, and their bytes.
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
 }
 
 impl Sfu {
@@ -132,6 +148,7 @@ impl Sfu {
             due: Vec::new(),
             out: VecDeque::new(),
             last_now: now,
+            stats: SfuStats::default(),
         }
     }
 
@@ -475,6 +492,8 @@ impl Sfu {
             };
             match polled {
                 Ok(Output::Transmit(t)) => {
+                    self.stats.sent_packets += 1;
+                    self.stats.sent_bytes += t.contents.len() as u64;
                     self.out.push_back(SfuOutput::Transmit(Transmit {
                         proto: t.proto,
                         destination: t.destination,
@@ -577,6 +596,18 @@ impl Sfu {
         }
     }
 
+    /// The running totals, with the sessions open now (counted on call: `/metrics` scrapes are rare).
+    pub fn stats(&self) -> SfuStats {
+        let mut stats = self.stats;
+        for s in self.sessions.values().filter(|s| s.ended_at.is_none()) {
+            match s.role {
+                Role::Publisher { .. } => stats.publish_sessions += 1,
+                Role::Subscriber { .. } => stats.subscribe_sessions += 1,
+            }
+        }
+        stats
+    }
+
     /// Write one frame from a publisher to each of its connected subscribers.
     fn forward(&mut self, publisher_key: u64, data: &MediaData) {
         let Some(p) = self.sessions.get_mut(&publisher_key) else {
@@ -621,6 +652,8 @@ impl Sfu {
                 tracing::debug!(session = %sub.id, error = %e, "write to subscriber failed");
                 continue;
             }
+            self.stats.forwarded_frames += 1;
+            self.stats.forwarded_bytes += data.data.len() as u64;
             if !sub.queued {
                 sub.queued = true;
                 self.queue.push(sub_key);

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Sfu, SfuOutput, Transmit};
+use super::core::{Sfu, SfuOutput, SfuStats, Transmit};
 use super::tcp::{self, Link, LinkState, TcpEvent};
 use super::{SessionId, SfuError, SfuEvent};
 
@@ -48,6 +48,9 @@ enum Command {
     },
     RemoveStage {
         stage: StageId,
+    },
+    Stats {
+        reply: oneshot::Sender<SfuStats>,
     },
 }
 
@@ -138,6 +141,13 @@ impl SfuHandle {
         let _ = self.commands.send(Command::RemoveParticipant { stage, participant });
     }
 
+    /// The SFU's counters and open sessions (`None` once the SFU task is gone).
+    pub async fn stats(&self) -> Option<SfuStats> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stats { reply: tx }).ok()?;
+        rx.await.ok()
+    }
+
     /// End all media sessions of a stage (fire and forget).
     pub fn remove_stage(&self, stage: StageId) {
         let _ = self.commands.send(Command::RemoveStage { stage });
@@ -176,6 +186,9 @@ fn handle_command(sfu: &mut Sfu, command: Command, now: Instant) {
         }
         Command::RemoveParticipant { stage, participant } => sfu.remove_participant(&stage, &participant, now),
         Command::RemoveStage { stage } => sfu.remove_stage(&stage, now),
+        Command::Stats { reply } => {
+            let _ = reply.send(sfu.stats());
+        }
     }
 }
 

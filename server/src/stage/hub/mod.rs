@@ -30,6 +30,7 @@ use stagecast_protocol::{ParticipantId, StageId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::room::{RoomState, StageRoom};
+use crate::ops::EventSink;
 use crate::sfu::{SessionId, SfuEvent, SfuHandle, WeakSfuHandle};
 
 /// Why the hub refuses a connection.
@@ -96,7 +97,10 @@ impl Conn {
 }
 
 struct StageEntry {
+    id: StageId,
     room: StageRoom,
+    /// Webhooks: participant joined / left / published / unpublished.
+    events: EventSink,
     /// Wakes the presence writer; `dirty` says this stage has news for it.
     changed: Arc<Notify>,
     dirty: bool,
@@ -121,11 +125,13 @@ fn now_micros() -> u64 {
 }
 
 impl StageEntry {
-    fn new(changed: &Arc<Notify>) -> Self {
+    fn new(id: &StageId, changed: &Arc<Notify>, events: &EventSink) -> Self {
         let room = StageRoom::new(now_micros());
         let (state, _) = watch::channel(Arc::new(room.state().clone()));
         Self {
+            id: id.clone(),
             room,
+            events: events.clone(),
             changed: changed.clone(),
             dirty: false,
             state,
@@ -151,7 +157,30 @@ impl StageEntry {
         self.changed.notify_one();
     }
 
+    /// Tell the webhooks about member `id` (looked up for its user id).
+    fn announce(&self, id: &str, event_name: &str) {
+        if !self.events.is_enabled() {
+            return;
+        }
+        let user_id = self.room.participants().find(|p| p.id == id).map(|p| p.user_id.clone()).unwrap_or_default();
+        self.events.stage_update(self.id.as_str(), event_name, id, &user_id);
+    }
+
+    /// Add (or update) a member; a new one is announced as joined.
+    fn join_member(&mut self, member: ParticipantState) -> bool {
+        let id = member.id.clone();
+        let new = !self.room.contains(&id);
+        let changed = self.room.join(member);
+        if new {
+            self.announce(&id, "Participant Joined");
+        }
+        changed
+    }
+
     fn remove_member(&mut self, id: &str) {
+        if self.room.contains(id) {
+            self.announce(id, "Participant Left");
+        }
         self.lost.remove(id);
         self.publishing.remove(id);
         if self.whip.remove(id).is_some() {
@@ -182,6 +211,7 @@ struct HubInner {
     // `delete_stage` removes them.
     stages: HashMap<StageId, StageEntry>,
     next_conn: u64,
+    events: EventSink,
     /// Stages deleted since the presence writer last looked.
     deleted: Vec<StageId>,
 }
@@ -236,6 +266,14 @@ pub(crate) struct PresenceBatch {
     pub deleted: Vec<StageId>,
 }
 
+/// What [`StageHub::counts`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageCounts {
+    pub stages: u64,
+    pub publishing: u64,
+    pub not_publishing: u64,
+}
+
 /// A member as a previous server run left it (from the presence store).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoredMember {
@@ -281,6 +319,29 @@ impl StageHub {
         Self { inner, sfu, changed: Arc::new(Notify::new()) }
     }
 
+    /// Send participant joined / left / published / unpublished to `events`
+    /// (call before the first member joins).
+    pub fn with_events(self, events: EventSink) -> Self {
+        lock(&self.inner).events = events;
+        self
+    }
+
+    /// Stages with members, and their members by whether they publish (`/metrics`).
+    pub fn counts(&self) -> StageCounts {
+        let inner = lock(&self.inner);
+        let mut counts = StageCounts::default();
+        for entry in inner.stages.values().filter(|e| !e.room.is_empty()) {
+            counts.stages += 1;
+            for p in entry.room.participants() {
+                match p.published {
+                    true => counts.publishing += 1,
+                    false => counts.not_publishing += 1,
+                }
+            }
+        }
+        counts
+    }
+
     pub(crate) fn downgrade(&self) -> WeakHub {
         WeakHub { inner: Arc::downgrade(&self.inner), sfu: self.sfu.downgrade(), changed: self.changed.clone() }
     }
@@ -321,7 +382,8 @@ impl StageHub {
     pub fn restore(&self, stage: &StageId, members: Vec<RestoredMember>, grace: Duration) {
         let mut inner = lock(&self.inner);
         let inner = &mut *inner;
-        let entry = inner.stages.entry(stage.clone()).or_insert_with(|| StageEntry::new(&self.changed));
+        let events = inner.events.clone();
+        let entry = inner.stages.entry(stage.clone()).or_insert_with(|| StageEntry::new(stage, &self.changed, &events));
         let mut restored = Vec::with_capacity(members.len());
         for member in members {
             let id = member.state.id.clone();
@@ -348,7 +410,8 @@ impl StageHub {
     pub fn reserve(&self, claims: &ParticipantClaims, max_members: usize) -> Result<Seat, HubError> {
         let (stage, id) = ids(claims);
         let mut inner = lock(&self.inner);
-        let entry = inner.stages.entry(stage.clone()).or_insert_with(|| StageEntry::new(&self.changed));
+        let events = inner.events.clone();
+        let entry = inner.stages.entry(stage.clone()).or_insert_with(|| StageEntry::new(&stage, &self.changed, &events));
         let counted = !entry.room.contains(id);
         if counted {
             if entry.room.len().saturating_add(entry.reserved) >= max_members {
@@ -394,7 +457,7 @@ impl StageHub {
         if entry.whip.remove(&claims.jti).is_some() {
             entry.mark_dirty();
         }
-        if entry.room.join(StageRoom::member_from_claims(claims)) {
+        if entry.join_member(StageRoom::member_from_claims(claims)) {
             entry.publish();
         }
         Connection { id, state: entry.state.subscribe(), disconnect }
@@ -482,6 +545,9 @@ impl StageHub {
     pub fn delete_stage(&self, stage: &StageId) {
         let mut inner = lock(&self.inner);
         if let Some(entry) = inner.stages.remove(stage) {
+            for p in entry.room.participants() {
+                entry.announce(&p.id, "Participant Left");
+            }
             for conn in entry.conns.into_values() {
                 conn.end(DisconnectReason::StageDeleted);
             }
@@ -517,8 +583,12 @@ fn apply_sfu_event(inner: &Mutex<HubInner>, event: SfuEvent) -> Option<(StageId,
                 return Some((stage, participant));
             }
             entry.publishing.insert(participant.0.clone(), session);
+            let was = entry.room.participants().any(|p| p.id == participant.as_str() && p.published);
             if entry.room.set_published(participant.as_str(), true, kinds) {
                 entry.publish();
+            }
+            if !was {
+                entry.announce(participant.as_str(), "Participant Published");
             }
             None
         }
@@ -527,8 +597,12 @@ fn apply_sfu_event(inner: &Mutex<HubInner>, event: SfuEvent) -> Option<(StageId,
             // A stop for a session that was already replaced changes nothing.
             if entry.publishing.get(participant.as_str()) == Some(&session) {
                 entry.publishing.remove(participant.as_str());
+                let was = entry.room.participants().any(|p| p.id == participant.as_str() && p.published);
                 if entry.room.set_published(participant.as_str(), false, Vec::new()) {
                     entry.publish();
+                }
+                if was {
+                    entry.announce(participant.as_str(), "Participant Unpublished");
                 }
             }
             // A WHIP-only member leaves with its publish session (its other

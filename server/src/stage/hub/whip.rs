@@ -146,7 +146,7 @@ impl StageHub {
             }
         }
         entry.lost.remove(id);
-        if entry.room.join(StageRoom::member_from_claims(claims)) {
+        if entry.join_member(StageRoom::member_from_claims(claims)) {
             entry.publish();
         } else {
             entry.mark_dirty();

@@ -1,0 +1,187 @@
+//! The operator's view: `GET /healthz`, Prometheus `GET /metrics` and
+//! webhooks ([`webhook`]).
+//!
+//! Metrics are read when scraped: gauges from the hubs (one lock each),
+//! counters from plain integers the SFU task and the hubs keep. `/metrics`
+//! needs the API key as a Bearer token unless `--public-metrics` is set.
+
+pub mod webhook;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use webhook::EventSink;
+
+use crate::AppState;
+
+/// The kinds of HLS request `/metrics` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsKind {
+    Playlist,
+    Init,
+    Part,
+    Segment,
+    /// A segment requested before it is complete (the IVS Player's
+    /// `EXT-X-PREFETCH`), streamed as it grows.
+    Prefetch,
+    Other,
+}
+
+const HLS_KINDS: [(HlsKind, &str); 6] = [
+    (HlsKind::Playlist, "playlist"),
+    (HlsKind::Init, "init"),
+    (HlsKind::Part, "part"),
+    (HlsKind::Segment, "segment"),
+    (HlsKind::Prefetch, "prefetch"),
+    (HlsKind::Other, "other"),
+];
+
+/// HLS counters, bumped by the HLS handler.
+#[derive(Debug, Default)]
+pub struct HlsMetrics {
+    requests: [AtomicU64; 6],
+    /// Playlist requests being answered now (blocking reloads wait here).
+    open_playlists: AtomicU64,
+}
+
+impl HlsMetrics {
+    pub fn count(&self, kind: HlsKind) {
+        if let Some(i) = HLS_KINDS.iter().position(|(k, _)| *k == kind) {
+            if let Some(c) = self.requests.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts one open playlist request until the guard is dropped.
+    pub fn playlist_open(&self) -> OpenPlaylist<'_> {
+        self.open_playlists.fetch_add(1, Ordering::Relaxed);
+        OpenPlaylist(&self.open_playlists)
+    }
+}
+
+pub struct OpenPlaylist<'a>(&'a AtomicU64);
+
+impl Drop for OpenPlaylist<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the operator's endpoints keep.
+#[derive(Default)]
+pub struct Ops {
+    pub hls: HlsMetrics,
+    pub webhooks: EventSink,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+}
+
+/// 200 `{"status":"ok"}` when the store answers a query; 503 with the reason otherwise.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let probe = tokio::task::spawn_blocking(move || store.list_stages(crate::store::PageQuery::first(1)));
+    let reason = match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(Ok(_))) => return Json(json!({ "status": "ok" })).into_response(),
+        Ok(Ok(Err(e))) => format!("the store failed: {e}"),
+        Ok(Err(_)) => "the store check panicked".to_owned(),
+        Err(_) => "the store did not answer within 5 s".to_owned(),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": reason }))).into_response()
+}
+
+async fn metrics(State(state): State<AppState>, parts: axum::http::request::Parts) -> Response {
+    if !state.config.public_metrics {
+        let mut parts = parts;
+        if let Err(e) = <crate::api::ApiKey as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+            return e.into_response();
+        }
+    }
+    let body = render(&state).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// One metric family: `# HELP`, `# TYPE` and its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+pub async fn render(state: &AppState) -> String {
+    let mut out = String::with_capacity(4096);
+    let stages = state.stages.counts();
+    family(&mut out, "stagecast_stages", "gauge", "Stages with at least one member.", &[("", stages.stages)]);
+    family(
+        &mut out,
+        "stagecast_participants",
+        "gauge",
+        "Stage members (connected or within the reconnect grace), by whether they publish now.",
+        &[("state=\"publishing\"", stages.publishing), ("state=\"subscribe_only\"", stages.not_publishing)],
+    );
+    let sfu = state.sfu.stats().await.unwrap_or_default();
+    family(
+        &mut out,
+        "stagecast_sfu_sessions",
+        "gauge",
+        "Open SFU media sessions (peer connections).",
+        &[("role=\"publish\"", sfu.publish_sessions), ("role=\"subscribe\"", sfu.subscribe_sessions)],
+    );
+    family(&mut out, "stagecast_sfu_forwarded_frames_total", "counter", "Media frames forwarded to subscribers.", &[("", sfu.forwarded_frames)]);
+    family(&mut out, "stagecast_sfu_forwarded_bytes_total", "counter", "Media payload bytes forwarded to subscribers.", &[("", sfu.forwarded_bytes)]);
+    family(&mut out, "stagecast_sfu_sent_packets_total", "counter", "Datagrams the SFU sent (RTP, RTCP, STUN, DTLS).", &[("", sfu.sent_packets)]);
+    family(&mut out, "stagecast_sfu_sent_bytes_total", "counter", "Bytes of the datagrams the SFU sent.", &[("", sfu.sent_bytes)]);
+    let chat = state.chat.stats();
+    family(&mut out, "stagecast_chat_connections", "gauge", "Open chat connections.", &[("", chat.connections)]);
+    family(&mut out, "stagecast_chat_messages_sent_total", "counter", "Chat messages accepted and sent to their room.", &[("", chat.messages_sent)]);
+    family(&mut out, "stagecast_channels_live", "gauge", "Channels on air (live, or waiting for their broadcaster to reconnect).", &[("", state.channels.live_count())]);
+    let hls = &state.ops.hls;
+    let by_kind: Vec<(String, u64)> = HLS_KINDS
+        .iter()
+        .zip(hls.requests.iter())
+        .map(|((_, label), c)| (format!("kind=\"{label}\""), c.load(Ordering::Relaxed)))
+        .collect();
+    let by_kind: Vec<(&str, u64)> = by_kind.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(&mut out, "stagecast_hls_requests_total", "counter", "HLS requests for a channel that plays (offline, refused and limited ones are not counted), by kind.", &by_kind);
+    family(
+        &mut out,
+        "stagecast_hls_viewers",
+        "gauge",
+        "HLS playlist requests open now: an LL-HLS player holds about one (a blocking reload) at all times.",
+        &[("", hls.open_playlists.load(Ordering::Relaxed))],
+    );
+    let hooks = state.ops.webhooks.stats();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    family(&mut out, "stagecast_webhook_delivered_total", "counter", "Webhook events delivered.", &[("", load(&hooks.delivered))]);
+    family(&mut out, "stagecast_webhook_failed_total", "counter", "Webhook events given up on after every try.", &[("", load(&hooks.failed))]);
+    family(&mut out, "stagecast_webhook_failed_tries_total", "counter", "Webhook tries that failed.", &[("", load(&hooks.failed_tries))]);
+    family(&mut out, "stagecast_webhook_dropped_total", "counter", "Webhook events dropped from a full queue.", &[("", load(&hooks.dropped))]);
+    if let Some(rss) = resident_bytes() {
+        family(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", &[("", rss)]);
+    }
+    out
+}
+
+/// `VmRSS` of `/proc/self/status` (Linux only).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
