@@ -28,7 +28,7 @@ use leptos::task::spawn_local;
 use send_wrapper::SendWrapper;
 
 use crate::api;
-use crate::latency::latency_secs;
+use crate::latency::{complete_edge_ms, latency_secs, media_playlist_url, Timeline};
 use crate::player::{Callbacks, Player, PlayerKind};
 use crate::state::{Answer, SourceKind, StreamState};
 
@@ -281,18 +281,54 @@ async fn poll_loop(
 }
 
 /// The latency readout: the program date-time of the frame on screen
-/// against the server's clock (both players; the same clock on one machine
-/// is assumed until the server has been asked).
-async fn latency_loop(session: Rc<Session>, out: Outputs) {
+/// against the server's clock (the same clock on one machine is assumed
+/// until the server has been asked). hls.js knows the frame's date-time;
+/// for a player that does not (the IVS Player on our streams) each readout
+/// also reads the media playlist, whose date-times and the player's buffer
+/// map its timeline ([`Timeline`]), one map per player.
+async fn latency_loop(session: Rc<Session>, out: Outputs, video: NodeRef<leptos::html::Video>) {
     let mut offset: Option<f64> = None;
     let mut readouts = 0u32;
+    let mut timeline = (0u32, Timeline::default());
+    let mut media_url: Option<(String, String)> = None;
     while session.alive.get() {
         let url = session.url.borrow().clone();
-        if let Some(url) = url.filter(|_| offset.is_none() || readouts.is_multiple_of(CLOCK_EVERY)) {
-            offset = api::server_clock_offset(&url).await.or(offset);
+        let video = video.get_untracked();
+        let (pdt, low) = match session.player.borrow().as_ref() {
+            Some(p) => (p.program_date_time(), p.low_latency()),
+            None => (None, false),
+        };
+        let generation = session.generation.get();
+        if timeline.0 != generation {
+            timeline = (generation, Timeline::default());
         }
-        let pdt = session.player.borrow().as_ref().and_then(Player::program_date_time);
-        let low = session.player.borrow().as_ref().is_some_and(Player::low_latency);
+        let mapping = pdt.is_none() && session.player.borrow().is_some();
+        match (url, video.as_ref()) {
+            (Some(url), Some(video)) if mapping => {
+                // What the player holds, read before the playlist is asked.
+                let ranges = video.buffered();
+                let end = ranges.length().checked_sub(1).and_then(|i| ranges.end(i).ok());
+                if media_url.as_ref().is_none_or(|(for_url, _)| *for_url != url) {
+                    let (body, _) = api::hls_fetch("GET", &url).await;
+                    let media = body.and_then(|b| media_playlist_url(&url, &b)).unwrap_or_else(|| url.clone());
+                    media_url = Some((url.clone(), media));
+                }
+                let media = media_url.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+                let (body, clock) = api::hls_fetch("GET", &media).await;
+                offset = clock.or(offset);
+                if let (Some(end), Some(edge)) = (end, body.as_deref().and_then(complete_edge_ms)) {
+                    timeline.1.observe(end, edge);
+                }
+            }
+            (Some(url), _) if offset.is_none() || readouts.is_multiple_of(CLOCK_EVERY) => {
+                offset = api::hls_fetch("HEAD", &url).await.1.or(offset);
+            }
+            _ => {}
+        }
+        let pdt = pdt.or_else(|| {
+            let position = video.as_ref().map(|v| v.current_time())?;
+            timeline.1.date_time_ms(position).filter(|_| mapping)
+        });
         out.low_latency.set(low);
         out.latency.set(pdt.and_then(|pdt| latency_secs(js_sys::Date::now(), offset.unwrap_or(0.0), pdt)));
         readouts = readouts.wrapping_add(1);
@@ -325,7 +361,7 @@ pub fn StreamView(source: Source, kind: PlayerKind, state: RwSignal<StreamState>
     let session = Rc::new(Session::default());
     session.alive.set(true);
     spawn_local(poll_loop(session.clone(), out, kind, source, video));
-    spawn_local(latency_loop(session.clone(), out));
+    spawn_local(latency_loop(session.clone(), out, video));
 
     let for_unmute = SendWrapper::new(session.clone());
     let unmute = move |_| {
