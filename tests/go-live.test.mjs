@@ -1,10 +1,13 @@
 // Journey: the host goes live. A host and two guests are on a stage (distinct
 // colours); the host presses "Go live" and the stage is composited (auto
-// layout, grid) and broadcast to the group's channel. Two viewers play it on
-// the watch page, one with hls.js and one with the IVS Player, and each finds
-// every participant's colour in its own tile of the played video. A third
-// guest joins and the viewers see a fourth tile with the new colour; the host
-// ends the stream and both viewers see it end.
+// layout, grid, name labels) and broadcast to the group's channel. Two
+// viewers play it on the watch page, one with hls.js and one with the IVS
+// Player, and each finds every participant's colour in its own tile of the
+// played video, with a name label on each tile. The IVS viewer opens the
+// page while the stream is live and is never told Offline on the way to it
+// (Connecting until the first answer). A third guest joins and the viewers
+// see a fourth tile with the new colour; the host ends the stream and both
+// viewers see it end.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +26,9 @@ import {
   waitForRemoteTiles,
   expectLiveVideo,
   expectCompositeGrid,
+  expectNameLabels,
+  recordWatchStates,
+  watchSeen,
   clickAndConfirm,
   screens,
 } from './lib.mjs';
@@ -72,6 +78,7 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     hlsViewer = await newViewer(browser, 'hls.js viewer');
     ivsViewer = await newViewer(browser, 'IVS Player viewer');
     everyone = [red, green, blue, yellow, hlsViewer, ivsViewer];
+    await recordWatchStates(ivsViewer);
     // A small stream keeps encoding and decoding cheap on a shared machine.
     await red.context.addInitScript(() => localStorage.setItem('stagecast.streamSize', 'small'));
   });
@@ -153,6 +160,16 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
     console.log(`hls.js tiles: ${a.owners.join(', ')} (${a.w}x${a.h}); IVS Player tiles: ${b.owners.join(', ')}`);
     assert.equal(a.w, 640);
     assert.equal(a.h, 360);
+    // Viewers can tell who is who: every tile carries its participant's name.
+    const [la, lb] = await Promise.all([expectNameLabels(hlsViewer.page, VIDEO, three), expectNameLabels(ivsViewer.page, VIDEO, three)]);
+    console.log(`name labels (dark share in the label corner / above it): hls.js ${JSON.stringify(la)}; IVS Player ${JSON.stringify(lb)}`);
+    // Opened while live, the IVS viewer's page went Connecting → Live and never claimed Offline.
+    const seen = await watchSeen(ivsViewer);
+    const badges = seen.map((s) => s.badge).filter(Boolean);
+    assert.equal(badges[0], 'Connecting', JSON.stringify(seen));
+    assert.ok(badges.includes('Live'), JSON.stringify(seen));
+    assert.ok(!seen.some((s) => s.badge === 'Offline' || /not live/.test(s.message || '')), `never Offline: ${JSON.stringify(seen)}`);
+    assert.ok(!seen.some((s) => s.unmute && s.badge !== 'Live'), `the unmute pill only over live video: ${JSON.stringify(seen)}`);
     await screens(red.page, 'stage-host-live');
     // Live, the host's page is tall: Mute and Leave stay on screen at 1280×800.
     await red.page.setViewportSize({ width: 1280, height: 800 });
@@ -186,6 +203,7 @@ describe('the host goes live and viewers watch the composite', { timeout: 240_00
       expectCompositeGrid(hlsViewer.page, VIDEO, four, 45000),
       expectCompositeGrid(ivsViewer.page, VIDEO, four, 45000),
     ]);
+    await expectNameLabels(hlsViewer.page, VIDEO, four);
     await hlsViewer.page.screenshot({ path: '/tmp/go-live-viewer-four.png' });
   });
 

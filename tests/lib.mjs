@@ -779,3 +779,93 @@ export async function waitChatMessageGone(page, id, timeout = 10000) {
     { timeout },
   );
 }
+
+// ---------------------------------------------------------------- what the watch page says
+
+/**
+ * From every page load of `viewer`'s context on, records each change of
+ * what the watch page shows: the state badge's word (null while hidden),
+ * the message over the video, and whether the unmute pill, the chat and the
+ * latency readout are there. Read it with `watchSeen`.
+ */
+export async function recordWatchStates(viewer) {
+  await viewer.context.addInitScript(() => {
+    const seen = [];
+    window.__watchSeen = seen;
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    const text = (el) => (el && !el.hidden ? el.textContent.trim() : null);
+    const look = () => {
+      const now = {
+        badge: text(q('player-state')),
+        message: text(q('watch-message')),
+        unmute: !!q('unmute'),
+        chat: !!q('chat'),
+        latency: text(q('latency')),
+      };
+      const last = seen[seen.length - 1];
+      if (!last || Object.keys(now).some((k) => now[k] !== last[k])) seen.push(now);
+    };
+    new MutationObserver(look).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+}
+
+/** What `recordWatchStates` recorded on the current page, oldest first. */
+export async function watchSeen(viewer) {
+  return viewer.page.evaluate(() => window.__watchSeen || []);
+}
+
+/**
+ * Waits until each tile of the composite played in `selector` (a grid of
+ * `people.length` tiles, `gridCentres`) carries a name label: in the
+ * bottom-left corner of the tile (its lower fifth, a third of its width) a
+ * good share of pixels are the dark label box over the tile's colour
+ * (sdk/src/core/layout.rs `name_label`), while the same area just above it
+ * has next to none (so it is the label, not the video). Returns the dark
+ * shares per tile.
+ */
+export async function expectNameLabels(page, selector, people, timeout = 20000) {
+  const n = people.length;
+  const centres = gridCentres(n);
+  // Half a tile, as fractions of the frame (16:9 tiles on a 16:9 canvas).
+  const half = n === 1 ? 0.5 : 0.24;
+  const deadline = Date.now() + timeout;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(
+      ({ selector, centres, half }) => {
+        const v = document.querySelector(selector);
+        if (!v || !v.videoWidth) return null;
+        const w = v.videoWidth;
+        const h = v.videoHeight;
+        const c = document.createElement('canvas');
+        c.width = w;
+        c.height = h;
+        const ctx = c.getContext('2d', { willReadFrequently: true });
+        ctx.drawImage(v, 0, 0, w, h);
+        const sum = (d, i) => d[i] + d[i + 1] + d[i + 2];
+        return centres.map(([fx, fy]) => {
+          const mid = ctx.getImageData(Math.round(fx * w) - 4, Math.round(fy * h) - 4, 8, 8).data;
+          let tile = 0;
+          for (let i = 0; i < mid.length; i += 4) tile += sum(mid, i) / (mid.length / 4);
+          // The lower fifth of the tile, a third of its width, in from the edges.
+          const rw = Math.round(half * 2 * w * 0.33);
+          const rh = Math.round(half * 2 * h * 0.2);
+          // In from the tile's left edge: the gap between tiles is black.
+          const x = Math.round((fx - half) * w) + 6;
+          const y = Math.round((fy + half) * h) - rh - 2;
+          const darkShare = (top) => {
+            const d = ctx.getImageData(x, top, rw, rh).data;
+            let dark = 0;
+            for (let i = 0; i < d.length; i += 4) if (sum(d, i) < tile * 0.6) dark += 1;
+            return dark / (d.length / 4);
+          };
+          return { label: Math.round(darkShare(y) * 100) / 100, above: Math.round(darkShare(y - rh) * 100) / 100 };
+        });
+      },
+      { selector, centres, half },
+    );
+    if (last && last.every((t) => t.label > 0.06 && t.above < 0.02)) return last;
+    await sleep(500);
+  }
+  throw new Error(`${selector}: no name label on every tile of ${people.map((p) => p.name).join(', ')} within ${timeout} ms; dark shares ${JSON.stringify(last)}`);
+}

@@ -4,8 +4,10 @@
 // the broadcast and read Offline and the channel's name; a broadcaster page
 // (the SDK's broadcast client, a canvas whose colour keeps changing, WHIP
 // with the stream key) goes live and both pages play it by themselves, with
-// frames that move; StopStream turns both to Ended. An unknown channel says
-// it does not exist. No page error anywhere.
+// frames that move and an unmute pill over live video only; StopStream turns
+// both to Ended and takes the pill away. An unknown channel shows only that
+// it does not exist: no state badge, no pill, no player controls. No page
+// error anywhere.
 //
 // A private channel (`authorized: true`) plays on its watch page only with a
 // playback token on the page's URL (`?token=`, an ES384 JWT signed here with
@@ -24,6 +26,8 @@ import {
   sleep,
   waitPlayerState,
   selfSignedToken,
+  recordWatchStates,
+  watchSeen,
 } from './lib.mjs';
 import { generateKeyPairSync } from 'node:crypto';
 
@@ -96,6 +100,7 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
     browser = await launch();
     viewer = await newViewer(browser, 'hls.js viewer');
     ivs = await newViewer(browser, 'IVS viewer');
+    await recordWatchStates(viewer);
     const created = await controlPlane('POST', '/v1/channels', { name: 'Night show' });
     assert.equal(created.status, 200, created.text);
     channel = created.body.channel;
@@ -112,14 +117,23 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
     if (channel) await controlPlane('DELETE', `/v1/channels/${channel.id}`).catch(() => {});
   });
 
-  it('an unknown channel says it does not exist', async () => {
+  it('an unknown channel shows only that it does not exist', async () => {
     await viewer.page.goto(`${BASE}/watch/channel/ch-nope`);
-    await waitPlayerState(viewer, 'Offline', 10000);
     await viewer.page.waitForFunction(
       () => /does not exist/.test(document.querySelector('[data-testid="watch-message"]')?.textContent || ''),
       null,
-      { timeout: 5000 },
+      { timeout: 10000 },
     );
+    await sleep(2500); // another poll: it stays that way
+    const seen = await watchSeen(viewer);
+    assert.equal(seen[seen.length - 1].badge, null, `no state badge once answered: ${JSON.stringify(seen)}`);
+    assert.ok(seen.length > 0, 'the page was recorded');
+    for (const s of seen) {
+      // Connecting… until the first answer, then no state at all.
+      assert.ok(s.badge === null || s.badge === 'Connecting', `no Offline (or other) badge: ${JSON.stringify(seen)}`);
+      assert.ok(!s.unmute && !s.latency, `no unmute pill or latency: ${JSON.stringify(seen)}`);
+    }
+    assert.equal(await viewer.page.locator('[data-testid="player-video"]').evaluate((v) => v.controls), false, 'no player controls');
   });
 
   it('before the broadcast the page says Offline under the channel name', async () => {
@@ -129,6 +143,7 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
       await waitPlayerState(v, 'Offline', 10000);
       assert.equal((await v.page.getByTestId('watch-title').textContent()).trim(), 'Night show');
       assert.match(await v.page.getByTestId('watch-message').textContent(), /not live/);
+      assert.equal(await v.page.getByTestId('unmute').count(), 0, `${v.name}: nothing to unmute while offline`);
     }
     assert.match(await ivs.page.getByTestId('player-kind').textContent(), /IVS/);
     assert.match(await viewer.page.getByTestId('player-kind').textContent(), /hls\.js/);
@@ -142,6 +157,7 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
       await waitPlayerState(v, 'Live', 40000);
       await expectPlaying(v);
       assert.equal(await v.page.getByTestId('watch-message').isHidden(), true, `${v.name}: no message over live video`);
+      assert.ok(await v.page.getByTestId('unmute').isVisible(), `${v.name}: muted live video offers the unmute pill`);
     }
 
     const stopped = await controlPlane('POST', `/v1/channels/${channel.id}/stop`);
@@ -149,6 +165,7 @@ describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
     for (const v of [viewer, ivs]) {
       await waitPlayerState(v, 'Ended', 20000);
       assert.match(await v.page.getByTestId('watch-message').textContent(), /ended/);
+      assert.equal(await v.page.getByTestId('unmute').count(), 0, `${v.name}: the pill is gone after the end`);
     }
     assert.deepEqual(pubErrors, [], 'publisher page errors');
     assertNoPageErrors([viewer, ivs]);

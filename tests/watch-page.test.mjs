@@ -1,13 +1,16 @@
-// Journey: the Leptos watch page (/watch/{groupId}). Viewers open the page
-// before the host goes live (IVS Player by default, hls.js with
-// ?player=hls); both say Offline and start playing by themselves when the
-// stream starts, with frames that change and the host's colour; the IVS
+// Journey: the Leptos watch page (/watch/{groupId}). A stage that does not
+// exist shows only that (no state badge, no unmute pill, no chat). Viewers
+// open the page before the host goes live (IVS Player by default, hls.js
+// with ?player=hls); both say Offline (with nothing to unmute) and start
+// playing by themselves when the stream starts, with frames that change,
+// the host's colour and the host's name labelled on the composite; the IVS
 // Player runs in its low-latency mode (EXT-X-PREFETCH) and hls.js is not
-// disturbed by it; hls.js shows a latency figure (program date-time against
-// the server clock); the unmute button works; two viewers chat with each
-// other, and a third reads what they said without picking a name (the room's
-// history), also after a reload; when the host ends the stream both pages
-// say Ended. The page works at phone width.
+// disturbed by it; both show a latency figure (program date-time against the
+// server clock); the unmute pill sits clear of the player's controls and
+// works; two viewers chat with each other, and a third reads what they said
+// without picking a name (the room's history), also after a reload; when
+// the host ends the stream both pages say Ended and the pill is gone. The
+// host's long name fits the phone top bar; the page works at phone width.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +29,14 @@ import {
   sleep,
   waitPlayerState,
   screens,
+  recordWatchStates,
+  watchSeen,
+  expectNameLabels,
+  WIDTHS,
 } from './lib.mjs';
+
+// The longest name the profile form takes (32), in one unbreakable word and a half.
+const HOST = { ...PEOPLE.red, name: 'Rosalind Featherstonehaugh-Smyth' };
 
 const VIDEO = '[data-testid="player-video"]';
 
@@ -96,16 +106,40 @@ describe('the watch page', { timeout: 240_000 }, () => {
 
   before(async () => {
     browser = await launch();
-    host = await newParticipant(browser, PEOPLE.red);
+    host = await newParticipant(browser, HOST);
     ivs = await newViewer(browser, 'IVS viewer');
     hls = await newViewer(browser, 'hls.js viewer');
     everyone = [host, ivs, hls];
+    for (const v of [ivs, hls]) await recordWatchStates(v);
     await host.context.addInitScript(() => localStorage.setItem('stagecast.streamSize', 'small'));
   });
 
   after(async () => {
     if (!ok) dumpLogs(everyone);
     await browser?.close();
+  });
+
+  it('a stage that does not exist shows only that', async () => {
+    const stranger = await newViewer(browser, 'stranger');
+    everyone.push(stranger);
+    await recordWatchStates(stranger);
+    await stranger.page.goto(`${BASE}/watch/no-such-group`);
+    await stranger.page.waitForFunction(
+      () => /does not exist/.test(document.querySelector('[data-testid="watch-message"]')?.textContent || ''),
+      null,
+      { timeout: 10000 },
+    );
+    await sleep(2500); // another poll: it stays that way
+    const seen = await watchSeen(stranger);
+    assert.equal(seen[seen.length - 1].badge, null, `no state badge once answered: ${JSON.stringify(seen)}`);
+    for (const s of seen) {
+      // Connecting… until the first answer, then no state at all.
+      assert.ok(s.badge === null || s.badge === 'Connecting', `no Offline (or other) badge: ${JSON.stringify(seen)}`);
+      assert.ok(!s.unmute && !s.chat && !s.latency, `no unmute pill, chat or latency: ${JSON.stringify(seen)}`);
+    }
+    assert.equal(await stranger.page.getByTestId('chat-join').count(), 0, 'no Join chat');
+    assert.equal(await stranger.page.locator('[data-testid="player-video"]').evaluate((v) => v.controls), false, 'no player controls');
+    await stranger.context.close();
   });
 
   it('viewers who open the page before the host goes live see Offline', async () => {
@@ -117,6 +151,39 @@ describe('the watch page', { timeout: 240_000 }, () => {
     await Promise.all([waitPlayerState(ivs, 'Offline', 10000), waitPlayerState(hls, 'Offline', 10000)]);
     assert.match(await ivs.page.getByTestId('player-kind').textContent(), /IVS/);
     assert.match(await hls.page.getByTestId('player-kind').textContent(), /hls\.js/);
+    for (const v of [ivs, hls]) {
+      assert.match(await v.page.getByTestId('watch-message').textContent(), /not live/);
+      assert.equal(await v.page.getByTestId('unmute').count(), 0, `${v.name}: nothing to unmute while offline`);
+      assert.ok(await v.page.getByTestId('latency').isHidden(), `${v.name}: no latency readout while offline`);
+      assert.equal((await v.page.getByTestId('watch-title').textContent()).trim(), `${HOST.name}'s stage`);
+    }
+    // Before the first answer the page claimed nothing; then Offline.
+    const seen = await watchSeen(ivs);
+    assert.deepEqual(
+      [...new Set(seen.map((s) => s.badge).filter(Boolean))],
+      ['Connecting', 'Offline'],
+      JSON.stringify(seen),
+    );
+    // The host's long name stays inside the sample app's top bar on a phone.
+    await host.page.setViewportSize(WIDTHS.phone);
+    await host.page.waitForTimeout(200);
+    const bar = await host.page.evaluate(() => {
+      const box = (sel) => document.querySelector(sel).getBoundingClientRect();
+      const who = document.querySelector('[data-testid="whoami"] span');
+      return {
+        inner: innerWidth,
+        scroll: document.documentElement.scrollWidth,
+        bar: box('.topbar').right,
+        who: box('[data-testid="whoami"]').right,
+        brand: box('[data-testid="home-link"]'),
+        whoLeft: box('[data-testid="whoami"]').left,
+        cut: who ? who.scrollWidth > who.clientWidth : false,
+      };
+    });
+    assert.ok(bar.who <= bar.inner && bar.bar <= bar.inner && bar.scroll <= bar.inner, `top bar at 390 px: ${JSON.stringify(bar)}`);
+    assert.ok(bar.whoLeft >= bar.brand.right, `the name does not run under the brand: ${JSON.stringify(bar)}`);
+    await screens(host.page, 'stage-host-long-name');
+    await host.page.setViewportSize({ width: 1100, height: 820 });
   });
 
   it('two viewers chat with each other', async () => {
@@ -169,23 +236,38 @@ describe('the watch page', { timeout: 240_000 }, () => {
     await Promise.all([waitPlayerState(ivs, 'Live', 45000), waitPlayerState(hls, 'Live', 45000)]);
     const [a, b] = await Promise.all([expectPlaying(ivs), expectPlaying(hls)]);
     console.log(`IVS Player ${a.w}x${a.h}; hls.js ${b.w}x${b.h}`);
-    // Muted autoplay; one click unmutes.
+    // Muted autoplay; the pill sits clear of the player's controls (along
+    // the bottom of the video) and one click unmutes.
     assert.equal(await ivs.page.locator(VIDEO).evaluate((v) => v.muted), true);
+    for (const v of [ivs, hls]) {
+      const where = await v.page.evaluate(() => {
+        const pill = document.querySelector('[data-testid="unmute"]').getBoundingClientRect();
+        const video = document.querySelector('[data-testid="player-video"]');
+        const r = video.getBoundingClientRect();
+        return { pill: { top: pill.top, bottom: pill.bottom, left: pill.left, right: pill.right }, video: { top: r.top, bottom: r.bottom, left: r.left, right: r.right }, controls: video.controls };
+      });
+      assert.ok(where.controls, `${v.name}: live video has controls`);
+      assert.ok(where.pill.top >= where.video.top && where.pill.right <= where.video.right, `${v.name}: the pill is on the video ${JSON.stringify(where)}`);
+      assert.ok(where.pill.bottom <= where.video.bottom - 64, `${v.name}: the pill covers the controls strip ${JSON.stringify(where)}`);
+    }
     await ivs.page.getByTestId('unmute').click();
     await ivs.page.waitForFunction((sel) => !document.querySelector(sel).muted, VIDEO, { timeout: 5000 });
     assert.equal(await ivs.page.getByTestId('unmute').count(), 0, 'the unmute button is gone');
     // The host's colour fills the picture in both players.
     await Promise.all([expectCompositeGrid(ivs.page, VIDEO, [host], 30000), expectCompositeGrid(hls.page, VIDEO, [host], 30000)]);
+    // The host's name is labelled on the composite.
+    const labels = await expectNameLabels(hls.page, VIDEO, [host]);
+    console.log(`name label (dark share in the label corner / above it): ${JSON.stringify(labels)}`);
     // Low-latency mode in both: the IVS Player on the prefetch tags, hls.js on the parts.
     for (const v of [ivs, hls]) {
       await v.page
         .waitForFunction(() => document.querySelector('[data-testid="latency"]')?.dataset.lowLatency === 'true', null, { timeout: 20000 })
         .catch(() => assert.fail(`${v.name}: the player is not in low-latency mode`));
     }
-    // A real latency figure: seconds behind the server's clock. hls.js
-    // knows each frame's program date-time; the IVS Player's getSyncTime()
-    // is read when it has one (not seen on our streams so far), so its
-    // figure is logged, not required.
+    // A real latency figure in both: seconds behind the server's clock, from
+    // the program date-time of the frame on screen (hls.js knows it; for
+    // the IVS Player the page maps the player's position onto the
+    // playlist's EXT-X-PROGRAM-DATE-TIME).
     const latencyOf = async (v, timeout = 20000) => {
       const handle = await v.page
         .waitForFunction(
@@ -199,10 +281,10 @@ describe('the watch page', { timeout: 240_000 }, () => {
         .catch(async () => assert.fail(`${v.name}: no latency figure ("${await v.page.getByTestId('latency').textContent()}")`));
       return handle.jsonValue();
     };
-    const hlsLatency = await latencyOf(hls);
-    const ivsLatency = await latencyOf(ivs, 1000).catch((e) => e.message);
-    console.log(`latency: hls.js ${hlsLatency} s; IVS Player: ${ivsLatency}`);
+    const [hlsLatency, ivsLatency] = await Promise.all([latencyOf(hls), latencyOf(ivs)]);
+    console.log(`latency: hls.js ${hlsLatency} s; IVS Player ${ivsLatency} s`);
     assert.ok(hlsLatency > 0 && hlsLatency < 5, `hls.js latency ${hlsLatency} s`);
+    assert.ok(ivsLatency > 0 && ivsLatency < 5, `IVS Player latency ${ivsLatency} s`);
     // Still advancing after all that.
     await Promise.all([expectPlaying(ivs), expectPlaying(hls)]);
     // Timed metadata (PutMetadata) shows as an overlay on both players.
@@ -229,9 +311,16 @@ describe('the watch page', { timeout: 240_000 }, () => {
     await screens(hls.page, 'watch-page-hls');
   });
 
-  it('both pages say Ended when the host ends the stream', async () => {
+  it('both pages say Ended when the host ends the stream, and the pill is gone', async () => {
+    assert.equal(await hls.page.getByTestId('unmute').count(), 1, 'the hls.js viewer never unmuted');
     await host.page.getByTestId('end-stream').click();
     await Promise.all([waitPlayerState(ivs, 'Ended', 20000), waitPlayerState(hls, 'Ended', 20000)]);
+    for (const v of [ivs, hls]) {
+      assert.equal(await v.page.getByTestId('unmute').count(), 0, `${v.name}: nothing to unmute after the end`);
+      assert.ok(await v.page.getByTestId('latency').isHidden(), `${v.name}: no latency readout after the end`);
+      assert.match(await v.page.getByTestId('watch-message').textContent(), /ended/);
+    }
+    await screens(hls.page, 'watch-page-ended');
   });
 
   it('moderation takes effect live; a view-only viewer cannot send', async () => {

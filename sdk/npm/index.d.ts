@@ -406,6 +406,12 @@ export interface AutoLayoutOptions {
   mode?: LayoutMode;
   /** The big frame in `pip` (default: the first participant). */
   featuredParticipantId?: string;
+  /**
+   * Beyond IVS (whose composites carry no names): draw each participant's name
+   * (`attributes.username`, else `userId`) in a dark box at the bottom-left of their
+   * video, so viewers can tell who is who. Default `false`.
+   */
+  nameLabels?: boolean;
 }
 
 /** The handle returned by `autoLayout`. */
@@ -423,7 +429,8 @@ export declare class AutoLayout {
 /**
  * Beyond IVS: slots every participant of `stage` with a stream (local and remote) into
  * `client`'s composition and mixes their audio, re-slotting on joins/leaves; a participant
- * whose video is stopped shows their avatar (`attributes.avatarUrl`) and name. It may be
+ * whose video is stopped shows their avatar (`attributes.avatarUrl`) and name; with
+ * `nameLabels: true` their video is labelled with the name too. It may be
  * attached before or after `stage.join()`: it starts from the participants already there.
  */
 export declare function autoLayout(client: BroadcastClient, stage: Stage, options?: AutoLayoutOptions): AutoLayout;

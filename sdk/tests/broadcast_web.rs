@@ -492,6 +492,46 @@ async fn auto_layout_follows_the_stage() {
     c.delete();
 }
 
+#[wasm_bindgen_test]
+async fn auto_layout_labels_each_video_with_its_name() {
+    use stagecast_sdk::core::layout::{label_font_px, name_label, Rect};
+    let c = client();
+    let preview = preview_of(&c);
+    let stage = fake_stage();
+    let options = obj(&[("nameLabels", true.into())]);
+    let handle = auto_layout(&c, stage.clone(), options).expect("autoLayout");
+    let (red, _r) = colour_track(RED);
+    let a = info("a", "Alice");
+    emit(&stage, "stageParticipantJoined", std::slice::from_ref(&a));
+    emit(
+        &stage,
+        "stageParticipantStreamsAdded",
+        &[a.clone(), Array::of1(&stage_stream(&red, false)).into()],
+    );
+    // Where the layout engine puts a full frame's label; the preview is half size.
+    let full = Rect { x: 0.0, y: 0.0, width: 852.0, height: 480.0 };
+    let font = label_font_px(&full).expect("a full frame has a label");
+    let label = name_label(&full, font, 0.0, &[]).rect;
+    // Left of the name, in the box's padding: the dark box over the video.
+    let x = (label.x + 4.0) / 2.0;
+    let mid = (label.y + label.height / 2.0) / 2.0;
+    expect_pixel(&preview, x, mid, (102, 0, 0), "the label box over red").await;
+    expect_pixel(&preview, x, (label.y - 8.0) / 2.0, RED, "the video above the label").await;
+    expect_pixel(&preview, LEFT.0, LEFT.1, RED, "the rest of the tile").await;
+    // Without the option there is no label.
+    handle.stop();
+    let plain = auto_layout(&c, stage.clone(), JsValue::UNDEFINED).expect("autoLayout");
+    emit(&stage, "stageParticipantJoined", std::slice::from_ref(&a));
+    emit(
+        &stage,
+        "stageParticipantStreamsAdded",
+        &[a, Array::of1(&stage_stream(&red, false)).into()],
+    );
+    expect_pixel(&preview, x, mid, RED, "no label without nameLabels").await;
+    plain.stop();
+    c.delete();
+}
+
 /// Replaces `window.fetch` with an in-page WHIP server: an answering
 /// `RTCPeerConnection`. Returns its log object (`restore()` undoes it).
 fn mock_whip() -> JsValue {

@@ -92,20 +92,33 @@ pub async fn group_status(group_id: &str) -> Result<Option<GroupStatus>, String>
     }))
 }
 
-/// How far the server's clock is ahead of this device's (ms): a `HEAD` of
-/// `url` (an HLS resource, which carries `x-server-time-ms`), taking the
-/// middle of the round trip as the moment the server read its clock.
-pub async fn server_clock_offset(url: &str) -> Option<f64> {
+/// An HLS resource (`HEAD` or `GET`, never from a cache): its body (empty
+/// for `HEAD`; `None` unless 2xx) and how far the server's clock is ahead
+/// of this device's (ms), from its `x-server-time-ms`, taking the middle of
+/// the round trip as the moment the server read its clock.
+pub async fn hls_fetch(method: &str, url: &str) -> (Option<String>, Option<f64>) {
     let init = RequestInit::new();
-    init.set_method("HEAD");
+    init.set_method(method);
     init.set_cache(web_sys::RequestCache::NoStore);
-    let request = Request::new_with_str_and_init(url, &init).ok()?;
-    let window = web_sys::window()?;
+    let (Ok(request), Some(window)) = (Request::new_with_str_and_init(url, &init), web_sys::window()) else {
+        return (None, None);
+    };
     let sent = js_sys::Date::now();
-    let response: Response = JsFuture::from(window.fetch_with_request(&request)).await.ok()?.dyn_into().ok()?;
+    let Some(response) = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .ok()
+        .and_then(|r| r.dyn_into::<Response>().ok())
+    else {
+        return (None, None);
+    };
     let received = js_sys::Date::now();
-    let server: f64 = response.headers().get("x-server-time-ms").ok()??.parse().ok()?;
-    Some(server - (sent + received) / 2.0)
+    let server = response.headers().get("x-server-time-ms").ok().flatten().and_then(|t| t.parse::<f64>().ok());
+    let offset = server.map(|s| s - (sent + received) / 2.0);
+    let body = match (response.ok(), response.text()) {
+        (true, Ok(p)) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()),
+        _ => None,
+    };
+    (body, offset)
 }
 
 /// What `/api/channels/{id}` says about a channel.

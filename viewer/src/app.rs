@@ -2,15 +2,8 @@
 
 use leptos::prelude::*;
 
-use crate::routes::{channel::ChannelPage, not_found::NotFound, watch::WatchPage};
-
-/// The pages a path can name.
-enum Route {
-    /// `/watch/{groupId}`: a stage group of the sample app.
-    Group(String),
-    /// `/watch/channel/{channelId}`: any channel.
-    Channel(String),
-}
+use crate::components::stream::Source;
+use crate::routes::{not_found::NotFound, watch::WatchPage};
 
 /// The one id segment of `rest` (a trailing slash allowed).
 fn single_segment(rest: &str) -> Option<String> {
@@ -18,11 +11,13 @@ fn single_segment(rest: &str) -> Option<String> {
     (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
 }
 
-fn route(path: &str) -> Option<Route> {
+/// The stream a path names: `/watch/{groupId}` a stage group of the sample
+/// app, `/watch/channel/{channelId}` any channel.
+fn route(path: &str) -> Option<Source> {
     let rest = path.strip_prefix("/watch/")?;
     match rest.strip_prefix("channel/") {
-        Some(channel) => single_segment(channel).map(Route::Channel),
-        None => single_segment(rest).map(Route::Group),
+        Some(channel) => single_segment(channel).map(Source::Channel),
+        None => single_segment(rest).map(Source::Stage),
     }
 }
 
@@ -31,10 +26,7 @@ fn route(path: &str) -> Option<Route> {
 pub fn App() -> impl IntoView {
     let path = window().location().pathname().unwrap_or_default();
     match route(&path) {
-        Some(Route::Group(group_id)) => view! { <WatchPage group_id=group_id /> }.into_any(),
-        Some(Route::Channel(channel_id)) => {
-            view! { <ChannelPage channel_id=channel_id /> }.into_any()
-        }
+        Some(source) => view! { <WatchPage source=source /> }.into_any(),
         None => view! { <NotFound /> }.into_any(),
     }
 }

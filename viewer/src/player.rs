@@ -6,9 +6,11 @@
 //! both players to one shape: `{stop(), programDateTime(), setMuted(bool)}`
 //! plus three callbacks (playing, gone, metadata cue). The state machine
 //! stays in Rust, and so does the latency figure: `programDateTime()` is the
-//! `EXT-X-PROGRAM-DATE-TIME` (Unix ms) of the frame on screen, which the page
-//! puts against the server's clock (the IVS Player's own `getLiveLatency()`
-//! stays 0 on streams that do not come from IVS's transcoder).
+//! `EXT-X-PROGRAM-DATE-TIME` (Unix ms) of the frame on screen when the
+//! library knows it, which the page puts against the server's clock. The
+//! IVS Player's own `getLiveLatency()` and `getSyncTime()` stay 0 on streams
+//! that do not come from IVS's transcoder; for it the page maps the video's
+//! timeline onto the playlist's date-times itself (`crate::latency::Timeline`).
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
@@ -57,10 +59,10 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     // One rendition: without this the low-latency player re-downloads a
     // complete segment every period to probe bandwidth (twice the egress).
     p.setAutoQualityMode(false);
-    // The sync time (from PROGRAM-DATE-TIME) moves in steps: remember where
+    // The sync time (IVS's own timestamps) moves in steps: remember where
     // playback was when it changed, and count on from there. (On our
-    // streams the player has not been seen to report one: the page then
-    // shows no figure rather than a guess.)
+    // streams the player reports none: the page then maps the video's
+    // timeline onto the playlist's program date-times itself.)
     let sync = null;
     const syncNow = () => {
       const t = p.getSyncTime();

@@ -22,7 +22,7 @@ const LIVE_LABELS = {
 
 /**
  * The host's "Go live" panel: a broadcast client composites every stage
- * participant (auto layout, grid) into one picture, shown in the preview
+ * participant (auto layout, grid, name labels) into one picture, shown in the preview
  * canvas, and sends it to the group's channel.
  */
 export function broadcastPanel(session) {
@@ -98,7 +98,8 @@ export function broadcastPanel(session) {
         }
       });
       client.on(BroadcastClientEvents.ERROR, (err) => console.warn('broadcast client error', err));
-      layout = IVSBroadcastClient.autoLayout(client, stage, { mode: 'grid' });
+      // Each tile carries the participant's name, so viewers can tell who is who.
+      layout = IVSBroadcastClient.autoLayout(client, stage, { mode: 'grid', nameLabels: true });
       client.attachPreview(preview);
       preview.hidden = false;
       placeholder.hidden = true;

@@ -264,6 +264,51 @@ pub fn visible_layers(boxes: &[(Option<Rect>, bool)], draw: &mut Vec<bool>) {
     }
 }
 
+/// A participant's name on their tile (beyond IVS, whose composites have
+/// none): a dark box inset in a corner of the drawn picture, the name in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Label {
+    /// The dark box.
+    pub rect: Rect,
+    /// Where the text starts: its left edge and vertical middle.
+    pub text_x: f64,
+    pub text_y: f64,
+    /// The widest the text may be drawn; a longer name is squeezed to fit.
+    pub max_text_width: f64,
+}
+
+/// The label's font size for a picture drawn in `pic`: a fourteenth of its
+/// height, 10–32 px. `None` when the picture is too small to carry a
+/// readable label without hiding the face under it.
+// max/min rather than clamp: clamp's panic path costs the wasm bytes.
+#[allow(clippy::manual_clamp)]
+pub fn label_font_px(pic: &Rect) -> Option<f64> {
+    let font = (pic.height / 14.0).round().max(10.0).min(32.0);
+    (pic.height >= font * 5.0 && pic.width >= font * 8.0).then_some(font)
+}
+
+/// Where the name label of a picture drawn in `pic` goes, for a name
+/// `text_width` px wide at `font_px`: the bottom-left corner, inset; the
+/// top-left corner when a box drawn later (`later`, as [`visible_layers`]
+/// takes them: picture-in-picture thumbnails along the bottom) would cover
+/// it. The box never leaves the picture: a long name is squeezed into
+/// `max_text_width`.
+pub fn name_label(pic: &Rect, font_px: f64, text_width: f64, later: &[(Option<Rect>, bool)]) -> Label {
+    let margin = (font_px * 0.5).round();
+    let pad = (font_px * 0.4).round();
+    let height = (font_px * 1.6).round();
+    let max_text_width = (pic.width - 2.0 * (margin + pad)).max(0.0);
+    let bottom = Rect {
+        x: pic.x + margin,
+        y: pic.y + pic.height - margin - height,
+        width: text_width.max(0.0).min(max_text_width) + 2.0 * pad,
+        height,
+    };
+    let covered = later.iter().any(|(r, _)| r.is_some_and(|r| r.overlaps(&bottom)));
+    let rect = if covered { Rect { y: pic.y + margin, ..bottom } } else { bottom };
+    Label { rect, text_x: rect.x + pad, text_y: rect.y + height / 2.0, max_text_width }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +537,80 @@ mod tests {
             assert_eq!(LayoutMode::parse(m.as_str()), Some(m));
         }
         assert_eq!(LayoutMode::parse("mosaic"), None);
+    }
+
+    #[test]
+    fn labels_sit_inside_their_tile_and_off_every_other_one() {
+        for (w, h) in CANVASES {
+            for n in 1..=12 {
+                let s = layout(w, h, LayoutMode::Grid, &ids(n), None);
+                let boxes: Vec<(Option<Rect>, bool)> = s.iter().map(|t| (Some(t.rect), true)).collect();
+                for (i, slot) in s.iter().enumerate() {
+                    let Some(font) = label_font_px(&slot.rect) else {
+                        assert!(slot.rect.height < 60.0, "n={n}: a {:?} tile gets a label", slot.rect);
+                        continue;
+                    };
+                    let label = name_label(&slot.rect, font, font * 4.0, &boxes[i + 1..]);
+                    assert!(slot.rect.covers(&label.rect), "n={n} {label:?} in {:?}", slot.rect);
+                    // Bottom-left: in the lower third, in the left half.
+                    assert!(label.rect.y > slot.rect.y + slot.rect.height * 2.0 / 3.0, "n={n} {label:?}");
+                    assert!(label.rect.x < slot.rect.x + slot.rect.width / 2.0);
+                    assert!(label.rect.height < slot.rect.height / 4.0, "a label hides the face: {label:?}");
+                    for (j, other) in s.iter().enumerate() {
+                        assert!(i == j || !label.rect.overlaps(&other.rect), "n={n}: label {i} on tile {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_label_font_follows_the_tile_and_small_tiles_get_none() {
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 1280.0, 720.0)), Some(32.0));
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 640.0, 360.0)), Some(26.0));
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 309.0, 173.0)), Some(12.0));
+        // A 12-tile grid on a 640×360 canvas: 10 px is the floor.
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 150.0, 84.0)), Some(10.0));
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 80.0, 45.0)), None);
+        assert_eq!(label_font_px(&rect(0.0, 0.0, 60.0, 200.0)), None, "too narrow");
+    }
+
+    #[test]
+    fn a_pip_thumbnail_moves_the_main_label_to_the_top() {
+        for n in [2, 5, 12] {
+            let s = layout(1280.0, 720.0, LayoutMode::Pip, &ids(n), None);
+            let boxes: Vec<(Option<Rect>, bool)> = s.iter().map(|t| (Some(t.rect), true)).collect();
+            let main = s[0].rect;
+            let font = label_font_px(&main).expect("the full frame has a label");
+            // A long name: it reaches under the thumbnails at the bottom.
+            let label = name_label(&main, font, 2000.0, &boxes[1..]);
+            assert!(label.rect.y < 720.0 / 3.0, "n={n} {label:?}");
+            for t in &s[1..] {
+                assert!(!label.rect.overlaps(&t.rect), "n={n}: under a thumbnail");
+            }
+            // A thumbnail's own label stays at its bottom.
+            let t = s[1].rect;
+            if let Some(font) = label_font_px(&t) {
+                let label = name_label(&t, font, font * 3.0, &boxes[2..]);
+                assert!(t.covers(&label.rect) && label.rect.y > t.y + t.height / 2.0, "{label:?} in {t:?}");
+            }
+        }
+        // Nothing later that overlaps: bottom-left.
+        let label = name_label(&rect(0.0, 0.0, 1280.0, 720.0), 32.0, 100.0, &[(None, true)]);
+        assert_eq!(label.rect, rect(16.0, 720.0 - 16.0 - 51.0, 100.0 + 26.0, 51.0));
+        assert_eq!((label.text_x, label.text_y), (29.0, 720.0 - 16.0 - 25.5));
+    }
+
+    #[test]
+    fn a_long_name_keeps_to_the_tile() {
+        let tile = rect(100.0, 50.0, 309.0, 173.0);
+        let font = label_font_px(&tile).expect("label");
+        let label = name_label(&tile, font, 5000.0, &[]);
+        assert!(tile.covers(&label.rect), "{label:?}");
+        assert_eq!(label.max_text_width, 309.0 - 2.0 * (6.0 + 5.0));
+        assert_eq!(label.rect.width, label.max_text_width + 10.0);
+        // A short one gets a box its size.
+        let label = name_label(&tile, font, 30.0, &[]);
+        assert_eq!(label.rect.width, 40.0);
     }
 }

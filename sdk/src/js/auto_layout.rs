@@ -6,7 +6,9 @@
 //!
 //! Each participant with a stream gets a tile from the layout engine: an
 //! avatar card (avatar image + name on a dark tile) underneath, and their
-//! video on top while it is flowing; stopping video reveals the card.
+//! video on top while it is flowing; stopping video reveals the card. With
+//! `nameLabels: true` the video carries the participant's name too, so
+//! viewers can tell who is who.
 //! Their audio goes to the mixer (muted → gain 0). Every event re-slots
 //! synchronously, so the next composed frame already has the new layout.
 
@@ -91,7 +93,8 @@ fn draw_card(canvas: &HtmlCanvasElement, name: &str, img: Option<&HtmlImageEleme
     ctx.set_font(&format!("{}px sans-serif", (h * 0.08) as u32));
     ctx.set_text_align("center");
     ctx.set_text_baseline("middle");
-    let _ = ctx.fill_text(name, cx, h * 0.8);
+    // A long name is squeezed into the card rather than cut off at its edges.
+    let _ = ctx.fill_text_with_max_width(name, cx, h * 0.8, w * 0.9);
 }
 
 fn make_card(name: &str, avatar_url: Option<&str>) -> Option<Card> {
@@ -176,6 +179,7 @@ struct St {
     members: Vec<Member>,
     mode: LayoutMode,
     featured: Option<String>,
+    name_labels: bool,
     handlers: Vec<(&'static str, Handler)>,
     stopped: bool,
 }
@@ -190,19 +194,19 @@ pub struct AutoLayout {
     inner: Rc<Inner>,
 }
 
-fn parse_options(options: &JsValue) -> Result<(LayoutMode, Option<String>), JsValue> {
+fn parse_options(options: &JsValue) -> Result<(LayoutMode, Option<String>, bool), JsValue> {
     if !options.is_object() {
-        return Ok((LayoutMode::Grid, None));
+        return Ok((LayoutMode::Grid, None, false));
     }
     let mode = match get_str(options, "mode") {
         None => LayoutMode::Grid,
         Some(m) => LayoutMode::parse(&m)
             .ok_or_else(|| type_error("autoLayout: mode must be 'grid', 'pip' or 'versus'"))?,
     };
-    Ok((mode, get_str(options, "featuredParticipantId")))
+    Ok((mode, get_str(options, "featuredParticipantId"), get(options, "nameLabels").is_truthy()))
 }
 
-/// `autoLayout(client, stage, {mode?, featuredParticipantId?})`.
+/// `autoLayout(client, stage, {mode?, featuredParticipantId?, nameLabels?})`.
 #[wasm_bindgen(js_name = autoLayout)]
 pub fn auto_layout(
     client: &BroadcastClient,
@@ -212,7 +216,7 @@ pub fn auto_layout(
     let on: Function = get(&stage, "on")
         .dyn_into()
         .map_err(|_| type_error("autoLayout: stage must have on()/off() (a Stage)"))?;
-    let (mode, featured) = parse_options(&options)?;
+    let (mode, featured, name_labels) = parse_options(&options)?;
     let inner = Rc::new(Inner {
         st: RefCell::new(St {
             client: client.inner(),
@@ -220,6 +224,7 @@ pub fn auto_layout(
             members: Vec::new(),
             mode,
             featured,
+            name_labels,
             handlers: Vec::new(),
             stopped: false,
         }),
@@ -464,6 +469,7 @@ impl Inner {
             .map(|m| m.id.clone())
             .collect();
         let slots: Vec<Slot> = layout(w, h, st.mode, &ids, st.featured.as_deref());
+        let labels = st.name_labels;
         for m in &mut st.members {
             Self::sync_audio(&client, m);
             let slot = slots.iter().find(|s| s.id == m.id);
@@ -518,6 +524,9 @@ impl Inner {
                             .and_then(|s| client.add_video(&vname, s, input(&video_comp)).ok());
                         if added.is_some() {
                             m.placed_video = Some(id);
+                            if labels {
+                                client.set_label(&vname, Some(&m.name));
+                            }
                         }
                     }
                 }

@@ -715,6 +715,11 @@ impl Inner {
         self.st.borrow_mut().compositor.update(name, comp)
     }
 
+    /// Beyond IVS (`autoLayout`'s `nameLabels`): a name drawn over a layer.
+    pub(crate) fn set_label(&self, name: &str, label: Option<&str>) -> bool {
+        self.st.borrow_mut().compositor.set_label(name, label)
+    }
+
     pub(crate) fn has_layer(&self, name: &str) -> bool {
         self.st.borrow().compositor.has(name)
     }

@@ -1,13 +1,15 @@
 //! Canvas 2D compositor (as IVS does it): every frame, black background,
 //! then each source aspect-fitted and centred in its box, in `index`
-//! order. The output is `canvas.captureStream(0)` with one
-//! `requestFrame()` per composed frame, so the video track is created once
-//! and lives as long as the compositor. `requestFrame` is on the track
-//! (CanvasCaptureMediaStreamTrack, Chromium and Safari) or on the stream
-//! (CanvasCaptureMediaStream, Firefox): whichever has it is asked.
+//! order; a layer given a name label (`autoLayout`'s `nameLabels`) has it
+//! drawn over its picture where [`name_label`] puts it. The output is
+//! `canvas.captureStream(0)` with one `requestFrame()` per composed frame,
+//! so the video track is created once and lives as long as the compositor.
+//! `requestFrame` is on the track (CanvasCaptureMediaStreamTrack, Chromium
+//! and Safari) or on the stream (CanvasCaptureMediaStream, Firefox):
+//! whichever has it is asked.
 
 use crate::core::broadcast::{ComposeStats, Composition};
-use crate::core::layout::{aspect_fit, visible_layers, Rect};
+use crate::core::layout::{aspect_fit, label_font_px, name_label, visible_layers, Rect};
 use wasm_bindgen::prelude::*;
 use web_sys::{
     CanvasRenderingContext2d, HtmlCanvasElement, HtmlImageElement, HtmlVideoElement, MediaStream,
@@ -138,6 +140,41 @@ struct Layer {
     comp: Composition,
     /// Insertion order: ties in `index` keep the order sources were added.
     seq: u64,
+    label: Option<LabelText>,
+}
+
+/// A layer's name label and what was measured of it (measured again only
+/// when the font size changes).
+struct LabelText {
+    name: String,
+    /// The font size, the CSS font, and the name's width in it.
+    font: (f64, String, f64),
+}
+
+impl LabelText {
+    fn draw(&mut self, ctx: &CanvasRenderingContext2d, pic: &Rect, later: &[(Option<Rect>, bool)]) {
+        let Some(px) = label_font_px(pic) else {
+            return;
+        };
+        if self.font.0 != px {
+            // Whole pixels: formatting a float would link kilobytes of float printing.
+            let css = format!("600 {}px sans-serif", px as u32);
+            ctx.set_font(&css);
+            let width = ctx.measure_text(&self.name).map_or(0.0, |m| m.width());
+            self.font = (px, css, width);
+        } else {
+            ctx.set_font(&self.font.1);
+        }
+        let label = name_label(pic, px, self.font.2, later);
+        let r = label.rect;
+        ctx.set_fill_style_str("rgba(0,0,0,.6)");
+        ctx.fill_rect(r.x, r.y, r.width, r.height);
+        ctx.set_fill_style_str("#fff");
+        ctx.set_text_align("left");
+        ctx.set_text_baseline("middle");
+        // A name wider than the tile allows is squeezed into it.
+        let _ = ctx.fill_text_with_max_width(&self.name, label.text_x, label.text_y, label.max_text_width);
+    }
 }
 
 fn key(l: &Layer) -> (i32, u64) {
@@ -243,8 +280,24 @@ impl Compositor {
             picture,
             comp,
             seq: self.next_seq,
+            label: None,
         });
         self.sort();
+    }
+
+    /// Draws `label` (`None`: nothing) over a layer's picture from the next
+    /// frame on; false if there is no such layer.
+    pub fn set_label(&mut self, name: &str, label: Option<&str>) -> bool {
+        let Some(layer) = self.layers.iter_mut().find(|l| l.name == name) else {
+            return false;
+        };
+        if layer.label.as_ref().map(|l| l.name.as_str()) != label {
+            layer.label = label.map(|name| LabelText {
+                name: name.to_owned(),
+                font: (0.0, String::new(), 0.0),
+            });
+        }
+        true
     }
 
     /// Removes a layer, returning its picture (to release a hidden video).
@@ -313,8 +366,8 @@ impl Compositor {
             self.boxes.push((drawn, opaque));
         }
         visible_layers(&self.boxes, &mut self.draw);
-        for ((layer, (drawn, _)), draw) in self.layers.iter().zip(&self.boxes).zip(&self.draw) {
-            let (Some(r), true) = (drawn, draw) else {
+        for (i, (layer, draw)) in self.layers.iter_mut().zip(&self.draw).enumerate() {
+            let (Some(r), true) = (self.boxes[i].0, draw) else {
                 continue;
             };
             // A source torn down mid-frame throws; skip it this frame.
@@ -325,6 +378,9 @@ impl Compositor {
                 r.width,
                 r.height,
             );
+            if let Some(label) = &mut layer.label {
+                label.draw(ctx, &r, &self.boxes[i + 1..]);
+            }
         }
         // Throws only once the track has ended (the client is being deleted).
         let _ = self.requester.request_frame();
