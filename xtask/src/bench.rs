@@ -909,16 +909,7 @@ fn net_section_of(doc: &str) -> Option<String> {
 /// `doc` with its network-recovery section replaced by `section` (or, if it
 /// has none, `section` inserted before `## Machine`, else appended).
 fn splice_net(doc: &str, section: &str) -> String {
-    if let Some(b) = doc.find(NET_BEGIN) {
-        if let Some(e) = doc[b..].find(NET_END).map(|e| e + b) {
-            let after = doc[e + NET_END.len()..].trim_start_matches('\n');
-            return format!("{}{section}\n{after}", &doc[..b]);
-        }
-    }
-    match doc.find("## Machine") {
-        Some(at) => format!("{}{section}\n{}", &doc[..at], &doc[at..]),
-        None => format!("{doc}\n{section}"),
-    }
+    crate::soak::splice_between(doc, NET_BEGIN, NET_END, section)
 }
 
 #[cfg(test)]

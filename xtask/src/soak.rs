@@ -171,12 +171,18 @@ fn render(soak: &BTreeMap<String, String>, load_before: &str, load_after: &str) 
     Ok(md)
 }
 
-/// `doc` with its soak section replaced by `section` (or, if it has none,
-/// `section` inserted before `## Machine`, else appended).
+/// `doc` with its soak section replaced by `section` ([`splice_between`]).
 pub fn splice(doc: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) {
-        if b < e {
-            let after = doc[e + END.len()..].trim_start_matches('\n');
+    splice_between(doc, BEGIN, END, section)
+}
+
+/// `doc` with the section between the markers `begin` and `end` replaced by
+/// `section` (or, if it has none, `section` inserted before `## Machine`,
+/// else appended). Every generated section of BENCHMARKS.md goes in this way.
+pub fn splice_between(doc: &str, begin: &str, end: &str, section: &str) -> String {
+    if let Some(b) = doc.find(begin) {
+        if let Some(e) = doc[b..].find(end).map(|e| e + b) {
+            let after = doc[e + end.len()..].trim_start_matches('\n');
             return format!("{}{section}\n{after}", &doc[..b]);
         }
     }
