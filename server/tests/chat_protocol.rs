@@ -524,6 +524,20 @@ fn chat_tokens_verify_signature_kind_and_expiry() -> anyhow::Result<()> {
     parts[1] = engine.encode(serde_json::to_vec(&forged)?);
     assert!(matches!(signer.verify(&parts.join("."), 1500), Err(TokenError::Invalid(_))));
     assert!(matches!(signer.verify("nope", 1500), Err(TokenError::Malformed(_))));
+    // The same key under another kind's key id (a participant token is
+    // signed by this key too) is not a chat token, nor is a payload of
+    // another kind under the chat key id.
+    let same_key = p384::ecdsa::SigningKey::from_slice(&[9u8; 48])?;
+    let signer = ChatSigner::new(same_key.clone());
+    let as_participant = stagecast_server::auth::sign_jwt(&same_key, "server-0123", &claims)?;
+    assert!(matches!(signer.verify(&as_participant, 1500), Err(TokenError::Invalid(_))));
+    let not_chat = stagecast_server::auth::sign_jwt(&same_key, "stagecast-chat", &json!({"kind": "stage", "exp": 2000}))?;
+    assert!(matches!(signer.verify(&not_chat, 1500), Err(TokenError::Malformed(_) | TokenError::Invalid(_))));
+    let mut other_kind = claims.clone();
+    other_kind.kind = "stage".into();
+    let other_kind = stagecast_server::auth::sign_jwt(&same_key, "stagecast-chat", &other_kind)?;
+    assert!(matches!(signer.verify(&other_kind, 1500), Err(TokenError::Invalid(_))));
+    assert!(signer.verify(&signer.mint(&claims)?, 1500).is_ok());
     // Capabilities serialize as IVS names.
     assert_eq!(
         serde_json::to_value([ChatCapability::SendMessage, ChatCapability::DeleteMessage, ChatCapability::DisconnectUser])?,

@@ -20,8 +20,9 @@ use crate::store::{ParticipantRecord, StoreError};
 use crate::{AppError, AppState, Config};
 
 pub use jwt::{
-    check_attributes, derive_key, parse_public_key, signing_key_path, verify_playback, KeyRing, KeySet, ParsedPublicKey,
-    PlaybackClaims, VerifiedPlayback, SIGNING_KEY_FILE,
+    check_attributes, derive_key, parse_public_key, sign as sign_jwt, signing_key_path, verify_playback,
+    verify_signed_by as verify_jwt_signed_by, KeyRing, KeySet, ParsedPublicKey, PlaybackClaims, VerifiedPlayback,
+    SIGNING_KEY_FILE,
 };
 
 /// The file (in the data dir) holding the generated API key.

@@ -3,21 +3,19 @@
 //!
 //! The claims differ from participant claims on purpose (`room`, `kind:
 //! "chat"`, no `topic`), and the header names the key `stagecast-chat`, so
-//! neither kind of token is accepted where the other is expected.
+//! neither kind of token is accepted where the other is expected. Encoding
+//! and the signature check are `auth`'s, shared by every kind of token.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use p384::ecdsa::signature::{Signer, Verifier};
-use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::ecdsa::{SigningKey, VerifyingKey};
 use p384::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 
 use super::room::ChatCapabilities;
+use crate::auth::{sign_jwt, verify_jwt_signed_by, AuthError};
 
-const ALG: &str = "ES384";
 const KID: &str = "stagecast-chat";
 const KIND: &str = "chat";
 
@@ -84,15 +82,6 @@ pub enum TokenError {
     Sign(String),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
-}
-
 /// Signs and verifies chat tokens.
 pub struct ChatSigner {
     signing: SigningKey,
@@ -121,39 +110,18 @@ impl ChatSigner {
     }
 
     pub fn mint(&self, claims: &ChatClaims) -> Result<String, TokenError> {
-        let header = Header { alg: ALG.to_owned(), typ: Some("JWT".to_owned()), kid: Some(KID.to_owned()) };
-        let header = serde_json::to_vec(&header).map_err(|e| TokenError::Sign(e.to_string()))?;
-        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Sign(e.to_string()))?;
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let signature: Signature = self.signing.sign(input.as_bytes());
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+        sign_jwt(&self.signing, KID, claims).map_err(|e| TokenError::Sign(e.to_string()))
     }
 
     /// Signature first (no unauthenticated claim is looked at), then kind
     /// and expiry against `now_unix` (seconds).
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<ChatClaims, TokenError> {
-        let token = token.trim();
-        let mut parts = token.split('.');
-        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(TokenError::Malformed("a token has three dot-separated parts"));
-        };
-        let header = URL_SAFE_NO_PAD.decode(h64).map_err(|_| TokenError::Malformed("the header is not base64url"))?;
-        let header: Header =
-            serde_json::from_slice(&header).map_err(|_| TokenError::Malformed("the header is not a JWT header"))?;
-        if header.alg != ALG || header.kid.as_deref() != Some(KID) {
-            return Err(TokenError::Invalid("not a chat token"));
-        }
-        let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| TokenError::Malformed("the signature is not base64url"))?;
-        let sig = Signature::from_slice(&sig).map_err(|_| TokenError::Invalid("the signature is not ES384"))?;
-        let input = token
-            .get(..h64.len() + 1 + p64.len())
-            .ok_or(TokenError::Malformed("a token has three dot-separated parts"))?;
-        self.verifying
-            .verify(input.as_bytes(), &sig)
-            .map_err(|_| TokenError::Invalid("the signature does not match"))?;
-        let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| TokenError::Malformed("the payload is not base64url"))?;
-        let claims: ChatClaims =
-            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed("the payload is not chat claims"))?;
+        let claims: ChatClaims = verify_jwt_signed_by(&self.verifying, KID, token, "the payload is not chat claims")
+            .map_err(|e| match e {
+                AuthError::Malformed(why) => TokenError::Malformed(why),
+                AuthError::Invalid(why) => TokenError::Invalid(why),
+                _ => TokenError::Invalid("not a chat token"),
+            })?;
         if claims.kind != KIND {
             return Err(TokenError::Invalid("not a chat token"));
         }
