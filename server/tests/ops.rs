@@ -90,6 +90,33 @@ async fn healthz_answers_ok_while_the_store_works() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_503_while_the_store_fails_and_ok_again_after() -> Result<()> {
+    let server = Server::start("ops-healthz-broken").await?;
+    // What an operator's mistake or a bad migration does to the real
+    // database: the table the health probe reads is gone (for a while).
+    let db = server.dir.join("stagecast.db");
+    let rename = move |from: &'static str, to: &'static str| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = rusqlite::Connection::open(&db)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to};"))?;
+            Ok(())
+        })
+    };
+    rename("stages", "stages_away").await??;
+    let res = server.http.get(format!("{}/healthz", server.base)).timeout(Duration::from_secs(15)).send().await?;
+    ensure!(res.status() == 503, "a failing store must make /healthz 503, got {}", res.status());
+    let body: Value = res.json().await?;
+    ensure!(body["status"] == "unavailable", "{body}");
+    ensure!(body["reason"].as_str().is_some_and(|r| r.contains("store")), "the reason names the store: {body}");
+    rename("stages_away", "stages").await??;
+    let res = server.http.get(format!("{}/healthz", server.base)).send().await?;
+    ensure!(res.status() == 200, "healthy again once the table is back, got {}", res.status());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_the_api_key_and_move_with_participants_chat_and_hls() -> Result<()> {
     let server = Server::start("ops-metrics").await?;
     let (status, _) = scrape(&server, None).await?;
