@@ -14,6 +14,7 @@ pub mod channel;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod ops;
 pub mod sdp;
 pub mod serve;

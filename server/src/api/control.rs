@@ -13,11 +13,9 @@ use stagecast_protocol::control::{
 };
 use stagecast_protocol::{ParticipantId, StageId};
 
-use super::page::{next_token, page_query, Listing};
-use super::{
-    capabilities_from, iso8601, mint_token, revoke_and_disconnect, ApiKey, BaseUrls, OptionalJson, TokenSpec,
-    DEFAULT_TOKEN_MINUTES, MAX_NAME_CHARS,
-};
+use crate::http::page::{next_token, page_query, Listing};
+use super::{capabilities_from, mint_token, revoke_and_disconnect, TokenSpec, DEFAULT_TOKEN_MINUTES};
+use crate::http::{iso8601, ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::{self, now_unix};
 use crate::error::{JsonBody, QueryParams};
 use crate::store::{PublicKeyRecord, StageRecord};

@@ -20,11 +20,11 @@ use stagecast_protocol::token::Capability;
 use stagecast_protocol::{ParticipantId, StageId};
 
 use super::control::{existing_stage, new_stage};
-use super::page::{next_token, page_query, Listing};
+use crate::http::page::{next_token, page_query, Listing};
 use super::{
-    capabilities_from, mint_token, revoke_and_disconnect, BaseUrls, CreateThrottled, OptionalJson, Throttled,
-    TokenSpec, DEFAULT_TOKEN_MINUTES,
+    capabilities_from, mint_token, revoke_and_disconnect, CreateThrottled, Throttled, TokenSpec, DEFAULT_TOKEN_MINUTES,
 };
+use crate::http::{iso8601, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::{self, now_unix};
 use crate::channel;
 use crate::chat::{ChatCapability, ChatRole, RoomSettings, TokenSpec as ChatTokenSpec, ROLE_ATTRIBUTE};
@@ -173,7 +173,7 @@ fn create_group(
     created: &mut Created,
 ) -> Result<DemoSessionResponse, AppError> {
     let urls = BaseUrls::for_request(state, headers);
-    let name: String = format!("{}'s stage", req.attributes.username).chars().take(super::MAX_NAME_CHARS).collect();
+    let name: String = format!("{}'s stage", req.attributes.username).chars().take(MAX_NAME_CHARS).collect();
     let stage = new_stage(state, name.clone())?;
     created.stage = Some(stage.id.clone());
     let token = mint_token(state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, true))?;
@@ -342,7 +342,7 @@ async fn disconnect(
     let group = require_host(&state, &headers, &req.group_id)?;
     let participant = ParticipantId(req.participant_id);
     let reason = req.reason.unwrap_or_else(|| "removed by the host".to_owned());
-    let reason: String = reason.chars().take(super::MAX_NAME_CHARS).collect();
+    let reason: String = reason.chars().take(MAX_NAME_CHARS).collect();
     if !revoke_and_disconnect(&state, &group.stage_id, &participant, &reason)? {
         return Err(AppError::not_found(
             "PARTICIPANT_NOT_FOUND",
@@ -460,7 +460,7 @@ async fn viewer_chat_token(
         "userId": user_id,
         "token": minted.token,
         "endpoint": endpoint,
-        "sessionExpirationTime": super::iso8601(minted.expires),
+        "sessionExpirationTime": iso8601(minted.expires),
     })))
 }
 

@@ -16,8 +16,8 @@ use super::store::ChannelRecord;
 use super::ChannelError;
 use stagecast_protocol::control::ListRequest;
 
-use crate::api::page::{next_token, page_query, Listing};
-use crate::api::{ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
+use crate::http::page::{next_token, page_query, Listing};
+use crate::http::{ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::now_unix;
 use crate::error::{JsonBody, QueryParams};
 use crate::{turn, AppError, AppState};

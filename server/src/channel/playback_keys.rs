@@ -13,8 +13,8 @@ use stagecast_protocol::control::ListRequest;
 
 use super::store::{ChannelStore, PlaybackKeyRecord};
 use super::{ChannelError, ChannelHub};
-use crate::api::page::{next_token, page_query, Listing};
-use crate::api::{iso8601, ApiKey, MAX_NAME_CHARS};
+use crate::http::page::{next_token, page_query, Listing};
+use crate::http::{iso8601, ApiKey, MAX_NAME_CHARS};
 use crate::auth::{self, KeySet};
 use crate::error::{JsonBody, QueryParams};
 use crate::store::{Page, PageQuery, StoreError};

@@ -16,8 +16,8 @@ use super::token::ChatCapability;
 use super::now_ms;
 use stagecast_protocol::control::ListRequest;
 
-use crate::api::page::{next_token, page_query, Listing};
-use crate::api::{iso8601, ApiKey, BaseUrls, OptionalJson};
+use crate::http::page::{next_token, page_query, Listing};
+use crate::http::{iso8601, ApiKey, BaseUrls, OptionalJson};
 use crate::auth::now_unix;
 use crate::error::{JsonBody, QueryParams};
 use crate::{AppError, AppState};

@@ -102,7 +102,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>, parts: axum::http::request::Parts) -> Response {
     if !state.config.public_metrics {
         let mut parts = parts;
-        if let Err(e) = <crate::api::ApiKey as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+        if let Err(e) = <crate::http::ApiKey as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
             return e.into_response();
         }
     }
