@@ -29,6 +29,9 @@ const CHAT_CLIENTS: u32 = 1000;
 const CHAT_RATE: u32 = 100;
 /// How long the senders send.
 const CHAT_SECONDS: u32 = 10;
+/// …spread over this many senders: 2 msg/s each, under the server's
+/// per-connection limit (3/s), as a busy room of people chatting is.
+const CHAT_SENDERS: u32 = 50;
 
 /// Builds, runs the stage, compositor, channel and chat harnesses against one
 /// fresh server (in that order), writes BENCHMARKS.md.
@@ -170,7 +173,8 @@ fn run_chat_load(url: &str, api_key: &str) -> Result<BTreeMap<String, String>> {
         note("could not find the server's pid in /proc; server CPU / RSS will not be measured");
     }
     let (clients, rate, seconds) = (CHAT_CLIENTS.to_string(), CHAT_RATE.to_string(), CHAT_SECONDS.to_string());
-    let mut args = vec!["--url", url, "--clients", &clients, "--rate", &rate, "--seconds", &seconds];
+    let senders = CHAT_SENDERS.to_string();
+    let mut args = vec!["--url", url, "--clients", &clients, "--rate", &rate, "--seconds", &seconds, "--senders", &senders];
     let pid_text = pid.map(|p| p.to_string());
     if let Some(pid) = &pid_text {
         args.extend(["--server-pid", pid.as_str()]);
