@@ -229,16 +229,23 @@ async function measure(browser, routes, kind, playbackUrl) {
   page.on('pageerror', (err) => errors.push(String(err)));
   // What this viewer costs the origin: every HLS request (the player's
   // worker included) and its response bytes, from load to the last sample.
-  const origin = { requests: 0, bytes: 0, held_ms: 0, from: null, to: null };
+  const origin = { requests: 0, bytes: 0, held_ms: 0, from: null, to: null, kinds: {} };
   const started = new Map();
   const counted = (req) => req.url().includes('/hls/') && origin.from !== null && origin.to === null;
   context.on('request', (req) => { if (counted(req)) started.set(req, Date.now()); });
   context.on('requestfinished', async (req) => {
     if (!counted(req)) return;
     origin.requests += 1;
-    if (started.has(req)) origin.held_ms += Date.now() - started.get(req);
+    const held = started.has(req) ? Date.now() - started.get(req) : 0;
+    origin.held_ms += held;
     const sizes = await req.sizes().catch(() => null);
     if (sizes) origin.bytes += sizes.responseBodySize;
+    // By kind of file, to see where a player's requests and bytes go.
+    const file = new URL(req.url()).pathname.split('/').pop();
+    const kind = file.endsWith('.m3u8') ? 'playlist' : file.startsWith('init') ? 'init' : file.startsWith('part') ? 'part' : 'segment';
+    const k = (origin.kinds[kind] ??= { requests: 0, bytes: 0 });
+    k.requests += 1;
+    if (sizes) k.bytes += sizes.responseBodySize;
   });
   try {
     await page.goto(VIEWER);
@@ -283,6 +290,13 @@ async function measure(browser, routes, kind, playbackUrl) {
       origin_kb_per_min: Math.round((origin.bytes * 60) / (origin.to - origin.from)),
       // Seconds of open requests per minute: what long-lived prefetch and blocking requests cost.
       origin_held_s_per_min: Math.round((origin.held_ms * 60) / (origin.to - origin.from)) / 1000,
+      // Requests and KB per minute by kind of file: "playlist 66 req 106 KB, segment …".
+      origin_by_kind: Object.entries(origin.kinds)
+        .map(([k, v]) => {
+          const perMin = (x) => Math.round((x * 60000) / (origin.to - origin.from));
+          return `${k} ${perMin(v.requests)} req ${perMin(v.bytes / 1000)} KB`;
+        })
+        .join(', '),
       ...diag,
     };
   } finally {

@@ -408,10 +408,10 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
         let per_min = |key: &str| m.and_then(|m| number(m, key));
         writeln!(
             md,
-            "| origin cost per viewer, {name} | — | {} requests/min, {} KB/min | {} s of open requests/min | |",
+            "| origin cost per viewer, {name} | — | {} requests/min, {} KB/min | per minute: {} | |",
             per_min("origin_requests_per_min").map_or("—".to_owned(), |v| format!("{v:.0}")),
             per_min("origin_kb_per_min").map_or("—".to_owned(), |v| format!("{v:.0}")),
-            per_min("origin_held_s_per_min").map_or("—".to_owned(), |v| format!("{v:.1}")),
+            m.and_then(|m| m.get("origin_by_kind")).map_or("—", String::as_str),
         )?;
     }
     for m in &measured.compositor {
@@ -589,8 +589,10 @@ fn render(measured: &Measured, sizes: &[(String, u64)]) -> Result<String> {
          also names the segment being built that way and a GET of it streams each part as it is cut \
          (`setAutoQualityMode(false)`: no bandwidth probes on one rendition). The origin-cost rows \
          count every HLS request of that viewer (the player's worker included) from load to the last \
-         sample: requests and response bytes per minute, and the seconds those requests were open \
-         per minute (blocking reloads and streamed segments are long-lived)."
+         sample: requests and response bytes per minute, in all and by kind of file (playlist, \
+         init, part, segment; a streamed prefetch counts as a segment). Media sequence numbers stay \
+         below 2³¹: the IVS Player keeps them in a signed 32-bit integer, and numbers above it made \
+         it fetch the newest segment ~30 times a second."
     )?;
     writeln!(md)?;
     writeln!(

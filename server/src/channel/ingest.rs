@@ -31,12 +31,25 @@ pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the loop wakes at least, to check the timeouts above.
 const TICK: Duration = Duration::from_millis(250);
 
+/// Media sequence numbers count half-seconds from this instant
+/// (2025-01-01T00:00:00Z, Unix ms).
+const MSN_EPOCH_MS: u64 = 1_735_689_600_000;
+
 /// The packager settings of every broadcast. Media sequence numbers start
-/// from the wall clock (two per second), so each broadcast has fresh,
-/// cache-safe segment URLs; segments are at least a second long.
+/// from the wall clock (two per second since [`MSN_EPOCH_MS`]), so each
+/// broadcast has fresh, cache-safe segment URLs (segments are at least a
+/// second long). They must stay below 2^31: the IVS Player keeps them in a
+/// signed 32-bit integer, and from the Unix epoch (3.6e9 today) every
+/// segment had the same saturated number, so it fetched the newest segment
+/// again and again (~30 requests a second per viewer) and never used the
+/// prefetch stream. From 2025 they reach 2^31 in 2059.
 pub fn packager_config() -> PackagerConfig {
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    PackagerConfig { first_msn: ms / 500, ..PackagerConfig::default() }
+    PackagerConfig { first_msn: first_msn(ms), ..PackagerConfig::default() }
+}
+
+fn first_msn(unix_ms: u64) -> u64 {
+    unix_ms.saturating_sub(MSN_EPOCH_MS) / 500
 }
 
 /// The audio track every broadcast is packaged with (the transcoder's output).
@@ -298,5 +311,20 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, session: String,
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_sequence_numbers_fit_a_signed_32_bit_player_for_decades() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let in_thirty_years = now + 30 * 365 * 24 * 3600 * 1000;
+        assert!(first_msn(in_thirty_years) < i32::MAX as u64, "{}", first_msn(in_thirty_years));
+        // Later broadcasts still start later (fresh segment URLs).
+        assert!(first_msn(now + 1000) > first_msn(now));
+        assert!(packager_config().first_msn <= first_msn(now + 60_000));
     }
 }
