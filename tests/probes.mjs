@@ -270,3 +270,70 @@ export async function waitLiveSince(viewer, other, since, timeout) {
     `${viewer.name} did not get ${other.name}'s media (colour ${JSON.stringify(other.color)}, ${other.freq} Hz) within ${timeout} ms: ${JSON.stringify(seen)}`,
   );
 }
+
+/**
+ * A snapshot of how `page` receives and sends video: per remote participant
+ * in `ids`, the inbound RTP stats of the track its tile plays (frames
+ * decoded, Chrome's freezes, NACKs sent, packets lost) and the page's own
+ * frame log for that tile; plus the NACKs its outbound video received.
+ * Two snapshots make a window: see `videoHealthBetween`.
+ */
+export async function videoHealth(page, ids) {
+  return page.evaluate(async (ids) => {
+    const inbound = new Map();
+    let nacksReceived = 0;
+    for (const entry of window.__pcLog || []) {
+      if (entry.pc.connectionState === 'closed') continue;
+      const stats = await entry.pc.getStats().catch(() => null);
+      stats?.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.trackIdentifier) inbound.set(s.trackIdentifier, s);
+        if (s.type === 'outbound-rtp' && s.kind === 'video') nacksReceived += s.nackCount || 0;
+      });
+    }
+    const remotes = {};
+    for (const id of ids) {
+      const video = document.querySelector(`[data-testid="tile"][data-participant-id="${id}"] video`);
+      const track = video && video.srcObject && video.srcObject.getVideoTracks && video.srcObject.getVideoTracks()[0];
+      const s = track && inbound.get(track.id);
+      const frames = (window.__media && window.__media[id] && window.__media[id].video) || [];
+      remotes[id] = {
+        framesDecoded: s ? s.framesDecoded || 0 : 0,
+        freezesS: s ? s.totalFreezesDuration || 0 : 0,
+        nacksSent: s ? s.nackCount || 0 : 0,
+        packetsLost: s ? s.packetsLost || 0 : 0,
+        seenAt: frames.map((f) => f.at),
+      };
+    }
+    return { at: Date.now(), nacksReceived, remotes };
+  }, ids);
+}
+
+/**
+ * What happened between two `videoHealth` snapshots, per remote id: fps
+ * decoded, the share of the window Chrome counted as frozen, the share the
+ * page saw no new frame for more than 300 ms (a stream that stops dead is
+ * not a "freeze" to Chrome), NACKs sent and packets lost; and the NACKs the
+ * page's own outbound video received.
+ */
+export function videoHealthBetween(a, b) {
+  const seconds = (b.at - a.at) / 1000;
+  const remotes = {};
+  for (const [id, r1] of Object.entries(b.remotes)) {
+    const r0 = a.remotes[id];
+    const seen = r1.seenAt.filter((t) => t >= a.at && t <= b.at);
+    let stalled = 0;
+    let last = a.at;
+    for (const t of [...seen, b.at]) {
+      stalled += Math.max(0, t - last - 300);
+      last = t;
+    }
+    remotes[id] = {
+      fps: (r1.framesDecoded - r0.framesDecoded) / seconds,
+      frozen: (r1.freezesS - r0.freezesS) / seconds,
+      stalled: stalled / 1000 / seconds,
+      nacksSent: r1.nacksSent - r0.nacksSent,
+      packetsLost: r1.packetsLost - r0.packetsLost,
+    };
+  }
+  return { seconds, nacksReceived: b.nacksReceived - a.nacksReceived, remotes };
+}
