@@ -55,6 +55,21 @@ fn ice_server(link: &str) -> Option<IceServer> {
     })
 }
 
+/// The URI of the first link in a `Link` header value whose `rel` is `rel`
+/// (e.g. WHEP's layer controls, `urn:ietf:params:whep:ext:core:layer`).
+pub fn link_with_rel(header: &str, rel: &str) -> Option<String> {
+    split_top(header, ',').iter().find_map(|link| {
+        let (uri, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        let found = split_top(params, ';').iter().any(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("rel")
+                    && unquote(value.trim()).is_some_and(|v| v.split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case(rel)))
+            })
+        });
+        (found && !uri.trim().is_empty()).then(|| uri.trim().to_owned())
+    })
+}
+
 /// A token as is, or a quoted string without its quotes and escapes;
 /// `None` for a token with a quote in it (an unterminated string).
 fn unquote(v: &str) -> Option<String> {
@@ -107,6 +122,16 @@ mod tests {
             username: user.map(str::to_owned),
             credential: cred.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn finds_a_link_by_rel() {
+        let layer = "urn:ietf:params:whep:ext:core:layer";
+        let header = r#"<turn:t.example>; rel="ice-server", </v1/stage/whip/sessions/s1/layer>; rel="urn:ietf:params:whep:ext:core:layer""#;
+        assert_eq!(link_with_rel(header, layer).as_deref(), Some("/v1/stage/whip/sessions/s1/layer"));
+        assert_eq!(link_with_rel("<x>; rel=ice-server", layer), None);
+        assert_eq!(link_with_rel("<>; rel=\"urn:ietf:params:whep:ext:core:layer\"", layer), None);
+        assert_eq!(link_with_rel("garbage", layer), None);
     }
 
     #[test]
