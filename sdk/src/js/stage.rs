@@ -669,11 +669,12 @@ impl Inner {
             }
             StageEvent::StreamLayerSelected { id, stream, state } => {
                 let (obj, layers) = layer_stream(&io, &stream, &state)?;
-                let selected = js_sys::Array::from(&layers).iter().find(|l| {
-                    js_sys::Reflect::get(l, &JsValue::from_str("selected")).ok().is_some_and(|s| s.is_truthy())
-                });
-                let reason = if selected.is_some() { "selected" } else { "unavailable" };
-                vec![info(&io, &id)?, obj, selected.unwrap_or(JsValue::UNDEFINED), reason.into()]
+                let at = state.layers.iter().position(|l| state.selected.as_ref() == Some(&l.label));
+                let (layer, reason) = match at {
+                    Some(i) => (js_sys::Array::from(&layers).get(i as u32), "selected"),
+                    None => (JsValue::UNDEFINED, "unavailable"),
+                };
+                vec![info(&io, &id)?, obj, layer, reason.into()]
             }
             StageEvent::StreamAdaptionChanged { id, stream, state } => {
                 let (obj, _) = layer_stream(&io, &stream, &state)?;
