@@ -12,6 +12,9 @@ export declare const StageEvents: {
   readonly STAGE_STREAM_MUTE_CHANGED: 'stageStreamMuteChanged';
   readonly STAGE_LEFT: 'stageLeft';
   readonly ERROR: 'error';
+  readonly STAGE_STREAM_LAYERS_CHANGED: 'stageStreamLayersChanged';
+  readonly STAGE_STREAM_LAYER_SELECTED: 'stageStreamLayerSelected';
+  readonly STAGE_STREAM_ADAPTION_CHANGED: 'stageStreamAdaptionChanged';
 };
 export type StageEvents = (typeof StageEvents)[keyof typeof StageEvents];
 
@@ -163,10 +166,43 @@ export interface StageStream {
   requestQualityStats(): Promise<StreamQualityStats[]>;
 }
 
-/** Accepted for IVS compatibility; encoder settings are the browser's defaults. */
+/** One simulcast layer to send (IVS `SimulcastLocalLayerConfiguration`). */
+export interface SimulcastLocalLayerConfiguration {
+  /** 160–1280 */
+  width: number;
+  /** 160–1280 */
+  height: number;
+  /** 50–2500 */
+  maxBitrateKbps: number;
+  /** 10–30 */
+  maxFramerate: number;
+}
+
+/** IVS's layer presets, for `simulcast.layers`. */
+export declare const SimulcastLayerPresets: {
+  readonly DEFAULT_720: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_540: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_480: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_360: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_270: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_180: SimulcastLocalLayerConfiguration;
+  readonly DEFAULT_160: SimulcastLocalLayerConfiguration;
+};
+
+/**
+ * Encoder settings of a video `LocalStageStream` (IVS limits; the constructor throws a
+ * `RangeError` outside them). With `simulcast.enabled` the track is sent in up to three
+ * layers (default: 320×180 200 kbps 15 fps, 640×360 700 kbps 20 fps, 1280×720 2500 kbps
+ * 30 fps; layers a smaller track would only duplicate are left out), and layers nobody
+ * receives are paused. IVS does not simulcast on Firefox; apps usually enable it elsewhere.
+ */
 export interface StageVideoConfiguration {
+  /** kbps, 50–2500 (default 2500); `maxVideoBitrateKbps` wins when both are given. */
   maxBitrate?: number;
+  maxVideoBitrateKbps?: number;
+  /** 10–30 (default 30). */
   maxFramerate?: number;
+  simulcast?: { enabled: boolean; layers?: SimulcastLocalLayerConfiguration[] };
   [key: string]: unknown;
 }
 export interface StageAudioConfiguration {
@@ -188,11 +224,49 @@ export declare class LocalStageStream implements StageStream {
   free(): void;
 }
 
+/** A simulcast layer of a remote video stream, as the server measures it. */
+export interface StageStreamLayer {
+  /** The layer's rid: `'low'`, `'mid'` or `'high'`. */
+  readonly label: string;
+  readonly bitrateBps: number;
+  readonly width: number;
+  readonly height: number;
+  readonly framesPerSecond: number;
+  /** The layer being received. */
+  readonly selected: boolean;
+}
+
+/** A remote participant's stream, with its simulcast layers (video of a simulcast publisher). */
+export interface RemoteStageStream extends StageStream {
+  /** The server is choosing the layer from this subscriber's bandwidth. */
+  readonly isAdapting: boolean;
+  /** Lowest first; `[]` before the first report and for a stream without layers. */
+  getLayers(): StageStreamLayer[];
+  getSelectedLayer(): StageStreamLayer | undefined;
+  getLowestQualityLayer(): StageStreamLayer | undefined;
+  getHighestQualityLayer(): StageStreamLayer | undefined;
+}
+
+export interface SubscribeConfiguration {
+  /** The layer a subscription starts with (default `'lowest_quality'`). */
+  simulcast?: { initialLayerPreference?: 'lowest_quality' | 'highest_quality' };
+}
+
 /** Decides what the local participant publishes and what it subscribes to. */
 export interface StageStrategy {
   stageStreamsToPublish(): LocalStageStream[];
   shouldPublishParticipant(participant: StageParticipantInfo): boolean;
   shouldSubscribeToParticipant(participant: StageParticipantInfo): SubscribeType;
+  /** Read when a subscription is made. */
+  subscribeConfiguration?(participant: StageParticipantInfo): SubscribeConfiguration;
+  /**
+   * The layer to receive of a remote video stream: a layer, its label, or `null`/`undefined`
+   * for the server to adapt. Asked on `refreshStrategy()` and whenever the layers change.
+   */
+  preferredLayerForStream?(
+    participant: StageParticipantInfo,
+    stream: RemoteStageStream,
+  ): StageStreamLayer | string | null | undefined;
 }
 
 /** Listener signatures per event. */
@@ -215,6 +289,19 @@ export interface StageEventMap {
   stageStreamMuteChanged: (participant: StageParticipantInfo, stream: StageStream) => void;
   stageLeft: (reason: StageLeftReason) => void;
   error: (error: StageError) => void;
+  stageStreamLayersChanged: (
+    participant: StageParticipantInfo,
+    stream: RemoteStageStream,
+    layers: StageStreamLayer[],
+  ) => void;
+  /** `'unavailable'` (and no layer) when no layer is being received. */
+  stageStreamLayerSelected: (
+    participant: StageParticipantInfo,
+    stream: RemoteStageStream,
+    layer: StageStreamLayer | undefined,
+    reason: 'selected' | 'unavailable',
+  ) => void;
+  stageStreamAdaptionChanged: (participant: StageParticipantInfo, stream: RemoteStageStream, adapting: boolean) => void;
 }
 
 /**

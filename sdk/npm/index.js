@@ -55,6 +55,27 @@ async function requestQualityStats() {
 }
 LocalStageStream.prototype.requestQualityStats = requestQualityStats;
 
+/**
+ * A remote stream's simulcast layers: the SDK keeps the latest report on the
+ * stream (`__layers`, lowest first, `selected` flagged) and `isAdapting`.
+ */
+const layersOf = (s) => s.__layers || [];
+const REMOTE_METHODS = {
+  requestQualityStats,
+  getLayers() {
+    return [...layersOf(this)];
+  },
+  getSelectedLayer() {
+    return layersOf(this).find((l) => l.selected);
+  },
+  getLowestQualityLayer() {
+    return layersOf(this)[0];
+  },
+  getHighestQualityLayer() {
+    return layersOf(this).at(-1);
+  },
+};
+
 /** Who is on a stage now, with their streams (for `autoLayout` to catch up). */
 const PRESENT = Symbol('stagecast.present');
 
@@ -73,7 +94,11 @@ class Stage extends WasmStage {
     this.on('stageParticipantLeft', (p) => void present.delete(p.id));
     this.on('stageParticipantStreamsAdded', (p, streams) => {
       // Registered before any app listener: remote streams have it when the app sees them.
-      for (const s of streams) if (!s.requestQualityStats) s.requestQualityStats = requestQualityStats;
+      for (const s of streams) {
+        if (s.requestQualityStats) continue;
+        Object.assign(s, REMOTE_METHODS);
+        if (s.isAdapting === undefined) s.isAdapting = false;
+      }
       const e = entry(p);
       e.p = p;
       for (const s of streams) if (!e.streams.some((o) => o.id === s.id)) e.streams.push(s);
@@ -101,6 +126,22 @@ export const StageEvents = freeze({
   STAGE_STREAM_MUTE_CHANGED: 'stageStreamMuteChanged',
   STAGE_LEFT: 'stageLeft',
   ERROR: 'error',
+  STAGE_STREAM_LAYERS_CHANGED: 'stageStreamLayersChanged',
+  STAGE_STREAM_LAYER_SELECTED: 'stageStreamLayerSelected',
+  STAGE_STREAM_ADAPTION_CHANGED: 'stageStreamAdaptionChanged',
+});
+
+const layer = (width, height, maxBitrateKbps, maxFramerate) => freeze({ width, height, maxBitrateKbps, maxFramerate });
+
+/** IVS's simulcast layer presets (`simulcast: {enabled: true, layers: [...]}`). */
+export const SimulcastLayerPresets = freeze({
+  DEFAULT_720: layer(1280, 720, 2500, 30),
+  DEFAULT_540: layer(960, 540, 1400, 15),
+  DEFAULT_480: layer(854, 480, 1100, 15),
+  DEFAULT_360: layer(640, 360, 600, 15),
+  DEFAULT_270: layer(480, 270, 350, 15),
+  DEFAULT_180: layer(320, 180, 150, 15),
+  DEFAULT_160: layer(284, 160, 120, 15),
 });
 
 export const SubscribeType = freeze({ NONE: 'none', AUDIO_ONLY: 'audio_only', AUDIO_VIDEO: 'audio_video' });

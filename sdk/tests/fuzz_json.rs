@@ -195,6 +195,7 @@ fn server_frames_round_trip_and_noise_is_dropped() {
         (reason, any::<String>()).prop_map(|(reason, message)| ServerMessage::Disconnect { reason, message }),
         (any::<String>(), any::<String>()).prop_map(|(code, message)| ServerMessage::Error { code, message }),
         Just(ServerMessage::Pong),
+        prop::collection::vec(any::<String>(), 0..4).prop_map(|rids| ServerMessage::PublishLayers { rids }),
     ];
     check("server frame round trip", 512, message, |m| {
         let text = serde_json::to_string(&m).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -109,6 +109,24 @@ fn local_stream_mutes_and_unmutes_the_track() {
 }
 
 #[wasm_bindgen_test]
+fn video_configs_are_checked_against_ivs_limits() {
+    let config = |json: &str| js_sys::JSON::parse(json).expect("test JSON");
+    let ok = |json: &str| LocalStageStream::new(JsValue::from(&canvas_track()), config(json)).is_ok();
+    assert!(ok(r#"{"simulcast":{"enabled":true}}"#));
+    assert!(ok(r#"{"maxBitrate":900,"maxFramerate":20,"simulcast":{"enabled":false}}"#));
+    assert!(ok(r#"{"simulcast":{"enabled":true,"layers":[{"width":1280,"height":720,"maxBitrateKbps":2500,"maxFramerate":30},{"width":320,"height":180,"maxBitrateKbps":150,"maxFramerate":15}]}}"#));
+    for bad in [
+        r#"{"maxBitrate":20}"#,
+        r#"{"maxFramerate":60}"#,
+        r#"{"simulcast":{"enabled":true,"layers":[]}}"#,
+        r#"{"simulcast":{"enabled":true,"layers":[{"width":100,"height":100,"maxBitrateKbps":200,"maxFramerate":15}]}}"#,
+    ] {
+        let e = LocalStageStream::new(JsValue::from(&canvas_track()), config(bad)).err().expect(bad);
+        assert!(e.is_instance_of::<js_sys::RangeError>(), "{bad}");
+    }
+}
+
+#[wasm_bindgen_test]
 fn bad_arguments_throw_type_errors() {
     let e = LocalStageStream::new(JsValue::from_str("not a track"), JsValue::UNDEFINED)
         .err()

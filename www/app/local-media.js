@@ -7,6 +7,14 @@ import { profile } from './profile.js';
 import { refreshTile } from './tiles.js';
 
 /**
+ * IVS does not simulcast on Firefox; elsewhere the camera goes out in IVS's
+ * default layers (a 640×360 camera as 640×360 and 320×180), so a guest on a
+ * weak link still gets a smooth picture.
+ */
+const SIMULCAST = !/firefox/i.test(navigator.userAgent);
+const CAMERA = SIMULCAST ? { width: 640, height: 360 } : { width: 320, height: 180 };
+
+/**
  * Asks for the camera and microphone and shows them on our tile. Without
  * them (refused, none) the user can still watch and listen; `streams` is
  * then empty.
@@ -14,7 +22,7 @@ import { refreshTile } from './tiles.js';
 export async function openLocalMedia(tiles, claims, setHelp) {
   let localMedia = null;
   try {
-    localMedia = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180 }, audio: true });
+    localMedia = await navigator.mediaDevices.getUserMedia({ video: CAMERA, audio: true });
   } catch (err) {
     showBanner(`Camera/microphone unavailable (${err.name || 'error'}): you can still watch and listen.`, 'warn');
     setHelp('Your camera and microphone are not available (the browser refused them): you see and hear the stage, but nobody sees or hears you. Allow them and rejoin to take part.');
@@ -25,7 +33,7 @@ export async function openLocalMedia(tiles, claims, setHelp) {
   const tile = tiles.tileFor({ id: claims.jti || '', userId: claims.user_id || profile.userId, attributes: claims.attributes || {} }, true);
   if (localMedia) {
     for (const track of localMedia.getTracks()) {
-      const stream = new LocalStageStream(track);
+      const stream = new LocalStageStream(track, track.kind === 'video' ? { simulcast: { enabled: SIMULCAST } } : undefined);
       streams.push(stream);
       if (track.kind === 'audio') mic = stream;
       else cam = stream;

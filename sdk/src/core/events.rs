@@ -3,6 +3,7 @@
 //! mirror these names and values (a test below reads both files).
 
 use super::error::StageError;
+use super::layers::LayerState;
 use super::strategy::StreamKind;
 use stagecast_protocol::events::{DisconnectReason, ParticipantState};
 
@@ -147,11 +148,30 @@ pub enum StageEvent {
     },
     StageLeft(LeftReason),
     Error(StageError),
+    /// A remote video stream's layers changed (`stageStreamLayersChanged`).
+    StreamLayersChanged {
+        id: String,
+        stream: StreamRef,
+        state: LayerState,
+    },
+    /// Another layer is forwarded: `state.selected` (`'selected'`), or none
+    /// (`'unavailable'`) (`stageStreamLayerSelected`).
+    StreamLayerSelected {
+        id: String,
+        stream: StreamRef,
+        state: LayerState,
+    },
+    /// The server started or stopped adapting (`stageStreamAdaptionChanged`).
+    StreamAdaptionChanged {
+        id: String,
+        stream: StreamRef,
+        state: LayerState,
+    },
 }
 
 impl StageEvent {
     /// Every event name, in `StageEvents` order.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 13] = [
         "stageConnectionStateChanged",
         "stageParticipantJoined",
         "stageParticipantLeft",
@@ -162,6 +182,9 @@ impl StageEvent {
         "stageStreamMuteChanged",
         "stageLeft",
         "error",
+        "stageStreamLayersChanged",
+        "stageStreamLayerSelected",
+        "stageStreamAdaptionChanged",
     ];
 
     /// The `StageEvents` string value `stage.on()` listens for.
@@ -177,6 +200,9 @@ impl StageEvent {
             StageEvent::StreamMuteChanged { .. } => 7,
             StageEvent::StageLeft(_) => 8,
             StageEvent::Error(_) => 9,
+            StageEvent::StreamLayersChanged { .. } => 10,
+            StageEvent::StreamLayerSelected { .. } => 11,
+            StageEvent::StreamAdaptionChanged { .. } => 12,
         };
         Self::NAMES[i]
     }

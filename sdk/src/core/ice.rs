@@ -29,6 +29,17 @@ pub fn ice_servers_from_link(header: &str) -> Vec<IceServer> {
 
 /// One `<uri>; rel="ice-server"; username=...; credential=...` link.
 fn ice_server(link: &str) -> Option<IceServer> {
+    let (uri, username, credential) = parse_link(link, "ice-server")?;
+    Some(IceServer {
+        urls: vec![uri],
+        username,
+        credential,
+    })
+}
+
+/// One `<uri>; rel=...; ...` link whose `rel` includes `rel`: its URI, with
+/// its `username` and `credential` parameters.
+fn parse_link(link: &str, rel: &str) -> Option<(String, Option<String>, Option<String>)> {
     let (uri, params) = link.trim().strip_prefix('<')?.split_once('>')?;
     let uri = uri.trim();
     let params = split_top(params, ';');
@@ -37,22 +48,24 @@ fn ice_server(link: &str) -> Option<IceServer> {
     if uri.is_empty() || !first.trim().is_empty() {
         return None;
     }
-    let (mut ice, mut username, mut credential) = (false, None, None);
+    let (mut found, mut username, mut credential) = (false, None, None);
     for param in params {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));
         let value = unquote(value.trim())?;
         match name.trim().to_ascii_lowercase().as_str() {
-            "rel" => ice = value.split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("ice-server")),
+            "rel" => found = value.split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case(rel)),
             "username" => username = Some(value),
             "credential" => credential = Some(value),
             _ => {}
         }
     }
-    ice.then(|| IceServer {
-        urls: vec![uri.to_owned()],
-        username,
-        credential,
-    })
+    found.then(|| (uri.to_owned(), username, credential))
+}
+
+/// The URI of the first link in a `Link` header value whose `rel` is `rel`
+/// (e.g. WHEP's layer controls, `urn:ietf:params:whep:ext:core:layer`).
+pub fn link_with_rel(header: &str, rel: &str) -> Option<String> {
+    split_top(header, ',').iter().find_map(|link| parse_link(link, rel).map(|(uri, ..)| uri))
 }
 
 /// A token as is, or a quoted string without its quotes and escapes;
@@ -107,6 +120,16 @@ mod tests {
             username: user.map(str::to_owned),
             credential: cred.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn finds_a_link_by_rel() {
+        let layer = "urn:ietf:params:whep:ext:core:layer";
+        let header = r#"<turn:t.example>; rel="ice-server", </v1/stage/whip/sessions/s1/layer>; rel="urn:ietf:params:whep:ext:core:layer""#;
+        assert_eq!(link_with_rel(header, layer).as_deref(), Some("/v1/stage/whip/sessions/s1/layer"));
+        assert_eq!(link_with_rel("<x>; rel=ice-server", layer), None);
+        assert_eq!(link_with_rel("<>; rel=\"urn:ietf:params:whep:ext:core:layer\"", layer), None);
+        assert_eq!(link_with_rel("garbage", layer), None);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) struct Publish {
     /// refresh does not send the same request again.
     errored: Option<Vec<DesiredStream>>,
     state: PublishState,
+    /// The simulcast layers someone receives (the SFU's last
+    /// `PUBLISH_LAYERS`); `None`: not said, every layer is sent.
+    layers: Option<Vec<String>>,
 }
 
 impl Default for Publish {
@@ -38,6 +41,7 @@ impl Default for Publish {
             announced: false,
             errored: None,
             state: PublishState::NotPublished,
+            layers: None,
         }
     }
 }
@@ -110,6 +114,8 @@ impl Publish {
     fn start(&mut self, streams: Vec<LocalStream>, ctx: &mut Ctx) {
         self.streams = streams;
         self.errored = None;
+        // A new session: every layer is sent until the SFU says otherwise.
+        self.layers = None;
         let mut steps = Vec::new();
         self.link.start(ctx.now, &mut ctx.ops, &mut steps);
         self.steps(steps, ctx);
@@ -228,8 +234,12 @@ impl Publish {
                     ice_servers: ctx.ice_servers.clone(),
                 }),
                 LinkStep::Close(op) => ctx.push(Action::ClosePeer { op, delete: true }),
-                LinkStep::Up(_) => {
+                LinkStep::Up(op) => {
                     self.set_state(PublishState::Published, ctx);
+                    // Said while this connection was being set up.
+                    if let Some(rids) = self.layers.clone() {
+                        ctx.push(Action::PublishLayers { op, rids });
+                    }
                     if !std::mem::replace(&mut self.announced, true) {
                         let refs = self.keys().map(StreamRef::Local).collect();
                         ctx.streams_event(true, refs);
@@ -253,6 +263,14 @@ impl Publish {
             self.state = state;
             ctx.emit(StageEvent::PublishStateChanged(state));
         }
+    }
+
+    /// The SFU's `PUBLISH_LAYERS`: only these layers are received.
+    pub fn set_layers(&mut self, rids: Vec<String>, ctx: &mut Ctx) {
+        if let (Some(op), true) = (self.link.op(), self.is_up()) {
+            ctx.push(Action::PublishLayers { op, rids: rids.clone() });
+        }
+        self.layers = Some(rids);
     }
 
     /// A local stream was muted or unmuted.

@@ -178,6 +178,7 @@ impl Session {
             Input::RefreshStrategy => {
                 if self.joined {
                     self.ask_strategy(true, self.remote_ids());
+                    self.subs.ask_layers(&mut self.ctx);
                 }
             }
             Input::Strategy(answer) => self.apply_strategy(answer),
@@ -189,6 +190,12 @@ impl Session {
             Input::PeerAnswered { op, result } => self.peer_answered(op, result),
             Input::PeerState { op, state } => self.peer_state(op, state),
             Input::LocalMute { key, muted } => self.publish.set_muted(key, muted, &mut self.ctx),
+            Input::LayerControls { op } => self.subs.layer_controls(op, now),
+            Input::LayersPolled { op, state } => {
+                let remote = self.subs.owner(op).and_then(|id| self.view.get(&id));
+                self.subs.layers_polled(op, state, remote, &mut self.ctx);
+            }
+            Input::LayerPreference { op, preference } => self.subs.layer_preference(op, preference, &mut self.ctx),
             Input::Tick => self.tick(),
         }
     }
@@ -310,6 +317,7 @@ impl Session {
                 }
             }
             Some(ServerMessage::Config { ice_servers }) => self.ctx.ice_servers = ice_servers,
+            Some(ServerMessage::PublishLayers { rids }) => self.publish.set_layers(rids, &mut self.ctx),
             Some(ServerMessage::Error { .. } | ServerMessage::Pong) | None => {}
         }
     }

@@ -4,6 +4,7 @@
 
 use super::error::{ErrorCategory, HttpFailure, StageError};
 use super::events::{StageEvent, StreamRef, SubscribeState};
+use super::layers::{LayerChange, LayerState, Preference, RemoteLayers};
 use super::link::{Link, LinkState, LinkStep, PeerState};
 use super::session::{Action, Ctx};
 use super::strategy::{plan_subscription, StreamKind, SubscribeKind, SubscriptionAction};
@@ -20,6 +21,11 @@ struct Subscription {
     exposed: Vec<StreamKind>,
     exposed_op: u32,
     state: SubscribeState,
+    /// The connection that has layer controls (the server linked them).
+    controls: Option<u32>,
+    /// The exposed video stream's simulcast layers (polled while exposed
+    /// on a connection with layer controls).
+    layers: RemoteLayers,
 }
 
 /// Every open (or opening, or recovering) subscription, by publisher id.
@@ -89,10 +95,22 @@ impl Subscription {
         let refs = |ks: Vec<StreamKind>| ks.into_iter().map(|k| remote_ref(op, k, remote)).collect();
         let removed: Vec<StreamKind> = before.iter().filter(|k| !show.contains(k)).copied().collect();
         let added: Vec<StreamKind> = show.iter().filter(|k| !before.contains(k)).copied().collect();
+        let video = StreamKind::Video;
+        if removed.contains(&video) {
+            self.layers.stop();
+        }
         ctx.emit_streams(&self.id, false, refs(removed));
+        if added.contains(&video) && self.controls == Some(op) {
+            self.layers.start(ctx.now);
+        }
         ctx.emit_streams(&self.id, true, refs(added));
         self.exposed = show.to_vec();
         self.exposed_op = op;
+    }
+
+    /// The app's video stream of this subscription, if it has one.
+    fn video_op(&self) -> Option<u32> {
+        self.exposed.contains(&StreamKind::Video).then_some(self.exposed_op)
     }
 
     fn set_state(&mut self, state: SubscribeState, ctx: &mut Ctx) {
@@ -112,7 +130,63 @@ impl Subscriptions {
     }
 
     pub fn deadline(&self) -> Option<f64> {
-        self.0.iter().filter_map(|s| s.link.deadline()).reduce(f64::min)
+        self.0
+            .iter()
+            .flat_map(|s| [s.link.deadline(), s.layers.deadline()])
+            .flatten()
+            .reduce(f64::min)
+    }
+
+    fn by_video_op(&mut self, op: u32) -> Option<&mut Subscription> {
+        self.0.iter_mut().find(|s| s.video_op() == Some(op))
+    }
+
+    /// A layer-controls answer for the video stream of connection `op`:
+    /// the events it means, and `preferredLayerForStream` asked again when
+    /// the layers changed.
+    pub fn layers_polled(&mut self, op: u32, state: LayerState, remote: Option<&ParticipantState>, ctx: &mut Ctx) {
+        let Some(sub) = self.by_video_op(op) else { return };
+        let changes = sub.layers.update(state);
+        let stream = remote_ref(op, StreamKind::Video, remote);
+        for change in &changes {
+            let (id, state) = (sub.id.clone(), sub.layers.state.clone());
+            ctx.emit(match change {
+                LayerChange::Layers => StageEvent::StreamLayersChanged { id, stream, state },
+                LayerChange::Selected => StageEvent::StreamLayerSelected { id, stream, state },
+                LayerChange::Adaption => StageEvent::StreamAdaptionChanged { id, stream, state },
+            });
+        }
+        if changes.contains(&LayerChange::Layers) {
+            ctx.push(Action::AskLayer { op, id: sub.id.clone() });
+        }
+    }
+
+    /// Connection `op` has layer controls: its video stream's layers are
+    /// polled while the app has it.
+    pub fn layer_controls(&mut self, op: u32, now: f64) {
+        let Some(sub) = self.0.iter_mut().find(|s| s.link.op() == Some(op)) else { return };
+        sub.controls = Some(op);
+        if sub.video_op() == Some(op) && sub.layers.deadline().is_none() {
+            sub.layers.start(now);
+        }
+    }
+
+    /// `preferredLayerForStream`'s answer for the video stream of `op`.
+    pub fn layer_preference(&mut self, op: u32, preference: Preference, ctx: &mut Ctx) {
+        let Some(sub) = self.by_video_op(op) else { return };
+        if let Some(rid) = sub.layers.prefer(preference) {
+            ctx.push(Action::SelectLayer { op, rid });
+        }
+    }
+
+    /// `refreshStrategy()`: asks `preferredLayerForStream` for every video
+    /// stream the app has.
+    pub fn ask_layers(&self, ctx: &mut Ctx) {
+        for sub in &self.0 {
+            if let Some(op) = sub.video_op() {
+                ctx.push(Action::AskLayer { op, id: sub.id.clone() });
+            }
+        }
     }
 
     /// Whose connection `op` is.
@@ -169,6 +243,8 @@ impl Subscriptions {
             exposed: Vec::new(),
             exposed_op: 0,
             state: SubscribeState::NotSubscribed,
+            controls: None,
+            layers: RemoteLayers::default(),
         };
         let mut steps = Vec::new();
         sub.link.start(ctx.now, &mut ctx.ops, &mut steps);
@@ -218,6 +294,9 @@ impl Subscriptions {
             sub.link
                 .tick_gated(ctx.now, online, &mut ctx.ops, &mut ctx.jitter, &mut steps);
             sub.steps(steps, true, view.get(&sub.id), ctx);
+            if let (Some(op), true) = (sub.video_op(), sub.layers.due(ctx.now)) {
+                ctx.push(Action::PollLayers { op });
+            }
         }
     }
 

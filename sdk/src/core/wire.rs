@@ -57,6 +57,12 @@ pub fn parse_server_message(text: &str) -> Option<ServerMessage> {
             message: f.req_str("message")?,
         },
         "PONG" => ServerMessage::Pong,
+        "PUBLISH_LAYERS" => ServerMessage::PublishLayers {
+            rids: match doc.get("rids")? {
+                Value::Arr(items) => strings(items)?,
+                _ => return None,
+            },
+        },
         _ => return None,
     })
 }
@@ -182,6 +188,10 @@ mod tests {
                 message: "bad".into(),
             },
             ServerMessage::Pong,
+            ServerMessage::PublishLayers {
+                rids: vec!["low".into(), "high".into()],
+            },
+            ServerMessage::PublishLayers { rids: vec![] },
         ];
         for m in messages {
             let text = serde_json::to_string(&m)?;

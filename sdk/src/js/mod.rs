@@ -11,7 +11,8 @@ pub mod chat;
 mod convert;
 #[cfg(any(feature = "stage", feature = "broadcast"))]
 mod listeners;
-#[cfg(any(feature = "stage", feature = "broadcast"))]
+// Chat alone uses only part of it.
+#[cfg_attr(not(any(feature = "stage", feature = "broadcast")), allow(dead_code))]
 mod small_map;
 #[cfg(feature = "stage")]
 pub mod stage;

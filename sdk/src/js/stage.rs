@@ -11,13 +11,14 @@
 use super::convert::{array, participant_info, remote_stream, set, stage_error, type_error, update_info};
 use super::listeners::Listeners;
 use super::stream::{self, LocalShared};
+use crate::core::layers::{initial_layer_query, parse_layer_state, select_body, LayerState};
 use crate::core::link::PeerState;
 use crate::core::publish::LocalStream;
 use crate::core::session::{Action, Input, Session, StrategyAnswer};
 use crate::core::strategy::DesiredStream;
 use crate::core::{HttpFailure, StageEvent, StreamKind, StreamRef, SubscribeKind};
 use crate::web::http;
-use crate::web::peer::{replace_track, PublishPeer, SubscribePeer};
+use crate::web::peer::{replace_track, track_size, PublishPeer, SubscribePeer};
 use crate::web::socket::{EventSocket, SocketEvent};
 use crate::web::timer::Timeout;
 use crate::web::{defer, now_ms};
@@ -328,6 +329,17 @@ impl Inner {
             Action::OpenPublish { op, streams, ice_servers } => self.open_publish(op, &streams, ice_servers),
             Action::ReplaceTracks { op, streams } => self.replace_tracks(op, &streams),
             Action::OpenSubscribe { op, publisher, ice_servers } => self.open_subscribe(op, publisher, ice_servers),
+            Action::PublishLayers { op, rids } => {
+                if let Some(Peer::Publish(p)) = self.io.borrow().peers.get(&op) {
+                    p.set_layers(&rids);
+                }
+            }
+            Action::PollLayers { op } => self.layer_request(op, None),
+            Action::SelectLayer { op, rid } => self.layer_request(op, Some(select_body(rid.as_deref()))),
+            Action::AskLayer { op, id } => {
+                let preference = self.ask_layer(op, &id);
+                self.core.borrow_mut().handle(Input::LayerPreference { op, preference }, now_ms());
+            }
             Action::ClosePeer { op, delete } => {
                 let mut io = self.io.borrow_mut();
                 if let Some(peer) = io.peers.remove(&op) {
@@ -405,19 +417,72 @@ impl Inner {
 
     /// Stores a finished setup's peer connection and tells the session.
     fn answered(self: &Rc<Self>, op: u32, result: Result<Peer, HttpFailure>) {
+        let controls = matches!(&result, Ok(Peer::Subscribe(p, _)) if p.layers.is_some());
         let result = result.map(|peer| {
             self.io.borrow_mut().peers.insert(op, peer);
         });
         self.drive(Input::PeerAnswered { op, result });
+        if controls {
+            self.drive(Input::LayerControls { op });
+        }
+    }
+
+    /// `GET` (`body: None`) or `POST` subscription `op`'s layer controls; a
+    /// `GET`'s answer goes to the session (a failed one is simply retried
+    /// at the next poll).
+    fn layer_request(self: &Rc<Self>, op: u32, body: Option<String>) {
+        let url = match self.io.borrow().peers.get(&op) {
+            Some(Peer::Subscribe(p, _)) => p.layers.clone(),
+            _ => None,
+        };
+        let (Some(url), Some((_, token))) = (url, self.media_endpoint()) else { return };
+        let weak = Rc::downgrade(self);
+        spawn_local(async move {
+            let answer = http::layer_controls(&url, &token, body.as_deref()).await;
+            let state = answer.ok().filter(|_| body.is_none()).and_then(|t| parse_layer_state(&t));
+            if let (Some(state), Some(inner)) = (state, weak.upgrade()) {
+                inner.drive(Input::LayersPolled { op, state });
+            }
+        });
+    }
+
+    /// `strategy.preferredLayerForStream(info, videoStream)`: a layer's or
+    /// a string's label, or `None` (server-adaptive; also when the strategy
+    /// has no such method or it throws).
+    fn ask_layer(&self, op: u32, id: &str) -> Option<String> {
+        let strategy = self.strategy.borrow().clone();
+        let (info, stream) = {
+            let io = self.io.borrow();
+            let stream = match io.peers.get(&op) {
+                Some(Peer::Subscribe(_, objs)) => objs.iter().find(|(k, _)| *k == StreamKind::Video).map(|(_, o)| o.clone()),
+                _ => None,
+            };
+            (io.infos.get(id).cloned()?, stream?)
+        };
+        let f: Function = js_sys::Reflect::get(&strategy, &JsValue::from_str("preferredLayerForStream")).ok()?.dyn_into().ok()?;
+        let v = f.call2(&strategy, &info, &stream).map_err(|e| warn("stagecast: preferredLayerForStream failed", &e)).ok()?;
+        v.as_string().or_else(|| {
+            v.is_object()
+                .then(|| js_sys::Reflect::get(&v, &JsValue::from_str("label")).ok()?.as_string())
+                .flatten()
+        })
     }
 
     fn open_publish(self: &Rc<Self>, op: u32, streams: &[DesiredStream], ice_servers: Vec<IceServer>) {
         let Some((whip_url, token)) = self.media_endpoint() else { return };
-        let (tracks, shared): (Vec<(StreamKind, web_sys::MediaStreamTrack)>, Vec<Rc<LocalShared>>) = {
+        let (tracks, shared): (Vec<_>, Vec<Rc<LocalShared>>) = {
             let io = self.io.borrow();
             streams
                 .iter()
-                .filter_map(|d| io.locals.get(&d.key).map(|(s, _)| ((d.kind, Clone::clone(&s.track)), s.clone())))
+                .filter_map(|d| {
+                    let (s, _) = io.locals.get(&d.key)?;
+                    // The core decides the layers from the track's size.
+                    let encodings = match d.kind {
+                        StreamKind::Video => crate::core::simulcast::encodings(&s.video, track_size(&s.track)),
+                        StreamKind::Audio => Vec::new(),
+                    };
+                    Some(((d.kind, Clone::clone(&s.track), encodings), s.clone()))
+                })
                 .unzip()
         };
         let on_state = self.on_state(op);
@@ -454,10 +519,11 @@ impl Inner {
 
     fn open_subscribe(self: &Rc<Self>, op: u32, publisher: String, ice_servers: Vec<IceServer>) {
         let Some((whip_url, token)) = self.media_endpoint() else { return };
+        let initial = initial_layer_query(self.initial_layer(&publisher).as_deref());
         let on_state = self.on_state(op);
         let weak = Rc::downgrade(self);
         spawn_local(async move {
-            let result = SubscribePeer::start(&whip_url, &token, &publisher, &ice_servers, on_state).await;
+            let result = SubscribePeer::start(&whip_url, &token, &publisher, initial, &ice_servers, on_state).await;
             let Some(inner) = weak.upgrade() else { return };
             let result = result.map_err(HttpFailure::from).map(|peer| {
                 let objs = peer
@@ -473,6 +539,18 @@ impl Inner {
             });
             inner.answered(op, result);
         });
+    }
+
+    /// `strategy.subscribeConfiguration(info).simulcast.initialLayerPreference`.
+    fn initial_layer(&self, id: &str) -> Option<String> {
+        let strategy = self.strategy.borrow().clone();
+        let info = self.io.borrow().infos.get(id).cloned()?;
+        if !js_sys::Reflect::get(&strategy, &JsValue::from_str("subscribeConfiguration")).ok()?.is_function() {
+            return None;
+        }
+        let config = call_method(&strategy, "subscribeConfiguration", Some(&info)).ok()?;
+        let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &JsValue::from_str(k)).ok().filter(|v| v.is_object() || v.is_string());
+        get(&get(&config, "simulcast")?, "initialLayerPreference")?.as_string()
     }
 
     /// Calls the strategy for the local participant (`publish`) and for
@@ -585,12 +663,49 @@ impl Inner {
             StageEvent::StreamMuteChanged { id, stream } => vec![info(&io, &id)?, stream_js(&io, &stream)?],
             StageEvent::StageLeft(r) => vec![r.as_str().into()],
             StageEvent::Error(e) => vec![stage_error(&e)],
+            StageEvent::StreamLayersChanged { id, stream, state } => {
+                let (obj, layers) = layer_stream(&io, &stream, &state)?;
+                vec![info(&io, &id)?, obj, layers]
+            }
+            StageEvent::StreamLayerSelected { id, stream, state } => {
+                let (obj, layers) = layer_stream(&io, &stream, &state)?;
+                let at = state.layers.iter().position(|l| state.selected.as_ref() == Some(&l.label));
+                let (layer, reason) = match at {
+                    Some(i) => (js_sys::Array::from(&layers).get(i as u32), "selected"),
+                    None => (JsValue::UNDEFINED, "unavailable"),
+                };
+                vec![info(&io, &id)?, obj, layer, reason.into()]
+            }
+            StageEvent::StreamAdaptionChanged { id, stream, state } => {
+                let (obj, _) = layer_stream(&io, &stream, &state)?;
+                vec![info(&io, &id)?, obj, state.adapting.into()]
+            }
         };
         if name == "stageLeft" {
             io.infos.clear();
         }
         Some((name, args))
     }
+}
+
+/// A remote video stream's object, brought up to date with `state` (its
+/// layers, lowest first, for `getLayers()`, and `isAdapting`), and the layers.
+fn layer_stream(io: &Io, stream: &StreamRef, state: &LayerState) -> Option<(JsValue, JsValue)> {
+    let obj = stream_js(io, stream)?;
+    let layers = array(state.layers.iter().map(|l| {
+        let o = Object::new();
+        set(&o, "label", l.label.as_str());
+        set(&o, "bitrateBps", l.bitrate_bps);
+        set(&o, "width", l.width);
+        set(&o, "height", l.height);
+        set(&o, "framesPerSecond", l.frames_per_second);
+        set(&o, "selected", state.selected.as_deref() == Some(l.label.as_str()));
+        o.into()
+    }));
+    let target: &Object = obj.unchecked_ref();
+    set(target, "__layers", layers.clone());
+    set(target, "isAdapting", state.adapting);
+    Some((obj, layers))
 }
 
 /// The JS object of a stream named in an event.

@@ -2,6 +2,7 @@
 
 use super::convert::type_error;
 use crate::core::quality::{grade_interval, LossCounters};
+use crate::core::simulcast::{parse_video_config, VideoConfig};
 use crate::core::StreamKind;
 use std::cell::{Cell, RefCell};
 use super::small_map::SmallMap;
@@ -15,6 +16,8 @@ pub(crate) struct LocalShared {
     pub kind: StreamKind,
     pub track: MediaStreamTrack,
     pub muted: Cell<bool>,
+    /// Encoder settings (video; the defaults for audio).
+    pub video: VideoConfig,
     /// The sender publishing this stream, for its stats.
     pub sender: RefCell<Option<web_sys::RtcRtpSender>>,
 }
@@ -63,15 +66,25 @@ pub struct LocalStageStream {
 
 #[wasm_bindgen]
 impl LocalStageStream {
-    /// `new LocalStageStream(mediaStreamTrack, config?)`. The config is
-    /// accepted for IVS compatibility; encoder settings are browser defaults.
+    /// `new LocalStageStream(mediaStreamTrack, config?)`. A video stream's
+    /// config (`maxBitrate`, `maxFramerate`, `simulcast`) is checked against
+    /// IVS's limits (a `RangeError` outside them); an audio stream's is
+    /// accepted and left to the browser.
     #[wasm_bindgen(constructor)]
-    pub fn new(track: JsValue, _config: JsValue) -> Result<LocalStageStream, JsValue> {
+    pub fn new(track: JsValue, config: JsValue) -> Result<LocalStageStream, JsValue> {
         let track: MediaStreamTrack = track
             .dyn_into()
             .map_err(|_| type_error("LocalStageStream: expected a MediaStreamTrack"))?;
         let kind = StreamKind::parse(&track.kind())
             .ok_or_else(|| type_error("LocalStageStream: the track must be audio or video"))?;
+        let video = match kind {
+            StreamKind::Video => {
+                let text = js_sys::JSON::stringify(&config).ok().and_then(|t| t.as_string());
+                parse_video_config(text.as_deref())
+                    .map_err(|e| JsValue::from(js_sys::RangeError::new(&format!("LocalStageStream: {e}"))))?
+            }
+            StreamKind::Audio => VideoConfig::default(),
+        };
         let key = NEXT_KEY.with(|k| {
             let key = k.get();
             k.set(key.wrapping_add(1).max(1));
@@ -81,6 +94,7 @@ impl LocalStageStream {
             key,
             kind,
             muted: Cell::new(!track.enabled()),
+            video,
             track,
             sender: RefCell::new(None),
         });

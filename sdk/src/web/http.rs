@@ -24,6 +24,8 @@ pub struct SdpAnswer {
     pub sdp: String,
     /// Absolute URL of the session resource (for `DELETE`).
     pub location: Option<String>,
+    /// Absolute URL of the session's WHEP layer controls, if linked.
+    pub layers: Option<String>,
 }
 
 fn net(e: JsValue) -> HttpError {
@@ -34,11 +36,11 @@ async fn send(
     method: &str,
     url: &str,
     token: &str,
-    body: Option<&str>,
+    body: Option<(&str, &str)>,
 ) -> Result<Response, HttpError> {
     let init = RequestInit::new();
     init.set_method(method);
-    if let Some(body) = body {
+    if let Some((_, body)) = body {
         init.set_body(&JsValue::from_str(body));
     }
     let request = Request::new_with_str_and_init(url, &init).map_err(net)?;
@@ -46,10 +48,8 @@ async fn send(
     headers
         .set("Authorization", &format!("Bearer {token}"))
         .map_err(net)?;
-    if body.is_some() {
-        headers
-            .set("Content-Type", "application/sdp")
-            .map_err(net)?;
+    if let Some((content_type, _)) = body {
+        headers.set("Content-Type", content_type).map_err(net)?;
     }
     let window = web_sys::window().ok_or_else(|| HttpError::Network("no window".into()))?;
     let response = JsFuture::from(window.fetch_with_request(&request))
@@ -69,7 +69,7 @@ async fn text(response: &Response) -> Result<String, HttpError> {
 
 /// POSTs an SDP offer; `201` + answer + `Location` on success.
 pub async fn post_offer(url: &str, token: &str, offer: &str) -> Result<SdpAnswer, HttpError> {
-    let response = send("POST", url, token, Some(offer)).await?;
+    let response = send("POST", url, token, Some(("application/sdp", offer))).await?;
     let status = response.status();
     let body = text(&response).await?;
     if !(200..300).contains(&status) {
@@ -78,17 +78,29 @@ pub async fn post_offer(url: &str, token: &str, offer: &str) -> Result<SdpAnswer
             body: crate::core::wire::parse_api_error(&body),
         });
     }
-    let location = response
-        .headers()
-        .get("Location")
-        .ok()
-        .flatten()
-        .and_then(|loc| web_sys::Url::new_with_base(&loc, url).ok())
-        .map(|u| u.href());
+    let header = |name| response.headers().get(name).ok().flatten();
+    let absolute = |to: String| web_sys::Url::new_with_base(&to, url).ok().map(|u| u.href());
     Ok(SdpAnswer {
         sdp: body,
-        location,
+        location: header("Location").and_then(absolute),
+        layers: header("Link")
+            .and_then(|link| crate::core::ice::link_with_rel(&link, crate::core::layers::LAYER_REL))
+            .and_then(absolute),
     })
+}
+
+/// `GET` (`body: None`) or `POST` JSON to a session's layer controls; the
+/// answer's text on success.
+pub async fn layer_controls(url: &str, token: &str, body: Option<&str>) -> Result<String, HttpError> {
+    let (method, body) = match body {
+        Some(b) => ("POST", Some(("application/json", b))),
+        None => ("GET", None),
+    };
+    let response = send(method, url, token, body).await?;
+    match response.status() {
+        s if (200..300).contains(&s) => text(&response).await,
+        status => Err(HttpError::Status { status, body: None }),
+    }
 }
 
 /// `OPTIONS` of a WHIP endpoint: its `Link` header (ICE servers, RFC 9725

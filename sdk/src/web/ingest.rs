@@ -81,10 +81,10 @@ impl IngestPeer {
         on_state: impl Fn(PeerState) + 'static,
     ) -> Result<IngestPeer, IngestError> {
         let pc = Pc::new(ice_servers, on_state)?;
-        let vt = pc.send(video);
+        let vt = pc.send(video, &[]);
         prefer_codec_on(&vt, "video", "video/H264");
         if let Some(audio) = audio {
-            prefer_codec_on(&pc.send(audio), "audio", "audio/opus");
+            prefer_codec_on(&pc.send(audio, &[]), "audio", "audio/opus");
         }
         let answer = pc.negotiate(url, stream_key).await?;
         // Not awaited: the setup is done, and a slow `setParameters` must

@@ -9,6 +9,7 @@ use super::http::SdpAnswer;
 use super::sdp::{self, browser};
 use crate::core::link::PeerState;
 use crate::core::broadcast::prefer_codec;
+use crate::core::simulcast::{layer_active, Encoding};
 use crate::core::StreamKind;
 use js_sys::{Array, Object, Reflect};
 use stagecast_protocol::events::IceServer;
@@ -81,10 +82,27 @@ impl Pc {
         })
     }
 
-    /// Adds a send-only transceiver for `track`.
-    pub fn send(&self, track: &MediaStreamTrack) -> web_sys::RtcRtpTransceiver {
+    /// Adds a send-only transceiver for `track`, with these
+    /// `sendEncodings` (none: the browser's).
+    pub fn send(&self, track: &MediaStreamTrack, encodings: &[Encoding]) -> web_sys::RtcRtpTransceiver {
         let init = RtcRtpTransceiverInit::new();
         init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+        if !encodings.is_empty() {
+            let list: Array = encodings
+                .iter()
+                .map(|e| {
+                    let o = Object::new();
+                    if let Some(rid) = e.rid {
+                        set(&o, "rid", &JsValue::from_str(rid));
+                    }
+                    set(&o, "scaleResolutionDownBy", &JsValue::from(e.scale_down_by));
+                    set(&o, "maxBitrate", &JsValue::from(e.max_bitrate_bps));
+                    set(&o, "maxFramerate", &JsValue::from(e.max_framerate));
+                    JsValue::from(o)
+                })
+                .collect();
+            set(&init, "sendEncodings", &list);
+        }
         self.pc.add_transceiver_with_media_stream_track_and_init(track, &init)
     }
 
@@ -155,19 +173,20 @@ pub struct PublishPeer {
 }
 
 impl PublishPeer {
-    /// Offers `tracks` sendonly to `{whip_url}/publish` and applies the answer.
+    /// Offers `tracks` sendonly (each with its `sendEncodings`) to
+    /// `{whip_url}/publish` and applies the answer.
     pub async fn start(
         whip_url: &str,
         token: &str,
-        tracks: &[(StreamKind, MediaStreamTrack)],
+        tracks: &[(StreamKind, MediaStreamTrack, Vec<Encoding>)],
         ice_servers: &[IceServer],
         on_state: impl Fn(PeerState) + 'static,
     ) -> Result<PublishPeer, PeerError> {
         let pc = Pc::new(ice_servers, on_state)?;
         let senders = tracks
             .iter()
-            .map(|(kind, track)| {
-                let transceiver = pc.send(track);
+            .map(|(kind, track, encodings)| {
+                let transceiver = pc.send(track, encodings);
                 if *kind == StreamKind::Video {
                     // Stages are VP8: every browser encodes and decodes it
                     // without a codec download (Firefox offline has no H.264).
@@ -188,6 +207,40 @@ impl PublishPeer {
     pub fn sender(&self, kind: StreamKind) -> Option<RtcRtpSender> {
         self.senders.iter().find(|(k, _)| *k == kind).map(|(_, s)| s.clone())
     }
+
+    /// Sends only the video layers whose rid is in `rids` (the others are
+    /// deactivated: nobody receives them).
+    pub fn set_layers(&self, rids: &[String]) {
+        let Some(sender) = self.sender(StreamKind::Video) else { return };
+        let call = |name: &str, args: &Array| -> Option<JsValue> {
+            let f: js_sys::Function = Reflect::get(&sender, &JsValue::from_str(name)).ok()?.dyn_into().ok()?;
+            f.apply(&sender, args).ok()
+        };
+        let Some(params) = call("getParameters", &Array::new()) else { return };
+        let Ok(encodings) = Reflect::get(&params, &JsValue::from_str("encodings")) else { return };
+        let mut changed = false;
+        for e in Array::from(&encodings).iter() {
+            let rid = Reflect::get(&e, &JsValue::from_str("rid")).ok().and_then(|r| r.as_string());
+            let active = layer_active(rid.as_deref(), rids);
+            if Reflect::get(&e, &JsValue::from_str("active")).ok().and_then(|a| a.as_bool()) != Some(active) {
+                set(e.unchecked_ref(), "active", &JsValue::from(active));
+                changed = true;
+            }
+        }
+        if changed {
+            if let Some(p) = call("setParameters", &Array::of1(&params)).and_then(|p| p.dyn_into().ok()) {
+                super::ignore_rejection(p);
+            }
+        }
+    }
+}
+
+/// The width and height a video track delivers (`getSettings()`), if known.
+pub fn track_size(track: &MediaStreamTrack) -> Option<(u32, u32)> {
+    let get: js_sys::Function = Reflect::get(track, &JsValue::from_str("getSettings")).ok()?.dyn_into().ok()?;
+    let settings = get.call0(track).ok()?;
+    let dim = |k: &str| Reflect::get(&settings, &JsValue::from_str(k)).ok()?.as_f64().map(|v| v as u32);
+    Some((dim("width")?, dim("height")?))
 }
 
 /// Swaps the track on a sender without renegotiating.
@@ -202,14 +255,18 @@ pub struct SubscribePeer {
     /// The receiving tracks, one per kind, with their receivers (for stats).
     pub tracks: Vec<(StreamKind, MediaStreamTrack, web_sys::RtcRtpReceiver)>,
     pub location: Option<String>,
+    /// The session's layer controls (a simulcast publisher's video).
+    pub layers: Option<String>,
 }
 
 impl SubscribePeer {
-    /// Offers recvonly audio + video to `{whip_url}/subscribe/{publisher}`.
+    /// Offers recvonly audio + video to
+    /// `{whip_url}/subscribe/{publisher}?layer={initial_layer}`.
     pub async fn start(
         whip_url: &str,
         token: &str,
         publisher_id: &str,
+        initial_layer: &str,
         ice_servers: &[IceServer],
         on_state: impl Fn(PeerState) + 'static,
     ) -> Result<SubscribePeer, PeerError> {
@@ -222,12 +279,13 @@ impl SubscribePeer {
             let receiver = t.receiver();
             tracks.push((kind, receiver.track(), receiver));
         }
-        let url = format!("{whip_url}/subscribe/{}", js_sys::encode_uri_component(publisher_id));
-        let answer = pc.negotiate(&url, token).await?;
+        let id = js_sys::encode_uri_component(publisher_id);
+        let answer = pc.negotiate(&format!("{whip_url}/subscribe/{id}?layer={initial_layer}"), token).await?;
         Ok(SubscribePeer {
             _pc: pc,
             tracks,
             location: answer.location,
+            layers: answer.layers,
         })
     }
 }

@@ -4,6 +4,7 @@
 use crate::core::error::{HttpFailure, StageError};
 use crate::core::events::{StageEvent, StreamRef};
 use crate::core::backoff::Jitter;
+use crate::core::layers::{LayerState, Preference};
 use crate::core::link::{Ops, PeerState};
 use crate::core::publish::LocalStream;
 use crate::core::strategy::{DesiredStream, SubscribeKind};
@@ -35,6 +36,13 @@ pub enum Input {
     PeerState { op: u32, state: PeerState },
     /// A `LocalStageStream` was muted or unmuted.
     LocalMute { key: u32, muted: bool },
+    /// Subscription `op`'s answer linked layer controls.
+    LayerControls { op: u32 },
+    /// The layer controls of subscription `op` answered a
+    /// [`Action::PollLayers`].
+    LayersPolled { op: u32, state: LayerState },
+    /// `preferredLayerForStream`'s answer to an [`Action::AskLayer`].
+    LayerPreference { op: u32, preference: Preference },
     /// [`Session::poll_timeout`] passed.
     Tick,
 }
@@ -73,6 +81,17 @@ pub enum Action {
     /// Close peer connection `op`; `delete`: DELETE its session first
     /// (best effort, with the event socket kept open until it is sent).
     ClosePeer { op: u32, delete: bool },
+    /// Send only these simulcast layers (by rid) on publish connection
+    /// `op`'s video sender; deactivate its other encodings.
+    PublishLayers { op: u32, rids: Vec<String> },
+    /// `GET` subscription `op`'s layer controls; answer with
+    /// [`Input::LayersPolled`] (nothing when it has none or it failed).
+    PollLayers { op: u32 },
+    /// Ask `preferredLayerForStream(info of id, video stream of op)`;
+    /// answer with [`Input::LayerPreference`].
+    AskLayer { op: u32, id: String },
+    /// `POST {rid}` to subscription `op`'s layer controls (`None`: adapt).
+    SelectLayer { op: u32, rid: Option<String> },
     ResolveJoin,
     RejectJoin(StageError),
     /// The participant's info object changed (published, mute flags).

@@ -5,6 +5,7 @@
 use super::*;
 
 mod recovery;
+mod simulcast;
 use crate::core::backoff::Jitter;
 use crate::core::events::{PublishState as PS, StreamRef, SubscribeState as SS};
 use crate::core::link::DISCONNECTED_GRACE_MS;

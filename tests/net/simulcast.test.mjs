@@ -1,0 +1,262 @@
+// Network journey: simulcast (issue 10). Three publishers send noisy
+// 640×360 canvases with `simulcast: {enabled: true}` (IVS's default layers:
+// a 640×360 track is sent as 640×360 "high" and 320×180 "low"); one
+// subscriber's downlink is limited to 800 kbit/s (tbf), another's is not.
+//
+// What the SDK alone guarantees is checked for real: every publisher sends
+// both layers (its sender's stats list rids "low" and "high" at their
+// sizes), and the unlimited subscriber receives the top layer of each.
+// What needs the SFU's per-subscriber layer selection and layer controls
+// (issue 10 item 2) is a `todo` until that lands: the limited subscriber
+// decodes ≥ 15 fps from each stream with ≤ 5 % of the time frozen, the
+// layer API reports the layers, and `preferredLayerForStream` returning the
+// lowest layer brings 320×180 within 3 s.
+
+import assert from 'node:assert/strict';
+import { describe, it, before, after } from 'node:test';
+import { assertNoPageErrors, launch, sleep } from '../lib.mjs';
+import { createNet } from './netns.mjs';
+import { closeAll } from './stage.mjs';
+
+const SETTLE_MS = 10_000;
+const MEASURE_MS = 45_000;
+const SFU_TODO = 'needs the SFU side of issue 10 (per-subscriber layer selection, layer controls)';
+
+/** Browser flags: the server's http origin counts as secure (as localhost does). */
+const originFlags = (net) => [`--unsafely-treat-insecure-origin-as-secure=${net.url}`];
+
+/** A page of the server's origin (so it can import the SDK) with the SDK loaded. */
+async function sdkPage(browser, name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  const logs = [];
+  page.on('pageerror', (err) => errors.push(err));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${name}] ${msg.type()}: ${msg.text()}`);
+  });
+  return { name, context, page, errors, logs };
+}
+
+/** Joins `token`'s stage publishing a noisy 640×360 canvas with simulcast on. */
+async function publish(p, net, token) {
+  await p.page.goto(`${net.url}/sdk/package.json`);
+  await p.page.evaluate(async (token) => {
+    const sc = await import('/sdk/index.js');
+    const [w, h] = [640, 360];
+    const canvas = Object.assign(document.createElement('canvas'), { width: w, height: h });
+    const ctx = canvas.getContext('2d');
+    // A few frames of noise, cycled, with a moving bar: every frame differs
+    // from the last everywhere, so the encoder spends what it is allowed.
+    const noise = Array.from({ length: 6 }, () => {
+      const img = ctx.createImageData(w, h);
+      const px = new Uint32Array(img.data.buffer);
+      for (let i = 0; i < px.length; i++) px[i] = (Math.random() * 0xffffff) | 0xff000000;
+      return img;
+    });
+    let n = 0;
+    setInterval(() => {
+      ctx.putImageData(noise[n % noise.length], 0, 0);
+      ctx.fillStyle = '#fff';
+      ctx.fillRect((n * 8) % (w - 40), h - 40, 40, 40);
+      n += 1;
+    }, 33);
+    const track = canvas.captureStream(30).getVideoTracks()[0];
+    const stream = new sc.LocalStageStream(track, { simulcast: { enabled: true } });
+    const stage = new sc.Stage(token, {
+      stageStreamsToPublish: () => [stream],
+      shouldPublishParticipant: () => true,
+      shouldSubscribeToParticipant: () => 'none',
+    });
+    window.__pub = { stage, stream };
+    await stage.join();
+  }, token);
+}
+
+/**
+ * Joins as a subscriber to everyone (audio and video, each video rendered
+ * in a <video>); `window.__preferLowest` makes `preferredLayerForStream`
+ * answer the lowest layer. Frames decoded are sampled every 250 ms, so a
+ * stream that stops dead (which Chrome's `freezeCount` does not count) is
+ * seen as stalled.
+ */
+async function subscribe(p, net, token) {
+  await p.page.goto(`${net.url}/sdk/package.json`);
+  await p.page.evaluate(async (token) => {
+    const sc = await import('/sdk/index.js');
+    const remotes = new Map();
+    window.__preferLowest = false;
+    const stage = new sc.Stage(token, {
+      stageStreamsToPublish: () => [],
+      shouldPublishParticipant: () => false,
+      shouldSubscribeToParticipant: () => 'audio_video',
+      preferredLayerForStream: (info, stream) => (window.__preferLowest ? stream.getLowestQualityLayer() : null),
+    });
+    const layerEvents = [];
+    stage.on(sc.StageEvents.STAGE_STREAM_LAYERS_CHANGED, (info, s, layers) => layerEvents.push({ id: info.id, type: 'layers', layers }));
+    stage.on(sc.StageEvents.STAGE_STREAM_LAYER_SELECTED, (info, s, layer, reason) => layerEvents.push({ id: info.id, type: 'selected', label: layer?.label, reason }));
+    stage.on(sc.StageEvents.STAGE_STREAM_ADAPTION_CHANGED, (info, s, adapting) => layerEvents.push({ id: info.id, type: 'adapting', adapting }));
+    stage.on(sc.StageEvents.STAGE_PARTICIPANT_STREAMS_ADDED, (info, streams) => {
+      for (const s of streams) {
+        if (s.streamType !== 'video') continue;
+        const video = Object.assign(document.createElement('video'), { muted: true, autoplay: true, playsInline: true });
+        video.srcObject = new MediaStream([s.mediaStreamTrack]);
+        document.body.append(video);
+        remotes.set(info.id, { stream: s, video, stalledMs: 0, last: 0, lastAt: performance.now() });
+      }
+    });
+    setInterval(async () => {
+      for (const r of remotes.values()) {
+        const stats = await r.stream.requestRTCStats();
+        stats.forEach((s) => {
+          if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+          const now = performance.now();
+          if ((s.framesDecoded || 0) === r.last) r.stalledMs += now - r.lastAt;
+          r.last = s.framesDecoded || 0;
+          r.lastAt = now;
+          r.stats = s;
+        });
+      }
+    }, 250);
+    window.__sub = { stage, remotes, layerEvents };
+    await stage.join();
+  }, token);
+}
+
+/** Per remote participant: frames decoded, freeze time, own stall time, size. */
+function sample(p) {
+  return p.page.evaluate(() =>
+    Object.fromEntries(
+      [...window.__sub.remotes].map(([id, r]) => [
+        id,
+        {
+          framesDecoded: r.stats?.framesDecoded || 0,
+          freezes: r.stats?.totalFreezesDuration || 0,
+          stalledMs: r.stalledMs,
+          width: r.stats?.frameWidth || 0,
+          height: r.stats?.frameHeight || 0,
+          layers: r.stream.getLayers().map((l) => `${l.label}:${l.width}x${l.height}`),
+          adapting: r.stream.isAdapting,
+        },
+      ]),
+    ),
+  );
+}
+
+describe('simulcast on a stage (issue 10)', { timeout: 300_000 }, () => {
+  const ctx = { net: null, everyone: [], ids: [] };
+  let ok = false;
+
+  before(async () => {
+    ctx.net = createNet();
+    await ctx.net.startServer();
+  });
+
+  after(async () => {
+    await closeAll(ctx.net, ctx.everyone, !ok);
+    await ctx.net?.close();
+  });
+
+  it('every publisher sends both layers, and an unlimited subscriber receives the top one', async () => {
+    const { net, everyone } = ctx;
+    const stage = await net.request('POST', '/v1/stages', { name: 'simulcast' });
+    assert.ok(stage.status >= 200 && stage.status < 300, stage.text);
+    const stageId = stage.body.stage.id;
+    const token = async (userId) => {
+      const res = await net.request('POST', `/v1/stages/${stageId}/tokens`, { userId });
+      assert.ok(res.status >= 200 && res.status < 300, res.text);
+      return res.body.participantToken;
+    };
+
+    // The publishers share a host and a browser; the subscribers have their own.
+    const pubBrowser = await launch({ executablePath: net.host('pubs').chromium(), args: originFlags(net) });
+    const limitedHost = net.host('limited');
+    limitedHost.rateLimit({ downKbit: 800 });
+    const limitedBrowser = await launch({ executablePath: limitedHost.chromium(), args: originFlags(net) });
+    const openBrowser = await launch({ executablePath: net.host('open').chromium(), args: originFlags(net) });
+    const pubs = [];
+    for (const name of ['pub1', 'pub2', 'pub3']) {
+      const p = { ...(await sdkPage(pubBrowser, name)), browser: pubBrowser };
+      everyone.push(p);
+      pubs.push(p);
+    }
+    const limited = { ...(await sdkPage(limitedBrowser, 'limited')), browser: limitedBrowser };
+    const open = { ...(await sdkPage(openBrowser, 'open')), browser: openBrowser };
+    everyone.push(limited, open);
+    ctx.limited = limited;
+    ctx.open = open;
+
+    for (const p of pubs) {
+      const t = await token(p.name);
+      await publish(p, net, t.token);
+      ctx.ids.push(t.participantId);
+    }
+    await subscribe(limited, net, (await token('limited')).token);
+    await subscribe(open, net, (await token('open')).token);
+
+    // Each publisher's sender carries both layers at their sizes.
+    for (const p of pubs) {
+      await p.page.waitForFunction(
+        async () => {
+          const stats = await window.__pub.stream.requestRTCStats();
+          const out = [];
+          stats.forEach((s) => s.type === 'outbound-rtp' && s.rid && out.push(`${s.rid}:${s.frameWidth}`));
+          window.__rids = out.sort();
+          return out.includes('low:320') && out.includes('high:640');
+        },
+        null,
+        { timeout: 30_000, polling: 1000 },
+      ).catch(async () => {
+        throw new Error(`${p.name} does not send both layers: ${JSON.stringify(await p.page.evaluate(() => window.__rids))}`);
+      });
+    }
+
+    // Every stream arrives at the unlimited subscriber in its top layer.
+    await open.page.waitForFunction((n) => window.__sub.remotes.size === n, ctx.ids.length, { timeout: 30_000 });
+    await sleep(SETTLE_MS);
+    const seen = await sample(open);
+    console.log(`unlimited subscriber: ${JSON.stringify(seen)}`);
+    for (const id of ctx.ids) assert.ok(seen[id]?.width >= 640, `unlimited subscriber gets ${id} at ${seen[id]?.width}×${seen[id]?.height}`);
+    assertNoPageErrors(everyone);
+    ok = true;
+  });
+
+  it('the limited subscriber keeps ≥ 15 fps with ≤ 5 % freezes from every stream', { todo: SFU_TODO }, async () => {
+    const { limited, open, ids } = ctx;
+    assert.ok(limited, 'the first test set the stage up');
+    await limited.page.waitForFunction((n) => window.__sub.remotes.size === n, ids.length, { timeout: 30_000 });
+    const [a0, o0] = [await sample(limited), await sample(open)];
+    await sleep(MEASURE_MS);
+    const [a1, o1] = [await sample(limited), await sample(open)];
+    const seconds = MEASURE_MS / 1000;
+    for (const id of ids) {
+      const fps = (a1[id].framesDecoded - a0[id].framesDecoded) / seconds;
+      const frozen = Math.max(a1[id].freezes - a0[id].freezes, (a1[id].stalledMs - a0[id].stalledMs) / 1000) / seconds;
+      console.log(`limited ← ${id}: ${fps.toFixed(1)} fps, ${(frozen * 100).toFixed(1)} % frozen, ${a1[id].width}×${a1[id].height}, layers ${a1[id].layers}`);
+      assert.ok(fps >= 15, `limited subscriber decodes ${fps.toFixed(1)} fps from ${id}`);
+      assert.ok(frozen <= 0.05, `limited subscriber frozen ${(frozen * 100).toFixed(1)} % of the time on ${id}`);
+      assert.ok(o1[id].width >= 640, `the unlimited one still gets ${id} at ${o1[id].width}`);
+    }
+    const events = await limited.page.evaluate(() => window.__sub.layerEvents);
+    assert.ok(events.some((e) => e.type === 'layers' && e.layers.length >= 2), `layers reported: ${JSON.stringify(events)}`);
+    assertNoPageErrors(ctx.everyone);
+  });
+
+  it('preferredLayerForStream returning the lowest layer brings 320×180 within 3 s', { todo: SFU_TODO }, async () => {
+    const { open, ids } = ctx;
+    assert.ok(open, 'the first test set the stage up');
+    await open.page.waitForFunction((n) => [...window.__sub.remotes.values()].filter((r) => r.stream.getLayers().length >= 2).length === n, ids.length, { timeout: 10_000 });
+    const asked = Date.now();
+    await open.page.evaluate(() => {
+      window.__preferLowest = true;
+      window.__sub.stage.refreshStrategy();
+    });
+    await open.page.waitForFunction(
+      () => [...window.__sub.remotes.values()].every((r) => r.stats?.frameWidth === 320 && r.stats?.frameHeight === 180),
+      null,
+      { timeout: 3_000, polling: 100 },
+    );
+    console.log(`320×180 from every stream ${Date.now() - asked} ms after asking`);
+    assertNoPageErrors(ctx.everyone);
+  });
+});
