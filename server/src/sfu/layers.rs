@@ -260,6 +260,8 @@ pub struct Selector {
     offset: i64,
     /// The last forwarded (output time, network time).
     last_out: Option<(u64, Instant)>,
+    /// The output time between the last two forwarded frames.
+    last_step: u64,
 }
 
 impl Selector {
@@ -366,12 +368,20 @@ impl Selector {
         if switched {
             if let Some((last, at)) = self.last_out {
                 let elapsed = network.saturating_duration_since(at).as_micros() as u64;
-                let ticks = (elapsed.saturating_mul(hz) / 1_000_000).max(1);
+                // Layers of one capture share its instant: a switch-in frame
+                // may arrive with the old layer's last one; it still comes a
+                // frame later in the stream.
+                let ticks = (elapsed.saturating_mul(hz) / 1_000_000).max(self.last_step).max(1);
                 let want = i128::from(last) + i128::from(ticks);
                 self.offset = i64::try_from(want - i128::from(time)).unwrap_or(0);
             }
         }
         let out = (i128::from(time) + i128::from(self.offset)).clamp(0, i128::from(u64::MAX)) as u64;
+        if let Some((last, _)) = self.last_out {
+            if !switched && out > last {
+                self.last_step = out - last;
+            }
+        }
         self.last_out = Some((out, network));
         Some(out)
     }
