@@ -603,8 +603,7 @@ impl Sfu {
                     }));
                 }
             }
-            // A new viewer's first layer choice asks for the keyframe it needs.
-            Role::Subscriber { .. } => {}
+            Role::Subscriber { .. } => self.subscriber_connected(key),
         }
     }
 

@@ -185,6 +185,26 @@ impl Sfu {
         }
     }
 
+    /// A new viewer cannot decode until a keyframe of its first layer: ask now.
+    pub(super) fn subscriber_connected(&mut self, key: u64) {
+        let now = self.last_now;
+        let Some(Session { role: Role::Subscriber { publisher, .. }, .. }) = self.sessions.get(&key) else {
+            return;
+        };
+        let publisher = *publisher;
+        let Some((mid, layers)) = self.video_layers(publisher) else {
+            return;
+        };
+        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        selector.decide(&layers, now);
+        if let Some(target) = selector.switching() {
+            self.request_keyframes(publisher, mid, &[target]);
+        }
+        self.update_wanted(publisher);
+    }
+
     /// A copy of the layers of a publisher's (first) video track, and its mid.
     fn video_layers(&self, publisher_key: u64) -> Option<(Mid, Vec<Layer>)> {
         let Some(Session { role: Role::Publisher { tracks, .. }, .. }) = self.sessions.get(&publisher_key) else {
