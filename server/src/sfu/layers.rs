@@ -85,7 +85,7 @@ impl Layer {
 
     /// The rid as text (`None` without simulcast).
     pub fn name(&self) -> Option<&str> {
-        self.rid.as_ref().map(|r| &**r)
+        self.rid.as_deref()
     }
 
     /// Account one frame; `size` comes from a keyframe's header, when known.
