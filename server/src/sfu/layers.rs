@@ -358,7 +358,9 @@ impl Selector {
             return None;
         }
         let mut switched = false;
-        if keyframe && self.target == Some(key) && self.current != Some(key) {
+        // Without simulcast there is nothing to switch between: forward at
+        // once, as before layers existed (the decoder asks for a keyframe).
+        if (keyframe || key.is_none()) && self.target == Some(key) && self.current != Some(key) {
             switched = self.current.is_some() || self.last_out.is_some();
             self.current = Some(key);
         }
@@ -530,14 +532,28 @@ mod tests {
         s.target = Some(high);
         assert_eq!(s.switching(), Some(high));
         // The old layer keeps flowing until the new one has a keyframe.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(s.admit(low, false, 4000 + 9000, 90_000, t1), Some(13_000));
+        let t1 = t0 + Duration::from_millis(33);
+        assert_eq!(s.admit(low, false, 4000 + 2970, 90_000, t1), Some(6970));
         assert_eq!(s.admit(high, false, 900_000, 90_000, t1), None);
+        // The keyframe of high arrives with low's frame of the same capture
+        // (already forwarded): it still lands one frame interval later.
         let t2 = t1 + Duration::from_millis(33);
-        assert_eq!(s.admit(high, true, 902_970, 90_000, t2), Some(13_000 + 2970));
-        assert_eq!(s.admit(low, false, 16_000, 90_000, t2), None);
-        assert_eq!(s.admit(high, false, 905_940, 90_000, t2 + Duration::from_millis(33)), Some(13_000 + 2970 * 2));
+        assert_eq!(s.admit(low, false, 4000 + 2970 * 2, 90_000, t2), Some(6970 + 2970));
+        s.target = Some(high);
+        assert_eq!(s.admit(high, true, 902_970, 90_000, t2), Some(6970 + 2970 * 2));
+        assert_eq!(s.admit(low, false, 4000 + 2970 * 3, 90_000, t2), None);
+        assert_eq!(s.admit(high, false, 905_940, 90_000, t2 + Duration::from_millis(33)), Some(6970 + 2970 * 3));
         assert_eq!(s.switching(), None);
+    }
+
+    #[test]
+    fn without_simulcast_frames_flow_without_waiting_for_a_keyframe() {
+        let t0 = Instant::now();
+        let l = vec![Layer::new(None)];
+        let mut s = Selector::new(Start::Lowest);
+        s.decide(&l, t0);
+        assert_eq!(s.admit(None, false, 3000, 90_000, t0), Some(3000));
+        assert_eq!(s.on_pli(&l, t0), PliAnswer::Keyframe(None));
     }
 
     #[test]
