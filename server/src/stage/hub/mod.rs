@@ -190,6 +190,7 @@ impl StageEntry {
         }
         self.lost.remove(id);
         self.publishing.remove(id);
+        self.layers_wanted.remove(id);
         if self.whip.remove(id).is_some() {
             self.mark_dirty();
         } else if self.room.contains(id) {
