@@ -100,6 +100,13 @@ pub enum ServerMessage {
         #[serde(default)]
         ice_servers: Vec<IceServer>,
     },
+    /// The simulcast layers (rids, lowest first) of this participant's
+    /// publish that some subscriber receives; the others may be paused
+    /// (`RTCRtpEncodingParameters.active = false`) until a later
+    /// PUBLISH_LAYERS lists them again. The lowest layer is always listed.
+    /// Sent when the set changes, and again on a reconnect.
+    /// `{"type":"PUBLISH_LAYERS","rids":["low","mid"]}`
+    PublishLayers { rids: Vec<String> },
     /// A request on the socket was refused (bad JSON, unknown type...).
     #[serde(rename_all = "camelCase")]
     Error { code: String, message: String },

@@ -102,6 +102,11 @@ async fn media_flows_over_udp_from_a_whip_publisher_to_a_subscriber() -> Result<
         .map_err(|e| anyhow!("subscribe refused: {e:?}"))?;
     subscriber.accept(pending, &sub.answer)?;
     pump_until(&mut [&mut publisher, &mut subscriber], "subscriber connected", |p| p[1].rtc.is_connected()).await?;
+    check_layer_controls(&server, &sub, &alice.token, &bob.token).await?;
+    // An initial layer that names no layer is refused before a session exists.
+    let (offer, _, _) = UdpPeer::new(Rtc::builder()).await?.offer(&recvonly())?;
+    let path = format!("/v1/stage/whip/subscribe/{}?layer=ultra", alice.participant_id);
+    assert_eq!(server.post_sdp(&path, Some(&bob.token), &offer).await?.err(), Some((400, "INVALID_LAYER".into())));
 
     // Frames flow publisher -> SFU -> subscriber.
     let video_mid = mids[1];
@@ -140,6 +145,44 @@ async fn media_flows_over_udp_from_a_whip_publisher_to_a_subscriber() -> Result<
     b_ws.state_where(|v| v.get(&alice.participant_id).is_some_and(|m| !m.published && m.tracks.is_empty())).await?;
     assert_eq!(server.delete(&created.location, &alice.token).await?, 404);
     assert_eq!(server.delete(&sub.location, &bob.token).await?, 404);
+    Ok(())
+}
+
+/// The subscription's layer link, its `GET` shape and `POST` refusals.
+async fn check_layer_controls(server: &Server, sub: &common::whip::Created, other: &str, owner: &str) -> Result<()> {
+    let layer = format!("{}/layer", sub.location);
+    let rel = format!("<{layer}>; rel=\"urn:ietf:params:whep:ext:core:layer\"");
+    ensure!(sub.links.contains(&rel), "no layer link in {:?}", sub.links);
+    let url = format!("{}{layer}", server.base);
+    let res = server.http.get(&url).bearer_auth(owner).send().await?;
+    assert_eq!(res.status().as_u16(), 200);
+    let json: serde_json::Value = res.json().await?;
+    // No simulcast: one layer without a rid.
+    assert_eq!(json["layers"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["layers"][0]["rid"], serde_json::Value::Null, "{json}");
+    for field in ["width", "height", "bitrateBps", "framesPerSecond"] {
+        ensure!(json["layers"][0][field].is_number(), "{field} in {json}");
+    }
+    assert_eq!(json["adapting"], false, "{json}");
+    ensure!(json.get("selected").is_some(), "{json}");
+    // Someone else's session reads as not found.
+    assert_eq!(server.http.get(&url).bearer_auth(other).send().await?.status().as_u16(), 404);
+    let post = |body: &'static str| server.http.post(&url).bearer_auth(owner).header("content-type", "application/json").body(body).send();
+    for (body, status, code) in [
+        ("{\"rid\": \"ultra\"}", 400, "INVALID_LAYER"),
+        ("{\"rid\": 7}", 400, "INVALID_FIELD"),
+        ("{\"layer\": \"low\"}", 400, "UNKNOWN_FIELD"),
+        ("not json", 400, "INVALID_JSON"),
+    ] {
+        let res = post(body).await?;
+        assert_eq!(res.status().as_u16(), status, "{body}");
+        let err: serde_json::Value = res.json().await?;
+        assert_eq!(err["code"], code, "{body}: {err}");
+    }
+    assert_eq!(post("{\"rid\": \"low\", \"paused\": true}").await?.status().as_u16(), 204);
+    let json: serde_json::Value = server.http.get(&url).bearer_auth(owner).send().await?.json().await?;
+    assert_eq!((&json["preferred"], &json["paused"]), (&serde_json::json!("low"), &serde_json::json!(true)), "{json}");
+    assert_eq!(post("{\"rid\": null, \"paused\": false}").await?.status().as_u16(), 204);
     Ok(())
 }
 

@@ -7,6 +7,8 @@
 //! a publisher sends are written to each of its subscribers (payload types
 //! mapped with `match_params`); keyframe requests travel the other way.
 
+mod simulcast;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,19 +17,22 @@ use std::time::{Duration, Instant};
 
 use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid, Rids};
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::media::{Direction, MediaKind, Mid, Rids};
 use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use super::layers::{Layer, Selector, Start};
 use super::{SessionId, SfuError, SfuEvent};
+
+pub use super::layers::{LayerInfo, LayerReport, LayerRequest, Start as LayerStart};
 
 /// A session that has not completed ICE + DTLS within this time is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A closing session that has not drained its goodbye packets by then is dropped.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// At most one keyframe request per publisher track in this interval: every
-/// subscriber's PLI would otherwise turn into one, and keyframes are big.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// A subscriber's first bandwidth estimate when it starts at the lowest layer.
+const INITIAL_ESTIMATE_KBPS: u64 = 300;
 /// When no session wants a timeout, wake up this often anyway.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -54,9 +59,11 @@ pub enum SfuOutput {
 struct TrackIn {
     mid: Mid,
     kind: MediaKind,
-    /// With simulcast, the one layer forwarded (subscribers get one stream).
-    forward_rid: Option<Rid>,
-    last_keyframe_request: Option<Instant>,
+    /// Video: the layers received, lowest quality first (one, with rid
+    /// `None`, without simulcast). Audio: none.
+    layers: Vec<Layer>,
+    /// The rids last announced as wanted ([`SfuEvent::LayersWanted`]).
+    wanted: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +78,10 @@ enum Role {
         publisher: u64,
         audio: Option<Mid>,
         video: Option<Mid>,
+        /// Which of the publisher's video layers this subscriber gets.
+        selector: Selector,
+        /// The `desired` bitrate last given to str0m's bandwidth estimator.
+        bwe_desired: u64,
     },
 }
 
@@ -194,7 +205,7 @@ impl Sfu {
         self.sessions.get(key).map(|s| (&s.stage, &s.participant))
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    fn new_rtc(&self, now: Instant, bwe: Option<Bitrate>) -> Rtc {
         let mut config = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
@@ -203,6 +214,10 @@ impl Sfu {
             .enable_h264(true);
         if let Some(cert) = &self.cert {
             config = config.set_dtls_cert(cert.clone());
+        }
+        if bwe.is_some() {
+            // Subscribers: a TWCC estimate of their downlink picks their layers.
+            config = config.enable_bwe(bwe);
         }
         let mut rtc = config.build(now);
         if let Ok(candidate) = Candidate::host(self.candidate, "udp") {
@@ -263,7 +278,7 @@ impl Sfu {
         if others >= MAX_PUBLISHERS_PER_STAGE {
             return Err(SfuError::StageAtCapacity(stage.clone()));
         }
-        let mut rtc = self.new_rtc(now);
+        let mut rtc = self.new_rtc(now, None);
         let answer = self.accept(&mut rtc, offer_sdp)?;
 
         let previous = self.live_sessions(|s| {
@@ -279,13 +294,31 @@ impl Sfu {
     }
 
     /// Accept a WHEP-style offer from `subscriber` for `publisher`'s media.
-    /// An earlier subscription of the same pair is replaced.
+    /// An earlier subscription of the same pair is replaced. Video starts at
+    /// the publisher's lowest layer ([`Sfu::subscribe_with`] to choose).
     pub fn subscribe(
         &mut self,
         stage: &StageId,
         subscriber: &ParticipantId,
         publisher: &ParticipantId,
         offer_sdp: &str,
+        now: Instant,
+    ) -> Result<(SessionId, String), SfuError> {
+        self.subscribe_with(stage, subscriber, publisher, offer_sdp, LayerStart::Lowest, None, now)
+    }
+
+    /// [`Sfu::subscribe`], starting video at the lowest or highest layer
+    /// until the subscriber's bandwidth estimate takes over, capped at layer
+    /// `cap` (see [`Sfu::set_layer`]) if given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe_with(
+        &mut self,
+        stage: &StageId,
+        subscriber: &ParticipantId,
+        publisher: &ParticipantId,
+        offer_sdp: &str,
+        start: Start,
+        cap: Option<&str>,
         now: Instant,
     ) -> Result<(SessionId, String), SfuError> {
         self.last_now = self.last_now.max(now);
@@ -296,7 +329,12 @@ impl Sfu {
             .into_iter()
             .max()
             .ok_or_else(|| SfuError::PublisherNotFound(publisher.clone()))?;
-        let mut rtc = self.new_rtc(now);
+        let cap = cap.map(|rid| self.layer_cap(publisher_key, rid)).transpose()?;
+        let initial = match start {
+            Start::Lowest => Bitrate::kbps(INITIAL_ESTIMATE_KBPS),
+            Start::Highest => Bitrate::mbps(3),
+        };
+        let mut rtc = self.new_rtc(now, Some(initial));
         let answer = self.accept(&mut rtc, offer_sdp)?;
 
         let previous = self.live_sessions(|s| {
@@ -306,7 +344,9 @@ impl Sfu {
         });
         self.end_sessions(previous, "replaced by a new subscription", now);
 
-        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None };
+        let mut selector = Selector::new(start);
+        selector.cap = cap;
+        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None, selector, bwe_desired: 0 };
         let (key, id) = self.insert(stage.clone(), subscriber.clone(), role, rtc, now);
         self.learn_media(key, &answer);
         if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {
@@ -522,6 +562,11 @@ impl Sfu {
         match event {
             Event::MediaData(data) => self.forward(key, &data),
             Event::KeyframeRequest(req) => self.relay_keyframe_request(key, req),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
+                if let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&key) {
+                    selector.estimate = Some(estimate.as_u64());
+                }
+            }
             Event::Connected => self.on_connected(key),
             Event::MediaAdded(added) => self.on_media_added(key, added.mid, added.kind, added.direction),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -558,11 +603,7 @@ impl Sfu {
                     }));
                 }
             }
-            Role::Subscriber { publisher, .. } => {
-                // A new viewer cannot decode until the next keyframe.
-                let publisher = *publisher;
-                self.request_keyframe(publisher, KeyframeRequestKind::Pli, true);
-            }
+            Role::Subscriber { .. } => self.subscriber_connected(key),
         }
     }
 
@@ -581,8 +622,16 @@ impl Sfu {
         match &mut s.role {
             Role::Publisher { tracks, .. } => {
                 if matches!(direction, Direction::RecvOnly | Direction::SendRecv) && !tracks.iter().any(|t| t.mid == mid) {
-                    let forward_rid = s.rtc.media(mid).and_then(|m| preferred_rid(m.rids_rx()));
-                    tracks.push(TrackIn { mid, kind, forward_rid, last_keyframe_request: None });
+                    let mut layers = Vec::new();
+                    if kind == MediaKind::Video {
+                        match s.rtc.media(mid).map(|m| m.rids_rx()) {
+                            Some(Rids::Specific(list)) => layers.extend(list.iter().map(|r| Layer::new(Some(*r)))),
+                            _ => layers.push(Layer::new(None)),
+                        }
+                        super::layers::sort_layers(&mut layers);
+                    }
+                    let wanted = layers.iter().filter_map(|l| l.name().map(str::to_owned)).collect();
+                    tracks.push(TrackIn { mid, kind, layers, wanted });
                 }
             }
             Role::Subscriber { audio, video, .. } => {
@@ -606,124 +655,6 @@ impl Sfu {
             }
         }
         stats
-    }
-
-    /// Write one frame from a publisher to each of its connected subscribers.
-    fn forward(&mut self, publisher_key: u64, data: &MediaData) {
-        let Some(p) = self.sessions.get_mut(&publisher_key) else {
-            return;
-        };
-        if p.ended_at.is_some() {
-            return;
-        }
-        let Role::Publisher { tracks, subscribers, .. } = &mut p.role else {
-            return;
-        };
-        let Some(track) = tracks.iter().find(|t| t.mid == data.mid) else {
-            return;
-        };
-        if data.rid.is_some() && data.rid != track.forward_rid {
-            return;
-        }
-        let kind = track.kind;
-        let gap = !data.contiguous && kind == MediaKind::Video;
-        // Take the list so subscribers can be borrowed mutably; no allocation.
-        let subs = std::mem::take(subscribers);
-        for &sub_key in &subs {
-            let Some(sub) = self.sessions.get_mut(&sub_key) else {
-                continue;
-            };
-            if !sub.connected || sub.ended_at.is_some() {
-                continue;
-            }
-            let Role::Subscriber { audio, video, .. } = &sub.role else {
-                continue;
-            };
-            let Some(mid) = (if kind == MediaKind::Audio { *audio } else { *video }) else {
-                continue;
-            };
-            let Some(writer) = sub.rtc.writer(mid) else {
-                continue;
-            };
-            let Some(pt) = writer.match_params(data.params) else {
-                continue;
-            };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                tracing::debug!(session = %sub.id, error = %e, "write to subscriber failed");
-                continue;
-            }
-            self.stats.forwarded_frames += 1;
-            self.stats.forwarded_bytes += data.data.len() as u64;
-            if !sub.queued {
-                sub.queued = true;
-                self.queue.push(sub_key);
-            }
-        }
-        if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {
-            // Subscribers added while we held the list (none today) would be
-            // lost by a plain assignment; keep both.
-            let added = std::mem::replace(subscribers, subs);
-            subscribers.extend(added);
-        }
-        if gap {
-            // Packets were lost upstream; subscribers cannot decode until a keyframe.
-            self.request_keyframe(publisher_key, KeyframeRequestKind::Pli, false);
-        }
-    }
-
-    fn relay_keyframe_request(&mut self, subscriber_key: u64, req: KeyframeRequest) {
-        let Some(s) = self.sessions.get(&subscriber_key) else {
-            return;
-        };
-        let Role::Subscriber { publisher, video, .. } = &s.role else {
-            return;
-        };
-        if *video != Some(req.mid) {
-            return;
-        }
-        let publisher = *publisher;
-        self.request_keyframe(publisher, req.kind, false);
-    }
-
-    /// Ask a publisher for a keyframe on its video tracks (throttled unless `force`).
-    fn request_keyframe(&mut self, publisher_key: u64, kind: KeyframeRequestKind, force: bool) {
-        let now = self.last_now;
-        let Some(p) = self.sessions.get_mut(&publisher_key) else {
-            return;
-        };
-        if p.ended_at.is_some() {
-            return;
-        }
-        let Role::Publisher { tracks, .. } = &mut p.role else {
-            return;
-        };
-        let mut requested = false;
-        for track in tracks.iter_mut().filter(|t| t.kind == MediaKind::Video) {
-            if !force
-                && track
-                    .last_keyframe_request
-                    .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-            {
-                continue;
-            }
-            let Some(mut writer) = p.rtc.writer(track.mid) else {
-                continue;
-            };
-            let kind = if writer.is_request_keyframe_possible(kind) { kind } else { KeyframeRequestKind::Pli };
-            if !writer.is_request_keyframe_possible(kind) {
-                continue;
-            }
-            // Fails until the first packet of the track has arrived; the
-            // first frame of a fresh stream is a keyframe anyway.
-            if writer.request_keyframe(track.forward_rid, kind).is_ok() {
-                track.last_keyframe_request = Some(now);
-                requested = true;
-            }
-        }
-        if requested && !p.queued {
-            p.queued = true;
-            self.queue.push(publisher_key);
-        }
     }
 
     /// Drop a session hard (no goodbye): it failed or went silent.
@@ -784,6 +715,8 @@ impl Sfu {
             if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&pk) {
                 subscribers.retain(|k| *k != key);
             }
+            // Its layer may now be wanted by no one.
+            self.update_wanted(pk);
         }
         for sub in orphans {
             self.end_session(sub, "publisher left", true, now);
@@ -847,17 +780,4 @@ pub fn kind_name(kind: MediaKind) -> &'static str {
         MediaKind::Audio => "audio",
         MediaKind::Video => "video",
     }
-}
-
-/// With simulcast, forward the layer a browser labels highest; else the first.
-fn preferred_rid(rids: &Rids) -> Option<Rid> {
-    let Rids::Specific(list) = rids else {
-        return None;
-    };
-    for name in ["h", "hi", "high", "f", "full"] {
-        if let Some(r) = list.iter().find(|r| &***r == name) {
-            return Some(*r);
-        }
-    }
-    list.first().copied()
 }

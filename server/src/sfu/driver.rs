@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{Sfu, SfuOutput, SfuStats, Transmit};
+use super::core::{LayerReport, LayerRequest, LayerStart, Sfu, SfuOutput, SfuStats, Transmit};
 use super::tcp::{self, Link, LinkState, TcpEvent};
 use super::{SessionId, SfuError, SfuEvent};
 
@@ -31,7 +31,20 @@ enum Command {
         subscriber: ParticipantId,
         publisher: ParticipantId,
         offer: String,
+        start: LayerStart,
+        cap: Option<String>,
         reply: Reply<(SessionId, String)>,
+    },
+    SetLayer {
+        session: SessionId,
+        owner: ParticipantId,
+        req: LayerRequest,
+        reply: Reply<()>,
+    },
+    Layers {
+        session: SessionId,
+        owner: ParticipantId,
+        reply: Reply<LayerReport>,
     },
     Close {
         session: SessionId,
@@ -113,15 +126,29 @@ impl SfuHandle {
         self.ask(|reply| Command::Publish { stage, participant, offer, reply }).await
     }
 
-    /// Start a subscription to `publisher`'s media; returns its id and the SDP answer.
+    /// Start a subscription to `publisher`'s media, video at the lowest or
+    /// highest layer until bandwidth decides, capped at layer `cap`;
+    /// returns its id and the SDP answer.
     pub async fn subscribe(
         &self,
         stage: StageId,
         subscriber: ParticipantId,
         publisher: ParticipantId,
         offer: String,
+        start: LayerStart,
+        cap: Option<String>,
     ) -> Result<(SessionId, String), SfuError> {
-        self.ask(|reply| Command::Subscribe { stage, subscriber, publisher, offer, reply }).await
+        self.ask(|reply| Command::Subscribe { stage, subscriber, publisher, offer, start, cap, reply }).await
+    }
+
+    /// Cap and/or pause the video of `owner`'s subscription.
+    pub async fn set_layer(&self, session: SessionId, owner: ParticipantId, req: LayerRequest) -> Result<(), SfuError> {
+        self.ask(|reply| Command::SetLayer { session, owner, req, reply }).await
+    }
+
+    /// The layers of `owner`'s subscription and which one it gets.
+    pub async fn layers(&self, session: SessionId, owner: ParticipantId) -> Result<LayerReport, SfuError> {
+        self.ask(|reply| Command::Layers { session, owner, reply }).await
     }
 
     /// End a session; with `owner`, only if that participant owns it.
@@ -174,8 +201,14 @@ fn handle_command(sfu: &mut Sfu, command: Command, now: Instant) {
         Command::Publish { stage, participant, offer, reply } => {
             let _ = reply.send(sfu.publish(&stage, &participant, &offer, now));
         }
-        Command::Subscribe { stage, subscriber, publisher, offer, reply } => {
-            let _ = reply.send(sfu.subscribe(&stage, &subscriber, &publisher, &offer, now));
+        Command::Subscribe { stage, subscriber, publisher, offer, start, cap, reply } => {
+            let _ = reply.send(sfu.subscribe_with(&stage, &subscriber, &publisher, &offer, start, cap.as_deref(), now));
+        }
+        Command::SetLayer { session, owner, req, reply } => {
+            let _ = reply.send(sfu.set_layer(&session, &owner, &req, now));
+        }
+        Command::Layers { session, owner, reply } => {
+            let _ = reply.send(sfu.layer_report(&session, &owner));
         }
         Command::Close { session, owner, reply } => {
             let _ = reply.send(sfu.close_session(&session, owner.as_ref(), now));

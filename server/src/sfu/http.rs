@@ -6,6 +6,19 @@
 //! The answer, and `OPTIONS` with a valid token, carry the participant's
 //! STUN/TURN servers as `Link: <…>; rel="ice-server"` headers (RFC 9725 §4.4).
 //!
+//! Simulcast layers of a subscription (the WHEP layer extension, IVS's
+//! `layerControls`): the subscribe answer links
+//! `<…/sessions/{id}/layer>; rel="urn:ietf:params:whep:ext:core:layer"`.
+//! `GET` there returns `{"layers":[{"rid","width","height","bitrateBps",
+//! "framesPerSecond"}…], "selected", "adapting", "preferred", "paused"}`
+//! (layers as the SFU measures them, lowest first; `selected` is the rid
+//! forwarded now; `adapting`: a lower layer than the cap, for bandwidth).
+//! `POST` there with `{"rid": "low"|"mid"|"high"|<publisher's rid>|null,
+//! "paused"?: bool}` caps the layer (`null`: server-adaptive, the default;
+//! absent: unchanged) and pauses video. The subscribe `POST` takes
+//! `?layer=lowest|highest|<rid>`: start at the lowest layer (the default),
+//! the highest, or capped at that rid. Both need the session owner's token.
+//!
 //! Publishing needs a PUBLISH token and a place on the stage: an event-plane
 //! member publishes as such, and any other WHIP client (OBS, GStreamer)
 //! joins the stage with its publish, until the session ends (see
@@ -19,14 +32,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, options, post};
+use axum::routing::{delete, get, options, post};
+use axum::Json;
 use axum::Router;
 use stagecast_protocol::token::{Capability, ParticipantClaims};
 use stagecast_protocol::{ParticipantId, StageId};
 use tower_http::cors::{Any, CorsLayer};
 
+use super::core::{LayerReport, LayerRequest, LayerStart};
 use super::{SessionId, SfuError};
-use crate::error::sdp_unreadable;
+use crate::error::{sdp_unreadable, JsonBody, QueryParams};
 use crate::{turn, AppError, AppState};
 
 /// Largest SDP offer accepted. Chrome's offers are a few KB.
@@ -42,13 +57,18 @@ impl From<SfuError> for AppError {
             SfuError::StageAtCapacity(_) => AppError::conflict("STAGE_AT_CAPACITY", e.to_string()),
             SfuError::PublisherNotFound(_) => AppError::not_found("PUBLISHER_NOT_FOUND", e.to_string()),
             SfuError::SessionNotFound(_) => AppError::not_found("SESSION_NOT_FOUND", e.to_string()),
+            SfuError::NotASubscription(_) => AppError::bad_request("NOT_A_SUBSCRIPTION", e.to_string()),
+            SfuError::UnknownLayer(_) => AppError::bad_request("INVALID_LAYER", e.to_string()),
             SfuError::Unavailable => AppError::internal(&e),
         }
     }
 }
 
+/// The `rel` of the subscribe answer's link to its layer controls.
+pub const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
+
 /// `Allow` of every media-plane endpoint.
-const ALLOW: &str = "OPTIONS, POST, DELETE, PATCH";
+const ALLOW: &str = "OPTIONS, GET, POST, DELETE, PATCH";
 
 /// The media-plane routes, with CORS open to any origin (browsers on other
 /// origins publish too). `OPTIONS` is routed outside the CORS layer (which
@@ -57,14 +77,20 @@ const ALLOW: &str = "OPTIONS, POST, DELETE, PATCH";
 pub fn router() -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::POST, Method::DELETE, Method::OPTIONS, Method::PATCH])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS, Method::PATCH])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::LOCATION, header::CONTENT_TYPE, header::LINK]);
-    let paths = ["/v1/stage/whip/publish", "/v1/stage/whip/subscribe/{participant_id}", "/v1/stage/whip/sessions/{session_id}"];
+    let paths = [
+        "/v1/stage/whip/publish",
+        "/v1/stage/whip/subscribe/{participant_id}",
+        "/v1/stage/whip/sessions/{session_id}",
+        "/v1/stage/whip/sessions/{session_id}/layer",
+    ];
     let media = Router::new()
         .route(paths[0], post(publish))
         .route(paths[1], post(subscribe))
         .route(paths[2], delete(delete_session))
+        .route(paths[3], get(get_layers).post(set_layer))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(cors);
     paths.into_iter().fold(media, |router, path| router.route(path, options(whip_options)))
@@ -180,17 +206,64 @@ fn not_joined() -> AppError {
     AppError::conflict("NOT_JOINED", "the participant is no longer on the stage")
 }
 
+/// The subscribe query: `?layer=lowest|highest|<rid>`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct SubscribeQuery {
+    layer: Option<String>,
+}
+
 async fn subscribe(
     State(state): State<AppState>,
     Path(publisher): Path<String>,
+    QueryParams(query): QueryParams<SubscribeQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let (stage, subscriber, claims) = admit(&state, &headers, Capability::Subscribe)?;
+    let (start, cap) = match query.layer.as_deref() {
+        None | Some("lowest" | "lowest_quality") => (LayerStart::Lowest, None),
+        Some("highest" | "highest_quality") => (LayerStart::Highest, None),
+        Some(rid) => (LayerStart::Highest, Some(rid.to_owned())),
+    };
     let offer = sdp_body(body)?;
-    let (session, answer) = state.sfu.subscribe(stage.clone(), subscriber.clone(), ParticipantId(publisher), offer).await?;
+    let (session, answer) =
+        state.sfu.subscribe(stage.clone(), subscriber.clone(), ParticipantId(publisher), offer, start, cap).await?;
     still_joined(&state, &stage, &subscriber, &session).await?;
-    Ok(created(&state, &claims, &session, answer))
+    let mut response = created(&state, &claims, &session, answer);
+    let link = format!("<{SESSIONS_PATH}/{session}/layer>; rel=\"{LAYER_REL}\"");
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        response.headers_mut().append(header::LINK, v);
+    }
+    Ok(response)
+}
+
+/// The session's stage must be the token's (else it reads as not found);
+/// the SFU checks the participant.
+async fn owned(state: &AppState, headers: &HeaderMap, session: &SessionId) -> Result<ParticipantId, AppError> {
+    let claims = state.authorize(bearer(headers)?, Capability::Join)?;
+    let (stage, participant) = ids(&claims);
+    match state.sfu.session_owner(session.clone()).await {
+        Some((s, _)) if s == stage => Ok(participant),
+        _ => Err(SfuError::SessionNotFound(session.clone()).into()),
+    }
+}
+
+async fn get_layers(State(state): State<AppState>, Path(session): Path<String>, headers: HeaderMap) -> Result<Json<LayerReport>, AppError> {
+    let session = SessionId(session);
+    let participant = owned(&state, &headers, &session).await?;
+    Ok(Json(state.sfu.layers(session, participant).await?))
+}
+
+async fn set_layer(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LayerRequest>,
+) -> Result<StatusCode, AppError> {
+    let session = SessionId(session);
+    let participant = owned(&state, &headers, &session).await?;
+    state.sfu.set_layer(session, participant, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_session(State(state): State<AppState>, Path(session): Path<String>, headers: HeaderMap) -> Result<StatusCode, AppError> {

@@ -12,6 +12,7 @@ pub mod core;
 mod driver;
 mod framing;
 mod http;
+pub mod layers;
 mod tcp;
 
 use std::fmt;
@@ -66,6 +67,17 @@ pub enum SfuEvent {
         session: SessionId,
         kinds: Vec<String>,
     },
+    /// The simulcast layers (rids, lowest first) of a publish session that
+    /// some subscriber receives or is switching to, plus always the lowest
+    /// (a new subscriber starts fast). Emitted when the set changes; the
+    /// stage hub tells the publisher (`PUBLISH_LAYERS`) so it can stop
+    /// encoding the others. Never emitted for a publisher without simulcast.
+    LayersWanted {
+        stage: StageId,
+        participant: ParticipantId,
+        session: SessionId,
+        rids: Vec<String>,
+    },
     /// A publish session ended (closed, failed, replaced, or never
     /// connected: then without a `PublishStarted` before it).
     PublishStopped {
@@ -86,6 +98,10 @@ pub enum SfuError {
     PublisherNotFound(ParticipantId),
     #[error("no media session {0}")]
     SessionNotFound(SessionId),
+    #[error("media session {0} is not a subscription")]
+    NotASubscription(SessionId),
+    #[error("no layer {0:?}: use low, mid, high or a rid the publisher sends")]
+    UnknownLayer(String),
     #[error("the media server is not running")]
     Unavailable,
 }

@@ -97,11 +97,12 @@ pub(crate) async fn write_loop<K: Sink<Message> + Unpin>(
     sink: &mut K,
     mut state: watch::Receiver<Arc<RoomState>>,
     mut disconnect: oneshot::Receiver<DisconnectReason>,
+    mut layers: watch::Receiver<Option<Vec<String>>>,
     mut replies: mpsc::Receiver<Message>,
     self_id: &str,
     settings: &ConnectionSettings,
 ) -> End {
-    match write_frames(sink, &mut state, &mut disconnect, &mut replies, self_id, settings).await {
+    match write_frames(sink, &mut state, &mut disconnect, &mut layers, &mut replies, self_id, settings).await {
         Ok(never) => match never {},
         Err(end) => end,
     }
@@ -111,12 +112,19 @@ async fn write_frames<K: Sink<Message> + Unpin>(
     sink: &mut K,
     state: &mut watch::Receiver<Arc<RoomState>>,
     disconnect: &mut oneshot::Receiver<DisconnectReason>,
+    layers: &mut watch::Receiver<Option<Vec<String>>>,
     replies: &mut mpsc::Receiver<Message>,
     self_id: &str,
     settings: &ConnectionSettings,
 ) -> Result<std::convert::Infallible, End> {
     let config = ServerMessage::Config { ice_servers: settings.ice_servers.clone() };
     send_text(sink, to_json(&config), settings).await?;
+    let mut layers_open = true;
+    // Said before this connection existed (a reconnect): say it again.
+    let wanted = layers.borrow_and_update().clone();
+    if let Some(rids) = wanted {
+        send_text(sink, to_json(&ServerMessage::PublishLayers { rids }), settings).await?;
+    }
     let start = tokio::time::Instant::now() + settings.ping_interval;
     let mut ping = tokio::time::interval_at(start, settings.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -144,6 +152,15 @@ async fn write_frames<K: Sink<Message> + Unpin>(
                 // The stage entry went away without a DISCONNECT (the hub was dropped).
                 changed.map_err(|_| End::Lost("the stage is gone"))?;
             }
+            changed = layers.changed(), if layers_open => match changed {
+                Ok(()) => {
+                    let wanted = layers.borrow_and_update().clone();
+                    if let Some(rids) = wanted {
+                        send_text(sink, to_json(&ServerMessage::PublishLayers { rids }), settings).await?;
+                    }
+                }
+                Err(_) => layers_open = false,
+            },
             Some(reply) = replies.recv() => send(sink, reply, settings).await?,
             _ = ping.tick() => send(sink, Message::Ping(Bytes::new()), settings).await?,
         }

@@ -200,7 +200,7 @@ where
     let expiry = tokio::time::sleep(Duration::from_secs(seconds_left));
 
     let end = tokio::select! {
-        end = write_loop(&mut sink, conn.state, conn.disconnect, reply_rx, &claims.jti, settings) => end,
+        end = write_loop(&mut sink, conn.state, conn.disconnect, conn.layers, reply_rx, &claims.jti, settings) => end,
         end = read_loop(&mut stream, hub, &stage, &participant, id, replies, settings) => end,
         _ = expiry => End::Server(DisconnectReason::TokenExpired),
     };

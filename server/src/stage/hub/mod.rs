@@ -59,6 +59,9 @@ pub struct Connection {
     /// Resolves when the server ends this connection: send DISCONNECT with
     /// the reason and close. The hub has already removed the connection.
     pub disconnect: oneshot::Receiver<DisconnectReason>,
+    /// The simulcast layers the SFU wants from this participant's publish
+    /// (`PUBLISH_LAYERS`); `None` until it has said.
+    pub layers: watch::Receiver<Option<Vec<String>>>,
 }
 
 /// A place on a stage, held from the check before the WebSocket upgrade to
@@ -88,6 +91,7 @@ impl Drop for Seat {
 struct Conn {
     id: u64,
     disconnect: oneshot::Sender<DisconnectReason>,
+    layers: watch::Sender<Option<Vec<String>>>,
 }
 
 impl Conn {
@@ -112,6 +116,8 @@ struct StageEntry {
     lost: HashMap<String, u64>,
     /// The publish session each publishing member is announced with.
     publishing: HashMap<String, SessionId>,
+    /// The layers the SFU last wanted from each publishing member.
+    layers_wanted: HashMap<String, Vec<String>>,
     /// Seats held by upgrades in flight; they count toward the cap.
     reserved: usize,
     /// Members without an event socket whose WHIP publish holds their place.
@@ -138,6 +144,7 @@ impl StageEntry {
             conns: HashMap::new(),
             lost: HashMap::new(),
             publishing: HashMap::new(),
+            layers_wanted: HashMap::new(),
             reserved: 0,
             whip: HashMap::new(),
             socket_left: HashMap::new(),
@@ -183,6 +190,7 @@ impl StageEntry {
         }
         self.lost.remove(id);
         self.publishing.remove(id);
+        self.layers_wanted.remove(id);
         if self.whip.remove(id).is_some() {
             self.mark_dirty();
         } else if self.room.contains(id) {
@@ -443,12 +451,14 @@ impl StageHub {
             // Deleted since the seat was taken.
             let _ = tx.send(DisconnectReason::StageDeleted);
             let (_, state) = watch::channel(Arc::new(StageRoom::new(0).state().clone()));
-            return Connection { id, state, disconnect };
+            let (_, layers) = watch::channel(None);
+            return Connection { id, state, disconnect, layers };
         };
         if counted {
             entry.reserved = entry.reserved.saturating_sub(1);
         }
-        if let Some(old) = entry.conns.insert(claims.jti.clone(), Conn { id, disconnect: tx }) {
+        let (layers_tx, layers) = watch::channel(entry.layers_wanted.get(&claims.jti).cloned());
+        if let Some(old) = entry.conns.insert(claims.jti.clone(), Conn { id, disconnect: tx, layers: layers_tx }) {
             old.end(DisconnectReason::TokenReused);
         }
         entry.lost.remove(&claims.jti);
@@ -460,7 +470,7 @@ impl StageHub {
         if entry.join_member(StageRoom::member_from_claims(claims)) {
             entry.publish();
         }
-        Connection { id, state: entry.state.subscribe(), disconnect }
+        Connection { id, state: entry.state.subscribe(), disconnect, layers }
     }
 
     /// Connection `conn` ended for good (a deliberate leave, token expiry,
@@ -592,11 +602,23 @@ fn apply_sfu_event(inner: &Mutex<HubInner>, event: SfuEvent) -> Option<(StageId,
             }
             None
         }
+        SfuEvent::LayersWanted { stage, participant, session, rids } => {
+            let entry = inner.stages.get_mut(&stage)?;
+            // Only for the publish session the member is announced with.
+            if entry.publishing.get(participant.as_str()) == Some(&session) {
+                if let Some(conn) = entry.conns.get(participant.as_str()) {
+                    conn.layers.send_replace(Some(rids.clone()));
+                }
+                entry.layers_wanted.insert(participant.0.clone(), rids);
+            }
+            None
+        }
         SfuEvent::PublishStopped { stage, participant, session } => {
             let entry = inner.stages.get_mut(&stage)?;
             // A stop for a session that was already replaced changes nothing.
             if entry.publishing.get(participant.as_str()) == Some(&session) {
                 entry.publishing.remove(participant.as_str());
+                entry.layers_wanted.remove(participant.as_str());
                 let was = entry.room.participants().any(|p| p.id == participant.as_str() && p.published);
                 if entry.room.set_published(participant.as_str(), false, Vec::new()) {
                     entry.publish();

@@ -374,3 +374,37 @@ async fn a_late_publish_after_the_socket_left_does_not_rejoin() -> Result<(), Bo
     assert!(hub.begin_whip_publish(&obs, 10)?.is_whip_only());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_layers_the_sfu_wants_reach_the_publisher_and_a_reconnect() -> Result<(), Box<dyn std::error::Error>> {
+    let hub = hub().await?;
+    let stage = StageId::from("s");
+    let a = ParticipantId::from("a");
+    let mut ca = Client::join(&hub, "a")?;
+    let cb = Client::join(&hub, "b")?;
+    let s1 = session("s1");
+    hub.apply_sfu_event(SfuEvent::PublishStarted { stage: stage.clone(), participant: a.clone(), session: s1.clone(), kinds: vec!["video".into()] });
+    ca.next();
+    assert_eq!(*ca.conn.layers.borrow_and_update(), None);
+
+    let wanted = |session: &SessionId, rids: &[&str]| SfuEvent::LayersWanted {
+        stage: stage.clone(),
+        participant: a.clone(),
+        session: session.clone(),
+        rids: rids.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    hub.apply_sfu_event(wanted(&s1, &["low", "mid"]));
+    assert!(ca.conn.layers.has_changed()?);
+    assert_eq!(*ca.conn.layers.borrow_and_update(), Some(vec!["low".to_owned(), "mid".to_owned()]));
+    // Only the publisher hears it; a replaced session's word counts for nothing.
+    assert!(!cb.conn.layers.has_changed()?);
+    hub.apply_sfu_event(wanted(&session("old"), &["low"]));
+    assert!(!ca.conn.layers.has_changed()?);
+    // A new connection of the publisher is told at once.
+    let again = Client::join(&hub, "a")?;
+    assert_eq!(*again.conn.layers.borrow(), Some(vec!["low".to_owned(), "mid".to_owned()]));
+    // The frame the writer sends.
+    let frame = serde_json::to_string(&ServerMessage::PublishLayers { rids: vec!["low".into()] })?;
+    assert_eq!(frame, r#"{"type":"PUBLISH_LAYERS","rids":["low"]}"#);
+    Ok(())
+}
