@@ -33,7 +33,7 @@ use super::h264::{self, AccessUnit, H264Error, SpsInfo, MAX_ACCESS_UNIT_BYTES};
 
 mod playlist;
 mod resume;
-pub use playlist::{MediaName, SegmentChunk};
+pub use playlist::{CompletedSegment, MediaName, SegmentChunk};
 pub use resume::Continuity;
 
 /// Samples per AAC-LC frame.
@@ -134,6 +134,9 @@ struct Segment {
     init: u32,
     /// Preceded by `EXT-X-DISCONTINUITY` (new video parameters).
     discontinuity: bool,
+    /// Its first frame when that is a keyframe (AVCC, parameter sets in
+    /// band): what a recording's thumbnail is decoded from.
+    keyframe: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -476,6 +479,11 @@ impl Packager {
     fn add_pending(&mut self, pts: u64, au: AccessUnit) {
         self.open_bytes = self.open_bytes.saturating_add(au.avcc.len());
         self.open_frames = self.open_frames.saturating_add(1);
+        if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete && s.keyframe.is_none() && s.parts.is_empty()) {
+            if au.keyframe && self.pending_video.is_empty() {
+                seg.keyframe = Some(au.avcc.clone());
+            }
+        }
         self.pending_video.push(PendingVideo { pts, keyframe: au.keyframe, data: au.avcc });
     }
 
@@ -510,6 +518,7 @@ impl Packager {
             pdt_ms: epoch.1.saturating_add(offset_ms),
             init: self.current_init(),
             discontinuity: std::mem::take(&mut self.discontinuity_next),
+            keyframe: None,
         });
         self.next_msn = self.next_msn.saturating_add(1);
         self.part_start_pts = pts;
