@@ -71,7 +71,13 @@ pub fn PastBroadcasts(source: Source, kind: PlayerKind, token: Option<String>) -
             }
             if let Some(id) = &channel {
                 match api::recordings(id, poll_token.as_deref()).await {
-                    Ok(list) => set_items.set(list.into_iter().filter(|r| r.ended).collect()),
+                    Ok(list) => {
+                        let ended: Vec<Recording> = list.into_iter().filter(|r| r.ended).collect();
+                        // Unchanged: leave the list (and its images) as they are.
+                        if items.get_untracked() != ended {
+                            set_items.set(ended);
+                        }
+                    }
                     Err(e) => leptos::logging::log!("recordings: {e}"),
                 }
             }
@@ -121,26 +127,29 @@ pub fn PastBroadcasts(source: Source, kind: PlayerKind, token: Option<String>) -
         <section class="recordings" data-testid="recordings" hidden=move || items.get().is_empty()>
             <h2>"Past broadcasts"</h2>
             <ul>
-                <For
-                    each=move || items.get()
-                    key=|r| r.id.clone()
-                    children=move |r: Recording| {
-                        let play = play.clone();
-                        let url = r.playback_url.clone();
-                        let minutes = (r.duration_seconds / 60.0).floor();
-                        let seconds = r.duration_seconds - minutes * 60.0;
-                        view! {
-                            <li data-testid="recording" data-id=r.id.clone()>
-                                {r.thumbnail.clone().map(|src| view! {
-                                    <img data-testid="recording-thumbnail" src=src alt="" width="160" />
-                                })}
-                                <span class="when">{r.start_time.replace('T', " ").chars().take(16).collect::<String>()}</span>
-                                <span class="length">{format!("{minutes:.0}:{seconds:04.1}")}</span>
-                                <button data-testid="recording-play" on:click=move |_| play(url.clone())>"Play"</button>
-                            </li>
-                        }
-                    }
-                />
+                // A plain list, rebuilt on each change (a handful of items):
+                // smaller than a keyed <For> in the page's wasm.
+                {move || {
+                    items
+                        .get()
+                        .into_iter()
+                        .map(|r| {
+                            let play = play.clone();
+                            let url = r.playback_url.clone();
+                            let total = r.duration_seconds.round() as u64;
+                            view! {
+                                <li data-testid="recording" data-id=r.id.clone()>
+                                    {r.thumbnail.clone().map(|src| view! {
+                                        <img data-testid="recording-thumbnail" src=src alt="" width="160" />
+                                    })}
+                                    <span class="when">{r.start_time.replace('T', " ").chars().take(16).collect::<String>()}</span>
+                                    <span class="length">{format!("{}:{:02}", total / 60, total % 60)}</span>
+                                    <button data-testid="recording-play" on:click=move |_| play(url.clone())>"Play"</button>
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
             </ul>
             <video
                 node_ref=video
