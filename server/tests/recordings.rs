@@ -260,3 +260,72 @@ async fn recording_configurations_are_checked() -> Result<()> {
     ensure!(got["channel"]["recordingConfiguration"]["recordingReconnectWindowSeconds"] == 0, "{got}");
     Ok(())
 }
+
+/// A JWT over `payload`, signed with `key` (a playback token).
+fn playback_token(key: &p384::ecdsa::SigningKey, kid: &str, payload: &Value) -> Result<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use p384::ecdsa::signature::Signer;
+    let part = |v: &Value| serde_json::to_vec(v).map(|bytes| URL_SAFE_NO_PAD.encode(bytes));
+    let header = json!({"alg": "ES384", "typ": "JWT", "kid": kid});
+    let input = format!("{}.{}", part(&header)?, part(payload)?);
+    let sig: p384::ecdsa::Signature = key.sign(input.as_bytes());
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_channels_recordings_take_its_playback_token() -> Result<()> {
+    use p384::pkcs8::{EncodePublicKey, LineEnding};
+    let server = Server::start("recording-private").await?;
+    let Some(video) = red_video(&server.dir)? else {
+        eprintln!("SKIPPED: ffmpeg is not on PATH (cargo xtask setup installs it)");
+        return Ok(());
+    };
+    let key = p384::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let pem = p384::ecdsa::VerifyingKey::from(&key).to_public_key_pem(LineEnding::LF)?;
+    let imported = server.post("/v1/playback-keys", json!({"publicKeyMaterial": pem, "name": "site"})).await?;
+    let kid = imported["keyPair"]["id"].as_str().context("keyPair.id")?;
+    let off = json!({"thumbnailConfiguration": {"recordingMode": "DISABLED"}});
+    let body = json!({"name": "members", "authorized": true, "recordingConfiguration": off});
+    let created = server.ok(Method::POST, "/v1/channels", Some(body)).await?;
+    let c = &created["channel"];
+    let ch = Channel {
+        id: c["id"].as_str().context("id")?.to_owned(),
+        ingest: c["ingestEndpoint"].as_str().context("ingest")?.to_owned(),
+        playback: c["playbackUrl"].as_str().context("playback")?.to_owned(),
+        key: created["streamKey"].as_str().context("key")?.to_owned(),
+    };
+    let (mut host, location) = go_live(&server, &ch).await?;
+    host.stream(&video, 0, 60).await?;
+    ensure!(delete_session(&server, &location, &ch.key).await? == 204);
+    let rec = wait_ended(&server, &ch.id, 1).await?.remove(0);
+    ensure!(rec["thumbnails"].as_array().is_some_and(|t| t.is_empty()), "thumbnails off: {rec}");
+    let exp = chrono::Utc::now().timestamp() + 300;
+    let token = playback_token(&key, kid, &json!({"aws:channel-arn": ch.id, "exp": exp}))?;
+    let other = playback_token(&key, kid, &json!({"aws:channel-arn": "ch-other", "exp": exp}))?;
+
+    let dir = hls_dir(&server, &rec)?;
+    for url in [format!("/recordings/{}", ch.id), format!("{dir}/playlist.m3u8"), format!("{dir}/seg0.m4s")] {
+        let refused = server.get(&url).await?;
+        ensure!(refused.status() == 403, "{url} without a token: {}", refused.status());
+        let refused = server.get(&format!("{url}?token={other}")).await?;
+        ensure!(refused.status() == 403, "{url} with another channel's token: {}", refused.status());
+    }
+    let listed: Value = server.get(&format!("/recordings/{}?token={token}", ch.id)).await?.json().await?;
+    ensure!(listed["recordings"][0]["id"] == rec["id"], "{listed}");
+    let res = server.get(&format!("{dir}/playlist.m3u8?token={token}")).await?;
+    ensure!(res.status() == 200, "{}", res.status());
+    ensure!(res.headers()["cache-control"].to_str()?.starts_with("private"), "never in a shared cache");
+    let playlist = res.text().await?;
+    let uris: Vec<&str> = playlist
+        .lines()
+        .filter_map(|l| if l.starts_with('#') { l.split("URI=\"").nth(1)?.split('"').next() } else { Some(l) })
+        .filter(|u| !u.is_empty())
+        .collect();
+    ensure!(uris.len() >= 2 && uris.iter().all(|u| u.contains("session=")), "every URI carries the session:\n{playlist}");
+    for uri in uris {
+        let res = server.get(&format!("{dir}/{uri}")).await?;
+        ensure!(res.status() == 200, "{uri}: {}", res.status());
+    }
+    Ok(())
+}
