@@ -112,7 +112,10 @@ impl Broadcast {
     /// Hand every complete segment from now on to `recordings` (the
     /// channel records with `settings`). Set once, before media flows.
     pub fn record(&self, recordings: Recordings, settings: RecordingSettings) {
-        let _ = self.recorder.set((recordings, settings));
+        let thumbnails = settings.thumbnail_interval_seconds.is_some();
+        if self.recorder.set((recordings, settings)).is_ok() {
+            self.with_packager(|p| p.keep_keyframes(thumbnails));
+        }
     }
 
     /// Hand the segments completed since the last call to the recorder

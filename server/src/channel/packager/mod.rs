@@ -224,6 +224,8 @@ pub struct Packager {
     video_offset: i64,
     /// What a packager rebuilt after a restart continues.
     resumed_from: Option<Continuity>,
+    /// Keep each segment's first keyframe (a recorder makes thumbnails of them).
+    keep_keyframes: bool,
 }
 
 impl Packager {
@@ -260,7 +262,14 @@ impl Packager {
             resume_anchor: None,
             video_offset: 0,
             resumed_from: None,
+            keep_keyframes: false,
         }
+    }
+
+    /// Keep each segment's first keyframe for [`Packager::completed_after`]
+    /// (off by default: only a recorder making thumbnails needs the copy).
+    pub fn keep_keyframes(&mut self, keep: bool) {
+        self.keep_keyframes = keep;
     }
 
     pub fn config(&self) -> &PackagerConfig {
@@ -480,7 +489,7 @@ impl Packager {
         self.open_bytes = self.open_bytes.saturating_add(au.avcc.len());
         self.open_frames = self.open_frames.saturating_add(1);
         if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete && s.keyframe.is_none() && s.parts.is_empty()) {
-            if au.keyframe && self.pending_video.is_empty() {
+            if self.keep_keyframes && au.keyframe && self.pending_video.is_empty() {
                 seg.keyframe = Some(au.avcc.clone());
             }
         }
