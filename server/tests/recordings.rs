@@ -258,6 +258,22 @@ async fn recording_configurations_are_checked() -> Result<()> {
     let got = server.ok(Method::GET, &format!("/v1/channels/{id}"), None).await?;
     ensure!(got["channel"]["recordingConfiguration"]["thumbnailConfiguration"]["recordingMode"] == "DISABLED", "{got}");
     ensure!(got["channel"]["recordingConfiguration"]["recordingReconnectWindowSeconds"] == 0, "{got}");
+
+    // UpdateChannel: set, leave, stop; checked the same way; 404 for no channel.
+    let plain_id = plain["channel"]["id"].as_str().context("id")?;
+    let path = format!("/v1/channels/{plain_id}");
+    let set = json!({"recordingConfiguration": {"recordingReconnectWindowSeconds": 30}});
+    let updated = server.ok(Method::PATCH, &path, Some(set)).await?;
+    ensure!(updated["channel"]["recordingConfiguration"]["recordingReconnectWindowSeconds"] == 30, "{updated}");
+    let left = server.ok(Method::PATCH, &path, Some(json!({}))).await?;
+    ensure!(left["channel"]["recordingConfiguration"]["recordingReconnectWindowSeconds"] == 30, "{left}");
+    let bad = json!({"recordingConfiguration": {"recordingReconnectWindowSeconds": 900}});
+    let (status, body) = server.api(Method::PATCH, &path, Some(bad)).await?;
+    ensure!(status == 400 && body["code"] == "INVALID_RECORDING_CONFIGURATION", "{status} {body}");
+    let stopped = server.ok(Method::PATCH, &path, Some(json!({"recordingConfiguration": null}))).await?;
+    ensure!(stopped["channel"].get("recordingConfiguration").is_none(), "{stopped}");
+    let (status, body) = server.api(Method::PATCH, "/v1/channels/ch-nope", Some(json!({"recordingConfiguration": null}))).await?;
+    ensure!(status == 404 && body["code"] == "CHANNEL_NOT_FOUND", "{status} {body}");
     Ok(())
 }
 

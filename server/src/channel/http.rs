@@ -174,6 +174,20 @@ impl RecordingConfiguration {
     }
 }
 
+/// UpdateChannel: `recordingConfiguration` absent leaves it, `null` stops
+/// recording, an object sets it (from the next broadcast on).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateChannelRequest {
+    #[serde(default, deserialize_with = "present")]
+    recording_configuration: Option<Option<RecordingConfiguration>>,
+}
+
+/// A field that is there (`Some`), `null` included (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PutMetadataRequest {
@@ -197,7 +211,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels/{id}/whip/{session}", options(whip_options));
     Router::new()
         .route("/v1/channels", post(create_channel).get(list_channels))
-        .route("/v1/channels/{id}", get(get_channel).delete(delete_channel))
+        .route("/v1/channels/{id}", get(get_channel).patch(update_channel).delete(delete_channel))
         .route("/v1/channels/{id}/metadata", post(put_metadata))
         .route("/v1/channels/{id}/stop", post(stop_stream))
         .merge(whip)
@@ -285,6 +299,23 @@ async fn get_channel(
     Path(id): Path<String>,
 ) -> Result<Json<GetChannelResponse>, AppError> {
     let record = state.channels.get(&id)?;
+    Ok(Json(GetChannelResponse { channel: view(&state, &headers, &record) }))
+}
+
+async fn update_channel(
+    _: ApiKey,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<UpdateChannelRequest>,
+) -> Result<Json<GetChannelResponse>, AppError> {
+    let record = match req.recording_configuration {
+        None => state.channels.get(&id)?,
+        Some(config) => {
+            let recording = config.map(RecordingConfiguration::settings).transpose()?;
+            state.channels.set_recording(&id, recording)?
+        }
+    };
     Ok(Json(GetChannelResponse { channel: view(&state, &headers, &record) }))
 }
 

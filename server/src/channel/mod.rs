@@ -245,6 +245,17 @@ impl ChannelHub {
         self.inner.store.get(id)?.ok_or_else(|| ChannelError::NotFound(id.to_owned()))
     }
 
+    /// UpdateChannel's recording part: how the channel records from its
+    /// next broadcast on (`None`: not at all); a broadcast on air keeps
+    /// what it started with.
+    pub fn set_recording(&self, id: &str, recording: Option<recording::RecordingSettings>) -> Result<ChannelRecord, ChannelError> {
+        if !self.inner.store.set_recording(id, recording)? {
+            return Err(ChannelError::NotFound(id.to_owned()));
+        }
+        tracing::info!(channel = %id, ?recording, "channel recording updated");
+        self.get(id)
+    }
+
     /// Delete a channel, ending its broadcast.
     pub fn delete(&self, id: &str) -> Result<(), ChannelError> {
         if !self.inner.store.delete(id)? {

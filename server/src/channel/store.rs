@@ -153,6 +153,15 @@ impl ChannelStore {
         Ok(Page::from_rows(rows, page.limit))
     }
 
+    /// Set how channel `id` records (`None`: not at all); true when it exists.
+    pub fn set_recording(&self, id: &str, recording: Option<RecordingSettings>) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .lock()?
+            .execute("UPDATE channels SET recording = ?2 WHERE id = ?1", params![id, recording_json(recording)])?;
+        Ok(changed > 0)
+    }
+
     /// True when a row was deleted.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
