@@ -345,3 +345,28 @@ async fn a_private_channels_recordings_take_its_playback_token() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_left_unfinished_by_a_stopped_server_is_ended_at_the_next_start() -> Result<()> {
+    let server = Server::start("recording-restart").await?;
+    let Some(video) = red_video(&server.dir)? else {
+        eprintln!("SKIPPED: ffmpeg is not on PATH (cargo xtask setup installs it)");
+        return Ok(());
+    };
+    let ch = recording_channel(&server, 300, 60).await?;
+    let (mut host, location) = go_live(&server, &ch).await?;
+    host.stream(&video, 0, 60).await?;
+    ensure!(delete_session(&server, &location, &ch.key).await? == 204);
+    // The window (300 s) is open when the server stops.
+    let list = recordings(&server, &ch.id).await?;
+    ensure!(list.len() == 1 && list[0]["state"] == "RECORDING" && list[0].get("endTime").is_none(), "{list:?}");
+    let dir = server.stop_keeping_dir();
+    let server = Server::start_in(dir).await?;
+    let list = recordings(&server, &ch.id).await?;
+    ensure!(list.len() == 1 && list[0]["state"] == "ENDED" && list[0]["endTime"].is_string(), "{list:?}");
+    let playlist = server.get(&format!("{}/playlist.m3u8", hls_dir(&server, &list[0])?)).await?.text().await?;
+    ensure!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let seconds = list[0]["durationSeconds"].as_f64().context("duration")?;
+    ensure!((seconds - 2.0).abs() <= 1.0, "{seconds}");
+    Ok(())
+}

@@ -325,3 +325,30 @@ impl Active {
         serde_json::to_vec_pretty(&doc).unwrap_or_default()
     }
 }
+
+/// A recording left in progress by a previous run (its `recording-started.json`
+/// and playlist, no `recording-ended.json`): the playlist as a VOD with
+/// `EXT-X-ENDLIST` and the `recording-ended.json` to write, ending it at
+/// its last segment. `None` if the metadata does not parse.
+pub fn close_orphan(started: &[u8], playlist: &str) -> Option<(String, Vec<u8>)> {
+    let mut doc: serde_json::Value = serde_json::from_slice(started).ok()?;
+    let start = doc.get("recording_started_at")?.as_str()?;
+    let start_ms = chrono::DateTime::parse_from_rfc3339(start).ok()?.timestamp_millis();
+    let seconds = super::http::playlist_seconds(playlist);
+    let mut vod = playlist.replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD");
+    if !vod.contains("#EXT-X-ENDLIST") {
+        vod.push_str("#EXT-X-ENDLIST\n");
+    }
+    // Without a better clock, the end is where the media ends.
+    let last_pdt = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+        .last();
+    let ended = last_pdt.unwrap_or(start_ms).max(start_ms.saturating_add((seconds * 1000.0) as i64));
+    doc["recording_status"] = "RECORDING_ENDED".into();
+    doc["recording_ended_at"] = iso(ended).into();
+    doc["media"]["hls"]["duration_ms"] = ((seconds * 1000.0).round() as u64).into();
+    Some((vod, serde_json::to_vec_pretty(&doc).unwrap_or_default()))
+}

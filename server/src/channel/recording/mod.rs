@@ -48,7 +48,10 @@ struct Inner {
 
 impl Recordings {
     /// Start the recorder task (needs a tokio runtime) writing to `store`.
+    /// Recordings a previous run left unfinished are ended first (at
+    /// startup, before any broadcast can start a new one).
     pub fn start(store: Arc<dyn RecordingStore>) -> Self {
+        close_orphans(store.as_ref());
         let (tx, rx) = mpsc::channel(QUEUE);
         let inner = Arc::new(Inner {
             tx,
@@ -109,6 +112,36 @@ impl Recordings {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move { tx.send(input).await });
             }
+        }
+    }
+}
+
+/// End the recordings a previous run left in progress (the server stopped
+/// while they were being written): their playlists become VODs at their
+/// last segment and get `recording-ended.json`. A broadcast that continues
+/// after the restart starts a new recording.
+fn close_orphans(store: &dyn RecordingStore) {
+    let keys = match store.list("") {
+        Ok(keys) => keys,
+        Err(e) => return tracing::warn!(error = %e, "cannot look for unfinished recordings"),
+    };
+    for started in keys.iter().filter(|k| k.ends_with(core::STARTED)) {
+        let prefix = &started[..started.len() - core::STARTED.len()];
+        let (ended, playlist) = (format!("{prefix}{}", core::ENDED), format!("{prefix}{}", core::PLAYLIST));
+        if keys.contains(&ended) {
+            continue;
+        }
+        let closed = (|| -> std::io::Result<bool> {
+            let (Some(meta), Some(text)) = (store.get(started)?, store.get(&playlist)?) else { return Ok(false) };
+            let Some((vod, doc)) = core::close_orphan(&meta, &String::from_utf8_lossy(&text)) else { return Ok(false) };
+            store.put(&playlist, vod.as_bytes())?;
+            store.put(&ended, &doc)?;
+            Ok(true)
+        })();
+        match closed {
+            Ok(true) => tracing::info!(recording = %prefix, "an unfinished recording of a previous run was ended"),
+            Ok(false) => tracing::warn!(recording = %prefix, "an unfinished recording cannot be read; left as it is"),
+            Err(e) => tracing::warn!(recording = %prefix, error = %e, "cannot end an unfinished recording"),
         }
     }
 }
