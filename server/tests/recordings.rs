@@ -165,6 +165,8 @@ async fn a_broadcast_is_recorded_as_a_vod_with_thumbnails_and_metadata() -> Resu
     ensure!(status == 404 && body["code"] == "RECORDING_NOT_FOUND", "{status} {body}");
     let (status, _) = server.call(Method::GET, &format!("/v1/channels/{}/recordings", ch.id), None, Some("wrong")).await?;
     ensure!(status == 401, "the API key guards the list: {status}");
+    let metrics = server.http().get(format!("{}/metrics", server.base())).bearer_auth(server.api_key()).send().await?.text().await?;
+    ensure!(metrics.contains("\nstagecast_recording_segments_dropped_total 0\n"), "storage kept up:\n{metrics}");
     let public: Value = server.get(&format!("/recordings/{}", ch.id)).await?.json().await?;
     ensure!(public["recordings"][0] == *rec, "players get the same list: {public}");
     let (status, _) = server.api(Method::DELETE, &format!("/v1/channels/{}/recordings/{id}", ch.id), None).await?;
