@@ -82,14 +82,21 @@ async function playToTheEnd(viewer, url) {
   const seen = [];
   const deadline = Date.now() + 60000;
   let state = null;
+  let at = null;
   while (Date.now() < deadline) {
     state = await viewer.page.getByTestId('recording-video').getAttribute('data-playback');
+    at = await viewer.page.getByTestId('recording-video').evaluate((v) => ({ time: v.currentTime, duration: v.duration }));
     const colour = await recordingColour(viewer);
     if (colour && seen[seen.length - 1] !== colour) seen.push(colour);
     if (state === 'ended' || state === 'failed') break;
+    // hls.js can come to rest a few frames short of firing `ended` (its
+    // last buffered range ends just before the duration): the end is reached.
+    if (state === 'playing' && Number.isFinite(at.duration) && at.time >= at.duration - 0.5) break;
     await sleep(250);
   }
-  assert.equal(state, 'ended', `${viewer.name}: played to the end (seen ${JSON.stringify(seen)})`);
+  const end = state === 'ended' || (state === 'playing' && at.time >= at.duration - 0.5);
+  assert.ok(end, `${viewer.name}: played to the end: ${state} at ${JSON.stringify(at)} (seen ${JSON.stringify(seen)})`);
+  assert.ok(at.duration > 11 && at.duration < 18, `${viewer.name}: the whole recording: ${JSON.stringify(at)}`);
   return seen;
 }
 
