@@ -110,10 +110,6 @@ pub enum ServerMessage {
     /// A request on the socket was refused (bad JSON, unknown type...).
     #[serde(rename_all = "camelCase")]
     Error { code: String, message: String },
-    /// To a simulcast publisher: the rids of its video layers that someone
-    /// receives; it stops sending the others until they are listed again.
-    #[serde(rename_all = "camelCase")]
-    PublishLayers { rids: Vec<String> },
     Pong,
 }
 

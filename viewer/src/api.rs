@@ -71,6 +71,7 @@ pub struct GroupStatus {
     pub live: bool,
     pub playback_url: Option<String>,
     pub host_name: Option<String>,
+    pub channel_id: Option<String>,
 }
 
 /// The group's entry in `/api/list` (asked by `groupId`, so it is found
@@ -89,6 +90,7 @@ pub async fn group_status(group_id: &str) -> Result<Option<GroupStatus>, String>
         live: get(&i, "live").as_bool().unwrap_or(false),
         playback_url: get_str(&i, "playbackUrl"),
         host_name: get_str(&get(&i, "stageAttributes"), "username"),
+        channel_id: get_str(&i, "channelId"),
     }))
 }
 
@@ -145,6 +147,46 @@ pub async fn channel_status(channel_id: &str) -> Result<Option<ChannelStatus>, S
         live: get_str(&channel, "state").as_deref() == Some("LIVE"),
         playback_url,
     }))
+}
+
+/// One recording of a channel, as `/recordings/{channelId}` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    pub id: String,
+    pub start_time: String,
+    pub duration_seconds: f64,
+    pub playback_url: String,
+    /// The first thumbnail, if there is one.
+    pub thumbnail: Option<String>,
+    /// No broadcast goes into it any more.
+    pub ended: bool,
+}
+
+/// The recordings of a channel, newest first (with the page's playback
+/// token for a private channel).
+pub async fn recordings(channel_id: &str, token: Option<&str>) -> Result<Vec<Recording>, String> {
+    let mut url = format!("/recordings/{}", String::from(js_sys::encode_uri_component(channel_id)));
+    if let Some(token) = token {
+        url.push_str(&format!("?token={}", String::from(js_sys::encode_uri_component(token))));
+    }
+    let body = fetch_json("GET", &url, None).await.map_err(|(_, message)| message)?;
+    let list = get(&body, "recordings");
+    if !Array::is_array(&list) {
+        return Err("/recordings did not answer a list".to_owned());
+    }
+    Ok(Array::from(&list)
+        .iter()
+        .filter_map(|r| {
+            Some(Recording {
+                id: get_str(&r, "id")?,
+                start_time: get_str(&r, "startTime").unwrap_or_default(),
+                duration_seconds: get(&r, "durationSeconds").as_f64().unwrap_or(0.0),
+                playback_url: get_str(&r, "playbackUrl")?,
+                thumbnail: Array::from(&get(&r, "thumbnails")).iter().next().and_then(|t| t.as_string()),
+                ended: get_str(&r, "state").as_deref() == Some("ENDED"),
+            })
+        })
+        .collect())
 }
 
 /// Resolves after `ms` milliseconds.

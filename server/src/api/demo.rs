@@ -26,6 +26,7 @@ use super::{
 };
 use crate::http::{iso8601, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::{self, now_unix};
+use crate::channel::recording::RecordingSettings;
 use crate::channel;
 use crate::chat::{ChatCapability, ChatRole, RoomSettings, TokenSpec as ChatTokenSpec, ROLE_ATTRIBUTE};
 use crate::error::{JsonBody, QueryParams};
@@ -34,6 +35,11 @@ use crate::{AppError, AppState};
 
 /// The `/api/list` response header that carries the next page's token
 /// (the body stays the sample backend's plain array).
+/// How the demo's channels record: a broadcast back within 30 s continues
+/// its recording; a thumbnail every 10 s.
+const DEMO_RECORDING: RecordingSettings =
+    RecordingSettings { recording_reconnect_window_seconds: 30, thumbnail_interval_seconds: Some(10) };
+
 pub const NEXT_TOKEN_HEADER: HeaderName = HeaderName::from_static("next-token");
 
 pub fn router() -> Router<AppState> {
@@ -178,7 +184,8 @@ fn create_group(
     created.stage = Some(stage.id.clone());
     let token = mint_token(state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, true))?;
     // The demo's channels stay public: its watch page has no token to give.
-    let channel = state.channels.create(name.clone(), false)?;
+    // They record, so the watch page can list and play past broadcasts.
+    let channel = state.channels.create(name.clone(), false, Some(DEMO_RECORDING))?;
     created.channel = Some(channel.id.clone());
     let room = state.chat.create_room(RoomSettings { name: Some(name), ..RoomSettings::default() }, now_unix())?;
     created.room = Some(room.id.clone());

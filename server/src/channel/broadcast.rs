@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::lifecycle::{Admission, Effect, Health, Lifecycle, SessionEnd};
 use super::packager::Packager;
+use super::recording::{Input, RecordingSettings, Recordings};
 use super::store::{ChannelStore, SavedBroadcast};
 use super::ChannelError;
 use crate::ops::EventSink;
@@ -35,6 +36,8 @@ struct Control {
     stop: watch::Sender<Option<SessionEnd>>,
     /// The media sequence number last saved.
     saved_msn: Option<u64>,
+    /// The newest segment handed to the recorder.
+    recorded_msn: Option<u64>,
 }
 
 /// One broadcast, possibly fed by several ingest sessions in turn.
@@ -48,6 +51,8 @@ pub struct Broadcast {
     events: EventSink,
     /// The `stream_id` webhooks name the broadcast by: its first session.
     pub stream_id: String,
+    /// Auto-record: where complete segments go.
+    recorder: std::sync::OnceLock<(Recordings, RecordingSettings)>,
 }
 
 impl Broadcast {
@@ -61,7 +66,7 @@ impl Broadcast {
     ) -> (Arc<Self>, StopSignal) {
         let (stop, signal) = watch::channel(None);
         let stream_id = session.clone();
-        let control = Control { lifecycle, session, stop, saved_msn: None };
+        let control = Control { lifecycle, session, stop, saved_msn: None, recorded_msn: None };
         let b = Self {
             channel,
             packager: Mutex::new(packager),
@@ -70,6 +75,7 @@ impl Broadcast {
             store,
             events,
             stream_id,
+            recorder: std::sync::OnceLock::new(),
         };
         (Arc::new(b), signal)
     }
@@ -101,6 +107,32 @@ impl Broadcast {
         let (b, _) = Self::build(saved.channel_id, packager, lifecycle, saved.session, store, events);
         lock(&b.control).saved_msn = Some(saved.continuity.next_msn);
         b
+    }
+
+    /// Hand every complete segment from now on to `recordings` (the
+    /// channel records with `settings`). Set once, before media flows.
+    pub fn record(&self, recordings: Recordings, settings: RecordingSettings) {
+        let thumbnails = settings.thumbnail_interval_seconds.is_some();
+        if self.recorder.set((recordings, settings)).is_ok() {
+            self.with_packager(|p| p.keep_keyframes(thumbnails));
+        }
+    }
+
+    /// Hand the segments completed since the last call to the recorder
+    /// (never waits: see [`Recordings::submit`]); `away`: then tell it the
+    /// broadcast was interrupted or ended.
+    fn forward_to_recorder(&self, ctl: &mut Control, away: bool) {
+        let Some((recordings, settings)) = self.recorder.get() else { return };
+        let after = ctl.recorded_msn;
+        let segments =
+            self.with_packager(|p| if p.last_completed() == after { Vec::new() } else { p.completed_after(after) });
+        for segment in segments {
+            ctl.recorded_msn = Some(segment.msn);
+            recordings.submit(Input::Segment { channel: self.channel.clone(), settings: *settings, segment });
+        }
+        if away {
+            recordings.submit(Input::Away { channel: self.channel.clone() });
+        }
     }
 
     /// Run `f` on the packager; readers are woken afterwards if it changed.
@@ -182,6 +214,7 @@ impl Broadcast {
             ctl.saved_msn = Some(c.next_msn);
             self.save(&ctl, c);
         }
+        self.forward_to_recorder(&mut ctl, false);
         Some(result)
     }
 
@@ -237,6 +270,7 @@ impl Broadcast {
                 p.continuity()
             })
         }));
+        self.forward_to_recorder(ctl, true);
         match (effect, step) {
             (_, Err(_)) => tracing::error!(channel = %self.channel, ?effect, "the packager could not be updated"),
             (Effect::Interrupt, Ok(Some(c))) => {

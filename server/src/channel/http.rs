@@ -12,6 +12,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 
+use super::recording::core::{MAX_RECONNECT_WINDOW_SECS, THUMBNAIL_INTERVAL_SECS};
+use super::recording::RecordingSettings;
 use super::store::ChannelRecord;
 use super::ChannelError;
 use stagecast_protocol::control::ListRequest;
@@ -67,6 +69,9 @@ pub struct ChannelView {
     /// and the reconnect window is open (IVS `StreamHealth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// Present when every broadcast is recorded (`/v1/channels/{id}/recordings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_configuration: Option<RecordingConfiguration>,
 }
 
 /// `POST /v1/channels` → the channel and its stream key (shown only here).
@@ -100,6 +105,87 @@ struct CreateChannelRequest {
     name: Option<String>,
     /// IVS `authorized`: a private channel (default false).
     authorized: Option<bool>,
+    /// Auto-record every broadcast (absent: no recording).
+    recording_configuration: Option<RecordingConfiguration>,
+}
+
+/// The fields of an IVS recording configuration, given with the channel
+/// (see the README for why there is no separate resource).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingConfiguration {
+    /// 0–300 (default 0): a broadcast that resumes within this many seconds
+    /// continues the same recording.
+    #[serde(default)]
+    pub recording_reconnect_window_seconds: u32,
+    #[serde(default)]
+    pub thumbnail_configuration: Option<ThumbnailConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThumbnailConfiguration {
+    /// `INTERVAL` (default) or `DISABLED`.
+    #[serde(default)]
+    pub recording_mode: Option<String>,
+    /// 1–60 (default 60).
+    #[serde(default)]
+    pub target_interval_seconds: Option<u32>,
+}
+
+impl RecordingConfiguration {
+    fn settings(self) -> Result<RecordingSettings, AppError> {
+        let window = self.recording_reconnect_window_seconds;
+        if window > MAX_RECONNECT_WINDOW_SECS {
+            return Err(AppError::bad_request(
+                "INVALID_RECORDING_CONFIGURATION",
+                format!("recordingReconnectWindowSeconds is 0 to {MAX_RECONNECT_WINDOW_SECS}"),
+            ));
+        }
+        let thumbs = self.thumbnail_configuration.unwrap_or(ThumbnailConfiguration { recording_mode: None, target_interval_seconds: None });
+        let interval = match thumbs.recording_mode.as_deref().unwrap_or("INTERVAL") {
+            "DISABLED" => None,
+            "INTERVAL" => {
+                let every = thumbs.target_interval_seconds.unwrap_or(60);
+                if !THUMBNAIL_INTERVAL_SECS.contains(&every) {
+                    return Err(AppError::bad_request(
+                        "INVALID_RECORDING_CONFIGURATION",
+                        "thumbnailConfiguration.targetIntervalSeconds is 1 to 60",
+                    ));
+                }
+                Some(every)
+            }
+            _ => {
+                return Err(AppError::bad_request(
+                    "INVALID_RECORDING_CONFIGURATION",
+                    "thumbnailConfiguration.recordingMode is INTERVAL or DISABLED",
+                ))
+            }
+        };
+        Ok(RecordingSettings { recording_reconnect_window_seconds: window, thumbnail_interval_seconds: interval })
+    }
+
+    fn from_settings(s: RecordingSettings) -> Self {
+        let thumbnail_configuration = Some(match s.thumbnail_interval_seconds {
+            Some(every) => ThumbnailConfiguration { recording_mode: Some("INTERVAL".to_owned()), target_interval_seconds: Some(every) },
+            None => ThumbnailConfiguration { recording_mode: Some("DISABLED".to_owned()), target_interval_seconds: None },
+        });
+        Self { recording_reconnect_window_seconds: s.recording_reconnect_window_seconds, thumbnail_configuration }
+    }
+}
+
+/// UpdateChannel: `recordingConfiguration` absent leaves it, `null` stops
+/// recording, an object sets it (from the next broadcast on).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateChannelRequest {
+    #[serde(default, deserialize_with = "present")]
+    recording_configuration: Option<Option<RecordingConfiguration>>,
+}
+
+/// A field that is there (`Some`), `null` included (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,11 +211,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/channels/{id}/whip/{session}", options(whip_options));
     Router::new()
         .route("/v1/channels", post(create_channel).get(list_channels))
-        .route("/v1/channels/{id}", get(get_channel).delete(delete_channel))
+        .route("/v1/channels/{id}", get(get_channel).patch(update_channel).delete(delete_channel))
         .route("/v1/channels/{id}/metadata", post(put_metadata))
         .route("/v1/channels/{id}/stop", post(stop_stream))
         .merge(whip)
         .merge(super::playback_keys::router())
+        .merge(super::recording::router())
         .merge(super::hls::router())
 }
 
@@ -171,6 +258,7 @@ fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> Channe
         playback_url: super::playback_url(base, &record.id),
         state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" }.to_owned(),
         health: state.channels.health(&record.id).map(|h| h.as_str().to_owned()),
+        recording_configuration: record.recording.map(RecordingConfiguration::from_settings),
     }
 }
 
@@ -184,7 +272,8 @@ async fn create_channel(
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(AppError::bad_request("INVALID_NAME", format!("name is at most {MAX_NAME_CHARS} characters")));
     }
-    let record = state.channels.create(name, req.authorized.unwrap_or(false))?;
+    let recording = req.recording_configuration.map(RecordingConfiguration::settings).transpose()?;
+    let record = state.channels.create(name, req.authorized.unwrap_or(false), recording)?;
     Ok(Json(CreateChannelResponse { channel: view(&state, &headers, &record), stream_key: record.stream_key.clone() }))
 }
 
@@ -210,6 +299,23 @@ async fn get_channel(
     Path(id): Path<String>,
 ) -> Result<Json<GetChannelResponse>, AppError> {
     let record = state.channels.get(&id)?;
+    Ok(Json(GetChannelResponse { channel: view(&state, &headers, &record) }))
+}
+
+async fn update_channel(
+    _: ApiKey,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<UpdateChannelRequest>,
+) -> Result<Json<GetChannelResponse>, AppError> {
+    let record = match req.recording_configuration {
+        None => state.channels.get(&id)?,
+        Some(config) => {
+            let recording = config.map(RecordingConfiguration::settings).transpose()?;
+            state.channels.set_recording(&id, recording)?
+        }
+    };
     Ok(Json(GetChannelResponse { channel: view(&state, &headers, &record) }))
 }
 

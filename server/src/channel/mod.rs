@@ -16,6 +16,9 @@
 //! - [`ChannelHub`] holds the stored channels (their own SQLite table) and
 //!   the broadcasts; [`router`] serves the control plane
 //!   (`/v1/channels…`, API key), the WHIP ingest (stream key) and `/hls/…`.
+//! - [`recording`] writes every broadcast of a channel that records as an
+//!   HLS VOD with thumbnails (a reconnect window joins broadcasts into one
+//!   recording) to a storage trait, and serves list, delete and playback.
 //! - [`access`] decides who may play a private (`authorized`) channel:
 //!   a playback token signed by one of the [`playback_keys`], then a
 //!   short server-signed session value on every URL the playlists hand out.
@@ -35,6 +38,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod packager;
 pub mod playback_keys;
+pub mod recording;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -129,6 +133,8 @@ struct HubInner {
     playback_keys: auth::KeySet,
     /// Webhooks: stream start / end.
     events: crate::ops::EventSink,
+    /// Auto-record: the recorder and its store (`<data-dir>/recordings`).
+    recordings: recording::Recordings,
 }
 
 impl ChannelHub {
@@ -162,6 +168,7 @@ impl ChannelHub {
                 authorized,
                 playback_keys,
                 events,
+                recordings: recording::Recordings::start(Arc::new(recording::DirStore::new(data_dir.join("recordings")))),
             }),
         };
         hub.restore()?;
@@ -186,20 +193,30 @@ impl ChannelHub {
             let channel = saved.channel_id.clone();
             tracing::info!(channel = %channel, away_ms = away.as_millis() as u64, "waiting for the broadcaster to come back after a restart");
             let b = Broadcast::restored(saved, packager, window, since, Some(store.clone()), self.inner.events.clone());
+            if let Some(settings) = store.get(&channel)?.and_then(|c| c.recording) {
+                b.record(self.inner.recordings.clone(), settings);
+            }
             arm_window(&b, since + window);
             lock(&self.inner.live).insert(channel, b);
         }
         Ok(())
     }
 
-    /// Create a channel with a fresh id and stream key; `authorized`: private.
-    pub fn create(&self, name: String, authorized: bool) -> Result<ChannelRecord, ChannelError> {
+    /// Create a channel with a fresh id and stream key; `authorized`:
+    /// private; `recording`: auto-record every broadcast so.
+    pub fn create(
+        &self,
+        name: String,
+        authorized: bool,
+        recording: Option<recording::RecordingSettings>,
+    ) -> Result<ChannelRecord, ChannelError> {
         let record = ChannelRecord {
             id: format!("ch-{}", auth::random_alphanumeric(12)),
             name,
             stream_key: format!("{}{}", auth::STREAM_KEY_PREFIX, auth::random_alphanumeric(32)),
             create_time: auth::now_unix(),
             authorized,
+            recording,
         };
         self.inner.store.insert(&record)?;
         if authorized {
@@ -207,6 +224,11 @@ impl ChannelHub {
         }
         tracing::info!(channel = %record.id, authorized, "channel created");
         Ok(record)
+    }
+
+    /// The recorder and the store of every channel's recordings.
+    pub fn recordings(&self) -> &recording::Recordings {
+        &self.inner.recordings
     }
 
     /// Whether playing channel `id` needs a playback token.
@@ -223,6 +245,17 @@ impl ChannelHub {
         self.inner.store.get(id)?.ok_or_else(|| ChannelError::NotFound(id.to_owned()))
     }
 
+    /// UpdateChannel's recording part: how the channel records from its
+    /// next broadcast on (`None`: not at all); a broadcast on air keeps
+    /// what it started with.
+    pub fn set_recording(&self, id: &str, recording: Option<recording::RecordingSettings>) -> Result<ChannelRecord, ChannelError> {
+        if !self.inner.store.set_recording(id, recording)? {
+            return Err(ChannelError::NotFound(id.to_owned()));
+        }
+        tracing::info!(channel = %id, ?recording, "channel recording updated");
+        self.get(id)
+    }
+
     /// Delete a channel, ending its broadcast.
     pub fn delete(&self, id: &str) -> Result<(), ChannelError> {
         if !self.inner.store.delete(id)? {
@@ -233,6 +266,7 @@ impl ChannelHub {
             let _ = b.stop(None, Instant::now());
         }
         self.inner.store.delete_broadcast(id)?;
+        self.inner.recordings.delete_channel(id);
         tracing::info!(channel = %id, "channel deleted");
         Ok(())
     }
@@ -310,6 +344,9 @@ impl ChannelHub {
                 let window = self.inner.reconnect_window;
                 let events = self.inner.events.clone();
                 let (b, stop) = Broadcast::fresh(id.to_owned(), session.clone(), packager, window, store, events, now);
+                if let Some(settings) = record.recording {
+                    b.record(self.inner.recordings.clone(), settings);
+                }
                 live.insert(id.to_owned(), b.clone());
                 self.inner.events.stream_state(id, "Stream Start", &session);
                 (b, stop)

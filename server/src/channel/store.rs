@@ -7,6 +7,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 
 use super::packager::Continuity;
+use super::recording::RecordingSettings;
 use crate::store::{Page, PageQuery, StoreError, TableConnection};
 
 const SCHEMA: &str = "
@@ -41,6 +42,8 @@ pub struct ChannelRecord {
     pub create_time: i64,
     /// Private: playback needs a playback token (IVS `authorized`).
     pub authorized: bool,
+    /// Auto-record every broadcast so; `None`: no recording.
+    pub recording: Option<RecordingSettings>,
 }
 
 impl std::fmt::Debug for ChannelRecord {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for ChannelRecord {
             .field("stream_key", &"<redacted>")
             .field("create_time", &self.create_time)
             .field("authorized", &self.authorized)
+            .field("recording", &self.recording)
             .finish()
     }
 }
@@ -92,7 +96,9 @@ impl ChannelStore {
     }
 
     /// Tables made before channels could be private lack `authorized`
-    /// (`CREATE TABLE IF NOT EXISTS` does not add it): their channels stay public.
+    /// (`CREATE TABLE IF NOT EXISTS` does not add it): their channels stay
+    /// public. Those made before recordings lack `recording` (JSON of
+    /// [`RecordingSettings`]): their channels do not record.
     fn migrate(&self) -> Result<(), StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare("PRAGMA table_info(channels)")?;
@@ -100,13 +106,17 @@ impl ChannelStore {
         if !columns.iter().any(|c| c == "authorized") {
             conn.execute_batch("ALTER TABLE channels ADD COLUMN authorized INTEGER NOT NULL DEFAULT 0;")?;
         }
+        // Channels from before recordings do not record (NULL).
+        if !columns.iter().any(|c| c == "recording") {
+            conn.execute_batch("ALTER TABLE channels ADD COLUMN recording TEXT;")?;
+        }
         Ok(())
     }
 
     pub fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError> {
         self.conn.lock()?.execute(
-            "INSERT INTO channels (id, name, stream_key, create_time, authorized) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![c.id, c.name, c.stream_key, c.create_time, c.authorized],
+            "INSERT INTO channels (id, name, stream_key, create_time, authorized, recording) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![c.id, c.name, c.stream_key, c.create_time, c.authorized, recording_json(c.recording)],
         )?;
         Ok(())
     }
@@ -124,7 +134,7 @@ impl ChannelStore {
             .conn
             .lock()?
             .query_row(
-                "SELECT id, name, stream_key, create_time, authorized FROM channels WHERE id = ?1",
+                "SELECT id, name, stream_key, create_time, authorized, recording FROM channels WHERE id = ?1",
                 params![id],
                 channel_row,
             )
@@ -135,12 +145,21 @@ impl ChannelStore {
     pub fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT id, name, stream_key, create_time, authorized, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            "SELECT id, name, stream_key, create_time, authorized, recording, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(5)?, channel_row(r)?)))?
+            .query_map(params![page.after.unwrap_or(0), page.fetch_limit()], |r| Ok((r.get(6)?, channel_row(r)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(rows, page.limit))
+    }
+
+    /// Set how channel `id` records (`None`: not at all); true when it exists.
+    pub fn set_recording(&self, id: &str, recording: Option<RecordingSettings>) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .lock()?
+            .execute("UPDATE channels SET recording = ?2 WHERE id = ?1", params![id, recording_json(recording)])?;
+        Ok(changed > 0)
     }
 
     /// True when a row was deleted.
@@ -252,7 +271,13 @@ fn channel_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChannelRecord> {
         stream_key: r.get(2)?,
         create_time: r.get(3)?,
         authorized: r.get(4)?,
+        // A value this version cannot read records nothing rather than failing the channel.
+        recording: r.get::<_, Option<String>>(5)?.and_then(|j| serde_json::from_str(&j).ok()),
     })
+}
+
+fn recording_json(settings: Option<RecordingSettings>) -> Option<String> {
+    settings.and_then(|s| serde_json::to_string(&s).ok())
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlaybackKeyRecord> {

@@ -151,6 +151,7 @@ pub async fn render(state: &AppState) -> String {
     family(&mut out, "stagecast_chat_connections", "gauge", "Open chat connections.", &[("", chat.connections)]);
     family(&mut out, "stagecast_chat_messages_sent_total", "counter", "Chat messages accepted and sent to their room.", &[("", chat.messages_sent)]);
     family(&mut out, "stagecast_channels_live", "gauge", "Channels on air (live, or waiting for their broadcaster to reconnect).", &[("", state.channels.live_count())]);
+    family(&mut out, "stagecast_recording_segments_dropped_total", "counter", "Recording segments dropped because storage fell behind (the recording goes on after a gap).", &[("", state.channels.recordings().dropped())]);
     let hls = &state.ops.hls;
     let by_kind: Vec<(String, u64)> = HLS_KINDS
         .iter()

@@ -4,11 +4,13 @@
 //! so both get the same states and the same stuck-player replacement. A
 //! stage's page adds its chat room once the backend has said the stage
 //! exists, and drops it if the stage goes away; a channel has no chat room.
+//! Below, both list the channel's past broadcasts ([`PastBroadcasts`]).
 
 use leptos::prelude::*;
 use web_sys::UrlSearchParams;
 
 use crate::components::chat::ChatPanel;
+use crate::components::recordings::PastBroadcasts;
 use crate::components::stream::{Source, StreamView};
 use crate::player::PlayerKind;
 use crate::state::StreamState;
@@ -37,12 +39,13 @@ pub fn WatchPage(source: Source) -> impl IntoView {
             <span class="who" data-testid="player-kind">{kind.label()}</span>
         </header>
         <main class="viewer" class:solo=move || !chat_shown()>
-            <StreamView source=source kind=kind token=token state=state />
+            <StreamView source=source.clone() kind=kind token=token.clone() state=state />
             {chat_group.map(|group_id| view! {
                 <Show when=chat_shown>
                     <ChatPanel group_id=group_id.clone() />
                 </Show>
             })}
         </main>
+        <PastBroadcasts source=source kind=kind token=token />
     }
 }

@@ -33,7 +33,7 @@ use super::h264::{self, AccessUnit, H264Error, SpsInfo, MAX_ACCESS_UNIT_BYTES};
 
 mod playlist;
 mod resume;
-pub use playlist::{MediaName, SegmentChunk};
+pub use playlist::{CompletedSegment, MediaName, SegmentChunk};
 pub use resume::Continuity;
 
 /// Samples per AAC-LC frame.
@@ -134,6 +134,9 @@ struct Segment {
     init: u32,
     /// Preceded by `EXT-X-DISCONTINUITY` (new video parameters).
     discontinuity: bool,
+    /// Its first frame when that is a keyframe (AVCC, parameter sets in
+    /// band): what a recording's thumbnail is decoded from.
+    keyframe: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -221,6 +224,8 @@ pub struct Packager {
     video_offset: i64,
     /// What a packager rebuilt after a restart continues.
     resumed_from: Option<Continuity>,
+    /// Keep each segment's first keyframe (a recorder makes thumbnails of them).
+    keep_keyframes: bool,
 }
 
 impl Packager {
@@ -257,7 +262,14 @@ impl Packager {
             resume_anchor: None,
             video_offset: 0,
             resumed_from: None,
+            keep_keyframes: false,
         }
+    }
+
+    /// Keep each segment's first keyframe for [`Packager::completed_after`]
+    /// (off by default: only a recorder making thumbnails needs the copy).
+    pub fn keep_keyframes(&mut self, keep: bool) {
+        self.keep_keyframes = keep;
     }
 
     pub fn config(&self) -> &PackagerConfig {
@@ -476,6 +488,11 @@ impl Packager {
     fn add_pending(&mut self, pts: u64, au: AccessUnit) {
         self.open_bytes = self.open_bytes.saturating_add(au.avcc.len());
         self.open_frames = self.open_frames.saturating_add(1);
+        if let Some(seg) = self.segments.back_mut().filter(|s| !s.complete && s.keyframe.is_none() && s.parts.is_empty()) {
+            if self.keep_keyframes && au.keyframe && self.pending_video.is_empty() {
+                seg.keyframe = Some(au.avcc.clone());
+            }
+        }
         self.pending_video.push(PendingVideo { pts, keyframe: au.keyframe, data: au.avcc });
     }
 
@@ -510,6 +527,7 @@ impl Packager {
             pdt_ms: epoch.1.saturating_add(offset_ms),
             init: self.current_init(),
             discontinuity: std::mem::take(&mut self.discontinuity_next),
+            keyframe: None,
         });
         self.next_msn = self.next_msn.saturating_add(1);
         self.part_start_pts = pts;

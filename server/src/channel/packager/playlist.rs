@@ -14,7 +14,59 @@ pub struct SegmentChunk {
     pub complete: bool,
 }
 
+/// A complete segment as a recording keeps it (see [`Packager::completed_after`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedSegment {
+    pub msn: u64,
+    /// Seconds.
+    pub duration: f64,
+    /// Its parts back to back: a `.m4s` as served live.
+    pub data: Vec<u8>,
+    /// The init segment its media needs.
+    pub init: Vec<u8>,
+    /// Preceded by `EXT-X-DISCONTINUITY` in the live playlist.
+    pub discontinuity: bool,
+    /// Wall-clock time of its first frame (Unix ms).
+    pub pdt_ms: i64,
+    /// Its first frame (AVCC) when that is a keyframe.
+    pub keyframe: Option<Vec<u8>>,
+    /// The video size (from the SPS).
+    pub width: u32,
+    pub height: u32,
+}
+
 impl Packager {
+    /// The complete segments of the window after media sequence `after`
+    /// (all of them with `None`), oldest first. A recorder asks after each
+    /// change and remembers the last msn it got; segments that slid out of
+    /// the window in between are not returned.
+    pub fn completed_after(&self, after: Option<u64>) -> Vec<CompletedSegment> {
+        let (width, height) = self.sps_info.map_or((0, 0), |i| (i.width, i.height));
+        self.segments
+            .iter()
+            .filter(|s| s.complete && after.is_none_or(|a| s.msn > a))
+            .filter_map(|s| {
+                let init = self.init_version(s.init)?.to_vec();
+                Some(CompletedSegment {
+                    msn: s.msn,
+                    duration: s.duration(),
+                    data: s.parts.iter().flat_map(|p| p.data.iter().copied()).collect(),
+                    init,
+                    discontinuity: s.discontinuity,
+                    pdt_ms: s.pdt_ms,
+                    keyframe: s.keyframe.clone(),
+                    width,
+                    height,
+                })
+            })
+            .collect()
+    }
+
+    /// The media sequence number of the newest complete segment.
+    pub fn last_completed(&self) -> Option<u64> {
+        self.segments.iter().rev().find(|s| s.complete).map(|s| s.msn)
+    }
+
     /// Whether the playlist can answer `_HLS_msn=msn[&_HLS_part=part]`.
     pub fn playlist_ready(&self, msn: u64, part: Option<u32>) -> Readiness {
         if self.ended {

@@ -1,0 +1,182 @@
+// Journey: a channel that records (`recordingConfiguration` on
+// `POST /v1/channels`) is broadcast to by the SDK's broadcast client: red,
+// then the broadcast drops (stopBroadcast) and comes back within the
+// reconnect window, blue. Once the window has passed, the channel's watch
+// page lists one past broadcast with a thumbnail that loads, and plays it to
+// the end in hls.js and in the IVS Player, showing red and then blue. No
+// page error anywhere.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { BASE, launch, newViewer, assertNoPageErrors, dumpLogs, controlPlane, sleep } from './lib.mjs';
+
+const WINDOW_S = 8;
+const PUBLISHER = `${BASE}/__recordings-publisher.html`;
+const PUBLISHER_HTML = `<!doctype html>
+<html><head><meta charset="utf-8"><title>recording publisher</title></head>
+<body>
+<script type="module">
+import IVSBroadcastClient from '/sdk/index.js';
+const canvas = document.createElement('canvas');
+canvas.width = 640;
+canvas.height = 360;
+const ctx = canvas.getContext('2d');
+window.colour = '#ff0000';
+let n = 0;
+setInterval(() => {
+  ctx.fillStyle = window.colour;
+  ctx.fillRect(0, 0, 640, 360);
+  // A small moving mark keeps the encoder sending frames.
+  ctx.fillStyle = '#808080';
+  ctx.fillRect((n * 4) % 600, 0, 40, 20);
+  n += 1;
+}, 33);
+let client = null;
+window.goLive = async (streamKey, ingestEndpoint) => {
+  client = IVSBroadcastClient.create({
+    streamConfig: { maxResolution: { width: 640, height: 360 }, maxFramerate: 30, maxBitrate: 1000 },
+    ingestEndpoint,
+  });
+  await client.addImageSource(canvas, 'colour', { index: 0 });
+  await client.startBroadcast(streamKey);
+};
+window.stop = async () => { await client.stopBroadcast(); client.delete && client.delete(); client = null; };
+window.publisherReady = true;
+</script>
+</body></html>`;
+
+/** Which colour the recording video shows at its centre: 'red', 'blue' or null. */
+async function recordingColour(viewer) {
+  return viewer.page.evaluate(() => {
+    const v = document.querySelector('[data-testid="recording-video"]');
+    if (!v || !v.videoWidth || v.readyState < 2) return null;
+    const c = document.createElement('canvas');
+    c.width = 16;
+    c.height = 9;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0, 16, 9);
+    const [r, gr, b] = g.getImageData(8, 6, 1, 1).data;
+    if (r > 180 && gr < 80 && b < 80) return 'red';
+    if (b > 180 && r < 80 && gr < 80) return 'blue';
+    return `other ${r},${gr},${b}`;
+  });
+}
+
+/** Play the listed recording on `viewer`'s page to its end; the colours seen in order. */
+async function playToTheEnd(viewer, url) {
+  await viewer.page.goto(url);
+  const item = viewer.page.getByTestId('recording');
+  await item.first().waitFor({ timeout: 30000 });
+  assert.equal(await item.count(), 1, `${viewer.name}: one recording for the broadcast and its resumption`);
+  const thumb = viewer.page.getByTestId('recording-thumbnail');
+  await viewer.page.waitForFunction(
+    () => {
+      const img = document.querySelector('[data-testid="recording-thumbnail"]');
+      return img && img.complete && img.naturalWidth > 0;
+    },
+    null,
+    { timeout: 10000 },
+  );
+  assert.equal(await thumb.evaluate((img) => img.naturalWidth), 640, `${viewer.name}: the thumbnail is the picture's size`);
+  await viewer.page.getByTestId('recording-play').click();
+  const seen = [];
+  const deadline = Date.now() + 60000;
+  let state = null;
+  let at = null;
+  while (Date.now() < deadline) {
+    state = await viewer.page.getByTestId('recording-video').getAttribute('data-playback');
+    at = await viewer.page.getByTestId('recording-video').evaluate((v) => ({ time: v.currentTime, duration: v.duration }));
+    const colour = await recordingColour(viewer);
+    if (colour && seen[seen.length - 1] !== colour) seen.push(colour);
+    if (state === 'ended' || state === 'failed') break;
+    // hls.js can come to rest a few frames short of firing `ended` (its
+    // last buffered range ends just before the duration): the end is reached.
+    if (state === 'playing' && Number.isFinite(at.duration) && at.time >= at.duration - 0.5) break;
+    await sleep(250);
+  }
+  const end = state === 'ended' || (state === 'playing' && at.time >= at.duration - 0.5);
+  assert.ok(end, `${viewer.name}: played to the end: ${state} at ${JSON.stringify(at)} (seen ${JSON.stringify(seen)})`);
+  assert.ok(at.duration > 11 && at.duration < 18, `${viewer.name}: the whole recording: ${JSON.stringify(at)}`);
+  return seen;
+}
+
+describe('recordings on the watch page', { timeout: 240_000 }, () => {
+  let browser;
+  let hls;
+  let ivs;
+  let publisher;
+  let channel;
+  let streamKey;
+  const pubErrors = [];
+  let ok = false;
+
+  before(async () => {
+    browser = await launch();
+    hls = await newViewer(browser, 'hls.js viewer');
+    ivs = await newViewer(browser, 'IVS viewer');
+    const created = await controlPlane('POST', '/v1/channels', {
+      name: 'Recorded show',
+      recordingConfiguration: {
+        recordingReconnectWindowSeconds: WINDOW_S,
+        thumbnailConfiguration: { recordingMode: 'INTERVAL', targetIntervalSeconds: 2 },
+      },
+    });
+    assert.equal(created.status, 200, created.text);
+    channel = created.body.channel;
+    streamKey = created.body.streamKey;
+    const context = await browser.newContext();
+    await context.route(PUBLISHER, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: PUBLISHER_HTML }));
+    publisher = await context.newPage();
+    publisher.on('pageerror', (err) => pubErrors.push(String(err)));
+  });
+
+  after(async () => {
+    if (!ok) dumpLogs([hls, ivs]);
+    await browser?.close();
+    if (channel) await controlPlane('DELETE', `/v1/channels/${channel.id}`).catch(() => {});
+  });
+
+  it('a broadcast with a drop in the middle is one recording that plays to the end in both players', async () => {
+    await publisher.goto(PUBLISHER);
+    await publisher.waitForFunction(() => window.publisherReady === true, null, { timeout: 30000 });
+    await publisher.evaluate(([k, e]) => window.goLive(k, e), [streamKey, channel.ingestEndpoint]);
+    await sleep(8000);
+    // The drop: the broadcast ends, and is back within the window in blue.
+    await publisher.evaluate(() => window.stop());
+    await sleep(3000);
+    await publisher.evaluate(() => { window.colour = '#0000ff'; });
+    await publisher.evaluate(([k, e]) => window.goLive(k, e), [streamKey, channel.ingestEndpoint]);
+    await sleep(8000);
+    await publisher.evaluate(() => window.stop());
+
+    // The window passes: the recording ends.
+    let list;
+    const deadline = Date.now() + (WINDOW_S + 20) * 1000;
+    while (Date.now() < deadline) {
+      list = await controlPlane('GET', `/v1/channels/${channel.id}/recordings`);
+      if (list.body.recordings.length === 1 && list.body.recordings[0].state === 'ENDED') break;
+      await sleep(500);
+    }
+    const [rec] = list.body.recordings;
+    assert.equal(list.body.recordings.length, 1, `one recording: ${list.text}`);
+    assert.equal(rec.state, 'ENDED', list.text);
+    assert.ok(rec.thumbnails.length >= 3, `thumbnails every 2 s: ${list.text}`);
+    // Two ~8 s halves (the first frames take a moment to arrive).
+    assert.ok(rec.durationSeconds > 11 && rec.durationSeconds < 18, `duration ${rec.durationSeconds}`);
+    const playlist = await (await fetch(rec.playbackUrl)).text();
+    assert.match(playlist, /#EXT-X-PLAYLIST-TYPE:VOD/);
+    assert.match(playlist, /#EXT-X-ENDLIST/);
+    assert.equal(playlist.match(/#EXT-X-DISCONTINUITY\n/g)?.length, 1, playlist);
+
+    const hlsSeen = await playToTheEnd(hls, `${BASE}/watch/channel/${channel.id}?player=hls`);
+    const ivsSeen = await playToTheEnd(ivs, `${BASE}/watch/channel/${channel.id}`);
+    for (const [name, seen] of [['hls.js', hlsSeen], ['IVS Player', ivsSeen]]) {
+      const red = seen.indexOf('red');
+      const blue = seen.indexOf('blue');
+      assert.ok(red >= 0 && blue > red, `${name}: red, then blue after the drop: ${JSON.stringify(seen)}`);
+    }
+    assert.deepEqual(pubErrors, [], 'publisher page errors');
+    assertNoPageErrors([hls, ivs]);
+    ok = true;
+  });
+});
