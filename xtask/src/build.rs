@@ -31,7 +31,7 @@ pub fn server_binary() -> PathBuf {
 }
 
 /// Builds `sdk/pkg/`: wasm (size profile) → wasm-bindgen (web target) →
-/// wasm-opt -Oz (kept only if it gzips smaller) → esbuild-minified JS → the
+/// wasm-opt -O1 or -Oz (whichever gzips smallest) → esbuild-minified JS → the
 /// hand-written package files from `sdk/npm/` (index.js minified too).
 pub fn sdk() -> Result<()> {
     let root = util::root();
@@ -108,33 +108,40 @@ fn bindgen_and_opt(wasm: &Path, pkg: &Path) -> Result<()> {
 
     step("build: wasm-opt");
     let bg = pkg.join("stagecast_bg.wasm");
-    let before = util::gzip_size(&bg)?;
-    // What ships is gzipped, and -Oz output gzips *worse* than
-    // wasm-bindgen's own (already LTO'd, opt-level z) output, while the
-    // light -O1 pipeline gzips ~2 KB smaller: try each and keep whichever is
-    // smallest over the wire.
-    let optimised = pkg.join("stagecast_bg.opt.wasm");
-    let mut best: (u64, &str) = (before, "unoptimised");
-    let mut sizes = vec![format!("{before} B unoptimised")];
-    for level in ["-O1", "-Oz"] {
-        util::run(wasm_opt()?.arg(level).args(WASM_FEATURES).arg(&bg).arg("-o").arg(&optimised))?;
-        let size = util::gzip_size(&optimised)?;
-        sizes.push(format!("{size} B after {level}"));
-        if size < best.0 {
-            best = (size, level);
-            std::fs::copy(&optimised, pkg.join("stagecast_bg.best.wasm")).with_context(|| format!("copy {}", optimised.display()))?;
-        }
-    }
-    std::fs::remove_file(&optimised).with_context(|| format!("remove {}", optimised.display()))?;
-    let kept = pkg.join("stagecast_bg.best.wasm");
-    if kept.is_file() {
-        std::fs::rename(&kept, &bg).with_context(|| format!("replace {}", bg.display()))?;
-    }
-    note(&format!("stagecast_bg.wasm gzipped: {}; kept the {} one", sizes.join(", "), best.1));
+    note(&format!("stagecast_bg.wasm gzipped: {}", optimise_for_gzip(&bg)?));
 
     step("build: minify the wasm-bindgen glue");
     minify_js(&pkg.join("stagecast.js"))?;
     Ok(())
+}
+
+/// Runs wasm-opt over `bg` at -O1 and at -Oz and keeps whichever output is
+/// smallest gzipped (or the input, if neither is smaller). What ships is
+/// gzipped, and -Oz output gzips *worse* than wasm-bindgen's own (already
+/// LTO'd, opt-level z) output, while the light -O1 pipeline gzips ~2 KB
+/// smaller. Returns what it measured, for the build log.
+fn optimise_for_gzip(bg: &Path) -> Result<String> {
+    let before = util::gzip_size(bg)?;
+    let optimised = bg.with_extension("opt.wasm");
+    let kept = bg.with_extension("best.wasm");
+    let mut best: (u64, &str) = (before, "unoptimised");
+    let mut sizes = vec![format!("{before} B unoptimised")];
+    for level in ["-O1", "-Oz"] {
+        util::run(wasm_opt()?.arg(level).args(WASM_FEATURES).arg(bg).arg("-o").arg(&optimised))?;
+        let size = util::gzip_size(&optimised)?;
+        sizes.push(format!("{size} B after {level}"));
+        if size < best.0 {
+            best = (size, level);
+            std::fs::rename(&optimised, &kept).with_context(|| format!("keep {}", optimised.display()))?;
+        }
+    }
+    if optimised.is_file() {
+        std::fs::remove_file(&optimised).with_context(|| format!("remove {}", optimised.display()))?;
+    }
+    if kept.is_file() {
+        std::fs::rename(&kept, bg).with_context(|| format!("replace {}", bg.display()))?;
+    }
+    Ok(format!("{}; kept the {} one", sizes.join(", "), best.1))
 }
 
 /// Minifies a package ES module in place with esbuild (identifiers, white
@@ -247,7 +254,7 @@ pub fn players() -> Result<()> {
 pub const VIEWER_DIST: &str = "viewer/dist";
 
 /// Builds the Leptos watch page into `viewer/dist/`: wasm (size profile) →
-/// wasm-bindgen (web target) → wasm-opt -Oz (kept only if it gzips smaller)
+/// wasm-bindgen (web target) → wasm-opt -O1 or -Oz (whichever gzips smallest)
 /// → minified glue, plus `index.html` and `viewer.css` from `viewer/static/`.
 /// The server serves `index.html` for every `/watch/{groupId}` and the rest
 /// at `/viewer/`. The players come from `www/dist/players.js` at run time.
@@ -284,15 +291,7 @@ pub fn viewer() -> Result<()> {
                 .args(["--target", "web", "--no-typescript", "--out-dir", VIEWER_DIST, "--out-name", "stagecast_viewer"])
                 .arg(&wasm),
         )?;
-        let before = util::gzip_size(&bg)?;
-        let optimised = dist.join("stagecast_viewer_bg.opt.wasm");
-        util::run(wasm_opt()?.arg("-Oz").args(WASM_FEATURES).arg(&bg).arg("-o").arg(&optimised))?;
-        let after = util::gzip_size(&optimised)?;
-        if after < before {
-            std::fs::rename(&optimised, &bg).with_context(|| format!("replace {}", bg.display()))?;
-        } else {
-            std::fs::remove_file(&optimised).with_context(|| format!("remove {}", optimised.display()))?;
-        }
+        note(&format!("stagecast_viewer_bg.wasm gzipped: {}", optimise_for_gzip(&bg)?));
         minify_js(&dist.join("stagecast_viewer.js"))?;
     }
     util::copy_tree(&root.join("viewer/static"), &dist)?;

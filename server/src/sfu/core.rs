@@ -80,8 +80,8 @@ enum Role {
         video: Option<Mid>,
         /// Which of the publisher's video layers this subscriber gets.
         selector: Selector,
-        /// The `desired` bitrate last given to str0m's bandwidth estimator.
-        bwe_desired: u64,
+        /// The `desired` and `minimum` bitrates last given to str0m's bandwidth estimator.
+        bwe_desired: (u64, u64),
     },
 }
 
@@ -346,7 +346,7 @@ impl Sfu {
 
         let mut selector = Selector::new(start);
         selector.cap = cap;
-        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None, selector, bwe_desired: 0 };
+        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None, selector, bwe_desired: (0, 0) };
         let (key, id) = self.insert(stage.clone(), subscriber.clone(), role, rtc, now);
         self.learn_media(key, &answer);
         if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {

@@ -328,18 +328,26 @@ impl Sfu {
 }
 
 /// Tell a subscriber's bandwidth estimator what to probe for: the top layer
-/// it may get, with headroom (only when that moved by more than 10 %).
-fn set_desired(rtc: &mut Rtc, selector: &Selector, layers: &[Layer], last: &mut u64) {
-    let top = layers
+/// it may get, with headroom; and what to keep sending (padding fills the
+/// gap, within the estimate): the next layer up from the one forwarded now.
+/// Without that floor the estimate cannot grow past ~1.5 times what is
+/// sent, so a subscriber that started on the lowest layer never earns the
+/// next one. Set again only when either moved by more than 10 %.
+fn set_desired(rtc: &mut Rtc, selector: &Selector, layers: &[Layer], last: &mut (u64, u64)) {
+    let top_index = layers
         .iter()
-        .rev()
-        .find(|l| selector.cap.is_none() || l.rid == selector.cap)
-        .or(layers.last())
-        .map_or(0, |l| l.bitrate_bps);
-    let desired = (top as f64 * 1.3) as u64;
-    let desired = desired.max(MIN_DESIRED_BPS);
-    if desired.abs_diff(*last) * 10 > *last {
-        *last = desired;
-        rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+        .rposition(|l| selector.cap.is_none() || l.rid == selector.cap)
+        .or(layers.len().checked_sub(1));
+    let top = top_index.map_or(0, |i| layers[i].bitrate_bps);
+    let desired = ((top as f64 * 1.3) as u64).max(MIN_DESIRED_BPS);
+    let current = selector.current().and_then(|c| layers.iter().position(|l| l.rid == c));
+    let minimum = match (current, top_index) {
+        (Some(c), Some(t)) if c < t && !selector.paused => (layers[c + 1].bitrate_bps as f64 * 1.1) as u64,
+        _ => 0,
+    };
+    let moved = |new: u64, old: u64| new.abs_diff(old) * 10 > old;
+    if moved(desired, last.0) || moved(minimum, last.1) {
+        *last = (desired, minimum);
+        rtc.bwe().set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
     }
 }
