@@ -22,7 +22,8 @@ const SETTLE_MS = 10_000;
 const ON_TWO_CORES =
   'not met yet: three software-encoding publishers and two subscribers on 2 cores decode ~6 fps; ' +
   'the bandwidth estimate climbs too slowly to give the unlimited subscriber the top layer of all three ' +
-  'within the settle (1–2 of 3), and the 800 kbit/s one gets the low layer at 9–10 fps, 4–16 % frozen';
+  'within the settle every time (1, 2, 2 and 3 of 3 in four runs), and the 800 kbit/s one gets the low ' +
+  'layer at 9–12 fps, 4–16 % frozen';
 const MEASURE_MS = 45_000;
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
