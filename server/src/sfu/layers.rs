@@ -391,8 +391,20 @@ impl Selector {
     /// The subscriber asked for a keyframe (PLI/FIR).
     pub fn on_pli(&mut self, layers: &[Layer], now: Instant) -> PliAnswer {
         let Some(current) = self.current else {
-            // Nothing forwarded yet: the pending switch asks for one anyway.
-            return PliAnswer::Drop;
+            // Nothing forwarded yet: ask again for the first layer's keyframe
+            // (at most once a second from this subscriber). The request made
+            // when the subscriber connected fails while the publisher has not
+            // sent its first packet (right after a server restart), and
+            // without a retry the subscriber waited for the encoder's next
+            // own keyframe (~10 s).
+            let Some(target) = self.target else {
+                return PliAnswer::Drop;
+            };
+            if self.last_pli.is_some_and(|t| now.saturating_duration_since(t) < SUBSCRIBER_PLI_INTERVAL) {
+                return PliAnswer::Drop;
+            }
+            self.last_pli = Some(now);
+            return PliAnswer::Keyframe(target);
         };
         let (since, count) = &mut self.storm;
         if since.is_none_or(|t| now.saturating_duration_since(t) > PLI_STORM_WINDOW) {
