@@ -13,7 +13,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
-import { assertNoPageErrors, launch, sleep } from '../lib.mjs';
+import { assertNoPageErrors, launch, newViewer, sleep } from '../lib.mjs';
 import { createNet } from './netns.mjs';
 import { closeAll } from './stage.mjs';
 
@@ -28,19 +28,6 @@ const MEASURE_MS = 45_000;
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
 const originFlags = (net) => [`--unsafely-treat-insecure-origin-as-secure=${net.url}`];
-
-/** A page of the server's origin (so it can import the SDK) with the SDK loaded. */
-async function sdkPage(browser, name) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = [];
-  const logs = [];
-  page.on('pageerror', (err) => errors.push(err));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' || msg.type() === 'warning') logs.push(`[${name}] ${msg.type()}: ${msg.text()}`);
-  });
-  return { name, context, page, errors, logs };
-}
 
 /** Joins `token`'s stage publishing a noisy 640×360 canvas with simulcast on. */
 async function publish(p, net, token) {
@@ -180,12 +167,12 @@ describe('simulcast on a stage (issue 10)', { timeout: 300_000 }, () => {
     const openBrowser = await launch({ executablePath: net.host('open').chromium(), args: originFlags(net) });
     const pubs = [];
     for (const name of ['pub1', 'pub2', 'pub3']) {
-      const p = { ...(await sdkPage(pubBrowser, name)), browser: pubBrowser };
+      const p = { ...(await newViewer(pubBrowser, name)), browser: pubBrowser };
       everyone.push(p);
       pubs.push(p);
     }
-    const limited = { ...(await sdkPage(limitedBrowser, 'limited')), browser: limitedBrowser };
-    const open = { ...(await sdkPage(openBrowser, 'open')), browser: openBrowser };
+    const limited = { ...(await newViewer(limitedBrowser, 'limited')), browser: limitedBrowser };
+    const open = { ...(await newViewer(openBrowser, 'open')), browser: openBrowser };
     everyone.push(limited, open);
     ctx.limited = limited;
     ctx.open = open;
