@@ -2,8 +2,9 @@
 //! read, the [`Lifecycle`] that decides what a session's end means, and the
 //! saved [`Continuity`] that lets it survive a restart.
 //!
-//! Locks: `control` before `packager`, never the other way round. The saved
-//! state is written under `control`, so saves and deletes cannot reorder.
+//! Locks: `control` before `packager` before `ladder`, never the other way
+//! round. The saved state is written under `control`, so saves and deletes
+//! cannot reorder.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
+use super::ladder::{self, Ladder};
 use super::lifecycle::{Admission, Effect, Health, Lifecycle, SessionEnd};
 use super::packager::Packager;
 use super::recording::{Input, RecordingSettings, Recordings};
@@ -43,7 +45,10 @@ struct Control {
 /// One broadcast, possibly fed by several ingest sessions in turn.
 pub struct Broadcast {
     pub channel: String,
+    /// The top rendition (the only one without simulcast).
     packager: Mutex<Packager>,
+    /// The lower renditions of a simulcast broadcast.
+    ladder: Mutex<Ladder>,
     control: Mutex<Control>,
     changed: watch::Sender<u64>,
     store: Option<Arc<ChannelStore>>,
@@ -70,6 +75,7 @@ impl Broadcast {
         let b = Self {
             channel,
             packager: Mutex::new(packager),
+            ladder: Mutex::new(Ladder::default()),
             control: Mutex::new(control),
             changed: watch::Sender::new(0),
             store,
@@ -137,17 +143,85 @@ impl Broadcast {
 
     /// Run `f` on the packager; readers are woken afterwards if it changed.
     pub fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
-        let (result, version) = {
+        let (result, changed) = {
             let mut p = lock(&self.packager);
+            let before = p.version();
             let r = f(&mut p);
-            (r, p.version())
+            (r, p.version() != before)
         };
-        self.changed.send_if_modified(|v| {
-            let modified = *v != version;
-            *v = version;
-            modified
-        });
+        self.wake(changed);
         result
+    }
+
+    /// Run `f` on the lower renditions; readers are woken if any changed.
+    pub fn with_ladder<R>(&self, f: impl FnOnce(&mut Ladder) -> R) -> R {
+        let (result, changed) = {
+            let mut l = lock(&self.ladder);
+            let mut before = 0u64;
+            l.each(|p| before = before.wrapping_add(p.version()));
+            let r = f(&mut l);
+            let mut after = 0u64;
+            l.each(|p| after = after.wrapping_add(p.version()));
+            (r, after != before)
+        };
+        self.wake(changed);
+        result
+    }
+
+    /// Run `f` on rendition `rid` (`None`: the top one); `None` when there is no such rendition.
+    pub fn with_rendition<R>(&self, rid: Option<&str>, f: impl FnOnce(&mut Packager) -> R) -> Option<R> {
+        match rid {
+            None => Some(self.with_packager(f)),
+            Some(rid) => self.with_ladder(|l| l.get_mut(rid).map(f)),
+        }
+    }
+
+    fn wake(&self, changed: bool) {
+        if changed {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// The current session sends these lower simulcast layers (rids).
+    pub fn expect_renditions(&self, rids: Vec<String>) {
+        self.with_ladder(|l| l.expect(rids));
+    }
+
+    /// Feed lower rendition `rid` from session `session` (made on its first
+    /// frame, numbered in step with the top rendition); `None` when that
+    /// session no longer feeds the broadcast or `rid` was not announced.
+    pub fn ingest_rendition<R>(&self, session: &str, rid: &str, f: impl FnOnce(&mut Packager) -> R) -> Option<R> {
+        let ctl = lock(&self.control);
+        if ctl.lifecycle.current_session() != Some(session) {
+            return None;
+        }
+        let (config, top_open, top_next, target) = self.with_packager(|p| {
+            let mut config = p.config().clone();
+            config.first_msn = p.next_msn();
+            (config, p.open_segment_age(), p.next_msn(), ladder::segment_ticks(p))
+        });
+        self.with_ladder(|l| {
+            let p = l.get_or_make(rid, || Packager::new(config, super::ingest::audio_params()))?;
+            p.start_at_msn(ladder::first_msn(top_open, top_next, target));
+            Some(f(p))
+        })
+    }
+
+    /// The multivariant playlist: `None` until the top rendition has media;
+    /// `settled` is false while an announced lower rendition has no
+    /// complete segment yet (its bandwidth is unknown).
+    pub fn multivariant(&self) -> Option<(String, bool)> {
+        let top = self.with_packager(|p| {
+            (p.has_media() || p.is_ended()).then(|| (p.multivariant_playlist(), ladder::variant_of(p, "media.m3u8")))
+        })?;
+        let (lower, settled) = self.with_ladder(|l| (l.variants(), l.settled()));
+        match (top, lower.is_empty()) {
+            ((single, _), true) | ((single, None), false) => Some((single, settled)),
+            ((_, Some(top)), false) => {
+                let all: Vec<_> = std::iter::once(top).chain(lower).collect();
+                Some((ladder::multivariant(&all), settled))
+            }
+        }
     }
 
     /// Woken on every packager change.
@@ -262,11 +336,13 @@ impl Broadcast {
         }
         // A packager left inconsistent by a panic only loses this step, never the state change.
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let apply = |p: &mut Packager| match effect {
+                Effect::Interrupt => p.interrupt(),
+                Effect::Finish => p.finish(),
+            };
+            self.with_ladder(|l| l.each(apply));
             self.with_packager(|p| {
-                match effect {
-                    Effect::Interrupt => p.interrupt(),
-                    Effect::Finish => p.finish(),
-                }
+                apply(p);
                 p.continuity()
             })
         }));

@@ -29,6 +29,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use super::access::{self, Access, Presented};
 use super::holds::HoldPermit;
+use super::ladder;
 use super::packager::{MediaName, Packager, PartLookup, Readiness};
 use super::Broadcast;
 use crate::ops::{HlsKind, HlsMetrics};
@@ -48,7 +49,25 @@ pub fn router() -> Router<AppState> {
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .expose_headers([HeaderName::from_static(SERVER_TIME_HEADER), header::DATE]);
-    Router::new().route("/hls/{id}/{file}", get(hls_file)).layer(cors)
+    Router::new()
+        .route("/hls/{id}/{file}", get(hls_file))
+        .route("/hls/{id}/{rid}/{file}", get(hls_rendition_file))
+        .layer(cors)
+}
+
+/// One rendition of a broadcast: the top one (`rid: None`, files directly
+/// under `/hls/{id}/`) or a lower simulcast layer (`/hls/{id}/{rid}/`).
+#[derive(Clone)]
+struct Feed {
+    b: Arc<Broadcast>,
+    rid: Option<String>,
+}
+
+impl Feed {
+    /// `None` when the rendition is gone (or never was).
+    fn with<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> Option<R> {
+        self.b.with_rendition(self.rid.as_deref(), f)
+    }
 }
 
 /// The client's address, as the demo limits see it (the proxy's
@@ -90,20 +109,20 @@ enum Wait<T> {
 
 /// Re-evaluate `check` on every packager change until it answers or `timeout` passes.
 async fn wait_for<T>(
-    b: &Broadcast,
+    feed: &Feed,
     timeout: Duration,
     mut check: impl FnMut(&mut Packager) -> Option<Wait<T>>,
 ) -> Option<Wait<T>> {
-    let mut changes = b.subscribe();
+    let mut changes = feed.b.subscribe();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         changes.borrow_and_update();
-        if let Some(v) = b.with_packager(&mut check) {
+        if let Some(v) = feed.with(&mut check).flatten() {
             return Some(v);
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => return b.with_packager(&mut check),
+            Ok(Err(_)) | Err(_) => return feed.with(&mut check).flatten(),
         }
     }
 }
@@ -125,6 +144,33 @@ async fn hls_file(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
+    handle(state, id, None, file, query, ip, headers).await
+}
+
+/// A lower rendition's files (its media playlist has relative URIs, so
+/// they resolve under the same prefix).
+async fn hls_rendition_file(
+    State(state): State<AppState>,
+    Path((id, rid, file)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    if !ladder::valid_rid(&rid) || file == "index.m3u8" {
+        return plain(StatusCode::NOT_FOUND, "no such file");
+    }
+    handle(state, id, Some(rid), file, query, ip, headers).await
+}
+
+async fn handle(
+    state: AppState,
+    id: String,
+    rid: Option<String>,
+    file: String,
+    query: HashMap<String, String>,
+    ip: IpAddr,
+    headers: HeaderMap,
+) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query: &query, origin };
     let access = access::check(&state.channels, &state.keys, &id, &presented, crate::auth::now_unix());
@@ -139,7 +185,7 @@ async fn hls_file(
                 None => plain(StatusCode::NOT_FOUND, "channel is offline"),
                 Some(b) => match state.channels.hold(&id, ip) {
                     None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
-                    Some(permit) => serve(&b, &file, &query, session, permit, &state.ops.hls).await,
+                    Some(permit) => serve(Feed { b, rid }, &file, &query, session, permit, &state.ops.hls).await,
                 },
             };
             if session.is_some() {
@@ -167,19 +213,28 @@ fn private_cache(response: &mut Response) {
 
 /// `session`: a private channel's playback session, for the playlists' URIs.
 async fn serve(
-    b: &Arc<Broadcast>,
+    feed: Feed,
     file: &str,
     query: &HashMap<String, String>,
     session: Option<&str>,
     permit: HoldPermit,
     metrics: &HlsMetrics,
 ) -> Response {
-    let timeout = b.with_packager(|p| p.config().blocking_timeout());
+    let Some(timeout) = feed.with(|p| p.config().blocking_timeout()) else {
+        return plain(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    let b = &feed.b;
+    let feed = &feed;
     match file {
-        "index.m3u8" | "media.m3u8" => {
+        "index.m3u8" => {
             metrics.count(HlsKind::Playlist);
             let _open = metrics.playlist_open();
-            playlist(b, file == "index.m3u8", query, session, timeout).await
+            multivariant(b, session, timeout).await
+        }
+        "media.m3u8" => {
+            metrics.count(HlsKind::Playlist);
+            let _open = metrics.playlist_open();
+            playlist(feed, query, session, timeout).await
         }
         name if name.starts_with("init") && name.ends_with(".mp4") => {
             metrics.count(HlsKind::Init);
@@ -188,7 +243,7 @@ async fn serve(
             let Ok(version) = parsed else {
                 return plain(StatusCode::NOT_FOUND, "no such file");
             };
-            let result = wait_for(b, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
+            let result = wait_for(feed, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
             match result {
                 // The same URL serves each broadcast's init: revalidate.
                 Some(Wait::Done(init)) => reply("video/mp4", "no-cache", init),
@@ -196,10 +251,10 @@ async fn serve(
             }
         }
         name => match Packager::parse_media_name(name) {
-            Some(MediaName::Segment(msn)) => segment(b, msn, timeout, permit, metrics),
+            Some(MediaName::Segment(msn)) => segment(feed, msn, timeout, permit, metrics),
             Some(MediaName::Part(msn, n)) => {
                 metrics.count(HlsKind::Part);
-                let result = wait_for(b, timeout, |p| match p.part(msn, n) {
+                let result = wait_for(feed, timeout, |p| match p.part(msn, n) {
                     PartLookup::Ready(data) => Some(Wait::Done(data)),
                     PartLookup::Upcoming => None,
                     PartLookup::Missing => Some(Wait::Bad),
@@ -218,28 +273,52 @@ async fn serve(
     }
 }
 
-async fn playlist(
-    b: &Arc<Broadcast>,
-    multivariant: bool,
-    query: &HashMap<String, String>,
-    session: Option<&str>,
-    timeout: Duration,
-) -> Response {
+/// The multivariant playlist, once the top rendition has media and every
+/// announced lower one has a complete segment (its `BANDWIDTH` measured);
+/// at the timeout, what there is.
+async fn multivariant(b: &Arc<Broadcast>, session: Option<&str>, timeout: Duration) -> Response {
+    let mut changes = b.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut text = None;
+    loop {
+        changes.borrow_and_update();
+        match b.multivariant() {
+            Some((t, true)) => {
+                text = Some(t);
+                break;
+            }
+            found => text = found.map(|(t, _)| t).or(text),
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    match text {
+        Some(text) => {
+            let text = session.map_or_else(|| text.clone(), |s| access::with_session(&text, s));
+            reply(PLAYLIST, "no-cache", text)
+        }
+        None => retry_later(StatusCode::SERVICE_UNAVAILABLE, "the broadcast has no media yet"),
+    }
+}
+
+async fn playlist(feed: &Feed, query: &HashMap<String, String>, session: Option<&str>, timeout: Duration) -> Response {
     let Ok(blocking) = parse_blocking(query) else {
         return plain(StatusCode::BAD_REQUEST, "malformed _HLS_msn / _HLS_part");
     };
     let text = |p: &Packager| {
-        let text = if multivariant { p.multivariant_playlist() } else { p.media_playlist() };
+        let text = p.media_playlist();
         match session {
             Some(session) => access::with_session(&text, session),
             None => text,
         }
     };
-    let result = wait_for(b, timeout, |p| {
+    let result = wait_for(feed, timeout, |p| {
         if !p.has_media() && !p.is_ended() {
             return None;
         }
-        if let (Some((msn, part)), false) = (blocking, multivariant) {
+        if let Some((msn, part)) = blocking {
             match p.playlist_ready(msn, part) {
                 Readiness::Ready => {}
                 Readiness::Wait => return None,
@@ -257,8 +336,8 @@ async fn playlist(
         // The broadcaster is away but may come back: the unchanged playlist
         // (players reload it and wait) rather than an error that hls.js
         // retries only twice.
-        None if b.is_reconnecting() && b.with_packager(|p| p.has_media()) => {
-            reply(PLAYLIST, "no-cache", b.with_packager(|p| text(p)))
+        None if feed.b.is_reconnecting() && feed.with(|p| p.has_media()) == Some(true) => {
+            reply(PLAYLIST, "no-cache", feed.with(|p| text(p)).unwrap_or_default())
         }
         None => retry_later(StatusCode::SERVICE_UNAVAILABLE, "the requested playlist update did not arrive in time"),
     }
@@ -267,8 +346,8 @@ async fn playlist(
 /// `seg{msn}.m4s`: a complete segment at once (immutable); the segment being
 /// built (or the next one) as a chunked `200` that writes each part as it is
 /// cut and ends when the segment completes — never cached as immutable.
-fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit, metrics: &HlsMetrics) -> Response {
-    let Some(first) = b.with_packager(|p| p.segment_from(msn, 0)) else {
+fn segment(feed: &Feed, msn: u64, timeout: Duration, permit: HoldPermit, metrics: &HlsMetrics) -> Response {
+    let Some(first) = feed.with(|p| p.segment_from(msn, 0)).flatten() else {
         metrics.count(HlsKind::Segment);
         return plain(StatusCode::NOT_FOUND, "no such segment");
     };
@@ -279,7 +358,7 @@ fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit, 
     metrics.count(HlsKind::Prefetch);
     // At most a segment's worth of waiting for its start plus its own length.
     let deadline = tokio::time::Instant::now() + timeout * 2;
-    let state = Growing { b: b.clone(), msn, next_part: first.next_part, done: false, deadline, _permit: permit };
+    let state = Growing { feed: feed.clone(), msn, next_part: first.next_part, done: false, deadline, _permit: permit };
     let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
     let rest = futures_util::stream::unfold(state, Growing::next);
     reply(MEDIA, "no-cache", Body::from_stream(futures_util::StreamExt::chain(head, rest)))
@@ -287,7 +366,7 @@ fn segment(b: &Arc<Broadcast>, msn: u64, timeout: Duration, permit: HoldPermit, 
 
 /// The state of one growing-segment response.
 struct Growing {
-    b: Arc<Broadcast>,
+    feed: Feed,
     msn: u64,
     next_part: usize,
     done: bool,
@@ -301,10 +380,11 @@ impl Growing {
         if self.done {
             return None;
         }
-        let mut changes = self.b.subscribe();
+        let mut changes = self.feed.b.subscribe();
         loop {
             changes.borrow_and_update();
-            let chunk = self.b.with_packager(|p| p.segment_from(self.msn, self.next_part))?;
+            let (msn, next_part) = (self.msn, self.next_part);
+            let chunk = self.feed.with(|p| p.segment_from(msn, next_part)).flatten()?;
             self.next_part = chunk.next_part;
             self.done = chunk.complete;
             if !chunk.data.is_empty() || chunk.complete {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid};
+use str0m::media::{KeyframeRequestKind, MediaData, Mid, Rid, Rids};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -20,6 +20,7 @@ use super::audio::{self, OpusToAac};
 use super::broadcast::StopSignal;
 use super::fmp4::{AudioParams, VIDEO_TIMESCALE};
 use super::h264;
+use super::ladder;
 use super::lifecycle::SessionEnd;
 use super::packager::PackagerConfig;
 use super::{Broadcast, ChannelError};
@@ -137,19 +138,48 @@ fn lost(why: &str) -> SessionEnd {
     SessionEnd::Lost(why.to_owned())
 }
 
+/// The video layers of a session: one without simulcast, else one per rid.
+struct VideoLayers {
+    mid: Mid,
+    /// Every rid (empty without simulcast): a keyframe request goes to all,
+    /// so the renditions cut their segments at the same frames.
+    rids: Vec<Rid>,
+    /// The top layer (the broadcast's own packager); `None` without simulcast.
+    top: Option<Rid>,
+}
+
 /// Per-session media handling: what to do with each received frame.
 struct MediaState {
     base: Option<Instant>,
-    video_clock: TrackClock,
+    /// One clock per layer: each maps its own RTP times onto the timeline.
+    video_clocks: Vec<(Option<Rid>, TrackClock)>,
     audio_clock: TrackClock,
     transcoder: Option<OpusToAac>,
-    video: Option<(Mid, Option<Rid>)>,
+    video: Option<VideoLayers>,
     last_media: Option<Instant>,
     /// Video frames refused so far (logged at warn the first time only).
     refused_video: u64,
 }
 
 impl MediaState {
+    /// The first video frame: learn the layers (the offer's simulcast rids)
+    /// and tell the broadcast which lower renditions to expect.
+    fn learn_layers(&mut self, rtc: &Rtc, data: &MediaData, broadcast: &Broadcast) {
+        if self.video.is_some() || data.params.spec().codec != Codec::H264 {
+            return;
+        }
+        let rids: Vec<Rid> = match rtc.media(data.mid).map(|m| m.rids_rx()) {
+            Some(Rids::Specific(list)) => list.clone(),
+            _ => Vec::new(),
+        };
+        let names: Vec<String> = rids.iter().map(|r| r.to_string()).collect();
+        let top = ladder::top_rid(&names).map(Rid::from);
+        let lower = names.iter().filter(|n| Some(n.as_str()) != top.as_deref()).cloned().collect();
+        tracing::info!(channel = %broadcast.channel, rids = ?names, "ingest video layers");
+        broadcast.expect_renditions(lower);
+        self.video = Some(VideoLayers { mid: data.mid, rids, top });
+    }
+
     /// Handle one frame of `session`; true when a keyframe should be requested.
     fn on_media(&mut self, data: &MediaData, broadcast: &Broadcast, session: &str) -> bool {
         self.last_media = Some(data.network_time.max(self.last_media.unwrap_or(data.network_time)));
@@ -157,12 +187,19 @@ impl MediaState {
         let rate = u64::from(data.time.denom()).max(1);
         match data.params.spec().codec {
             Codec::H264 => {
-                self.video = Some((data.mid, data.rid));
                 let rtp = rescale(data.time.numer(), rate, VIDEO_TIMESCALE);
-                let pts = self.video_clock.pts(rtp, u64::from(VIDEO_TIMESCALE), data.network_time, base);
+                if !self.video_clocks.iter().any(|(r, _)| *r == data.rid) && self.video_clocks.len() < 8 {
+                    self.video_clocks.push((data.rid, TrackClock::default()));
+                }
+                let Some((_, clock)) = self.video_clocks.iter_mut().find(|(r, _)| *r == data.rid) else { return false };
+                let pts = clock.pts(rtp, u64::from(VIDEO_TIMESCALE), data.network_time, base);
                 let Some(au) = h264::access_unit_from_annex_b(&data.data) else { return false };
-                let pushed = broadcast
-                    .ingest(session, data.network_time, |p| (p.push_video(pts, au, wall_ms()), p.wants_keyframe()));
+                let push = |p: &mut super::packager::Packager| (p.push_video(pts, au, wall_ms()), p.wants_keyframe());
+                let top = self.video.as_ref().and_then(|v| v.top);
+                let pushed = match data.rid {
+                    Some(rid) if Some(rid) != top => broadcast.ingest_rendition(session, &rid, push),
+                    _ => broadcast.ingest(session, data.network_time, push),
+                };
                 let Some((pushed, wants_keyframe)) = pushed else { return false };
                 if let Err(reason) = pushed {
                     self.refused_video += 1;
@@ -189,11 +226,21 @@ impl MediaState {
                 let Some(t) = self.transcoder.as_mut() else { return false };
                 match t.push(pts, &data.data) {
                     Ok(frames) if !frames.is_empty() => {
-                        broadcast.ingest(session, data.network_time, |p| {
-                            for (pts, frame) in frames {
-                                p.push_audio(pts, frame);
+                        let fed = broadcast.ingest(session, data.network_time, |p| {
+                            for (pts, frame) in &frames {
+                                p.push_audio(*pts, frame.clone());
                             }
                         });
+                        // Every rendition carries the same audio.
+                        if fed.is_some() {
+                            broadcast.with_ladder(|l| {
+                                l.each(|p| {
+                                    for (pts, frame) in &frames {
+                                        p.push_audio(*pts, frame.clone());
+                                    }
+                                })
+                            });
+                        }
                     }
                     Ok(_) => {}
                     // One undecodable packet is not worth ending the broadcast.
@@ -214,7 +261,7 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, session: String,
     let mut connected = false;
     let mut media = MediaState {
         base: None,
-        video_clock: TrackClock::default(),
+        video_clocks: Vec::new(),
         audio_clock: TrackClock::default(),
         transcoder: None,
         video: None,
@@ -241,12 +288,18 @@ pub async fn run(setup: IngestSetup, broadcast: Arc<Broadcast>, session: String,
                         tracing::info!(%session, "ingest session connected");
                     }
                     Event::MediaData(data) => {
+                        media.learn_layers(&rtc, &data, &broadcast);
                         let wants_keyframe = media.on_media(&data, &broadcast, &session);
-                        if let (true, Some((mid, rid))) = (wants_keyframe, media.video) {
-                            if let Some(mut writer) = rtc.writer(mid) {
+                        if let (true, Some(video)) = (wants_keyframe, &media.video) {
+                            if let Some(mut writer) = rtc.writer(video.mid) {
                                 // Not possible only before the track is set up; the
                                 // packager asks again if the keyframe does not come.
-                                let _ = writer.request_keyframe(rid, KeyframeRequestKind::Pli);
+                                if video.rids.is_empty() {
+                                    let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+                                }
+                                for rid in &video.rids {
+                                    let _ = writer.request_keyframe(Some(*rid), KeyframeRequestKind::Pli);
+                                }
                             }
                         }
                     }

@@ -35,6 +35,7 @@ mod hls;
 pub mod holds;
 mod http;
 pub mod ingest;
+pub mod ladder;
 pub mod lifecycle;
 pub mod packager;
 pub mod playback_keys;
@@ -376,6 +377,7 @@ impl ChannelHub {
         }
         self.get(id)?;
         let b = self.live_broadcast(id).ok_or_else(|| ChannelError::NotBroadcasting(id.to_owned()))?;
+        b.with_ladder(|l| l.each(|p| p.put_metadata(metadata.clone())));
         b.with_packager(|p| p.put_metadata(metadata));
         Ok(())
     }

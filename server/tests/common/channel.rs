@@ -11,7 +11,7 @@ use reqwest::header;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Event, Rtc};
 use tokio::net::UdpSocket;
 
@@ -104,6 +104,10 @@ pub struct Broadcaster {
     socket: UdpSocket,
     addr: SocketAddr,
     pub keyframe_requests: usize,
+    /// Keyframe requests per rid (simulcast only).
+    pub keyframe_requests_by_rid: Vec<(String, usize)>,
+    /// Simulcast rids, lowest first (empty: one plain encoding).
+    rids: Vec<&'static str>,
     audio_mid: Mid,
     video_mid: Mid,
     pending: Option<SdpPendingOffer>,
@@ -111,15 +115,38 @@ pub struct Broadcaster {
 
 impl Broadcaster {
     pub async fn new() -> Result<(Self, String)> {
+        Self::with_layers(&[]).await
+    }
+
+    /// A broadcaster sending simulcast layers `rids` (lowest first), as a
+    /// browser with `sendEncodings` does.
+    pub async fn with_layers(rids: &[&'static str]) -> Result<(Self, String)> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let addr = socket.local_addr()?;
         let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).enable_opus(true, false).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp")?);
         let mut api = rtc.sdp_api();
         let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for rid in rids {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = api.apply().context("offer")?;
-        let me = Self { rtc, socket, addr, keyframe_requests: 0, audio_mid, video_mid, pending: Some(pending) };
+        let me = Self {
+            rtc,
+            socket,
+            addr,
+            keyframe_requests: 0,
+            keyframe_requests_by_rid: Vec::new(),
+            rids: rids.to_vec(),
+            audio_mid,
+            video_mid,
+            pending: Some(pending),
+        };
         Ok((me, offer.to_sdp_string()))
     }
 
@@ -131,9 +158,16 @@ impl Broadcaster {
 
     pub fn pump(&mut self) -> Result<()> {
         let keyframe_requests = &mut self.keyframe_requests;
+        let by_rid = &mut self.keyframe_requests_by_rid;
         super::pump_udp(&mut self.rtc, &self.socket, self.addr, |e| {
-            if matches!(e, Event::KeyframeRequest(_)) {
+            if let Event::KeyframeRequest(req) = e {
                 *keyframe_requests += 1;
+                if let Some(rid) = req.rid {
+                    match by_rid.iter_mut().find(|(r, _)| *r == *rid) {
+                        Some((_, n)) => *n += 1,
+                        None => by_rid.push((rid.to_string(), 1)),
+                    }
+                }
             }
         })
     }
@@ -172,6 +206,12 @@ impl Broadcaster {
     /// Send `video` (30 fps access units) and a 440 Hz Opus tone in real time,
     /// starting at frame `from`, for `frames` frames.
     pub async fn stream(&mut self, video: &[Vec<u8>], from: usize, frames: usize) -> Result<()> {
+        self.stream_layers(&[video], from, frames).await
+    }
+
+    /// As [`Broadcaster::stream`], one video per simulcast layer (lowest
+    /// first, same frame times on every layer).
+    pub async fn stream_layers(&mut self, layers: &[&[Vec<u8>]], from: usize, frames: usize) -> Result<()> {
         let vpt = self.pt(self.video_mid, Codec::H264)?;
         let apt = self.pt(self.audio_mid, Codec::Opus)?;
         let mut opus = opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::Audio)?;
@@ -181,9 +221,16 @@ impl Broadcaster {
             let elapsed = start.elapsed();
             if elapsed >= Duration::from_micros(v as u64 * 33_333) {
                 let n = from + v;
-                let au = video.get(n % video.len()).context("frame")?.clone();
-                let ts = MediaTime::new(n as u64 * 3000, Frequency::NINETY_KHZ);
-                self.rtc.writer(self.video_mid).context("writer")?.write(vpt, Instant::now(), ts, au)?;
+                for (i, video) in layers.iter().enumerate() {
+                    let au = video.get(n % video.len()).context("frame")?.clone();
+                    let ts = MediaTime::new(n as u64 * 3000, Frequency::NINETY_KHZ);
+                    let writer = self.rtc.writer(self.video_mid).context("writer")?;
+                    let writer = match self.rids.get(i) {
+                        Some(rid) => writer.rid(Rid::from(*rid)),
+                        None => writer,
+                    };
+                    writer.write(vpt, Instant::now(), ts, au)?;
+                }
                 v += 1;
             }
             if elapsed >= Duration::from_millis(a * 20) {
@@ -216,12 +263,18 @@ pub async fn go_live(server: &impl ChannelApi, ch: &Channel) -> Result<(Broadcas
 
 /// 320x180 H.264 from ffmpeg, split into Annex-B access units.
 pub fn test_video(dir: &std::path::Path) -> Result<Option<Vec<Vec<u8>>>> {
+    test_video_sized(dir, 320, 180)
+}
+
+/// `width`x`height` H.264 (a keyframe each second), as [`test_video`].
+pub fn test_video_sized(dir: &std::path::Path, width: u32, height: u32) -> Result<Option<Vec<Vec<u8>>>> {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
         return Ok(None);
     }
-    let path = dir.join("in.h264");
+    let path = dir.join(format!("in{width}x{height}.h264"));
     let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=30"])
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={width}x{height}:rate=30"))
         .args(["-t", "6", "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", "30"])
         .args(["-tune", "zerolatency", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
         .arg(&path)

@@ -318,6 +318,40 @@ impl Packager {
         std::mem::take(&mut self.want_keyframe)
     }
 
+    /// The open segment's number and how long it has run (90 kHz, up to
+    /// the newest video frame).
+    pub fn open_segment_age(&self) -> Option<(u64, u64)> {
+        let open = self.open_segment()?;
+        let newest = self.pending_video.last().map_or(self.part_start_pts, |f| f.pts);
+        Some((open.msn, newest.saturating_sub(open.start_pts)))
+    }
+
+    /// The number the next segment takes.
+    pub fn next_msn(&self) -> u64 {
+        self.next_msn
+    }
+
+    /// Number the first segment `msn` (no later than it starts; a packager
+    /// with segments keeps counting on, so its playlist has no gap).
+    pub fn start_at_msn(&mut self, msn: u64) {
+        if self.segments.is_empty() {
+            self.next_msn = self.next_msn.max(msn);
+        }
+    }
+
+    /// The peak bitrate of the complete segments in the window (bits per
+    /// second): what a multivariant playlist's `BANDWIDTH` means.
+    pub fn peak_bitrate(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .filter(|s| s.complete && s.duration() > 0.1)
+            .map(|s| {
+                let bytes: usize = s.parts.iter().map(|p| p.data.len()).sum();
+                (bytes as f64 * 8.0 / s.duration()) as u64
+            })
+            .max()
+    }
+
     /// Queue timed metadata (an ID3 `emsg`) for the next part.
     pub fn put_metadata(&mut self, text: String) {
         self.metadata.push(text);
