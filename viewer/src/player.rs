@@ -58,6 +58,7 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
     p.setAutoplay(true);
     // One rendition: without this the low-latency player re-downloads a
     // complete segment every period to probe bandwidth (twice the egress).
+    // A ladder (the broadcaster's simulcast) needs it to switch.
     p.setAutoQualityMode(false);
     // The sync time (IVS's own timestamps) moves in steps: remember where
     // playback was when it changed, and count on from there. (On our
@@ -69,7 +70,7 @@ export async function startPlayer(kind, video, url, onPlaying, onGone, onCue) {
       if (Number.isFinite(t) && t > 0 && (!sync || sync.t !== t)) sync = { t, position: p.getPosition() };
     };
     p.addEventListener(m.PlayerEventType.SYNC_TIME_UPDATE, syncNow);
-    p.addEventListener(m.PlayerState.READY, () => p.setAutoQualityMode(false));
+    p.addEventListener(m.PlayerState.READY, () => p.setAutoQualityMode(p.getQualities().length > 1));
     p.addEventListener(m.PlayerState.PLAYING, () => { if (!stopped) onPlaying(); });
     p.addEventListener(m.PlayerState.ENDED, () => gone('ended'));
     // 403: a private channel without a valid playback token (ErrorType.AUTHORIZATION).

@@ -1,0 +1,167 @@
+// Network journey: an ABR ladder from the broadcaster's simulcast (issue 11
+// item 4). The SDK's broadcast client goes live with
+// `streamConfig.simulcast.enabled` from a noisy 852×480 canvas, so Chrome
+// sends two layers (852×480 and 426×240) and the channel packages each as a
+// rendition of one multivariant playlist. Two watch pages play it in hls.js:
+// one whose downlink is limited to 1 Mbit/s (tbf), one unlimited. Over 60 s
+// after they settle, the limited viewer plays the lower rendition with at
+// most 2 s of stall in total, while the unlimited one plays the top.
+
+import assert from 'node:assert/strict';
+import { describe, it, before, after } from 'node:test';
+import { assertNoPageErrors, launch, newViewer, sleep, waitPlayerState } from '../lib.mjs';
+import { createNet } from './netns.mjs';
+import { closeAll } from './stage.mjs';
+
+const SETTLE_MS = 15_000;
+const MEASURE_MS = 60_000;
+const TOP_HEIGHT = 480;
+
+/** Browser flags: the server's http origin counts as secure (as localhost does). */
+const originFlags = (net) => [`--unsafely-treat-insecure-origin-as-secure=${net.url}`];
+
+const PUBLISHER_HTML = `<!doctype html>
+<html><head><meta charset="utf-8"><title>ABR publisher</title></head>
+<body>
+<script type="module">
+import IVSBroadcastClient from '/sdk/index.js';
+const [w, h] = [852, 480];
+const canvas = Object.assign(document.createElement('canvas'), { width: w, height: h });
+const ctx = canvas.getContext('2d');
+// A few frames of noise, cycled, with a moving bar: every frame differs from
+// the last everywhere, so each layer's encoder spends what it is allowed.
+const noise = Array.from({ length: 6 }, () => {
+  const img = ctx.createImageData(w, h);
+  const px = new Uint32Array(img.data.buffer);
+  for (let i = 0; i < px.length; i++) px[i] = (Math.random() * 0xffffff) | 0xff000000;
+  return img;
+});
+let n = 0;
+setInterval(() => {
+  ctx.putImageData(noise[n % noise.length], 0, 0);
+  ctx.fillStyle = '#fff';
+  ctx.fillRect((n * 8) % (w - 40), h - 40, 40, 40);
+  n += 1;
+}, 33);
+window.goLive = async (streamKey, ingestEndpoint) => {
+  const client = IVSBroadcastClient.create({
+    streamConfig: { ...IVSBroadcastClient.BASIC_LANDSCAPE, simulcast: { enabled: true } },
+    ingestEndpoint,
+  });
+  await client.addImageSource(canvas, 'noise', { index: 0 });
+  await client.startBroadcast(streamKey);
+  window.client = client;
+};
+window.publisherReady = true;
+</script>
+</body></html>`;
+
+/**
+ * Samples the watch page's video every 250 ms: time it stood still while
+ * meant to play (a stall, whatever the player thinks), and how long each
+ * picture height was shown.
+ */
+async function startSampling(viewer) {
+  await viewer.page.evaluate(() => {
+    const s = { stalledMs: 0, heights: {}, last: null, at: performance.now() };
+    window.__abr = s;
+    setInterval(() => {
+      const v = document.querySelector('[data-testid="player-video"]');
+      const now = performance.now();
+      const dt = now - s.at;
+      s.at = now;
+      if (!v) return;
+      if (s.last !== null && v.currentTime === s.last && !v.ended) s.stalledMs += dt;
+      s.last = v.currentTime;
+      const h = v.videoHeight || 0;
+      s.heights[h] = (s.heights[h] || 0) + dt;
+    }, 250);
+  });
+}
+
+const sampled = (viewer) => viewer.page.evaluate(() => ({ stalledMs: window.__abr.stalledMs, heights: { ...window.__abr.heights } }));
+
+/** Between two samples: seconds stalled, and the share of time at each height. */
+function between(a, b) {
+  const heights = {};
+  let total = 0;
+  for (const [h, ms] of Object.entries(b.heights)) {
+    heights[h] = ms - (a.heights[h] || 0);
+    total += heights[h];
+  }
+  for (const h of Object.keys(heights)) heights[h] = total ? heights[h] / total : 0;
+  return { stalled: (b.stalledMs - a.stalledMs) / 1000, heights };
+}
+
+describe('an ABR ladder from simulcast (issue 11)', { timeout: 300_000 }, () => {
+  const ctx = { net: null, everyone: [] };
+  let ok = false;
+
+  before(async () => {
+    ctx.net = createNet();
+    await ctx.net.startServer();
+  });
+
+  after(async () => {
+    await closeAll(ctx.net, ctx.everyone, !ok);
+    await ctx.net?.close();
+  });
+
+  it('a 1 Mbit/s viewer plays the lower rendition with ≤ 2 s of stall while an unlimited one plays the top', async () => {
+    const { net, everyone } = ctx;
+    const created = await net.request('POST', '/v1/channels', { name: 'ladder' });
+    assert.equal(created.status, 200, created.text);
+    const { channel, streamKey } = created.body;
+
+    const pubBrowser = await launch({ executablePath: net.host('broadcaster').chromium(), args: originFlags(net) });
+    const limitedHost = net.host('limited');
+    limitedHost.rateLimit({ downKbit: 1000 });
+    const limitedBrowser = await launch({ executablePath: limitedHost.chromium(), args: originFlags(net) });
+    const openBrowser = await launch({ executablePath: net.host('open').chromium(), args: originFlags(net) });
+    const publisher = { ...(await newViewer(pubBrowser, 'broadcaster')), browser: pubBrowser };
+    const limited = { ...(await newViewer(limitedBrowser, 'limited viewer')), browser: limitedBrowser };
+    const open = { ...(await newViewer(openBrowser, 'unlimited viewer')), browser: openBrowser };
+    everyone.push(publisher, limited, open);
+
+    const page = `${net.url}/__abr-publisher.html`;
+    await publisher.context.route(page, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: PUBLISHER_HTML }));
+    await publisher.page.goto(page);
+    await publisher.page.waitForFunction(() => window.publisherReady === true, null, { timeout: 30_000 });
+    await publisher.page.evaluate(([k, e]) => window.goLive(k, e), [streamKey, channel.ingestEndpoint]);
+
+    // The ladder: two renditions, the top one first.
+    let index = '';
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      const res = await net.request('GET', `/hls/${channel.id}/index.m3u8`);
+      index = res.text;
+      if (res.status === 200 && (index.match(/#EXT-X-STREAM-INF/g) || []).length >= 2) break;
+      await sleep(500);
+    }
+    console.log(index);
+    const sizes = [...index.matchAll(/RESOLUTION=(\d+)x(\d+)/g)].map((m) => Number(m[2]));
+    assert.ok(sizes.length >= 2, `a ladder of at least two renditions:\n${index}`);
+    assert.equal(sizes[0], TOP_HEIGHT, `the top rendition first:\n${index}`);
+
+    for (const v of [limited, open]) {
+      await v.page.goto(`${net.url}/watch/channel/${channel.id}?player=hls`);
+      await waitPlayerState(v, 'Live', 40_000);
+      await startSampling(v);
+    }
+    await sleep(SETTLE_MS);
+    const [l0, o0] = [await sampled(limited), await sampled(open)];
+    await sleep(MEASURE_MS);
+    const [l1, o1] = [await sampled(limited), await sampled(open)];
+    const [l, o] = [between(l0, l1), between(o0, o1)];
+    console.log(`limited: ${l.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(l.heights)}`);
+    console.log(`unlimited: ${o.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(o.heights)}`);
+
+    const lower = Object.entries(l.heights).filter(([h]) => Number(h) > 0 && Number(h) < TOP_HEIGHT).reduce((a, [, s]) => a + s, 0);
+    assert.ok(lower >= 0.8, `the limited viewer plays a lower rendition (${(lower * 100).toFixed(0)} % of the time)`);
+    assert.ok(l.stalled <= 2, `the limited viewer stalls ${l.stalled.toFixed(2)} s in ${MEASURE_MS / 1000} s`);
+    assert.ok((o.heights[TOP_HEIGHT] || 0) >= 0.8, `the unlimited viewer plays the top rendition: ${JSON.stringify(o.heights)}`);
+    assert.ok(o.stalled <= 2, `the unlimited viewer stalls ${o.stalled.toFixed(2)} s`);
+    assertNoPageErrors(everyone);
+    ok = true;
+  });
+});
