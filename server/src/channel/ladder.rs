@@ -101,8 +101,15 @@ const MAX_RENDITIONS: usize = 4;
 
 impl Ladder {
     /// The current session sends these lower layers (rids, lowest first).
+    /// A rendition it no longer sends (a broadcaster back without
+    /// simulcast) ends, so the multivariant playlist stops listing it.
     pub fn expect(&mut self, rids: Vec<String>) {
         self.expected = rids.into_iter().filter(|r| valid_rid(r)).take(MAX_RENDITIONS).collect();
+        for (rid, p) in &mut self.renditions {
+            if !self.expected.contains(rid) {
+                p.finish();
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,6 +123,8 @@ impl Ladder {
     /// Rendition `rid`, made with `make` the first time (only for an
     /// expected rid: a client cannot add renditions by inventing rids).
     pub fn get_or_make(&mut self, rid: &str, make: impl FnOnce() -> Packager) -> Option<&mut Packager> {
+        // Ended when a session came without it; a later one brings it back afresh.
+        self.renditions.retain(|(r, p)| r != rid || !p.is_ended());
         if self.get_mut(rid).is_none() {
             if !self.expected.iter().any(|r| r == rid) || self.renditions.len() >= MAX_RENDITIONS {
                 return None;
@@ -198,6 +207,12 @@ mod tests {
         assert!(l.get_or_make("low", make).is_some());
         assert!(l.get_or_make("mid", make).is_none());
         assert!(!l.settled(), "no complete segment yet");
+        // Back without simulcast: the rendition ends.
+        l.expect(Vec::new());
+        assert!(l.get_mut("low").is_some_and(|p| p.is_ended()));
+        assert!(l.settled(), "nothing expected");
+        l.expect(vec!["low".into()]);
+        assert!(l.get_or_make("low", make).is_some_and(|p| !p.is_ended()), "back afresh");
     }
 
     #[test]
