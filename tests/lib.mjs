@@ -603,6 +603,32 @@ export async function waitPlayerState(viewer, state, timeout) {
   }
 }
 
+/** The watch page's video has frames, and both its time and its picture move. */
+export async function expectPlaying(viewer, timeout = 30000) {
+  const sample = () =>
+    viewer.page.evaluate(() => {
+      const v = document.querySelector('[data-testid="player-video"]');
+      if (!v || !v.videoWidth || v.readyState < 2) return null;
+      const c = document.createElement('canvas');
+      c.width = 16;
+      c.height = 9;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, 16, 9);
+      const d = g.getImageData(0, 0, 16, 9).data;
+      return { time: v.currentTime, colour: [d[0], d[1], d[2]].join(',') };
+    });
+  const deadline = Date.now() + timeout;
+  let first = null;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await sample();
+    if (last && !first) first = last;
+    if (first && last && last.time > first.time + 1 && last.colour !== first.colour) return;
+    await sleep(500);
+  }
+  throw new Error(`${viewer.name}: the video is not playing (${JSON.stringify({ first, last })})`);
+}
+
 /**
  * Centres of the auto-layout grid's tiles as fractions of the frame, in tile
  * order (sdk/src/core/layout.rs): 1 full frame; 2 side by side; 3 two on top

@@ -28,6 +28,7 @@ import {
   selfSignedToken,
   recordWatchStates,
   watchSeen,
+  expectPlaying,
 } from './lib.mjs';
 import { generateKeyPairSync } from 'node:crypto';
 
@@ -59,32 +60,6 @@ window.goLive = async (streamKey, ingestEndpoint) => {
 window.publisherReady = true;
 </script>
 </body></html>`;
-
-/** The video has frames, and both its time and its picture move. */
-async function expectPlaying(viewer, timeout = 30000) {
-  const sample = () =>
-    viewer.page.evaluate(() => {
-      const v = document.querySelector('[data-testid="player-video"]');
-      if (!v || !v.videoWidth || v.readyState < 2) return null;
-      const c = document.createElement('canvas');
-      c.width = 16;
-      c.height = 9;
-      const g = c.getContext('2d');
-      g.drawImage(v, 0, 0, 16, 9);
-      const d = g.getImageData(0, 0, 16, 9).data;
-      return { time: v.currentTime, colour: [d[0], d[1], d[2]].join(',') };
-    });
-  const deadline = Date.now() + timeout;
-  let first = null;
-  let last = null;
-  while (Date.now() < deadline) {
-    last = await sample();
-    if (last && !first) first = last;
-    if (first && last && last.time > first.time + 1 && last.colour !== first.colour) return;
-    await sleep(500);
-  }
-  throw new Error(`${viewer.name}: the video is not playing (${JSON.stringify({ first, last })})`);
-}
 
 describe('the watch page of a /v1 channel', { timeout: 180_000 }, () => {
   let browser;

@@ -328,12 +328,30 @@ export declare class Stage {
 
 // ---- Broadcast to a channel (the IVS `AmazonIVSBroadcastClient` side) ----
 
+/** One simulcast layer of a broadcast: within its `StreamConfig` (160 px to `maxResolution` per side). */
+export interface BroadcastSimulcastLayer {
+  width: number;
+  height: number;
+  /** kbps, 100 to the stream's `maxBitrate` */
+  maxBitrate: number;
+  /** 10 to the stream's `maxFramerate` */
+  maxFramerate: number;
+}
+
 /** `StreamConfig`: 160–1920 px per side (max 1920×1080 / 1080×1920), 10–60 fps, 200–8500 kbps. */
 export interface StreamConfig {
   maxResolution: { width: number; height: number };
   maxFramerate: number;
   /** kbps */
   maxBitrate: number;
+  /**
+   * Beyond IVS: send the video in up to three layers (rids `low`, `mid`, `high`, lowest first),
+   * for a channel with a rendition per layer. Without `layers`: `maxResolution` at `maxBitrate`,
+   * half the size at 30 % of it and a quarter at 10 % (at least 150 kbps), all at `maxFramerate`;
+   * a layer with a side under 160 px is left out (852×480 sends two). The browser may send fewer
+   * layers than asked for a small resolution. Absent or disabled: one encoding.
+   */
+  simulcast?: { enabled: boolean; layers?: BroadcastSimulcastLayer[] };
 }
 
 export declare const BASIC_LANDSCAPE: StreamConfig;

@@ -11,6 +11,7 @@ import {
   type StageParticipantInfo,
   type StageStream,
 } from 'stagecast';
+import IVSBroadcastClient, { type BroadcastClient } from 'stagecast';
 
 export async function joinStage(token: string): Promise<Stage> {
   const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
@@ -40,4 +41,17 @@ export async function joinStage(token: string): Promise<Stage> {
   stage.on(StageEvents.STAGE_LEFT, (reason) => console.log('left:', reason));
   await stage.join();
   return stage;
+}
+
+// A broadcast whose channel packages each simulcast layer as a rendition.
+export async function goLive(streamKey: string, ingestEndpoint: string): Promise<BroadcastClient> {
+  const client = IVSBroadcastClient.create({
+    streamConfig: {
+      ...IVSBroadcastClient.BASIC_FULL_HD_LANDSCAPE,
+      simulcast: { enabled: true, layers: [{ width: 1280, height: 720, maxBitrate: 2500, maxFramerate: 30 }] },
+    },
+    ingestEndpoint,
+  });
+  await client.startBroadcast(streamKey);
+  return client;
 }

@@ -1,8 +1,11 @@
 //! Sans-IO parts of the broadcast client (IVS `AmazonIVSBroadcastClient`):
 //! presets, `BroadcastClientError` codes, stream-key checks, composition
-//! defaults, codec ordering and compositor statistics.
+//! defaults, codec ordering, compositor statistics and the simulcast
+//! ladder of the broadcast.
 
+use super::json;
 use super::layout::Rect;
+use super::simulcast::{self, ConfigError, Encoding, LayerConfig, LayerRules, VideoConfig};
 
 /// `BroadcastClientError` codes, numbered as in the IVS Web Broadcast SDK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +184,62 @@ impl StreamConfig {
     /// Milliseconds between composed frames.
     pub fn frame_period_ms(&self) -> f64 {
         1000.0 / f64::from(self.max_framerate.max(1))
+    }
+
+    /// The layers of `simulcast: {enabled: true}` without `layers`, lowest
+    /// first: `maxResolution` at `maxBitrate`, half the size at 30 % of it
+    /// and a quarter at 10 % (each at least 150 kbps), all at `maxFramerate`
+    /// (a channel's renditions keep the frame rate). A layer with a side
+    /// under 160 px is left out.
+    pub fn default_ladder(&self) -> Vec<LayerConfig> {
+        let kbps = self.max_bitrate_kbps;
+        let mut layers = Vec::new();
+        for (div, percent) in [(4, 10), (2, 30), (1, 100)] {
+            let (width, height) = (self.width / div, self.height / div);
+            if width.min(height) >= 160 {
+                let max_bitrate_kbps = (kbps.saturating_mul(percent) / 100).max(150).min(kbps);
+                layers.push(LayerConfig { width, height, max_bitrate_kbps, max_framerate: self.max_framerate });
+            }
+        }
+        layers
+    }
+
+    /// Reads `streamConfig.simulcast` (its `JSON.stringify`; `None` when
+    /// absent): `{enabled, layers?: [{width, height, maxBitrate (kbps),
+    /// maxFramerate}]}`, 1 to 3 layers of different sizes, each within this
+    /// config (160 px to `maxResolution` per side, 100 kbps to `maxBitrate`,
+    /// 10 fps to `maxFramerate`). Returns the layers lowest first; none
+    /// without simulcast.
+    pub fn simulcast_layers(&self, json_text: Option<&str>) -> Result<Vec<LayerConfig>, BroadcastError> {
+        let doc = json_text.and_then(|t| json::parse(t.as_bytes()));
+        let rules = LayerRules {
+            width: (160, self.width),
+            height: (160, self.height),
+            kbps: (100, self.max_bitrate_kbps),
+            fps: (10, self.max_framerate),
+            kbps_key: "maxBitrate",
+        };
+        simulcast::parse_layers(doc.as_ref(), &rules, &self.default_ladder()).map_err(|e| {
+            let message = match e {
+                ConfigError::OutOfRange { .. } => format!("streamConfig.simulcast.layers: {e}"),
+                e => format!("streamConfig: {e}"),
+            };
+            BroadcastError::new(BroadcastErrorCode::StreamConfiguration, message)
+        })
+    }
+
+    /// The `sendEncodings` of the broadcast's video for `layers`: one per
+    /// layer the canvas can make, lowest first with rids `low`/`mid`/`high`
+    /// (`low`/`high` for two), each scaled down from `maxResolution`. Empty
+    /// for fewer than two: then the browser's one encoding is sent, capped
+    /// at `maxBitrate` and `maxFramerate` as without simulcast.
+    pub fn encodings(&self, layers: Vec<LayerConfig>) -> Vec<Encoding> {
+        let video = VideoConfig { max_bitrate_kbps: self.max_bitrate_kbps, max_framerate: self.max_framerate, layers };
+        let encodings = simulcast::encodings(&video, Some((self.width, self.height)));
+        if encodings.len() < 2 {
+            return Vec::new();
+        }
+        encodings
     }
 }
 
@@ -431,6 +490,92 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(prefer_codec(&mimes, "video/H264"), vec![2, 4, 0, 1, 3]);
+    }
+
+    fn layers(config: &StreamConfig, text: &str) -> Result<Vec<LayerConfig>, BroadcastError> {
+        config.simulcast_layers(Some(text))
+    }
+
+    fn summary(e: &[Encoding]) -> Vec<(Option<&str>, f64, u32, u32)> {
+        e.iter().map(|e| (e.rid, e.scale_down_by, e.max_bitrate_bps / 1000, e.max_framerate)).collect()
+    }
+
+    #[test]
+    fn without_simulcast_the_one_encoding_of_today() -> Result<(), BroadcastError> {
+        let c = StreamConfig::default();
+        assert_eq!(c.simulcast_layers(None)?, vec![]);
+        for off in ["null", "{}", r#"{"enabled":false,"layers":[]}"#] {
+            assert_eq!(layers(&c, off)?, vec![], "{off}");
+        }
+        assert_eq!(c.encodings(Vec::new()), vec![]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_default_ladder_follows_the_stream_config() -> Result<(), BroadcastError> {
+        let on = r#"{"enabled":true}"#;
+        // 852×480: a quarter (213×120) is too small, so two layers.
+        let basic = StreamConfig::default();
+        let l = layers(&basic, on)?;
+        assert_eq!(l.iter().map(|l| (l.width, l.height, l.max_bitrate_kbps, l.max_framerate)).collect::<Vec<_>>(),
+            vec![(426, 240, 450, 30), (852, 480, 1500, 30)]);
+        assert_eq!(summary(&basic.encodings(l)), vec![(Some("low"), 2.0, 450, 30), (Some("high"), 1.0, 1500, 30)]);
+        // 1080p: three layers, the top last.
+        let hd = PRESETS[2].1;
+        assert_eq!(
+            summary(&hd.encodings(layers(&hd, on)?)),
+            vec![(Some("low"), 4.0, 350, 30), (Some("mid"), 2.0, 1050, 30), (Some("high"), 1.0, 3500, 30)]
+        );
+        let portrait = PRESETS[5].1;
+        let l = layers(&portrait, on)?;
+        assert_eq!(l.iter().map(|l| (l.width, l.height)).collect::<Vec<_>>(), vec![(270, 480), (540, 960), (1080, 1920)]);
+        // Low bitrates: never under 150 kbps, never over the top.
+        let slow = StreamConfig { width: 1280, height: 720, max_framerate: 24, max_bitrate_kbps: 400 };
+        assert_eq!(summary(&slow.encodings(layers(&slow, on)?)),
+            vec![(Some("low"), 4.0, 150, 24), (Some("mid"), 2.0, 150, 24), (Some("high"), 1.0, 400, 24)]);
+        let tiny = StreamConfig { max_bitrate_kbps: 200, ..slow };
+        assert!(tiny.default_ladder().iter().all(|l| l.max_bitrate_kbps <= 200));
+        // 320×180: one layer, so no simulcast at all.
+        let small = StreamConfig { width: 320, height: 180, ..basic };
+        assert_eq!(layers(&small, on)?.len(), 1);
+        assert_eq!(small.encodings(layers(&small, on)?), vec![]);
+        Ok(())
+    }
+
+    #[test]
+    fn custom_layers_fit_in_the_stream_config() -> Result<(), BroadcastError> {
+        let hd = PRESETS[2].1;
+        let l = layers(&hd, r#"{"enabled":true,"layers":[
+            {"width":1280,"height":720,"maxBitrate":2500,"maxFramerate":30},
+            {"width":640,"height":360,"maxBitrate":800,"maxFramerate":30}]}"#)?;
+        assert_eq!(summary(&hd.encodings(l)), vec![(Some("low"), 3.0, 800, 30), (Some("high"), 1.5, 2500, 30)]);
+        let bad = |text: &str| layers(&hd, text).map_err(|e| (e.code, e.message));
+        let code = BroadcastErrorCode::StreamConfiguration;
+        let one = |w: u32, kbps: u32, fps: u32| {
+            format!(r#"{{"enabled":true,"layers":[{{"width":{w},"height":360,"maxBitrate":{kbps},"maxFramerate":{fps}}}]}}"#)
+        };
+        assert!(bad(&one(640, 800, 30)).is_ok());
+        let range = |field: &str, min, max| Err((code, format!("streamConfig.simulcast.layers: {field} must be a whole number from {min} to {max}")));
+        assert_eq!(bad(&one(1921, 800, 30)), range("width", 160, 1920));
+        assert_eq!(bad(&one(640, 3501, 30)), range("maxBitrate", 100, 3500));
+        assert_eq!(bad(&one(640, 99, 30)), range("maxBitrate", 100, 3500));
+        assert_eq!(bad(&one(640, 800, 31)), range("maxFramerate", 10, 30));
+        // The stage's field name is not this one.
+        let stage_style = r#"{"enabled":true,"layers":[{"width":640,"height":360,"maxBitrateKbps":800,"maxFramerate":30}]}"#;
+        assert_eq!(bad(stage_style), range("maxBitrate", 100, 3500));
+        for (text, says) in [
+            ("true", "streamConfig: simulcast must be an object {enabled, layers?}"),
+            (r#"{"enabled":"yes"}"#, "simulcast.enabled must be a boolean"),
+            (r#"{"enabled":true,"layers":[]}"#, "1 to 3 layers"),
+            (r#"{"enabled":true,"layers":{}}"#, "1 to 3 layers"),
+        ] {
+            let Err((c, message)) = bad(text) else { panic!("{text} was accepted") };
+            assert_eq!(c, code);
+            assert!(message.contains(says), "{text}: {message}");
+        }
+        let two = one(640, 800, 30).replace("}]}", "},{\"width\":640,\"height\":360,\"maxBitrate\":500,\"maxFramerate\":30}]}");
+        assert_eq!(bad(&two).map_err(|(_, m)| m), Err("streamConfig: simulcast layers must differ in size".to_owned()));
+        Ok(())
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! small track would encode at the same size as a higher one are dropped
 //! (a 640×360 camera with IVS's default layers sends 640×360 and 320×180);
 //! one layer left is sent as a plain (non-simulcast) encoding.
+//!
+//! The broadcast client's `streamConfig.simulcast` goes through the same
+//! reader ([`parse_layers`], with its own [`LayerRules`]) and [`encodings`].
 
 use super::json::{self, Value};
 use thiserror::Error;
@@ -62,6 +65,8 @@ pub enum ConfigError {
     NotAnObject,
     #[error("{field} must be a whole number from {min} to {max}")]
     OutOfRange { field: &'static str, min: u32, max: u32 },
+    #[error("simulcast must be an object {{enabled, layers?}}")]
+    Simulcast,
     #[error("simulcast.enabled must be a boolean")]
     Enabled,
     #[error("simulcast.layers must be an array of 1 to 3 layers")]
@@ -80,13 +85,28 @@ fn number(v: &Value, key: &'static str, range: (u32, u32)) -> Result<Option<u32>
     }
 }
 
-fn layer_config(v: &Value) -> Result<LayerConfig, ConfigError> {
+/// What a simulcast layer's fields may hold (each a range), and the name
+/// of its bitrate field (kbps).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerRules {
+    pub width: (u32, u32),
+    pub height: (u32, u32),
+    pub kbps: (u32, u32),
+    pub fps: (u32, u32),
+    pub kbps_key: &'static str,
+}
+
+/// IVS's stage layers.
+const STAGE_RULES: LayerRules =
+    LayerRules { width: RESOLUTION, height: RESOLUTION, kbps: BITRATE_KBPS, fps: FRAMERATE, kbps_key: "maxBitrateKbps" };
+
+fn layer_config(v: &Value, rules: &LayerRules) -> Result<LayerConfig, ConfigError> {
     let req = |key, range| number(v, key, range)?.ok_or(ConfigError::OutOfRange { field: key, min: range.0, max: range.1 });
     Ok(LayerConfig {
-        width: req("width", RESOLUTION)?,
-        height: req("height", RESOLUTION)?,
-        max_bitrate_kbps: req("maxBitrateKbps", BITRATE_KBPS)?,
-        max_framerate: req("maxFramerate", FRAMERATE)?,
+        width: req("width", rules.width)?,
+        height: req("height", rules.height)?,
+        max_bitrate_kbps: req(rules.kbps_key, rules.kbps)?,
+        max_framerate: req("maxFramerate", rules.fps)?,
     })
 }
 
@@ -109,19 +129,31 @@ pub fn parse_video_config(json_text: Option<&str>) -> Result<VideoConfig, Config
     if let Some(fps) = number(&doc, "maxFramerate", FRAMERATE)? {
         config.max_framerate = fps;
     }
-    let Some(sim) = doc.get("simulcast").filter(|s| **s != Value::Null) else {
-        return Ok(config);
+    config.layers = parse_layers(doc.get("simulcast"), &STAGE_RULES, &DEFAULT_LAYERS)?;
+    Ok(config)
+}
+
+/// Reads `simulcast: {enabled, layers?}`: the layers to send, lowest
+/// first, each within `rules`, or `defaults` when enabled without
+/// `layers`; none when absent, `null` or not enabled.
+pub fn parse_layers(
+    sim: Option<&Value>,
+    rules: &LayerRules,
+    defaults: &[LayerConfig],
+) -> Result<Vec<LayerConfig>, ConfigError> {
+    let Some(sim) = sim.filter(|s| **s != Value::Null) else {
+        return Ok(Vec::new());
     };
-    sim.fields().ok_or(ConfigError::NotAnObject)?;
+    sim.fields().ok_or(ConfigError::Simulcast)?;
     match sim.get("enabled") {
         Some(Value::Bool(true)) => {}
-        None | Some(Value::Bool(false)) => return Ok(config),
+        None | Some(Value::Bool(false)) => return Ok(Vec::new()),
         Some(_) => return Err(ConfigError::Enabled),
     }
     let mut layers = match sim.get("layers") {
-        None | Some(Value::Null) => DEFAULT_LAYERS.to_vec(),
+        None | Some(Value::Null) => defaults.to_vec(),
         Some(Value::Arr(items)) if (1..=MAX_LAYERS).contains(&items.len()) => {
-            items.iter().map(layer_config).collect::<Result<Vec<_>, _>>()?
+            items.iter().map(|l| layer_config(l, rules)).collect::<Result<Vec<_>, _>>()?
         }
         Some(_) => return Err(ConfigError::LayerCount),
     };
@@ -136,8 +168,7 @@ pub fn parse_video_config(json_text: Option<&str>) -> Result<VideoConfig, Config
     if layers.windows(2).any(|w| area(&w[0]) == area(&w[1])) {
         return Err(ConfigError::DuplicateLayer);
     }
-    config.layers = layers;
-    Ok(config)
+    Ok(layers)
 }
 
 fn area(l: &LayerConfig) -> u32 {
@@ -145,7 +176,7 @@ fn area(l: &LayerConfig) -> u32 {
 }
 
 /// One entry of `sendEncodings`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Encoding {
     /// `None` for a single, non-simulcast encoding.
     pub rid: Option<&'static str>,
@@ -256,6 +287,7 @@ mod tests {
         assert_eq!(bad(r#"{"maxFramerate":29.97}"#), range("maxFramerate", 10, 30));
         assert_eq!(bad("[1]"), Some(ConfigError::NotAnObject));
         assert_eq!(bad(r#"{"simulcast":{"enabled":1}}"#), Some(ConfigError::Enabled));
+        assert_eq!(bad(r#"{"simulcast":true}"#), Some(ConfigError::Simulcast));
         assert_eq!(bad(r#"{"simulcast":{"enabled":true,"layers":[]}}"#), Some(ConfigError::LayerCount));
         let four = r#"{"width":320,"height":180,"maxBitrateKbps":200,"maxFramerate":15}"#;
         let text = format!(r#"{{"simulcast":{{"enabled":true,"layers":[{four},{four},{four},{four}]}}}}"#);

@@ -10,6 +10,7 @@ use crate::core::broadcast::{
     BroadcastError, BroadcastErrorCode as Code, Composition, CompositionInput,
     StreamConfig,
 };
+use crate::core::simulcast::Encoding;
 use crate::web::clock::FrameClock;
 use crate::web::compositor::{hidden_video, release_video, Compositor, Picture};
 use crate::core::ingest::ReconnectConfig;
@@ -72,12 +73,13 @@ fn composition_js(c: &Composition) -> Object {
     o
 }
 
-/// `{maxResolution: {width, height}, maxFramerate, maxBitrate}`; missing
-/// fields take the `BASIC_LANDSCAPE` values.
-fn stream_config(value: &JsValue) -> Result<StreamConfig, BroadcastError> {
+/// `{maxResolution: {width, height}, maxFramerate, maxBitrate, simulcast?}`;
+/// missing fields take the `BASIC_LANDSCAPE` values. Returns the config and
+/// the video's `sendEncodings` (none without simulcast).
+fn stream_config(value: &JsValue) -> Result<(StreamConfig, Vec<Encoding>), BroadcastError> {
     let mut c = StreamConfig::default();
     if value.is_undefined() || value.is_null() {
-        return Ok(c);
+        return Ok((c, Vec::new()));
     }
     if !value.is_object() {
         return Err(bail(
@@ -106,7 +108,10 @@ fn stream_config(value: &JsValue) -> Result<StreamConfig, BroadcastError> {
     c.max_framerate = int(num(value, "maxFramerate"), c.max_framerate)?;
     c.max_bitrate_kbps = int(num(value, "maxBitrate"), c.max_bitrate_kbps)?;
     c.validate()?;
-    Ok(c)
+    let simulcast = Reflect::get(value, &JsValue::from_str("simulcast")).unwrap_or(JsValue::UNDEFINED);
+    let text = js_sys::JSON::stringify(&simulcast).ok().and_then(|t| t.as_string());
+    let layers = c.simulcast_layers(text.as_deref())?;
+    Ok((c, c.encodings(layers)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +122,8 @@ pub(crate) enum LayerKind {
 
 struct St {
     config: StreamConfig,
+    /// The video's simulcast encodings (none without simulcast).
+    encodings: Vec<Encoding>,
     ingest_endpoint: Option<String>,
     compositor: Compositor,
     mixer: Option<Mixer>,
@@ -149,7 +156,7 @@ pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsVal
     } else {
         (JsValue::UNDEFINED, None, ReconnectConfig::default())
     };
-    let cfg = stream_config(&stream_cfg).map_err(|e| client_error(&e))?;
+    let (cfg, encodings) = stream_config(&stream_cfg).map_err(|e| client_error(&e))?;
     let compositor = Compositor::new(cfg.width, cfg.height)
         .map_err(|e| client_error(&bail(Code::Broadcast, e.to_string())))?;
     let mixer = match Mixer::new() {
@@ -170,6 +177,7 @@ pub fn create_broadcast_client(config: JsValue) -> Result<BroadcastClient, JsVal
     let inner = Rc::new(Inner {
         st: RefCell::new(St {
             config: cfg,
+            encodings,
             ingest_endpoint: endpoint,
             compositor,
             mixer,

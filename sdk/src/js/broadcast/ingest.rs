@@ -179,6 +179,7 @@ impl Inner {
     fn open(self: &Rc<Self>, op: u32) {
         let st = self.st.borrow();
         let (url, key, config) = (st.broadcast.url.clone(), st.broadcast.stream_key.clone(), st.config);
+        let encodings = st.encodings.clone();
         let video = Clone::clone(st.compositor.track());
         let audio = st.mixer.as_ref().and_then(|m| m.track());
         drop(st);
@@ -191,7 +192,7 @@ impl Inner {
                     inner.drive(|ingest, now| ingest.peer_state(op, state, now));
                 }
             };
-            let result = IngestPeer::start(&url, &key, &video, audio.as_ref(), &config, &ice, on_state).await;
+            let result = IngestPeer::start(&url, &key, &video, audio.as_ref(), &config, &encodings, &ice, on_state).await;
             let Some(inner) = weak.upgrade() else { return };
             let result = result.map_err(HttpFailure::from).map(|peer| {
                 inner.st.borrow_mut().broadcast.peers.insert(op, peer);
