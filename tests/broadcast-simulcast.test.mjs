@@ -4,12 +4,12 @@
 // WHIP with a /v1 channel's stream key) offers H.264 with the rids `low` and
 // `high`, lowest first (852×480 is too small for a third layer of at least
 // 160 px), and its peer connection's outbound-rtp stats show two video
-// streams, 852 and 426 px wide, each sending frames. The channel goes live
-// and plays on its watch page (hls.js). Layers outside the stream config are
-// refused at create() with a StreamConfigurationError. No page error.
-//
-// The channel packaging each layer as a rendition is the server's part;
-// this journey checks what the broadcaster sends.
+// streams, 852 and 426 px wide, each sending frames. The channel packages
+// each layer as a rendition (852×480 first, then 426×240 under low/), goes
+// live and plays the top rendition on its watch page (hls.js). Layers
+// outside the stream config are refused at create() with a
+// StreamConfigurationError. No page error. (Switching down on a slow link:
+// tests/net/abr.test.mjs.)
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -190,13 +190,23 @@ describe('a simulcast broadcast', { timeout: 180_000 }, () => {
       assert.ok(b > a + 10, `${rid} keeps sending frames (${a} → ${b} in 3 s)`);
     }
 
+    // The channel packages each layer as a rendition of one ladder, the top first.
+    const index = await (await fetch(`${BASE}/hls/${channel.id}/index.m3u8`)).text();
+    const sizes = [...index.matchAll(/RESOLUTION=(\d+x\d+)\n(\S+)/g)].map((m) => `${m[1]} ${m[2]}`);
+    assert.deepEqual(sizes, ['852x480 media.m3u8', '426x240 low/media.m3u8'], index);
+
     await waitPlayerState(viewer, 'Live', 40000);
     await expectPlaying(viewer);
-    const size = await viewer.page.evaluate(() => {
-      const v = document.querySelector('[data-testid="player-video"]');
-      return [v.videoWidth, v.videoHeight];
-    });
-    console.log(`the watch page plays ${size.join('x')}`);
+    // Nothing limits this viewer: it plays the top rendition.
+    await viewer.page
+      .waitForFunction(() => document.querySelector('[data-testid="player-video"]')?.videoHeight === 480, null, { timeout: 15000 })
+      .catch(async () => {
+        const size = await viewer.page.evaluate(() => {
+          const v = document.querySelector('[data-testid="player-video"]');
+          return `${v.videoWidth}x${v.videoHeight}`;
+        });
+        throw new Error(`the watch page plays ${size}, not the top rendition`);
+      });
 
     const stopped = await controlPlane('POST', `/v1/channels/${channel.id}/stop`);
     assert.equal(stopped.status, 204, stopped.text);
