@@ -2,10 +2,11 @@
 // item 4). The SDK's broadcast client goes live with
 // `streamConfig.simulcast.enabled` from a noisy 852×480 canvas, so Chrome
 // sends two layers (852×480 and 426×240) and the channel packages each as a
-// rendition of one multivariant playlist. Two watch pages play it in hls.js:
-// one whose downlink is limited to 1 Mbit/s (tbf), one unlimited. Over 60 s
-// after they settle, the limited viewer plays the lower rendition with at
-// most 2 s of stall in total, while the unlimited one plays the top.
+// rendition of one multivariant playlist. Two watch pages play it, in hls.js
+// and then in the IVS Player: one whose downlink is limited to 1 Mbit/s
+// (tbf), one unlimited. Over 60 s after they settle, the limited viewer
+// plays the lower rendition with at most 2 s of stall in total, while the
+// unlimited one plays the top. The IVS Player's check is `todo` (IVS_ABR).
 
 import assert from 'node:assert/strict';
 import { describe, it, before, after } from 'node:test';
@@ -16,6 +17,12 @@ import { closeAll } from './stage.mjs';
 const SETTLE_MS = 15_000;
 const MEASURE_MS = 60_000;
 const TOP_HEIGHT = 480;
+/** Why the IVS Player's check is `todo` (its debug log, three runs). */
+const IVS_ABR =
+  'not met: the IVS Player (auto quality on, both qualities listed) measures the 1 Mbit/s link right ' +
+  '("bandwidth estimate 940 kbps") yet stays on the 1.6–1.8 Mbit/s 480p rendition and never switches; ' +
+  'it rebuffers, falls out of the live window (404) and restarts: 28–30 s stalled in 60 s. ' +
+  'The unlimited one plays 480p with no stall';
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
 const originFlags = (net) => [`--unsafely-treat-insecure-origin-as-secure=${net.url}`];
@@ -107,7 +114,36 @@ describe('an ABR ladder from simulcast (issue 11)', { timeout: 300_000 }, () => 
     await ctx.net?.close();
   });
 
-  it('a 1 Mbit/s viewer plays the lower rendition with ≤ 2 s of stall while an unlimited one plays the top', async () => {
+  /**
+   * Both viewers open the watch page with `player` (hls.js or the IVS
+   * Player); after the settle, 60 s are measured: the limited viewer must
+   * show a lower rendition ≥ 80 % of the time with ≤ 2 s of stall, the
+   * unlimited one the top ≥ 80 % of the time.
+   */
+  async function measure(player, query) {
+    const { net, channel, limited, open, everyone } = ctx;
+    assert.ok(channel, 'the broadcast is live');
+    for (const v of [limited, open]) {
+      await v.page.goto(`${net.url}/watch/channel/${channel.id}${query}`);
+      await waitPlayerState(v, 'Live', 40_000);
+      await startSampling(v);
+    }
+    await sleep(SETTLE_MS);
+    const [l0, o0] = [await sampled(limited), await sampled(open)];
+    await sleep(MEASURE_MS);
+    const [l1, o1] = [await sampled(limited), await sampled(open)];
+    const [l, o] = [between(l0, l1), between(o0, o1)];
+    console.log(`${player}, limited: ${l.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(l.heights)}`);
+    console.log(`${player}, unlimited: ${o.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(o.heights)}`);
+    const lower = Object.entries(l.heights).filter(([h]) => Number(h) > 0 && Number(h) < TOP_HEIGHT).reduce((a, [, s]) => a + s, 0);
+    assert.ok(lower >= 0.8, `${player}: the limited viewer plays a lower rendition (${(lower * 100).toFixed(0)} % of the time)`);
+    assert.ok(l.stalled <= 2, `${player}: the limited viewer stalls ${l.stalled.toFixed(2)} s in ${MEASURE_MS / 1000} s`);
+    assert.ok((o.heights[TOP_HEIGHT] || 0) >= 0.8, `${player}: the unlimited viewer plays the top rendition: ${JSON.stringify(o.heights)}`);
+    assert.ok(o.stalled <= 2, `${player}: the unlimited viewer stalls ${o.stalled.toFixed(2)} s`);
+    assertNoPageErrors(everyone);
+  }
+
+  it('the broadcaster\'s simulcast becomes a ladder of two renditions, the top first', async () => {
     const { net, everyone } = ctx;
     const created = await net.request('POST', '/v1/channels', { name: 'ladder' });
     assert.equal(created.status, 200, created.text);
@@ -143,25 +179,17 @@ describe('an ABR ladder from simulcast (issue 11)', { timeout: 300_000 }, () => 
     assert.ok(sizes.length >= 2, `a ladder of at least two renditions:\n${index}`);
     assert.equal(sizes[0], TOP_HEIGHT, `the top rendition first:\n${index}`);
 
-    for (const v of [limited, open]) {
-      await v.page.goto(`${net.url}/watch/channel/${channel.id}?player=hls`);
-      await waitPlayerState(v, 'Live', 40_000);
-      await startSampling(v);
-    }
-    await sleep(SETTLE_MS);
-    const [l0, o0] = [await sampled(limited), await sampled(open)];
-    await sleep(MEASURE_MS);
-    const [l1, o1] = [await sampled(limited), await sampled(open)];
-    const [l, o] = [between(l0, l1), between(o0, o1)];
-    console.log(`limited: ${l.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(l.heights)}`);
-    console.log(`unlimited: ${o.stalled.toFixed(2)} s stalled, time by height ${JSON.stringify(o.heights)}`);
-
-    const lower = Object.entries(l.heights).filter(([h]) => Number(h) > 0 && Number(h) < TOP_HEIGHT).reduce((a, [, s]) => a + s, 0);
-    assert.ok(lower >= 0.8, `the limited viewer plays a lower rendition (${(lower * 100).toFixed(0)} % of the time)`);
-    assert.ok(l.stalled <= 2, `the limited viewer stalls ${l.stalled.toFixed(2)} s in ${MEASURE_MS / 1000} s`);
-    assert.ok((o.heights[TOP_HEIGHT] || 0) >= 0.8, `the unlimited viewer plays the top rendition: ${JSON.stringify(o.heights)}`);
-    assert.ok(o.stalled <= 2, `the unlimited viewer stalls ${o.stalled.toFixed(2)} s`);
-    assertNoPageErrors(everyone);
+    Object.assign(ctx, { channel, limited, open });
     ok = true;
+  });
+
+  it('hls.js: a 1 Mbit/s viewer plays the lower rendition with ≤ 2 s of stall while an unlimited one plays the top', async () => {
+    ok = false;
+    await measure('hls.js', '?player=hls');
+    ok = true;
+  });
+
+  it('the IVS Player: the same', { todo: IVS_ABR }, async () => {
+    await measure('IVS Player', '');
   });
 });
