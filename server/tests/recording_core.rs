@@ -1,5 +1,5 @@
 //! The recorder on a fake clock: segments in, objects out — the playlist
-//! while recording and once ended, the reconnect window joining broadcasts
+//! while recording and once ended (ended once those objects are written), the reconnect window joining broadcasts
 //! on one media timeline (a discontinuity and a new `EXT-X-MAP` only when
 //! the init changed) or starting a new recording, thumbnails at the
 //! interval, a storage gap; and the directory store's keys.
@@ -122,7 +122,12 @@ fn a_broadcast_becomes_an_event_playlist_then_a_vod_when_the_window_passes() -> 
     let (_, meta) = puts(&ended).into_iter().find(|(k, _)| k.ends_with("recording-ended.json")).context("ended")?;
     let meta: serde_json::Value = serde_json::from_str(&meta)?;
     ensure!(meta["media"]["hls"]["duration_ms"] == 2000 && meta["recording_status"] == "RECORDING_ENDED", "{meta}");
-    ensure!(!r.is_recording("ch-1", &id) && r.next_deadline().is_none());
+    // It reads as recording (its playlist may change) until the driver
+    // has put those final objects.
+    ensure!(ended.last() == Some(&Action::Written { channel: "ch-1".to_owned(), recording: id.clone() }), "{ended:?}");
+    ensure!(r.is_recording("ch-1", &id) && r.next_deadline().is_none());
+    r.written("ch-1", &id);
+    ensure!(!r.is_recording("ch-1", &id));
     Ok(())
 }
 

@@ -91,6 +91,9 @@ pub enum Action {
     Thumbnail { key: String, keyframe: Vec<u8> },
     /// Delete every object under `prefix` (after the puts before it).
     DeletePrefix { prefix: String },
+    /// The objects of an ended recording are all put (once the actions
+    /// before it are done): call [`Recorder::written`].
+    Written { channel: String, recording: String },
 }
 
 /// What a put object is (how the playback route serves it).
@@ -168,6 +171,9 @@ struct Placed {
 #[derive(Default)]
 pub struct Recorder {
     active: HashMap<String, Active>,
+    /// Ended recordings whose last objects (the VOD playlist, the ended
+    /// metadata) are still being put: (channel, recording).
+    ending: Vec<(String, String)>,
 }
 
 /// `{channel}/{recording}/`: the prefix every object of a recording has.
@@ -188,8 +194,24 @@ fn iso(ms: i64) -> String {
 
 impl Recorder {
     /// Whether `channel` has a recording in progress (`recording` names it).
+    /// It stays so until its final objects are written ([`Action::Written`]):
+    /// until then its playlist may still change.
     pub fn is_recording(&self, channel: &str, recording: &str) -> bool {
         self.active.get(channel).is_some_and(|a| a.id == recording)
+            || self.ending.iter().any(|(c, r)| c == channel && r == recording)
+    }
+
+    /// The driver has done everything before [`Action::Written`].
+    pub fn written(&mut self, channel: &str, recording: &str) {
+        self.ending.retain(|(c, r)| !(c == channel && r == recording));
+    }
+
+    /// End `a`: its final puts, then [`Action::Written`].
+    fn finish(&mut self, a: Active, now_ms: i64, out: &mut Vec<Action>) {
+        let (channel, recording) = (a.channel.clone(), a.id.clone());
+        a.finish(now_ms, out);
+        self.ending.push((channel.clone(), recording.clone()));
+        out.push(Action::Written { channel, recording });
     }
 
     /// When [`Recorder::poll`] has something to do next (wall ms).
@@ -203,7 +225,7 @@ impl Recorder {
             Input::Segment { channel, settings, segment } => {
                 if self.active.get(&channel).is_some_and(|a| a.deadline().is_some_and(|d| now_ms > d)) {
                     if let Some(a) = self.active.remove(&channel) {
-                        a.finish(now_ms, &mut out);
+                        self.finish(a, now_ms, &mut out);
                     }
                 }
                 let active = self.active.entry(channel.clone()).or_insert_with(|| {
@@ -226,6 +248,7 @@ impl Recorder {
             }
             Input::Forget { channel } => {
                 self.active.remove(&channel);
+                self.ending.retain(|(c, _)| *c != channel);
                 out.push(Action::DeletePrefix { prefix: format!("{channel}/") });
             }
         }
@@ -240,7 +263,7 @@ impl Recorder {
             self.active.iter().filter(|(_, a)| a.deadline().is_some_and(|d| now_ms >= d)).map(|(c, _)| c.clone()).collect();
         for channel in due {
             if let Some(a) = self.active.remove(&channel) {
-                a.finish(now_ms, &mut out);
+                self.finish(a, now_ms, &mut out);
             }
         }
         out
