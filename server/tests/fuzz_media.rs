@@ -2,7 +2,9 @@
 //! Opus → AAC transcoder when its timestamps, sizes and payloads are
 //! hostile: the playlist stays valid (media sequence only grows, parts and
 //! segments have sane durations and can be fetched, date-times never go
-//! back), memory per segment is capped, and no input panics.
+//! back), memory per segment is capped, and no input panics. The decode
+//! times a recording reads and moves round-trip on any fragment, and no
+//! bytes make the reader panic.
 //! `cargo xtask fuzz fuzz_media --seconds N` runs the properties longer.
 
 use proptest::prelude::*;
@@ -298,6 +300,95 @@ fn fragments_round_trip_their_samples() {
         ensure(sizes == expected, || format!("trun sizes {sizes:?}"))?;
         let payload: Vec<u8> = video.iter().chain(&audio).flat_map(|s| s.data.clone()).collect();
         ensure(mdat == payload, || "mdat differs from the samples".to_owned())
+    });
+}
+
+fn init() -> Vec<u8> {
+    let video = fmp4::VideoParams { sps: SPS_320.to_vec(), pps: PPS.to_vec(), width: 320, height: 180 };
+    fmp4::init_segment(&video, &audio_params())
+}
+
+#[test]
+fn decode_times_are_read_and_moved_on_any_fragments() {
+    let sample = (0u32..100_000, prop::collection::vec(any::<u8>(), 0..16))
+        .prop_map(|(duration, data)| Sample { duration, keyframe: true, data });
+    let fragment = (prop::collection::vec(sample.clone(), 0..8), prop::collection::vec(sample, 0..8), any::<u64>(), any::<bool>());
+    let input = (prop::collection::vec(fragment, 1..4), any::<i64>());
+    let init = init();
+    check("fmp4 decode times", 512, input, |(fragments, ticks)| {
+        // A segment: fragments back to back, each after an emsg.
+        let mut data = Vec::new();
+        let mut expected: Vec<(u32, u64, u64)> = Vec::new();
+        for (video, audio, base, with_emsg) in &fragments {
+            if *with_emsg {
+                data.extend(fmp4::emsg_id3(fmp4::VIDEO_TIMESCALE, *base, 1, &fmp4::id3_txxx("cue")));
+            }
+            let runs = [(fmp4::VIDEO_TRACK_ID, *base, video), (fmp4::AUDIO_TRACK_ID, *base / 2, audio)];
+            data.extend(fmp4::fragment(
+                1,
+                &runs.map(|(track_id, base_decode_time, samples)| TrackRun { track_id, base_decode_time, samples }),
+            ));
+            for (track, start, samples) in runs.iter().filter(|r| !r.2.is_empty()) {
+                let end = start.saturating_add(samples.iter().map(|s| u64::from(s.duration)).sum());
+                match expected.iter_mut().find(|e| e.0 == *track) {
+                    Some(e) => *e = (*track, e.1.min(*start), e.2.max(end)),
+                    None => expected.push((*track, *start, end)),
+                }
+            }
+        }
+        let spans = fmp4::track_spans(&data).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let spans: Vec<(u32, u64, u64)> = spans.iter().map(|s| (s.track_id, s.start, s.end)).collect();
+        ensure(spans == expected, || format!("{spans:?} != {expected:?}"))?;
+        let shift = fmp4::Shift { ticks, timescale: fmp4::VIDEO_TIMESCALE };
+        let mut moved = data.clone();
+        match fmp4::shift_decode_times(&mut moved, &init, shift) {
+            Ok(()) => {
+                let after = fmp4::track_spans(&moved).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                for (s, (track, start, _)) in after.iter().zip(&expected) {
+                    let by = shift.in_timescale(if *track == fmp4::VIDEO_TRACK_ID { fmp4::VIDEO_TIMESCALE } else { 48_000 });
+                    let want = i128::from(*start) + i128::from(by);
+                    ensure(i128::from(s.start) == want, || format!("track {track}: {} != {want}", s.start))?;
+                }
+                ensure(moved.len() == data.len(), || "the size changed".to_owned())
+            }
+            Err(_) => ensure(moved == data, || "a refused move changed bytes".to_owned()),
+        }
+    });
+}
+
+#[test]
+fn any_bytes_in_a_fragment_or_init_never_make_the_reader_panic() {
+    let real = {
+        let v = [Sample { duration: 3000, keyframe: true, data: vec![1; 10] }];
+        let a = [Sample { duration: 1024, keyframe: true, data: vec![2; 5] }];
+        let mut d = fmp4::emsg_id3(fmp4::VIDEO_TIMESCALE, 9, 1, &fmp4::id3_txxx("x"));
+        d.extend(fmp4::fragment(
+            3,
+            &[
+                TrackRun { track_id: fmp4::VIDEO_TRACK_ID, base_decode_time: 90_000, samples: &v },
+                TrackRun { track_id: fmp4::AUDIO_TRACK_ID, base_decode_time: 48_000, samples: &a },
+            ],
+        ));
+        d
+    };
+    let init = init();
+    let mutated = |base: Vec<u8>| {
+        let len = base.len();
+        prop::collection::vec((0..len, any::<u8>()), 1..6).prop_map(move |edits| {
+            let mut d = base.clone();
+            for (at, byte) in edits {
+                d[at] = byte;
+            }
+            d
+        })
+    };
+    let bytes = prop_oneof![prop::collection::vec(any::<u8>(), 0..256), mutated(real), mutated(init.clone())];
+    check("fmp4 reader", 1024, (bytes, any::<i64>()), |(mut data, ticks)| {
+        let _ = fmp4::track_spans(&data);
+        let _ = fmp4::timescales(&data);
+        let _ = fmp4::shift_decode_times(&mut data.clone(), &data, fmp4::Shift { ticks, timescale: 1 });
+        let _ = fmp4::shift_decode_times(&mut data, &init, fmp4::Shift { ticks, timescale: fmp4::VIDEO_TIMESCALE });
+        Ok(())
     });
 }
 

@@ -1,6 +1,8 @@
 //! ISO BMFF (fragmented MP4) box writers for one H.264 video track and one
 //! AAC-LC audio track: the init segment (`ftyp` + `moov`), media fragments
-//! (`moof` + `mdat`), and ID3 timed metadata in `emsg`.
+//! (`moof` + `mdat`), and ID3 timed metadata in `emsg`; and, for a recording
+//! that puts several broadcasts on one timeline, the decode times of
+//! fragments read ([`track_spans`]) and moved ([`shift_decode_times`]).
 //!
 //! Pure functions over bytes; no I/O.
 
@@ -427,6 +429,225 @@ pub fn emsg_id3_twitch(timescale: u32, id: u32, id3: &[u8]) -> Vec<u8> {
     w.bytes(id3);
     w.end();
     w.buf
+}
+
+/// Why the decode times of a fragment cannot be read or moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fmp4Error {
+    #[error("the box at byte {at} does not fit in its parent")]
+    Truncated { at: usize },
+    #[error("track {track} has no timescale in the init segment")]
+    NoTimescale { track: u32 },
+    #[error("a decode time of track {track} would leave the range its box can hold")]
+    OutOfRange { track: u32 },
+}
+
+/// The boxes directly inside `data[from..to]`: (type, start, end), offsets
+/// into `data`. Sizes 0 (to the end) and 1 (64-bit) are read too.
+fn children(data: &[u8], from: usize, to: usize) -> Result<Vec<([u8; 4], usize, usize)>, Fmp4Error> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < to {
+        let header = data.get(at..at + 8).filter(|_| at + 8 <= to).ok_or(Fmp4Error::Truncated { at })?;
+        let size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        let kind = [header[4], header[5], header[6], header[7]];
+        let (size, header_len) = match size {
+            0 => ((to - at) as u64, 8),
+            1 => (read_u64(data, at + 8).ok_or(Fmp4Error::Truncated { at })?, 16),
+            n => (n, 8),
+        };
+        let end = usize::try_from(size).ok().and_then(|s| at.checked_add(s)).filter(|&e| e <= to);
+        let end = end.filter(|&e| e >= at + header_len).ok_or(Fmp4Error::Truncated { at })?;
+        out.push((kind, at + header_len, end));
+        at = end;
+    }
+    Ok(out)
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+fn read_u64(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(data.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+/// The first child of type `kind` (its content: after the header).
+fn child(data: &[u8], from: usize, to: usize, kind: &[u8; 4]) -> Result<Option<(usize, usize)>, Fmp4Error> {
+    Ok(children(data, from, to)?.into_iter().find(|(k, _, _)| k == kind).map(|(_, s, e)| (s, e)))
+}
+
+/// Each track's media timescale, from an init segment (`moov` > `trak` >
+/// `tkhd`'s track id and `mdia` > `mdhd`'s timescale).
+pub fn timescales(init: &[u8]) -> Result<Vec<(u32, u32)>, Fmp4Error> {
+    let mut out = Vec::new();
+    for (kind, start, end) in children(init, 0, init.len())? {
+        if &kind != b"moov" {
+            continue;
+        }
+        for (kind, start, end) in children(init, start, end)? {
+            if &kind != b"trak" {
+                continue;
+            }
+            let (Some((tkhd, _)), Some((mdia, mdia_end))) =
+                (child(init, start, end, b"tkhd")?, child(init, start, end, b"mdia")?)
+            else {
+                continue;
+            };
+            let Some((mdhd, _)) = child(init, mdia, mdia_end, b"mdhd")? else { continue };
+            // Version 1 has 64-bit creation and modification times before the field.
+            let skip = |at: usize| if init.get(at) == Some(&1) { 20 } else { 12 };
+            let track = read_u32(init, tkhd + skip(tkhd)).ok_or(Fmp4Error::Truncated { at: tkhd })?;
+            let timescale = read_u32(init, mdhd + skip(mdhd)).ok_or(Fmp4Error::Truncated { at: mdhd })?;
+            out.push((track, timescale));
+        }
+    }
+    Ok(out)
+}
+
+/// The decode times one track's samples cover in a run of fragments, in
+/// the track's timescale: from the first `tfdt` to the end of its last sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackSpan {
+    pub track_id: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One `traf`: its track, where its `tfdt` value is (and whether 64-bit),
+/// and the summed duration of its samples.
+struct Traf {
+    track: u32,
+    tfdt_at: usize,
+    wide: bool,
+    duration: u64,
+}
+
+fn trafs(data: &[u8]) -> Result<Vec<Traf>, Fmp4Error> {
+    let mut out = Vec::new();
+    for (kind, start, end) in children(data, 0, data.len())? {
+        if &kind != b"moof" {
+            continue;
+        }
+        for (kind, start, end) in children(data, start, end)? {
+            if &kind != b"traf" {
+                continue;
+            }
+            let (Some((tfhd, _)), Some((tfdt, _))) = (child(data, start, end, b"tfhd")?, child(data, start, end, b"tfdt")?)
+            else {
+                continue;
+            };
+            let truncated = Fmp4Error::Truncated { at: tfhd };
+            let flags = read_u32(data, tfhd).ok_or(truncated)? & 0x00ff_ffff;
+            let track = read_u32(data, tfhd + 4).ok_or(truncated)?;
+            // default-sample-duration follows base-data-offset and sample-description-index when present.
+            let default_at = tfhd + 8 + if flags & 0x01 != 0 { 8 } else { 0 } + if flags & 0x02 != 0 { 4 } else { 0 };
+            let default_duration = if flags & 0x08 != 0 { read_u32(data, default_at).ok_or(truncated)? } else { 0 };
+            let mut duration = 0u64;
+            for (kind, run, run_end) in children(data, start, end)? {
+                if &kind != b"trun" {
+                    continue;
+                }
+                let truncated = Fmp4Error::Truncated { at: run };
+                let flags = read_u32(data, run).ok_or(truncated)? & 0x00ff_ffff;
+                let count = read_u32(data, run + 4).ok_or(truncated)?;
+                let mut at = run + 8 + if flags & 0x01 != 0 { 4 } else { 0 } + if flags & 0x04 != 0 { 4 } else { 0 };
+                let per_sample = [0x100, 0x200, 0x400, 0x800].iter().filter(|&&f| flags & f != 0).count() * 4;
+                if flags & 0x100 == 0 {
+                    duration = duration.saturating_add(u64::from(default_duration).saturating_mul(u64::from(count)));
+                    continue;
+                }
+                for _ in 0..count {
+                    if at + 4 > run_end {
+                        return Err(truncated);
+                    }
+                    duration = duration.saturating_add(u64::from(read_u32(data, at).ok_or(truncated)?));
+                    at += per_sample;
+                }
+            }
+            let wide = data.get(tfdt) == Some(&1);
+            out.push(Traf { track, tfdt_at: tfdt + 4, wide, duration });
+        }
+    }
+    Ok(out)
+}
+
+fn tfdt_value(data: &[u8], t: &Traf) -> Result<u64, Fmp4Error> {
+    let value = if t.wide { read_u64(data, t.tfdt_at) } else { read_u32(data, t.tfdt_at).map(u64::from) };
+    value.ok_or(Fmp4Error::Truncated { at: t.tfdt_at })
+}
+
+/// Each track's decode-time span over the fragments of `data` (a segment:
+/// fragments back to back, `emsg` boxes between them), in the order the
+/// tracks first appear.
+pub fn track_spans(data: &[u8]) -> Result<Vec<TrackSpan>, Fmp4Error> {
+    let mut out: Vec<TrackSpan> = Vec::new();
+    for t in trafs(data)? {
+        let start = tfdt_value(data, &t)?;
+        let end = start.saturating_add(t.duration);
+        match out.iter_mut().find(|s| s.track_id == t.track) {
+            Some(s) => {
+                s.start = s.start.min(start);
+                s.end = s.end.max(end);
+            }
+            None => out.push(TrackSpan { track_id: t.track, start, end }),
+        }
+    }
+    Ok(out)
+}
+
+/// A move of decode times: `ticks` of a `timescale` Hz clock (either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shift {
+    pub ticks: i64,
+    pub timescale: u32,
+}
+
+impl Shift {
+    /// The same move in a `timescale` Hz clock, to the nearest tick.
+    pub fn in_timescale(self, timescale: u32) -> i64 {
+        let from = i128::from(self.timescale.max(1));
+        let scaled = i128::from(self.ticks) * i128::from(timescale);
+        let rounded = (scaled + scaled.signum() * from / 2) / from;
+        i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+/// Move every decode time in `data` (fragments of the tracks `init`
+/// describes) by `shift`: each `tfdt`, in its track's timescale, and the
+/// presentation time of each version-1 `emsg` (version 0 ones are relative
+/// to their fragment). Nothing is changed unless every time can move.
+pub fn shift_decode_times(data: &mut [u8], init: &[u8], shift: Shift) -> Result<(), Fmp4Error> {
+    let timescales = timescales(init)?;
+    let mut writes: Vec<(usize, bool, u64)> = Vec::new();
+    for t in trafs(data)? {
+        let timescale = timescales.iter().find(|(id, _)| *id == t.track).map(|(_, ts)| *ts);
+        let by = shift.in_timescale(timescale.ok_or(Fmp4Error::NoTimescale { track: t.track })?);
+        let moved = i128::from(tfdt_value(data, &t)?) + i128::from(by);
+        let fits = if t.wide { u64::try_from(moved).is_ok() } else { u32::try_from(moved).is_ok() };
+        let moved = u64::try_from(moved).ok().filter(|_| fits).ok_or(Fmp4Error::OutOfRange { track: t.track })?;
+        writes.push((t.tfdt_at, t.wide, moved));
+    }
+    for (kind, start, _) in children(data, 0, data.len())? {
+        if &kind != b"emsg" || data.get(start) != Some(&1) {
+            continue;
+        }
+        let truncated = Fmp4Error::Truncated { at: start };
+        let timescale = read_u32(data, start + 4).ok_or(truncated)?;
+        let moved = i128::from(read_u64(data, start + 8).ok_or(truncated)?) + i128::from(shift.in_timescale(timescale));
+        // An event time does not belong to a track: 0 stands for "no track".
+        writes.push((start + 8, true, u64::try_from(moved).map_err(|_| Fmp4Error::OutOfRange { track: 0 })?));
+    }
+    for (at, wide, value) in writes {
+        let slot = if wide { data.get_mut(at..at + 8) } else { data.get_mut(at..at + 4) };
+        match (slot, wide) {
+            (Some(slot), true) => slot.copy_from_slice(&value.to_be_bytes()),
+            // Checked above: fits in 32 bits.
+            (Some(slot), false) => slot.copy_from_slice(&(value as u32).to_be_bytes()),
+            (None, _) => return Err(Fmp4Error::Truncated { at }),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

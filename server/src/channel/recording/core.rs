@@ -11,6 +11,29 @@
 //! playlist gets `EXT-X-ENDLIST` and `recording-ended.json` is written, and
 //! a later broadcast starts a new recording.
 //!
+//! The recording's media runs on one timeline. A broadcast that comes back
+//! is a new ingest session whose timestamps start again near 0 (or jump by
+//! the time it was away, when the live playlist itself continued), and its
+//! audio need not end where its video does (frames still in the
+//! transcoder when a session ends are lost). So after every break (a
+//! broadcast back within the window, a live-side discontinuity, dropped
+//! segments) the recorded copy's decode times are moved so that the new
+//! media starts where the recorded media ended, audio and video by the same
+//! amount (they stay in sync), and early enough that no track has a gap:
+//! the track that ended first continues exactly, the other may overlap by
+//! as much as it ran on (a player drops what is overlapped; the `EXTINF` of
+//! the segment before the break is shortened by that much, so every
+//! `EXTINF` is the video the segment adds to the timeline). A gap would
+//! split the buffered ranges, and the IVS Player does not play across one:
+//! it stalls and then reports the end.
+//!
+//! With the timeline continuous and the init segment unchanged, the break
+//! gets no `EXT-X-DISCONTINUITY` (only an `EXT-X-PROGRAM-DATE-TIME`, since
+//! the wall clock jumped): the media is one continuous sequence, and the IVS
+//! Player re-places the media after a discontinuity itself (leaving a gap
+//! again). A new init segment (new encoder parameters) or a segment whose
+//! decode times cannot be moved keeps the discontinuity.
+//!
 //! Every object of a recording lives under `{channel}/{recording}/`:
 //! `events/recording-started.json`, `events/recording-ended.json`,
 //! `media/hls/playlist.m3u8`, `media/hls/init{n}.mp4`, `media/hls/seg{n}.m4s`,
@@ -22,12 +45,17 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::super::fmp4::{self, Shift, TrackSpan, VIDEO_TIMESCALE, VIDEO_TRACK_ID};
 use super::super::packager::CompletedSegment;
 
 /// Longest reconnect window (IVS: 300 s).
 pub const MAX_RECONNECT_WINDOW_SECS: u32 = 300;
 /// Thumbnail interval bounds (IVS: 1–60 s).
 pub const THUMBNAIL_INTERVAL_SECS: std::ops::RangeInclusive<u32> = 1..=60;
+/// At a break, the most video (90 kHz ticks: 1 s) the new media may
+/// overlap so that another track has no gap; a track that ended earlier
+/// than that before the video keeps its gap (it had it live too).
+const MAX_OVERLAP_TICKS: i64 = VIDEO_TIMESCALE as i64;
 
 /// How a channel records (the fields of an IVS recording configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +91,9 @@ pub enum Action {
     Thumbnail { key: String, keyframe: Vec<u8> },
     /// Delete every object under `prefix` (after the puts before it).
     DeletePrefix { prefix: String },
+    /// The objects of an ended recording are all put (once the actions
+    /// before it are done): call [`Recorder::written`].
+    Written { channel: String, recording: String },
 }
 
 /// What a put object is (how the playback route serves it).
@@ -77,7 +108,10 @@ pub enum Content {
 struct Entry {
     uri: String,
     duration: f64,
+    /// `EXT-X-DISCONTINUITY` before it.
     discontinuity: bool,
+    /// First after a break: `EXT-X-PROGRAM-DATE-TIME` before it.
+    after_break: bool,
     /// `EXT-X-MAP` before it (the first segment, and after an init change).
     map: Option<String>,
     pdt_ms: i64,
@@ -100,12 +134,46 @@ struct Active {
     /// The next segment follows a break in the media.
     discontinuity_next: bool,
     size: (u32, u32),
+    /// Where the recorded video ends on the recording's timeline, once
+    /// a segment's decode times were read.
+    timeline: Option<Timeline>,
+}
+
+/// The recording's media timeline.
+#[derive(Debug, Clone)]
+struct Timeline {
+    /// Where each track's recorded media ends: (track id, decode time in
+    /// 90 kHz ticks).
+    ends: Vec<(u32, i128)>,
+    /// What moves the current broadcast's decode times onto the
+    /// recording's timeline (90 kHz ticks).
+    shift: i64,
+}
+
+impl Timeline {
+    fn end(&self, track: u32) -> Option<i128> {
+        self.ends.iter().find(|(t, _)| *t == track).map(|(_, e)| *e)
+    }
+}
+
+/// Where a segment went on the recording's timeline.
+struct Placed {
+    /// Seconds of video it adds.
+    duration: f64,
+    /// Seconds of recorded video its start overlaps.
+    overlap: f64,
+    /// Its media continues the recorded media (false: it could not be
+    /// moved after a break).
+    continuous: bool,
 }
 
 /// The recorder of every channel.
 #[derive(Default)]
 pub struct Recorder {
     active: HashMap<String, Active>,
+    /// Ended recordings whose last objects (the VOD playlist, the ended
+    /// metadata) are still being put: (channel, recording).
+    ending: Vec<(String, String)>,
 }
 
 /// `{channel}/{recording}/`: the prefix every object of a recording has.
@@ -126,8 +194,24 @@ fn iso(ms: i64) -> String {
 
 impl Recorder {
     /// Whether `channel` has a recording in progress (`recording` names it).
+    /// It stays so until its final objects are written ([`Action::Written`]):
+    /// until then its playlist may still change.
     pub fn is_recording(&self, channel: &str, recording: &str) -> bool {
         self.active.get(channel).is_some_and(|a| a.id == recording)
+            || self.ending.iter().any(|(c, r)| c == channel && r == recording)
+    }
+
+    /// The driver has done everything before [`Action::Written`].
+    pub fn written(&mut self, channel: &str, recording: &str) {
+        self.ending.retain(|(c, r)| !(c == channel && r == recording));
+    }
+
+    /// End `a`: its final puts, then [`Action::Written`].
+    fn finish(&mut self, a: Active, now_ms: i64, out: &mut Vec<Action>) {
+        let (channel, recording) = (a.channel.clone(), a.id.clone());
+        a.finish(now_ms, out);
+        self.ending.push((channel.clone(), recording.clone()));
+        out.push(Action::Written { channel, recording });
     }
 
     /// When [`Recorder::poll`] has something to do next (wall ms).
@@ -141,7 +225,7 @@ impl Recorder {
             Input::Segment { channel, settings, segment } => {
                 if self.active.get(&channel).is_some_and(|a| a.deadline().is_some_and(|d| now_ms > d)) {
                     if let Some(a) = self.active.remove(&channel) {
-                        a.finish(now_ms, &mut out);
+                        self.finish(a, now_ms, &mut out);
                     }
                 }
                 let active = self.active.entry(channel.clone()).or_insert_with(|| {
@@ -164,6 +248,7 @@ impl Recorder {
             }
             Input::Forget { channel } => {
                 self.active.remove(&channel);
+                self.ending.retain(|(c, _)| *c != channel);
                 out.push(Action::DeletePrefix { prefix: format!("{channel}/") });
             }
         }
@@ -178,7 +263,7 @@ impl Recorder {
             self.active.iter().filter(|(_, a)| a.deadline().is_some_and(|d| now_ms >= d)).map(|(c, _)| c.clone()).collect();
         for channel in due {
             if let Some(a) = self.active.remove(&channel) {
-                a.finish(now_ms, &mut out);
+                self.finish(a, now_ms, &mut out);
             }
         }
         out
@@ -202,6 +287,7 @@ impl Active {
             away_since: None,
             discontinuity_next: false,
             size: (0, 0),
+            timeline: None,
         }
     }
 
@@ -229,9 +315,22 @@ impl Active {
         });
         let index = self.entries.len();
         let uri = format!("seg{index}.m4s");
-        let discontinuity = !self.entries.is_empty() && (std::mem::take(&mut self.discontinuity_next) || segment.discontinuity);
+        let after_break = !self.entries.is_empty() && (std::mem::take(&mut self.discontinuity_next) || segment.discontinuity);
         self.discontinuity_next = false;
-        out.push(self.put(&format!("media/hls/{uri}"), segment.data, Content::Segment));
+        let mut data = segment.data;
+        let placed = self.place(&mut data, &segment.init, after_break);
+        if let (Some(placed), Some(last)) = (&placed, self.entries.last_mut()) {
+            let cut = placed.overlap.min(last.duration);
+            last.duration -= cut;
+            self.media_secs -= cut;
+        }
+        let duration = placed.as_ref().map_or(segment.duration, |p| p.duration);
+        let discontinuity = !self.entries.is_empty()
+            && match &placed {
+                Some(p) => map.is_some() || !p.continuous,
+                None => after_break || map.is_some(),
+            };
+        out.push(self.put(&format!("media/hls/{uri}"), data, Content::Segment));
         if let (Some(every), Some(keyframe)) = (self.settings.thumbnail_interval_seconds, segment.keyframe) {
             if self.media_secs >= self.next_thumbnail_secs {
                 let key = self.key(&format!("{THUMBNAILS}thumb{}.jpg", self.thumbnails));
@@ -241,9 +340,68 @@ impl Active {
             }
         }
         self.size = (segment.width, segment.height);
-        self.media_secs += segment.duration;
-        self.entries.push(Entry { uri, duration: segment.duration, discontinuity, map, pdt_ms: segment.pdt_ms });
+        self.media_secs += duration;
+        self.entries.push(Entry { uri, duration, discontinuity, after_break, map, pdt_ms: segment.pdt_ms });
         out.push(self.put(PLAYLIST, self.playlist(false).into_bytes(), Content::Playlist));
+    }
+
+    /// Put segment `data` (media of `init`) on the recording's timeline
+    /// (see the module docs). `None`: its decode times cannot be read, and
+    /// it is left as it came.
+    fn place(&mut self, data: &mut [u8], init: &[u8], after_break: bool) -> Option<Placed> {
+        let read = fmp4::track_spans(data).and_then(|spans| Ok((spans, fmp4::timescales(init)?)));
+        let (spans, timescales) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, recording = %self.id, error = %e, "a segment's decode times cannot be read");
+                return None;
+            }
+        };
+        // Each track's start and end in 90 kHz ticks.
+        let spans: Vec<(u32, i128, i128)> = spans
+            .iter()
+            .filter_map(|s: &TrackSpan| {
+                let timescale = timescales.iter().find(|(t, _)| *t == s.track_id).map(|(_, ts)| *ts)?;
+                let at = |v: u64| Shift { ticks: i64::try_from(v).unwrap_or(i64::MAX), timescale }.in_timescale(VIDEO_TIMESCALE);
+                Some((s.track_id, i128::from(at(s.start)), i128::from(at(s.end))))
+            })
+            .collect();
+        let (_, video_start, video_end) = *spans.iter().find(|s| s.0 == VIDEO_TRACK_ID)?;
+        let (shift, continuous) = match &self.timeline {
+            Some(t) if after_break => {
+                // Each track would continue exactly with its own shift; the
+                // smallest leaves no track a gap.
+                let video_own = t.end(VIDEO_TRACK_ID).map_or(0, |end| end - video_start);
+                let own = |&(track, start, _): &(u32, i128, i128)| Some(t.end(track)? - start);
+                let least = spans.iter().filter_map(own).min().unwrap_or(video_own);
+                let shift = least.max(video_own - i128::from(MAX_OVERLAP_TICKS));
+                (i64::try_from(shift).unwrap_or(0), true)
+            }
+            Some(t) => (t.shift, true),
+            // The first segment: the recording's timeline is its broadcast's.
+            None => (0, !after_break),
+        };
+        let moved = shift == 0 || {
+            let moving = fmp4::shift_decode_times(data, init, Shift { ticks: shift, timescale: VIDEO_TIMESCALE });
+            if let Err(e) = &moving {
+                tracing::warn!(channel = %self.channel, recording = %self.id, error = %e, "a segment cannot be moved onto the recording's timeline");
+            }
+            moving.is_ok()
+        };
+        let shift = if moved { shift } else { 0 };
+        let overlap = match &self.timeline {
+            Some(t) if after_break && moved => t.end(VIDEO_TRACK_ID).map_or(0, |end| end - (video_start + i128::from(shift))),
+            _ => 0,
+        };
+        let mut timeline = self.timeline.take().unwrap_or(Timeline { ends: Vec::new(), shift });
+        timeline.shift = shift;
+        for &(track, _, end) in &spans {
+            timeline.ends.retain(|(t, _)| *t != track);
+            timeline.ends.push((track, end + i128::from(shift)));
+        }
+        self.timeline = Some(timeline);
+        let seconds = |t: i128| t.max(0) as f64 / f64::from(VIDEO_TIMESCALE);
+        Some(Placed { duration: seconds(video_end - video_start), overlap: seconds(overlap), continuous: continuous && moved })
     }
 
     fn finish(self, now_ms: i64, out: &mut Vec<Action>) {
@@ -270,7 +428,7 @@ impl Active {
             if let Some(map) = &e.map {
                 let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
             }
-            if e.discontinuity || e.map.is_some() {
+            if e.after_break || e.map.is_some() {
                 let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso(e.pdt_ms));
             }
             let _ = writeln!(out, "#EXTINF:{:.5},", e.duration);

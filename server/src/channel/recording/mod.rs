@@ -6,10 +6,11 @@
 //! - [`Recordings`] is its driver: one tokio task fed by a bounded queue.
 //!   Broadcasts hand it segments with `try_send`, so the media path never
 //!   waits for storage; when the queue is full the segment is dropped,
-//!   counted and logged, and the recording continues after a
-//!   discontinuity. Puts run on blocking threads in order; thumbnails are
+//!   counted and logged, and the recording continues past the hole (on
+//!   one media timeline, see [`core`]). Puts run on blocking threads in order; thumbnails are
 //!   decoded on a blocking thread, one at a time (one due while another
-//!   runs is skipped).
+//!   runs is skipped). A recording that ended reads as recording until its
+//!   last objects and thumbnail are written.
 //! - [`store`]: the storage trait and the directory implementation.
 //! - [`http`]: list / delete (`/v1`, API key) and playback (`/recordings/…`).
 
@@ -44,6 +45,8 @@ struct Inner {
     /// Segments dropped because storage fell behind.
     dropped: AtomicU64,
     thumbnail_busy: AtomicBool,
+    /// The thumbnail being made, if any: a recording is written once it is.
+    thumbnail_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Recordings {
@@ -59,6 +62,7 @@ impl Recordings {
             recorder: std::sync::Mutex::new(Recorder::default()),
             dropped: AtomicU64::new(0),
             thumbnail_busy: AtomicBool::new(false),
+            thumbnail_task: std::sync::Mutex::new(None),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(run(Arc::downgrade(&inner), rx));
@@ -212,13 +216,21 @@ async fn execute(inner: &Arc<Inner>, action: Action) {
                 Err(e) => tracing::warn!(%prefix, error = %e, "deleting recordings failed"),
             }
         }
+        Action::Written { channel, recording } => {
+            // Its last thumbnail may still be being made.
+            let thumbnail = inner.thumbnail_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = thumbnail {
+                let _ = task.await;
+            }
+            inner.recorder.lock().unwrap_or_else(|p| p.into_inner()).written(&channel, &recording);
+        }
         Action::Thumbnail { key, keyframe } => {
             if inner.thumbnail_busy.swap(true, Ordering::AcqRel) {
                 tracing::info!(%key, "a thumbnail is still being made: this one is skipped");
                 return;
             }
             let owner = inner.clone();
-            tokio::task::spawn_blocking(move || {
+            let task = tokio::task::spawn_blocking(move || {
                 // Frees the decoder whatever happens, a panic included.
                 struct Free(Arc<Inner>);
                 impl Drop for Free {
@@ -236,6 +248,7 @@ async fn execute(inner: &Arc<Inner>, action: Action) {
                     Err(e) => tracing::warn!(%key, error = %e, "cannot make a thumbnail"),
                 }
             });
+            *inner.thumbnail_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         }
     }
 }
