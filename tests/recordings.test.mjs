@@ -195,11 +195,12 @@ describe('recordings on the watch page', { timeout: 420_000 }, () => {
     const playlist = await (await fetch(rec.playbackUrl)).text();
     assert.match(playlist, /#EXT-X-PLAYLIST-TYPE:VOD/);
     assert.match(playlist, /#EXT-X-ENDLIST/);
-    // The resumed broadcast's media continues the recording's timeline
-    // (same encoder settings: one init), so no discontinuity; the program
-    // date-time is given again where the wall clock jumped.
+    // The resumed broadcast's media continues the recording's timeline, so
+    // no discontinuity (a second EXT-X-MAP if the browser's encoder came
+    // back with other parameters); the program date-time is given again
+    // where the wall clock jumped.
     assert.doesNotMatch(playlist, /#EXT-X-DISCONTINUITY/, playlist);
-    assert.equal(playlist.match(/#EXT-X-MAP:/g)?.length, 1, playlist);
+    assert.ok([1, 2].includes(playlist.match(/#EXT-X-MAP:/g)?.length), playlist);
     assert.equal(playlist.match(/#EXT-X-PROGRAM-DATE-TIME:/g)?.length, 2, playlist);
 
     const played = await playToTheEnd(hls, `${BASE}/watch/channel/${channel.id}?player=hls`, live);

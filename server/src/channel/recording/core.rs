@@ -6,10 +6,10 @@
 //! packager served, never re-encoded) and the playlist is written again.
 //! When the broadcast is interrupted or ends ([`Input::Away`]), the
 //! recording waits [`RecordingSettings::reconnect_window`]: a segment
-//! within it continues the same recording after `EXT-X-DISCONTINUITY` (and
-//! a new `EXT-X-MAP` if the init segment changed); once it passes, the
-//! playlist gets `EXT-X-ENDLIST` and `recording-ended.json` is written, and
-//! a later broadcast starts a new recording.
+//! within it continues the same recording (after a new `EXT-X-MAP` if the
+//! init segment changed); once it passes, the playlist gets `EXT-X-ENDLIST`
+//! and `recording-ended.json` is written, and a later broadcast starts a new
+//! recording.
 //!
 //! The recording's media runs on one timeline. A broadcast that comes back
 //! is a new ingest session whose timestamps start again near 0 (or jump by
@@ -27,12 +27,14 @@
 //! split the buffered ranges, and the IVS Player does not play across one:
 //! it stalls and then reports the end.
 //!
-//! With the timeline continuous and the init segment unchanged, the break
-//! gets no `EXT-X-DISCONTINUITY` (only an `EXT-X-PROGRAM-DATE-TIME`, since
-//! the wall clock jumped): the media is one continuous sequence, and the IVS
-//! Player re-places the media after a discontinuity itself (leaving a gap
-//! again). A new init segment (new encoder parameters) or a segment whose
-//! decode times cannot be moved keeps the discontinuity.
+//! With the timeline continuous, a break gets no `EXT-X-DISCONTINUITY`
+//! (only an `EXT-X-PROGRAM-DATE-TIME`, since the wall clock jumped, and a new
+//! `EXT-X-MAP` if the encoder's parameters changed): the media is one
+//! sequence of timestamps, so HLS does not require the tag, and players do
+//! worse with it: the IVS Player re-places the media after a discontinuity
+//! itself (a gap again), and hls.js lost the page on a discontinuity whose
+//! media overlaps what came before. Only a segment whose decode times cannot
+//! be read or moved (its timestamps do jump) comes after a discontinuity.
 //!
 //! Every object of a recording lives under `{channel}/{recording}/`:
 //! `events/recording-started.json`, `events/recording-ended.json`,
@@ -327,7 +329,7 @@ impl Active {
         let duration = placed.as_ref().map_or(segment.duration, |p| p.duration);
         let discontinuity = !self.entries.is_empty()
             && match &placed {
-                Some(p) => map.is_some() || !p.continuous,
+                Some(p) => !p.continuous,
                 None => after_break || map.is_some(),
             };
         out.push(self.put(&format!("media/hls/{uri}"), data, Content::Segment));
