@@ -153,7 +153,7 @@ impl Ladder {
             .filter(|(_, p)| p.has_media() && !p.is_ended())
             .filter_map(|(rid, p)| variant_of(p, &format!("{rid}/media.m3u8")))
             .collect();
-        out.sort_by(|a, b| (b.width * b.height, b.bandwidth).cmp(&(a.width * a.height, a.bandwidth)));
+        out.sort_by_key(|v| std::cmp::Reverse((v.width * v.height, v.bandwidth)));
         out
     }
 }

@@ -505,7 +505,7 @@ pub fn close_orphan(started: &[u8], playlist: &str) -> Option<(String, Vec<u8>)>
         .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
         .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.timestamp_millis())
-        .last();
+        .next_back();
     let ended = last_pdt.unwrap_or(start_ms).max(start_ms.saturating_add((seconds * 1000.0) as i64));
     doc["recording_status"] = "RECORDING_ENDED".into();
     doc["recording_ended_at"] = iso(ended).into();
