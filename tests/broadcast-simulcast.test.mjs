@@ -192,7 +192,7 @@ describe('a simulcast broadcast', { timeout: 180_000 }, () => {
 
     // The channel packages each layer as a rendition of one ladder, the top first.
     const index = await (await fetch(`${BASE}/hls/${channel.id}/index.m3u8`)).text();
-    const sizes = [...index.matchAll(/RESOLUTION=(\d+x\d+)\n(\S+)/g)].map((m) => `${m[1]} ${m[2]}`);
+    const sizes = [...index.matchAll(/RESOLUTION=(\d+x\d+)[^\n]*\n(\S+)/g)].map((m) => `${m[1]} ${m[2]}`);
     assert.deepEqual(sizes, ['852x480 media.m3u8', '426x240 low/media.m3u8'], index);
 
     await waitPlayerState(viewer, 'Live', 40000);

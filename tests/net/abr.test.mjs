@@ -19,10 +19,10 @@ const MEASURE_MS = 60_000;
 const TOP_HEIGHT = 480;
 /** Why the IVS Player's check is `todo` (its debug log, three runs). */
 const IVS_ABR =
-  'not met: the IVS Player (auto quality on, both qualities listed) measures the 1 Mbit/s link right ' +
-  '("bandwidth estimate 940 kbps") yet stays on the 1.6–1.8 Mbit/s 480p rendition and never switches; ' +
-  'it rebuffers, falls out of the live window (404) and restarts: 28–30 s stalled in 60 s. ' +
-  'The unlimited one plays 480p with no stall';
+  'not met every time yet: with video groups in the multivariant playlist the IVS Player switches ' +
+  '(before them it never did: 28–30 s stalled), but in two runs: limited 66 % at 240p with 0.00 s ' +
+  'stalled (a third of the time probing 480p), then 100 % at 240p with 8.25 s stalled while the ' +
+  'unlimited one also chose 240p (3 s stalled) — on 2 cores after the hls.js half';
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
 const originFlags = (net) => [`--unsafely-treat-insecure-origin-as-secure=${net.url}`];

@@ -60,12 +60,15 @@ pub fn first_msn(top_open: Option<(u64, u64)>, top_next: u64, segment_target_tic
 }
 
 /// The multivariant playlist of `variants`, in the order given (a player
-/// without a bandwidth estimate yet starts with the first).
+/// without a bandwidth estimate yet starts with the first). Each variant is
+/// named by its own video group, as IVS's playlists do: without the groups
+/// the IVS Player lists the qualities but never switches between them.
 pub fn multivariant(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in variants {
+        let name = format!("{}p", v.height);
         out.push_str(&format!(
-            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{},mp4a.40.2\",RESOLUTION={}x{}\n{}\n",
+            "#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID=\"{name}\",NAME=\"{name}\",AUTOSELECT=YES,DEFAULT=YES\n#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{},mp4a.40.2\",RESOLUTION={}x{},VIDEO=\"{name}\",FRAME-RATE=30.000\n{}\n",
             v.bandwidth, v.codec, v.width, v.height, v.uri
         ));
     }
@@ -221,12 +224,13 @@ mod tests {
         let text = multivariant(&[v("media.m3u8", 1_600_000, 852, 480), v("low/media.m3u8", 450_000, 426, 240)]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
+        assert_eq!(lines[3], "#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID=\"480p\",NAME=\"480p\",AUTOSELECT=YES,DEFAULT=YES");
         assert_eq!(
-            lines[3],
-            "#EXT-X-STREAM-INF:BANDWIDTH=1600000,CODECS=\"avc1.42e01f,mp4a.40.2\",RESOLUTION=852x480"
+            lines[4],
+            "#EXT-X-STREAM-INF:BANDWIDTH=1600000,CODECS=\"avc1.42e01f,mp4a.40.2\",RESOLUTION=852x480,VIDEO=\"480p\",FRAME-RATE=30.000"
         );
-        assert_eq!(lines[4], "media.m3u8");
-        assert!(lines[5].contains("BANDWIDTH=450000") && lines[5].contains("RESOLUTION=426x240"));
-        assert_eq!(lines[6], "low/media.m3u8");
+        assert_eq!(lines[5], "media.m3u8");
+        assert!(lines[7].contains("BANDWIDTH=450000") && lines[7].contains("RESOLUTION=426x240"));
+        assert_eq!(lines[8], "low/media.m3u8");
     }
 }
