@@ -211,17 +211,17 @@ impl Broadcast {
     /// `settled` is false while an announced lower rendition has no
     /// complete segment yet (its bandwidth is unknown).
     pub fn multivariant(&self) -> Option<(String, bool)> {
-        let top = self.with_packager(|p| {
-            (p.has_media() || p.is_ended()).then(|| (p.multivariant_playlist(), ladder::variant_of(p, "media.m3u8")))
-        })?;
         let (lower, settled) = self.with_ladder(|l| (l.variants(), l.settled()));
-        match (top, lower.is_empty()) {
-            ((single, _), true) | ((single, None), false) => Some((single, settled)),
-            ((_, Some(top)), false) => {
-                let all: Vec<_> = std::iter::once(top).chain(lower).collect();
-                Some((ladder::multivariant(&all), settled))
+        self.with_packager(|p| {
+            if !p.has_media() && !p.is_ended() {
+                return None;
             }
-        }
+            let text = match ladder::variant_of(p, "media.m3u8") {
+                Some(top) if !lower.is_empty() => ladder::multivariant(&[vec![top], lower].concat()),
+                _ => p.multivariant_playlist(),
+            };
+            Some((text, settled))
+        })
     }
 
     /// Woken on every packager change.

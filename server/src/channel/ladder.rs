@@ -14,7 +14,7 @@
 //! step with it.
 
 use super::fmp4::VIDEO_TIMESCALE;
-use super::packager::Packager;
+use super::packager::{bandwidth_estimate, Packager};
 use crate::sfu::layers::known_rank;
 
 /// One `EXT-X-STREAM-INF` entry.
@@ -80,10 +80,9 @@ pub fn multivariant(variants: &[Variant]) -> String {
 /// or a size-based guess before a segment completes.
 pub fn variant_of(p: &Packager, uri: &str) -> Option<Variant> {
     let info = p.video_info()?;
-    let guess = (u64::from(info.width) * u64::from(info.height) * 3).clamp(300_000, 8_000_000) + 128_000;
     Some(Variant {
         uri: uri.to_owned(),
-        bandwidth: p.peak_bitrate().unwrap_or(guess),
+        bandwidth: p.peak_bitrate().unwrap_or_else(|| bandwidth_estimate(info.width, info.height)),
         codec: info.codec_string(),
         width: info.width,
         height: info.height,

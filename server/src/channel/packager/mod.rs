@@ -33,7 +33,7 @@ use super::h264::{self, AccessUnit, H264Error, SpsInfo, MAX_ACCESS_UNIT_BYTES};
 
 mod playlist;
 mod resume;
-pub use playlist::{CompletedSegment, MediaName, SegmentChunk};
+pub use playlist::{bandwidth_estimate, CompletedSegment, MediaName, SegmentChunk};
 pub use resume::Continuity;
 
 /// Samples per AAC-LC frame.

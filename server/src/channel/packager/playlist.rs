@@ -232,7 +232,7 @@ pub enum MediaName {
 }
 
 /// A rough peak bitrate for `BANDWIDTH` (browsers send ~2.5 Mbps at 720p).
-fn bandwidth_estimate(width: u32, height: u32) -> u64 {
+pub fn bandwidth_estimate(width: u32, height: u32) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
     (pixels * 3).clamp(300_000, 8_000_000) + 128_000
 }
