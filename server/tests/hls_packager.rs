@@ -3,6 +3,7 @@
 //! ffmpeg is installed) output that ffprobe reads as H.264 + AAC.
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use stagecast_server::channel::audio::{self, OpusToAac};
@@ -150,7 +151,7 @@ fn playlist_has_the_ll_hls_tags_parts_and_segments() -> Result<()> {
 
 #[test]
 fn sliding_window_drops_old_segments_and_advances_media_sequence() -> Result<()> {
-    let config = PackagerConfig { window_segments: 4, ..PackagerConfig::default() };
+    let config = PackagerConfig { window_segments: 4, retain: Duration::from_millis(3500), ..PackagerConfig::default() };
     let mut p = Packager::new(config, audio_params());
     let mut audio_next = 0;
     feed(&mut p, 0, 30 * 12, &mut audio_next);
@@ -159,7 +160,15 @@ fn sliding_window_drops_old_segments_and_advances_media_sequence() -> Result<()>
     let first: u64 = parsed.segments[0].1.trim_start_matches("seg").trim_end_matches(".m4s").parse()?;
     ensure!(parsed.media_sequence == first, "MEDIA-SEQUENCE = first listed segment");
     ensure!(first >= 6, "old segments dropped (first is {first})");
-    ensure!(p.segment(0).is_none(), "dropped segments are gone");
+    ensure!(p.segment(0).is_none(), "segments dropped longer ago than `retain` are gone");
+    // The three before the window are still served whole (a late fetch, the
+    // IVS Player's bandwidth probe), from the segment request too.
+    for msn in first - 3..first {
+        let data = p.segment(msn).with_context(|| format!("seg{msn} kept after leaving the window"))?;
+        let chunk = p.segment_from(msn, 0).context("served as a complete segment")?;
+        ensure!(chunk.complete && chunk.data == data && !data.is_empty(), "seg{msn} whole and complete");
+    }
+    ensure!(p.segment(first - 4).is_none(), "no more than `retain` of media is kept: {}", first - 4);
     // Parts are listed only for the newest segments.
     let oldest_prefix = format!("part{first}.");
     ensure!(!parsed.parts.iter().any(|(_, u, _)| u.starts_with(&oldest_prefix)), "old parts not listed");

@@ -70,6 +70,14 @@ pub struct PackagerConfig {
     pub window_segments: usize,
     /// Completed segments (the newest) whose parts are still listed.
     pub segments_with_parts: usize,
+    /// How long (in media time) a segment stays fetchable after it leaves
+    /// the playlist, within [`PackagerConfig::retain_bytes`]. RFC 8216
+    /// §6.2.2 asks for at least the playlist's duration; the IVS Player's
+    /// bandwidth probe re-fetches one old segment for as long as it stays on
+    /// a quality, and drops that quality when the fetch fails.
+    pub retain: Duration,
+    /// The most bytes kept for segments that left the playlist.
+    pub retain_bytes: usize,
     /// Media sequence number of the first segment. Giving each broadcast of
     /// a channel a fresh range keeps segment URLs unique, so they can be
     /// cached as immutable.
@@ -87,6 +95,8 @@ impl Default for PackagerConfig {
             target_duration_secs: 2,
             window_segments: 7,
             segments_with_parts: 3,
+            retain: Duration::from_secs(30),
+            retain_bytes: 24 << 20,
             first_msn: 0,
         }
     }
@@ -169,6 +179,14 @@ pub enum PartLookup {
     Missing,
 }
 
+/// A complete segment that left the playlist window, kept for late fetches.
+struct Retired {
+    msn: u64,
+    data: Vec<u8>,
+    /// Seconds.
+    duration: f64,
+}
+
 struct PendingVideo {
     pts: u64,
     keyframe: bool,
@@ -190,6 +208,9 @@ pub struct Packager {
     discontinuity_next: bool,
     /// Completed segments in the window, then the open one (if live).
     segments: VecDeque<Segment>,
+    /// Complete segments that left the window, oldest first (bounded by
+    /// [`PackagerConfig::retain`] and [`PackagerConfig::retain_bytes`]).
+    retired: VecDeque<Retired>,
     next_msn: u64,
     pending_video: Vec<PendingVideo>,
     pending_audio: VecDeque<(u64, Vec<u8>)>,
@@ -241,6 +262,7 @@ impl Packager {
             discontinuity_sequence: 0,
             discontinuity_next: false,
             segments: VecDeque::new(),
+            retired: VecDeque::new(),
             next_msn: first_msn,
             pending_video: Vec::new(),
             pending_audio: VecDeque::new(),
@@ -635,14 +657,40 @@ impl Packager {
             }
         }
         while self.segments.iter().filter(|s| s.complete).count() > self.config.window_segments {
-            if self.segments.pop_front().is_some_and(|s| s.discontinuity) {
+            let Some(old) = self.segments.pop_front() else { break };
+            if old.discontinuity {
                 self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
             }
+            self.retire(old);
         }
         // Keep the init segments the window still needs (and the current one).
         let oldest = self.segments.front().map_or(u32::MAX, |s| s.init).min(self.current_init());
         self.inits.retain(|(v, _)| *v >= oldest);
         self.version += 1;
+    }
+
+    /// Keeps `old` (which left the window) fetchable, dropping the oldest
+    /// retired segments beyond the time and byte bounds.
+    fn retire(&mut self, old: Segment) {
+        if !old.complete {
+            return;
+        }
+        let duration = old.duration();
+        let data: Vec<u8> = old.parts.into_iter().flat_map(|p| p.data).collect();
+        self.retired.push_back(Retired { msn: old.msn, data, duration });
+        let (keep_secs, keep_bytes) = (self.config.retain.as_secs_f64(), self.config.retain_bytes);
+        loop {
+            let secs: f64 = self.retired.iter().map(|r| r.duration).sum();
+            let bytes: usize = self.retired.iter().map(|r| r.data.len()).sum();
+            if (secs <= keep_secs && bytes <= keep_bytes) || self.retired.pop_front().is_none() {
+                break;
+            }
+        }
+    }
+
+    /// A segment that left the window but is still kept.
+    fn retired(&self, msn: u64) -> Option<&[u8]> {
+        self.retired.iter().find(|r| r.msn == msn).map(|r| r.data.as_slice())
     }
 
     /// The broadcast ended: flush what is pending and add `EXT-X-ENDLIST`.

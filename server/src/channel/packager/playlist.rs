@@ -102,16 +102,23 @@ impl Packager {
 
     /// A complete segment: its parts back to back.
     pub fn segment(&self, msn: u64) -> Option<Vec<u8>> {
-        let seg = self.segments.iter().find(|s| s.msn == msn && s.complete)?;
+        let Some(seg) = self.segments.iter().find(|s| s.msn == msn && s.complete) else {
+            return self.retired(msn).map(<[u8]>::to_vec);
+        };
         Some(seg.parts.iter().flat_map(|p| p.data.iter().copied()).collect())
     }
 
     /// Segment `msn` from part `from` on, also while it is being built (the
     /// IVS Player's `EXT-X-PREFETCH`) or before it starts when it is the next
-    /// one (an empty chunk: wait). `None`: not in the window, or nothing more
-    /// will come (the stream ended or the broadcaster is away).
+    /// one (an empty chunk: wait); a segment that left the window but is
+    /// still kept comes whole. `None`: not kept, or nothing more will come
+    /// (the stream ended or the broadcaster is away).
     pub fn segment_from(&self, msn: u64, from: usize) -> Option<SegmentChunk> {
         let Some(seg) = self.segments.iter().find(|s| s.msn == msn) else {
+            if let Some(data) = self.retired(msn) {
+                let data = if from == 0 { data.to_vec() } else { Vec::new() };
+                return Some(SegmentChunk { data, next_part: usize::MAX, complete: true });
+            }
             let upcoming = !self.ended && !self.is_interrupted() && msn == self.next_msn;
             return upcoming.then(|| SegmentChunk { data: Vec::new(), next_part: 0, complete: false });
         };
