@@ -63,7 +63,17 @@ async fn a_prefetched_segment_streams_its_parts_as_they_are_cut() -> Result<()> 
     // Complete now: the same URI is listed and serves exactly what was streamed, as immutable.
     let complete = server.get(&format!("{hls}/{uri}")).await?;
     ensure!(complete.headers()[header::CACHE_CONTROL].to_str()?.contains("immutable"));
+    ensure!(complete.headers()[header::ACCEPT_RANGES] == "bytes", "a complete segment takes byte ranges");
     ensure!(complete.bytes().await?.to_vec() == streamed, "the streamed bytes are the segment");
+    // A byte range of it (the IVS Player's bandwidth probe asks for one to
+    // measure latency): 206 with exactly those bytes; past the end, 416.
+    let url = format!("{}{hls}/{uri}", server.base);
+    let part = server.http.get(&url).header(header::RANGE, "bytes=0-99").send().await?;
+    ensure!(part.status() == 206, "a range: {}", part.status());
+    ensure!(part.headers()[header::CONTENT_RANGE].to_str()? == format!("bytes 0-99/{}", streamed.len()));
+    ensure!(part.bytes().await?.to_vec() == streamed[..100], "the first 100 bytes");
+    let past = server.http.get(&url).header(header::RANGE, format!("bytes={}-", streamed.len())).send().await?;
+    ensure!(past.status() == 416, "a range past the end: {}", past.status());
     let _host = streaming.await??;
     Ok(())
 }

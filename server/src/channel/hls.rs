@@ -32,6 +32,7 @@ use super::holds::HoldPermit;
 use super::ladder;
 use super::packager::{MediaName, Packager, PartLookup, Readiness};
 use super::Broadcast;
+use crate::http::range;
 use crate::ops::{HlsKind, HlsMetrics};
 use crate::serve::origin::client_ip;
 use crate::AppState;
@@ -48,7 +49,9 @@ pub fn router() -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .expose_headers([HeaderName::from_static(SERVER_TIME_HEADER), header::DATE]);
+        // Players on other origins ask for byte ranges of segments too.
+        .allow_headers([header::RANGE])
+        .expose_headers([HeaderName::from_static(SERVER_TIME_HEADER), header::DATE, header::CONTENT_RANGE]);
     Router::new()
         .route("/hls/{id}/{file}", get(hls_file))
         .route("/hls/{id}/{rid}/{file}", get(hls_rendition_file))
@@ -185,7 +188,10 @@ async fn handle(
                 None => plain(StatusCode::NOT_FOUND, "channel is offline"),
                 Some(b) => match state.channels.hold(&id, ip) {
                     None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
-                    Some(permit) => serve(Feed { b, rid }, &file, &query, session, permit, &state.ops.hls).await,
+                    Some(permit) => {
+                        let asked = Asked { query: &query, session, headers: &headers };
+                        serve(Feed { b, rid }, &file, &asked, permit, &state.ops.hls).await
+                    }
                 },
             };
             if session.is_some() {
@@ -211,15 +217,17 @@ fn private_cache(response: &mut Response) {
     }
 }
 
-/// `session`: a private channel's playback session, for the playlists' URIs.
-async fn serve(
-    feed: Feed,
-    file: &str,
-    query: &HashMap<String, String>,
-    session: Option<&str>,
-    permit: HoldPermit,
-    metrics: &HlsMetrics,
-) -> Response {
+/// What a request asked besides the file.
+struct Asked<'a> {
+    query: &'a HashMap<String, String>,
+    /// A private channel's playback session, for the playlists' URIs.
+    session: Option<&'a str>,
+    /// For `Range`.
+    headers: &'a HeaderMap,
+}
+
+async fn serve(feed: Feed, file: &str, asked: &Asked<'_>, permit: HoldPermit, metrics: &HlsMetrics) -> Response {
+    let Asked { query, session, headers } = *asked;
     let Some(timeout) = feed.with(|p| p.config().blocking_timeout()) else {
         return plain(StatusCode::NOT_FOUND, "no such rendition");
     };
@@ -246,12 +254,12 @@ async fn serve(
             let result = wait_for(feed, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
             match result {
                 // The same URL serves each broadcast's init: revalidate.
-                Some(Wait::Done(init)) => reply("video/mp4", "no-cache", init),
+                Some(Wait::Done(init)) => range::respond(headers, "video/mp4", "no-cache", init),
                 _ => plain(StatusCode::NOT_FOUND, "no init segment yet"),
             }
         }
         name => match Packager::parse_media_name(name) {
-            Some(MediaName::Segment(msn)) => segment(feed, msn, timeout, permit, metrics),
+            Some(MediaName::Segment(msn)) => segment(feed, msn, headers, timeout, permit, metrics),
             Some(MediaName::Part(msn, n)) => {
                 metrics.count(HlsKind::Part);
                 let result = wait_for(feed, timeout, |p| match p.part(msn, n) {
@@ -261,7 +269,7 @@ async fn serve(
                 })
                 .await;
                 match result {
-                    Some(Wait::Done(data)) => reply(MEDIA, IMMUTABLE, data),
+                    Some(Wait::Done(data)) => range::respond(headers, MEDIA, IMMUTABLE, data),
                     _ => plain(StatusCode::NOT_FOUND, "no such part"),
                 }
             }
@@ -343,17 +351,25 @@ async fn playlist(feed: &Feed, query: &HashMap<String, String>, session: Option<
     }
 }
 
-/// `seg{msn}.m4s`: a complete segment at once (immutable); the segment being
-/// built (or the next one) as a chunked `200` that writes each part as it is
-/// cut and ends when the segment completes — never cached as immutable.
-fn segment(feed: &Feed, msn: u64, timeout: Duration, permit: HoldPermit, metrics: &HlsMetrics) -> Response {
+/// `seg{msn}.m4s`: a complete segment at once (immutable, byte ranges
+/// taken); the segment being built (or the next one) as a chunked `200`
+/// that writes each part as it is cut and ends when the segment completes —
+/// never cached as immutable.
+fn segment(
+    feed: &Feed,
+    msn: u64,
+    headers: &HeaderMap,
+    timeout: Duration,
+    permit: HoldPermit,
+    metrics: &HlsMetrics,
+) -> Response {
     let Some(first) = feed.with(|p| p.segment_from(msn, 0)).flatten() else {
         metrics.count(HlsKind::Segment);
         return plain(StatusCode::NOT_FOUND, "no such segment");
     };
     if first.complete {
         metrics.count(HlsKind::Segment);
-        return reply(MEDIA, IMMUTABLE, first.data);
+        return range::respond(headers, MEDIA, IMMUTABLE, first.data);
     }
     metrics.count(HlsKind::Prefetch);
     // At most a segment's worth of waiting for its start plus its own length.

@@ -5,6 +5,7 @@
 //! another area's HTTP module for these.
 
 pub mod page;
+pub mod range;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
