@@ -182,10 +182,10 @@ async fn delete(
 }
 
 /// What a player may do with channel `id`'s recordings (403 as JSON otherwise).
-fn authorize(state: &AppState, id: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Access, Response> {
+fn authorize(state: &AppState, id: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Access, AppError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query, origin };
-    access::check(&state.channels, &state.keys, id, &presented, crate::auth::now_unix()).map_err(IntoResponse::into_response)
+    access::check(&state.channels, &state.keys, id, &presented, crate::auth::now_unix())
 }
 
 async fn public_list(
@@ -198,7 +198,7 @@ async fn public_list(
         return AppError::from(e).into_response();
     }
     if let Err(refused) = authorize(&state, &id, &query, &headers) {
-        return refused;
+        return refused.into_response();
     }
     match recordings(&state, &headers, &id).await {
         Ok(recordings) => {
@@ -225,7 +225,7 @@ async fn playback(
         return plain(StatusCode::NOT_FOUND, "no such file");
     }
     let session = match authorize(&state, &id, &query, &headers) {
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
         Ok(Access::Open) => None,
         Ok(Access::Granted { session }) => Some(session),
     };
