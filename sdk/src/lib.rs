@@ -13,6 +13,11 @@
 
 pub mod core;
 
+// The allocator's logic builds (and is tested) everywhere; it becomes the
+// global allocator only on wasm32 with the `heap` feature.
+#[cfg_attr(not(all(target_arch = "wasm32", feature = "heap")), allow(dead_code))]
+mod heap;
+
 #[cfg(target_arch = "wasm32")]
 mod web;
 
