@@ -47,6 +47,19 @@ async fn whip_requests_are_checked_in_order_and_refused_with_codes() -> Result<(
         Some((404, "PUBLISHER_NOT_FOUND".into()))
     );
     assert_eq!(server.delete("/v1/stage/whip/sessions/nope", &alice.token).await?, 404);
+    // Every media path checks the token first, whatever else is wrong.
+    let session = format!("{}/v1/stage/whip/sessions/nope", server.base);
+    for req in [
+        server.http.get(format!("{session}/layer")),
+        server.http.post(format!("{session}/layer")).header("content-type", "application/json").body("not json"),
+        server.http.delete(&session),
+        server.http.post(format!("{}{subscribe}", server.base)).header("content-type", "application/sdp").body("garbage"),
+    ] {
+        let res = req.send().await?;
+        assert_eq!(res.status().as_u16(), 401, "{}", res.url());
+        let err: serde_json::Value = res.json().await?;
+        assert_eq!(err["code"], "TOKEN_MALFORMED");
+    }
 
     // WHIP clients probe with OPTIONS; browsers on other origins preflight.
     let res = server.http.request(reqwest::Method::OPTIONS, format!("{}{publish}", server.base)).send().await?;

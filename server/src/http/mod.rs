@@ -1,16 +1,20 @@
 //! The HTTP layer every area shares: the error type and JSON extractors,
-//! the API-key extractor, the base URLs a request addressed, paging and
-//! limits on names. `api/` (control plane, demo backend), `chat/`,
+//! the API-key and participant-token extractors, the base URLs a request
+//! addressed, paging and limits on names. `api/` (control plane, demo backend), `chat/`,
 //! `channel/` and `ops/` build their routes on it, and none of them imports
 //! another area's HTTP module for these.
 
 pub mod page;
 pub mod range;
 
+use std::marker::PhantomData;
+
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use stagecast_protocol::control::StageEndpoints;
+use stagecast_protocol::token::ParticipantClaims;
+use stagecast_protocol::{ParticipantId, StageId};
 
 use crate::auth;
 pub use crate::error::{AppError, JsonBody};
@@ -42,6 +46,70 @@ impl FromRequestParts<AppState> for ApiKey {
             )),
         }
     }
+}
+
+/// The capability a [`Participant`] extractor demands, as a type: a
+/// handler's signature says what its token must allow.
+pub mod need {
+    use stagecast_protocol::token::Capability;
+
+    pub trait Need: Send + Sync + 'static {
+        const CAPABILITY: Capability;
+    }
+
+    /// Any participant of the stage (every token may join).
+    pub struct Join;
+    pub struct Publish;
+    pub struct Subscribe;
+
+    impl Need for Join {
+        const CAPABILITY: Capability = Capability::Join;
+    }
+    impl Need for Publish {
+        const CAPABILITY: Capability = Capability::Publish;
+    }
+    impl Need for Subscribe {
+        const CAPABILITY: Capability = Capability::Subscribe;
+    }
+}
+
+/// Extractor: a participant token as `Authorization: Bearer`, verified by
+/// [`AppState::authorize`] (signature, expiry, the stage exists, not
+/// disconnected) for capability `C`; `401 TOKEN_MALFORMED` without one.
+pub struct Participant<C> {
+    pub claims: ParticipantClaims,
+    _need: PhantomData<C>,
+}
+
+impl<C> Participant<C> {
+    /// The token's stage and participant.
+    pub fn ids(&self) -> (StageId, ParticipantId) {
+        (StageId(self.claims.topic.clone()), ParticipantId(self.claims.jti.clone()))
+    }
+}
+
+impl<C: need::Need> FromRequestParts<AppState> for Participant<C> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = state.authorize(participant_bearer(&parts.headers)?, C::CAPABILITY)?;
+        Ok(Participant { claims, _need: PhantomData })
+    }
+}
+
+/// The participant token of `Authorization: Bearer <token>`, or why not.
+pub fn participant_bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| AppError::unauthorized("TOKEN_MALFORMED", "missing Authorization: Bearer <participant token>"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| AppError::unauthorized("TOKEN_MALFORMED", "the Authorization header must be `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AppError::unauthorized("TOKEN_MALFORMED", "the Authorization header must be `Bearer <token>`"));
+    }
+    Ok(token.trim())
 }
 
 /// A stream key sent where the API key belongs (unless the API key itself

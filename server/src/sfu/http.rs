@@ -42,6 +42,7 @@ use tower_http::cors::{Any, CorsLayer};
 use super::core::{LayerReport, LayerRequest, LayerStart};
 use super::{SessionId, SfuError};
 use crate::error::{sdp_unreadable, JsonBody, QueryParams};
+use crate::http::{need, participant_bearer, Participant};
 use crate::{turn, AppError, AppState};
 
 /// Largest SDP offer accepted. Chrome's offers are a few KB.
@@ -99,7 +100,7 @@ pub fn router() -> Router<AppState> {
 /// 204 with CORS preflight headers; with a valid participant token, also
 /// that participant's ICE servers as `Link` headers.
 async fn whip_options(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let servers = bearer(&headers)
+    let servers = participant_bearer(&headers)
         .ok()
         .and_then(|token| state.authorize(token, Capability::Join).ok())
         .map(|claims| state.ice_servers(&claims))
@@ -107,29 +108,9 @@ async fn whip_options(State(state): State<AppState>, headers: HeaderMap) -> Resp
     turn::whip_options_response(ALLOW, &servers)
 }
 
-/// The token of `Authorization: Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| AppError::unauthorized("TOKEN_MALFORMED", "missing Authorization: Bearer <participant token>"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| AppError::unauthorized("TOKEN_MALFORMED", "the Authorization header must be `Bearer <token>`"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(AppError::unauthorized("TOKEN_MALFORMED", "the Authorization header must be `Bearer <token>`"));
-    }
-    Ok(token.trim())
-}
-
-fn ids(claims: &ParticipantClaims) -> (StageId, ParticipantId) {
-    (StageId(claims.topic.clone()), ParticipantId(claims.jti.clone()))
-}
-
-/// Token, capability and membership (subscribing), in that order.
-fn admit(state: &AppState, headers: &HeaderMap, need: Capability) -> Result<(StageId, ParticipantId, ParticipantClaims), AppError> {
-    let claims = state.authorize(bearer(headers)?, need)?;
-    let (stage, participant) = ids(&claims);
+/// Membership (subscribing), after the token (its extractor).
+fn admit(state: &AppState, who: &Participant<need::Subscribe>) -> Result<(StageId, ParticipantId), AppError> {
+    let (stage, participant) = who.ids();
     if !state.stages.is_connected(&stage, &participant) {
         // Tells an SDK whose event-plane upgrade was refused (browsers hide
         // the status) that the stage is full.
@@ -141,7 +122,7 @@ fn admit(state: &AppState, headers: &HeaderMap, need: Capability) -> Result<(Sta
             "connect to the stage event plane (events_url) before publishing or subscribing",
         ));
     }
-    Ok((stage, participant, claims))
+    Ok((stage, participant))
 }
 
 /// The participant may have left while the SFU built the session, after the
@@ -177,9 +158,13 @@ fn created(state: &AppState, claims: &ParticipantClaims, session: &SessionId, an
 
 /// Token, capability, a place on the stage (membership or room for a
 /// WHIP-only member), SDP; the session; then that it still holds a place.
-async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, AppError> {
-    let claims = state.authorize(bearer(&headers)?, Capability::Publish)?;
-    let (stage, participant) = ids(&claims);
+async fn publish(
+    State(state): State<AppState>,
+    who: Participant<need::Publish>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let (stage, participant) = who.ids();
+    let claims = who.claims;
     let admission = state.stages.begin_whip_publish(&claims, state.config.max_stage_members)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.publish(stage.clone(), participant.clone(), offer).await?;
@@ -214,12 +199,13 @@ struct SubscribeQuery {
 
 async fn subscribe(
     State(state): State<AppState>,
+    who: Participant<need::Subscribe>,
     Path(publisher): Path<String>,
     QueryParams(query): QueryParams<SubscribeQuery>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let (stage, subscriber, claims) = admit(&state, &headers, Capability::Subscribe)?;
+    let (stage, subscriber) = admit(&state, &who)?;
+    let claims = who.claims;
     let (start, cap) = match query.layer.as_deref() {
         None | Some("lowest" | "lowest_quality") => (LayerStart::Lowest, None),
         Some("highest" | "highest_quality") => (LayerStart::Highest, None),
@@ -239,36 +225,42 @@ async fn subscribe(
 
 /// The session's stage must be the token's (else it reads as not found);
 /// the SFU checks the participant.
-async fn owned(state: &AppState, headers: &HeaderMap, session: &SessionId) -> Result<ParticipantId, AppError> {
-    let claims = state.authorize(bearer(headers)?, Capability::Join)?;
-    let (stage, participant) = ids(&claims);
+async fn owned(state: &AppState, who: &Participant<need::Join>, session: &SessionId) -> Result<ParticipantId, AppError> {
+    let (stage, participant) = who.ids();
     match state.sfu.session_owner(session.clone()).await {
         Some((s, _)) if s == stage => Ok(participant),
         _ => Err(SfuError::SessionNotFound(session.clone()).into()),
     }
 }
 
-async fn get_layers(State(state): State<AppState>, Path(session): Path<String>, headers: HeaderMap) -> Result<Json<LayerReport>, AppError> {
+async fn get_layers(
+    State(state): State<AppState>,
+    who: Participant<need::Join>,
+    Path(session): Path<String>,
+) -> Result<Json<LayerReport>, AppError> {
     let session = SessionId(session);
-    let participant = owned(&state, &headers, &session).await?;
+    let participant = owned(&state, &who, &session).await?;
     Ok(Json(state.sfu.layers(session, participant).await?))
 }
 
 async fn set_layer(
     State(state): State<AppState>,
+    who: Participant<need::Join>,
     Path(session): Path<String>,
-    headers: HeaderMap,
     JsonBody(req): JsonBody<LayerRequest>,
 ) -> Result<StatusCode, AppError> {
     let session = SessionId(session);
-    let participant = owned(&state, &headers, &session).await?;
+    let participant = owned(&state, &who, &session).await?;
     state.sfu.set_layer(session, participant, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_session(State(state): State<AppState>, Path(session): Path<String>, headers: HeaderMap) -> Result<StatusCode, AppError> {
-    let claims = state.authorize(bearer(&headers)?, Capability::Join)?;
-    let (stage, participant) = ids(&claims);
+async fn delete_session(
+    State(state): State<AppState>,
+    who: Participant<need::Join>,
+    Path(session): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let (stage, participant) = who.ids();
     let session = SessionId(session);
     match state.sfu.session_owner(session.clone()).await {
         Some((s, _)) if s != stage => return Err(SfuError::SessionNotFound(session).into()),
