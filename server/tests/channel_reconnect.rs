@@ -217,7 +217,7 @@ fn an_interrupted_playlist_stays_open_and_continues_after_a_discontinuity() -> R
     ensure!(!text.contains("init1.mp4"), "same parameters, same init:\n{text}");
     let wall_of_key = end_wall + gap_ms + 33;
     ensure!((resumed.2 - wall_of_key).abs() <= 34, "PDT {} is the new session's wall clock {wall_of_key}", resumed.2);
-    let last_old = after.iter().filter(|s| s.0 < resumed.0).next_back().context("old segment")?;
+    let last_old = after.iter().rfind(|s| s.0 < resumed.0).context("old segment")?;
     ensure!(resumed.2 - last_old.2 >= gap_ms, "PDT jumps by the time away");
 
     // Decode times go on at the wall-clock gap, not back to the new session's zero.

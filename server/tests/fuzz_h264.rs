@@ -140,7 +140,7 @@ impl Sps {
         let w = w.checked_sub(crop_x * (l + r))?;
         let h = h.checked_sub(crop_y * (t + bottom))?;
         let ok = |v: u64| (1..=u64::from(MAX_DIMENSION)).contains(&v);
-        (ok(w) && ok(h)).then(|| (w as u32, h as u32))
+        (ok(w) && ok(h)).then_some((w as u32, h as u32))
     }
 }
 

@@ -95,7 +95,7 @@ fn extinfs(playlist: &str) -> Vec<f64> {
 }
 
 fn last_playlist(actions: &[Action]) -> Option<String> {
-    puts(actions).into_iter().filter(|(k, _)| k.ends_with("playlist.m3u8")).map(|(_, v)| v).last()
+    puts(actions).into_iter().filter(|(k, _)| k.ends_with("playlist.m3u8")).map(|(_, v)| v).next_back()
 }
 
 #[test]

@@ -323,9 +323,9 @@ pub fn listed_segments(playlist: &str) -> Result<Vec<(u64, bool, String)>> {
 }
 
 /// Fetch the init segment and every listed segment of `playlist` (all
-/// under `hls`), write them as one file and check that ffprobe reads H.264
-/// + AAC at `width`x`height` and ffmpeg decodes every frame. Returns the
-/// duration ffprobe reports.
+/// under `hls`), write them as one file and check that ffprobe reads
+/// H.264 and AAC at `width`x`height` and ffmpeg decodes every frame.
+/// Returns the duration ffprobe reports.
 pub async fn probe_playlist(server: &impl ChannelApi, hls: &str, playlist: &str, out: &std::path::Path, size: (u32, u32)) -> Result<f64> {
     let segments = listed_segments(playlist)?;
     let init = &segments.first().context("segments")?.2;

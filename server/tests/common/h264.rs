@@ -47,7 +47,7 @@ impl Bits {
     /// `nal_header` + RBSP with stop bit, emulation prevention applied.
     pub fn nal(mut self, header: u8) -> Vec<u8> {
         self.bits.push(true);
-        while self.bits.len() % 8 != 0 {
+        while !self.bits.len().is_multiple_of(8) {
             self.bits.push(false);
         }
         let bytes = self.bits.chunks(8).map(|c| c.iter().fold(0u8, |acc, b| (acc << 1) | u8::from(*b)));
