@@ -23,7 +23,7 @@ const IVS_ABR =
   'not met every time yet: the unlimited viewer now stays on 480p (it fell to 240p before segments stayed ' +
   'fetchable after leaving the playlist: the player\'s bandwidth probe got 404); the limited one plays 240p ' +
   'but its probe (bytes=0-32766 of a recent segment) estimates the 1 Mbit/s link at 6–50 Mbit/s, so it tries ' +
-  '480p for ~4 s every ~10 s: four runs on 2 cores, limited 240p 82 % / 2.5 s stalled, 65 % / 0 s, 67 % / 3.25 s ' +
+  '480p for ~4 s every ~10 s: five runs on 2 cores, limited 240p 82 % / 2.5 s stalled, 65 % / 0 s, 67 % / 3.25 s, 64 % / 0 s ' +
   '(one run with other builds on the machine: 100 % / 7.5 s, the unlimited one stalled too)';
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
