@@ -139,6 +139,10 @@ pub struct Config {
     /// How long one webhook request may take before it counts as failed.
     #[arg(long, env = "STAGECAST_WEBHOOK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+    /// After SIGTERM, how long existing stages and broadcasts may go on
+    /// (new ones are refused) before the server exits anyway.
+    #[arg(long, env = "STAGECAST_DRAIN_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Set by `start` once the listener is bound.
     #[arg(skip)]
     pub bound_http: Option<SocketAddr>,
@@ -180,6 +184,7 @@ impl Config {
             webhook_urls: Vec::new(),
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30 * 60),
             bound_http: None,
         }
     }

@@ -221,7 +221,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sfu,
         chat,
         channels,
-        ops: ops::Ops { hls: ops::HlsMetrics::default(), webhooks },
+        ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
     });
     api::spawn_idle_sweeper(&state);
     let router = app(state.clone());

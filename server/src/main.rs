@@ -1,5 +1,5 @@
 //! The `stagecast` binary: parse the configuration, start the server, wait
-//! for Ctrl-C.
+//! for Ctrl-C (stop) or SIGTERM (drain, then stop).
 
 use clap::Parser;
 
@@ -25,16 +25,32 @@ async fn main() -> anyhow::Result<()> {
         running.media_addr
     );
 
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         signal = tokio::signal::ctrl_c() => {
             signal?;
             tracing::info!("shutting down");
-            running.task.abort();
+        }
+        _ = terminate.recv() => {
+            // Drain (as LiveKit does): what runs goes on, anything new is
+            // refused, and the process ends when nothing is left; a second
+            // signal, or the drain timeout, ends it at once.
+            let state = &running.state;
+            state.ops.start_draining();
+            let timeout = state.config.drain_timeout;
+            tracing::info!(?timeout, "SIGTERM: draining; existing stages and broadcasts go on, new ones are refused");
+            tokio::select! {
+                _ = stagecast_server::ops::drained(state) => tracing::info!("drained: no stage or broadcast left"),
+                _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout: exiting with stages or broadcasts left"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted while draining"),
+                _ = terminate.recv() => tracing::info!("a second SIGTERM while draining"),
+            }
         }
         result = &mut running.task => {
             result?;
             anyhow::bail!("the HTTP server stopped");
         }
     }
+    running.task.abort();
     Ok(())
 }

@@ -17,10 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 mod common;
-use common::channel::{go_live, ChannelApi};
+use common::channel::{go_live, Broadcaster, ChannelApi};
 use common::chat::{recv_live, say};
+use common::events::EventClient;
+use common::process::Process;
 use common::whip::{pump_until, sendonly, UdpPeer, PUBLISH_PATH};
-use common::Server;
+use common::{Server, EVENTS_PATH};
 
 const SECRET: &str = "whsec_test_secret";
 
@@ -410,5 +412,59 @@ async fn publishing_shows_in_metrics_and_webhooks() -> Result<()> {
     let unpublished = next_event_pumping(&mut rx, &mut peer).await?;
     ensure!(unpublished["detail"]["event_name"] == "Participant Unpublished", "{unpublished}");
     metric_until(&server, "stagecast_participants{state=\"subscribe_only\"}", |v| v == 1.0).await?;
+    Ok(())
+}
+
+/// SIGTERM drains: `/healthz` says so, a stage in progress takes a late
+/// joiner while a stage with no one on it (and a new broadcast) is refused
+/// with 503 SERVER_DRAINING, and the process exits by itself (status 0)
+/// once the last member has left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_until_the_last_stage_empties_then_exits() -> Result<()> {
+    let mut server = Process::spawn("drain", &[])?;
+    let api = server.api.clone();
+    let busy = api.create_stage_with(json!({})).await?;
+    let idle = api.create_stage_with(json!({})).await?;
+    let token = |stage: String, user: &'static str| {
+        let api = api.clone();
+        async move { api.participant_token(&stage, json!({"userId": user, "capabilities": ["PUBLISH", "SUBSCRIBE"]})).await }
+    };
+    let (alice, bob, carol) = (token(busy.clone(), "alice").await?, token(busy.clone(), "bob").await?, token(idle, "carol").await?);
+    let mut alice = EventClient::connect(&api, &alice).await?;
+    alice.state().await?;
+
+    server.terminate()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let res = api.http.get(format!("{}/healthz", api.base)).send().await?;
+        if res.status() == 503 {
+            break res.json::<Value>().await?;
+        }
+        ensure!(Instant::now() < deadline, "/healthz never said it drains");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(health["status"] == "draining", "{health}");
+
+    // The stage in progress goes on, a late joiner included.
+    let mut bob = EventClient::connect(&api, &bob).await?;
+    bob.state().await?;
+    // A stage with no one on it here goes elsewhere.
+    match api.ws_try_connect(EVENTS_PATH, Some(&carol.token)).await? {
+        Ok(_) => bail!("a new stage was joined while draining"),
+        Err((status, body)) => ensure!(status == 503 && body["code"] == "SERVER_DRAINING", "{status} {body}"),
+    }
+    // So does a new broadcast; the control plane still answers.
+    let ch = api.create_channel().await?;
+    let (_host, offer) = Broadcaster::new().await?;
+    let refused = api.whip(&ch.ingest, Some(&ch.key), &offer).await?;
+    ensure!(refused.as_ref().err() == Some(&(503, "SERVER_DRAINING".to_owned())), "a new broadcast: {refused:?}");
+    ensure!(server.is_running(), "still up while alice and bob are on the stage");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(server.is_running(), "still up while alice and bob are on the stage");
+
+    alice.leave().await?;
+    bob.leave().await?;
+    let exited = server.exited_within(Duration::from_secs(15)).await.context("the server exits once the stage is empty")?;
+    ensure!(exited.success(), "a drained server exits cleanly: {exited}");
     Ok(())
 }

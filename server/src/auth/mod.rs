@@ -235,6 +235,15 @@ impl AppState {
         Ok(claims)
     }
 
+    /// While draining, a stage with no one on it here takes no one (its
+    /// members go to another node); a stage in progress goes on.
+    pub fn refuse_new_stage_while_draining(&self, claims: &ParticipantClaims) -> Result<(), AppError> {
+        if self.ops.is_draining() && !self.stages.is_active(&StageId(claims.topic.clone())) {
+            return Err(crate::ops::draining_error("stages"));
+        }
+        Ok(())
+    }
+
     /// Record that a participant connected to the event plane (first join time).
     pub fn participant_joined(&self, claims: &ParticipantClaims) {
         let record = ParticipantRecord {

@@ -355,6 +355,10 @@ async fn whip_publish(
     // Existence and key first: a bad body from an unauthorised caller is a 401.
     broadcaster(&state, &id, &headers)?;
     let key = stream_key(&headers)?;
+    // Draining: a broadcast on air (or reconnecting) goes on, a new one goes elsewhere.
+    if state.ops.is_draining() && !state.channels.is_live(&id) {
+        return Err(crate::ops::draining_error("broadcasts"));
+    }
     let body = body.map_err(|r| crate::error::sdp_unreadable(r.status()))?;
     let offer = std::str::from_utf8(&body).map_err(|_| AppError::bad_request("INVALID_SDP", "the offer is not UTF-8"))?;
     let (session, answer) = state.channels.start_broadcast(&id, key, offer)?;

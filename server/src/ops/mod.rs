@@ -8,7 +8,7 @@
 pub mod webhook;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -80,14 +80,57 @@ impl Drop for OpenPlaylist<'_> {
 pub struct Ops {
     pub hls: HlsMetrics,
     pub webhooks: EventSink,
+    /// Set by SIGTERM: existing stages and broadcasts go on until they end,
+    /// new ones are refused (`503 SERVER_DRAINING`) and `/healthz` says so,
+    /// so a load balancer sends them to another node.
+    draining: AtomicBool,
+}
+
+impl Ops {
+    pub fn new(hls: HlsMetrics, webhooks: EventSink) -> Self {
+        Self { hls, webhooks, draining: AtomicBool::new(false) }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Resolves once no stage has members here and no broadcast is on air
+/// (checked twice a second): a draining server may exit then.
+pub async fn drained(state: &AppState) {
+    loop {
+        if state.stages.counts().stages == 0 && state.channels.live_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `503 SERVER_DRAINING`: what a draining node answers to anything new.
+pub fn draining_error(what: &str) -> crate::AppError {
+    crate::AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVER_DRAINING",
+        format!("this server is shutting down and takes no new {what}; try another node"),
+    )
 }
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
 
-/// 200 `{"status":"ok"}` when the store answers a query; 503 with the reason otherwise.
+/// 200 `{"status":"ok"}` when the store answers a query; 503 with the
+/// reason otherwise, or `{"status":"draining"}` after SIGTERM.
 async fn healthz(State(state): State<AppState>) -> Response {
+    if state.ops.is_draining() {
+        let body = json!({ "status": "draining", "reason": "shutting down: existing stages and broadcasts go on, new ones go elsewhere" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let store = state.store.clone();
     let probe = tokio::task::spawn_blocking(move || store.list_stages(crate::store::PageQuery::first(1)));
     let reason = match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
@@ -150,6 +193,7 @@ pub async fn render(state: &AppState) -> String {
     let chat = state.chat.stats();
     family(&mut out, "stagecast_chat_connections", "gauge", "Open chat connections.", &[("", chat.connections)]);
     family(&mut out, "stagecast_chat_messages_sent_total", "counter", "Chat messages accepted and sent to their room.", &[("", chat.messages_sent)]);
+    family(&mut out, "stagecast_draining", "gauge", "1 while the server drains after SIGTERM (new stages and broadcasts refused).", &[("", u64::from(state.ops.is_draining()))]);
     family(&mut out, "stagecast_channels_live", "gauge", "Channels on air (live, or waiting for their broadcaster to reconnect).", &[("", state.channels.live_count())]);
     family(&mut out, "stagecast_recording_segments_dropped_total", "counter", "Recording segments dropped because storage fell behind (the recording goes on after a gap).", &[("", state.channels.recordings().dropped())]);
     let hls = &state.ops.hls;

@@ -165,6 +165,7 @@ async fn publish(
 ) -> Result<Response, AppError> {
     let (stage, participant) = who.ids();
     let claims = who.claims;
+    state.refuse_new_stage_while_draining(&claims)?;
     let admission = state.stages.begin_whip_publish(&claims, state.config.max_stage_members)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.publish(stage.clone(), participant.clone(), offer).await?;

@@ -128,6 +128,7 @@ fn upgrade(state: AppState, request: Request) -> Result<Response, AppError> {
     let (mut parts, _body) = request.into_parts();
     let token = require_subprotocol_token(&parts.headers, "participant token")?;
     let claims = state.authorize(&token, Capability::Join)?;
+    state.refuse_new_stage_while_draining(&claims)?;
     let handshake = Handshake::from_parts(&mut parts)?;
     // Browsers drop a connection whose offered subprotocol is not echoed.
     let protocol = HeaderValue::from_str(&token)

@@ -86,6 +86,18 @@ pub trait ChannelApi {
     }
 }
 
+impl ChannelApi for super::Api {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn api_key(&self) -> &str {
+        &self.api_key
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 impl ChannelApi for Server {
     fn base(&self) -> &str {
         &self.base

@@ -129,6 +129,7 @@ impl Server {
 }
 
 /// HTTP and WebSocket calls to a server, in process or not.
+#[derive(Clone)]
 pub struct Api {
     /// `http://127.0.0.1:<port>`.
     pub base: String,

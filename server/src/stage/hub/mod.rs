@@ -432,6 +432,11 @@ impl StageHub {
 
     /// Whether someone new would be refused (for requests that want to say
     /// why a participant is not on the stage).
+    /// Whether the stage has members (or seats being taken) on this server.
+    pub fn is_active(&self, stage: &StageId) -> bool {
+        lock(&self.inner).stages.get(stage).is_some_and(|e| !e.room.is_empty() || e.reserved > 0)
+    }
+
     pub fn is_full(&self, stage: &StageId, max_members: usize) -> bool {
         lock(&self.inner)
             .stages
