@@ -107,7 +107,8 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     // The hinted part itself, and a part's headers.
     let res = server.get(&format!("{hls}/part{msn}.{part}.m4s")).await?;
     ensure!(res.status() == 200 && res.headers()[header::CONTENT_TYPE] == "video/iso.segment");
-    ensure!(res.headers()[header::CACHE_CONTROL] == "public, max-age=3600, immutable", "a part asked before it was cut is cacheable once answered");
+    let cache = &res.headers()[header::CACHE_CONTROL];
+    ensure!(cache == "public, max-age=3600, immutable", "a part asked before it was cut is cacheable once answered");
 
     // Only the stream key ends the broadcast.
     let res = server.http.delete(format!("{}{location}", server.base)).bearer_auth("sk_wrong").send().await?;

@@ -217,7 +217,12 @@ async fn handle(
 fn private_cache(response: &mut Response) {
     let cache = response.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
     let Some(rest) = cache.and_then(|c| c.strip_prefix("public")) else { return };
-    let kept: String = rest.split(',').map(str::trim).filter(|d| !d.is_empty() && !d.starts_with("s-maxage")).map(|d| format!(", {d}")).collect();
+    let kept: String = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.starts_with("s-maxage"))
+        .map(|d| format!(", {d}"))
+        .collect();
     if let Ok(v) = HeaderValue::from_str(&format!("private{kept}")) {
         response.headers_mut().insert(header::CACHE_CONTROL, v);
     }
