@@ -62,10 +62,13 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     ensure!(res.status() == 200, "index: {}", res.status());
     ensure!(res.headers()[header::CONTENT_TYPE] == "application/vnd.apple.mpegurl");
     ensure!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN] == "*");
-    ensure!(res.headers()[header::CACHE_CONTROL] == "no-cache");
+    // A shared cache keeps the live playlists a second, a browser not at all.
+    ensure!(res.headers()[header::CACHE_CONTROL] == "public, max-age=0, s-maxage=1");
     let index = res.text().await?;
     ensure!(index.contains("CODECS=\"avc1.42c00d,mp4a.40.2\"") && index.contains("RESOLUTION=320x180"), "{index}");
-    let media = server.get(&format!("{hls}/media.m3u8")).await?.text().await?;
+    let res = server.get(&format!("{hls}/media.m3u8")).await?;
+    ensure!(res.headers()[header::CACHE_CONTROL] == "public, max-age=0, s-maxage=1");
+    let media = res.text().await?;
     ensure!(media.contains("#EXT-X-PART-INF:PART-TARGET=") && media.contains("CAN-BLOCK-RELOAD=YES"), "{media}");
     ensure!(media.contains("#EXTINF:"), "a complete segment after 2.5 s:\n{media}");
 
@@ -80,7 +83,8 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     let blocked = tokio::spawn(async move {
         let started = Instant::now();
         let res = http.get(url).send().await?;
-        Ok::<_, anyhow::Error>((started.elapsed(), res.status().as_u16(), res.text().await?))
+        let cache = res.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        Ok::<_, anyhow::Error>((started.elapsed(), res.status().as_u16(), cache, res.text().await?))
     });
     // Nothing new is sent meanwhile, so the request must still be held.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -94,15 +98,17 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
         .await?
         .error_for_status()?;
     host.stream(&video, 75, 45).await?;
-    let (took, status, text) = blocked.await??;
+    let (took, status, cache, text) = blocked.await??;
     ensure!(status == 200, "blocking reload answered {status}");
+    ensure!(cache == "public, max-age=2", "a blocking reload names one playlist version: cacheable ({cache})");
     ensure!(took >= Duration::from_millis(400), "it was held ({took:?})");
     ensure!(text.contains(&format!("part{msn}.{part}.m4s")), "the asked part is listed:\n{text}");
 
     // The hinted part itself, and a part's headers.
     let res = server.get(&format!("{hls}/part{msn}.{part}.m4s")).await?;
     ensure!(res.status() == 200 && res.headers()[header::CONTENT_TYPE] == "video/iso.segment");
-    ensure!(res.headers()[header::CACHE_CONTROL].to_str()?.contains("max-age"), "media is cacheable");
+    let cache = &res.headers()[header::CACHE_CONTROL];
+    ensure!(cache == "public, max-age=3600, immutable", "a part asked before it was cut is cacheable once answered");
 
     // Only the stream key ends the broadcast.
     let res = server.http.delete(format!("{}{location}", server.base)).bearer_auth("sk_wrong").send().await?;

@@ -43,6 +43,7 @@ async fn a_prefetched_segment_streams_its_parts_as_they_are_cut() -> Result<()> 
     let headers_after = asked.elapsed();
     ensure!(res.status() == 200, "prefetch: {}", res.status());
     ensure!(res.headers()[header::CACHE_CONTROL] == "no-cache", "in progress: not immutable");
+    ensure!(res.headers()["x-accel-buffering"] == "no", "a proxy passes it on part by part");
     ensure!(res.headers()[header::CONTENT_TYPE] == "video/iso.segment");
     ensure!(res.headers().get(header::CONTENT_LENGTH).is_none(), "chunked: its length is not known yet");
     let server_ms: i64 = res.headers()["x-server-time-ms"].to_str()?.parse()?;

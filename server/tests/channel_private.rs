@@ -214,6 +214,7 @@ async fn a_private_channel_plays_with_a_token_and_everything_it_hands_out() -> R
         let res = fetch(&live.server, &format!("{hls}/{uri}"), None).await?;
         ensure!(res.status == 200, "{uri}: {} {}", res.status, res.text);
         ensure!(!res.cache.contains("public"), "{uri}: a private answer is not for shared caches: {}", res.cache);
+        ensure!(!res.cache.contains("s-maxage"), "{uri}: nor says how long a shared cache may keep it: {}", res.cache);
         let bare = uri.split('?').next().context("path")?;
         expect_refused(&live.server, &format!("{hls}/{bare}"), "PLAYBACK_TOKEN_REQUIRED").await?;
     }
@@ -222,6 +223,7 @@ async fn a_private_channel_plays_with_a_token_and_everything_it_hands_out() -> R
     let msn: u64 = seg.trim_start_matches("seg").split('.').next().context("msn")?.parse()?;
     let reload = fetch(&live.server, &format!("{hls}/{media_uri}&_HLS_msn={}", msn + 1), None).await?;
     ensure!(reload.status == 200 && session_of(&reload.text)? == session, "{} {}", reload.status, reload.text);
+    ensure!(reload.cache == "private, max-age=2", "a private reload is for this viewer only: {}", reload.cache);
 
     // A session value cannot be stretched or moved.
     let (exp, rest) = session.split_once('.').context("exp")?;

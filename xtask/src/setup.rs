@@ -37,9 +37,11 @@ pub fn run(needs: Needs) -> Result<()> {
         // TURN tests start coturn's turnserver and turnutils_uclient too.
         // firefox-esr runs the Firefox journey (tests/firefox.test.mjs), with
         // a pulseaudio null sink as its audio output (tests/firefox.mjs).
+        // nginx is the HTTP cache in front of the server in
+        // tests/nginx-cache.test.mjs (started there with its own config).
         packages.extend([
             "chromium", "chromium-driver", "firefox-esr", "pulseaudio", "ffmpeg", "iproute2", "iptables", "coturn",
-            "openssl",
+            "nginx", "openssl",
         ]);
     }
     apt_packages(&packages)?;

@@ -39,7 +39,16 @@ use crate::AppState;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const MEDIA: &str = "video/iso.segment";
+// What a shared cache in front of the server (a CDN, nginx's `proxy_cache`)
+// may keep, so one origin fetch serves every viewer of a live edge: each
+// part and complete segment has a URL of its own (fresh media sequence
+// numbers per broadcast), so it never changes; a blocking reload names one
+// playlist version or later, so it stays right for a while; the plain
+// playlists change with every part, so a shared cache keeps them only a
+// second (as MediaPackage does for LL-HLS) and a browser not at all.
 const IMMUTABLE: &str = "public, max-age=3600, immutable";
+const BLOCKING_PLAYLIST: &str = "public, max-age=2";
+const LIVE_PLAYLIST: &str = "public, max-age=0, s-maxage=1";
 /// The server's clock (Unix ms) on every HLS response, so a page can put
 /// `EXT-X-PROGRAM-DATE-TIME` against it and show a real latency.
 pub const SERVER_TIME_HEADER: &str = "x-server-time-ms";
@@ -207,13 +216,21 @@ async fn handle(
 }
 
 /// What a private channel answers may be kept by the browser, never by a
-/// shared cache: `public` becomes `private`.
+/// shared cache: `public` becomes `private` (and `s-maxage` goes). A
+/// cache keyed by the full URL would keep each playback session apart, but
+/// one that drops the query (or a proxy that logs it) would hand one
+/// viewer's authorised media to anyone, so the server does not rely on it.
 fn private_cache(response: &mut Response) {
     let cache = response.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok());
-    if let Some(rest) = cache.and_then(|c| c.strip_prefix("public")) {
-        if let Ok(v) = HeaderValue::from_str(&format!("private{rest}")) {
-            response.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+    let Some(rest) = cache.and_then(|c| c.strip_prefix("public")) else { return };
+    let kept: String = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.starts_with("s-maxage"))
+        .map(|d| format!(", {d}"))
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("private{kept}")) {
+        response.headers_mut().insert(header::CACHE_CONTROL, v);
     }
 }
 
@@ -305,7 +322,7 @@ async fn multivariant(b: &Arc<Broadcast>, session: Option<&str>, timeout: Durati
     match text {
         Some(text) => {
             let text = session.map_or_else(|| text.clone(), |s| access::with_session(&text, s));
-            reply(PLAYLIST, "no-cache", text)
+            reply(PLAYLIST, LIVE_PLAYLIST, text)
         }
         None => retry_later(StatusCode::SERVICE_UNAVAILABLE, "the broadcast has no media yet"),
     }
@@ -336,8 +353,7 @@ async fn playlist(feed: &Feed, query: &HashMap<String, String>, session: Option<
         Some(Wait::Done(text(p)))
     })
     .await;
-    // Blocking responses name one playlist version, so caches may keep them briefly.
-    let cache = if blocking.is_some() { "public, max-age=2" } else { "no-cache" };
+    let cache = if blocking.is_some() { BLOCKING_PLAYLIST } else { LIVE_PLAYLIST };
     match result {
         Some(Wait::Done(body)) => reply(PLAYLIST, cache, body),
         Some(Wait::Bad) => plain(StatusCode::BAD_REQUEST, "_HLS_msn / _HLS_part is too far ahead"),
@@ -377,7 +393,11 @@ fn segment(
     let state = Growing { feed: feed.clone(), msn, next_part: first.next_part, done: false, deadline, _permit: permit };
     let head = futures_util::stream::iter((!first.data.is_empty()).then(|| Ok(Bytes::from(first.data))));
     let rest = futures_util::stream::unfold(state, Growing::next);
-    reply(MEDIA, "no-cache", Body::from_stream(futures_util::StreamExt::chain(head, rest)))
+    let mut r = reply(MEDIA, "no-cache", Body::from_stream(futures_util::StreamExt::chain(head, rest)));
+    // nginx would buffer the parts before passing them on; unbuffered, it
+    // streams them as they come (and, rightly, caches none of it).
+    r.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    r
 }
 
 /// The state of one growing-segment response.
