@@ -132,9 +132,7 @@ async fn a_broadcaster_that_reconnects_before_the_server_noticed_takes_over_its_
 /// The `stagecast` binary on a data dir, killed with SIGKILL when dropped.
 struct Process {
     child: Child,
-    base: String,
-    api_key: String,
-    http: reqwest::Client,
+    api: common::Api,
 }
 
 impl Process {
@@ -159,7 +157,7 @@ impl Process {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).context("the server said where it runs")?;
-        Ok(Self { child, base: format!("http://{addr}"), api_key, http: reqwest::Client::new() })
+        Ok(Self { child, api: common::Api::new(&addr, api_key) })
     }
 
     fn kill_9(mut self) -> Result<()> {
@@ -178,14 +176,8 @@ impl Drop for Process {
 }
 
 impl ChannelApi for Process {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn api_key(&self) -> &str {
-        &self.api_key
-    }
-    fn http(&self) -> &reqwest::Client {
-        &self.http
+    fn server_api(&self) -> &common::Api {
+        &self.api
     }
 }
 
@@ -211,7 +203,7 @@ async fn after_kill_9_and_a_restart_a_re_ingest_continues_the_numbering() -> Res
         .context(format!("parts:\n{before}"))?;
     ensure!(seen.last().is_some_and(|s| s.0 <= open_msn));
 
-    let listen = first.base.trim_start_matches("http://").to_owned();
+    let listen = first.base().trim_start_matches("http://").to_owned();
     first.kill_9()?;
     let killed = Instant::now();
     let second = Process::start(&dir, &listen)?;

@@ -28,10 +28,19 @@ pub struct Channel {
 /// this process ([`Server`]) or the `stagecast` binary ([`Process`]).
 #[allow(async_fn_in_trait)]
 pub trait ChannelApi {
+    /// Where the calls go: the server's address, API key and client.
+    fn server_api(&self) -> &super::Api;
+
     /// `http://127.0.0.1:<port>`.
-    fn base(&self) -> &str;
-    fn api_key(&self) -> &str;
-    fn http(&self) -> &reqwest::Client;
+    fn base(&self) -> &str {
+        &self.server_api().base
+    }
+    fn api_key(&self) -> &str {
+        &self.server_api().api_key
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.server_api().http
+    }
 
     async fn create_channel(&self) -> Result<Channel> {
         let res = self
@@ -87,26 +96,14 @@ pub trait ChannelApi {
 }
 
 impl ChannelApi for super::Api {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn api_key(&self) -> &str {
-        &self.api_key
-    }
-    fn http(&self) -> &reqwest::Client {
-        &self.http
+    fn server_api(&self) -> &super::Api {
+        self
     }
 }
 
 impl ChannelApi for Server {
-    fn base(&self) -> &str {
-        &self.base
-    }
-    fn api_key(&self) -> &str {
-        &self.api_key
-    }
-    fn http(&self) -> &reqwest::Client {
-        &self.http
+    fn server_api(&self) -> &super::Api {
+        &self.api
     }
 }
 
