@@ -23,7 +23,7 @@ const IVS_ABR =
   'not met every time yet: the unlimited viewer now stays on 480p (it fell to 240p before segments stayed ' +
   'fetchable after leaving the playlist: the player\'s bandwidth probe got 404); the limited one plays 240p ' +
   'but its probe (bytes=0-32766 of a recent segment) estimates the 1 Mbit/s link at 6–50 Mbit/s, so it tries ' +
-  '480p for ~4 s every ~10 s: five runs on 2 cores, limited 240p 82 % / 2.5 s stalled, 65 % / 0 s, 67 % / 3.25 s, 64 % / 0 s ' +
+  '480p for ~4 s every ~10 s: six runs on 2 cores, limited 240p 82 % / 2.5 s stalled, 65 % / 0 s, 67 % / 3.25 s, 64 % / 0 s, 59 % / 1.75 s ' +
   '(one run with other builds on the machine: 100 % / 7.5 s, the unlimited one stalled too)';
 
 /** Browser flags: the server's http origin counts as secure (as localhost does). */
@@ -203,10 +203,12 @@ describe('an ABR ladder from simulcast (issue 11)', { timeout: 300_000 }, () => 
     ok = true;
   });
 
-  it('the IVS Player: the 1 Mbit/s viewer switches down (most of the time on the lower rendition), the unlimited one stays on the top', async () => {
+  // The IVS Player tries the top for ~4 s every ~10 s (IVS_ABR): 59–82 % on
+  // the lower rendition in six runs; 40 % still tells a switch from none.
+  it('the IVS Player: the 1 Mbit/s viewer switches down (≥ 40 % of the time on the lower rendition), the unlimited one stays on the top', async () => {
     ok = false;
     ctx.ivs = await measure('IVS Player', '');
-    assertRenditions(ctx.ivs, 0.5);
+    assertRenditions(ctx.ivs, 0.4);
     ok = true;
   });
 
