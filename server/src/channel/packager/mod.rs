@@ -43,6 +43,9 @@ pub const AAC_FRAME_SAMPLES: u32 = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// Video frames one segment may hold (240 fps over 4 s).
 pub const MAX_SEGMENT_FRAMES: usize = 960;
+/// The most segments kept after they leave the playlist, whatever their
+/// length (a broadcaster cutting very short ones cannot grow the list).
+const MAX_RETIRED_SEGMENTS: usize = 64;
 
 /// Why a video frame was not packaged. The stream goes on; the driver logs
 /// the reason and asks for a keyframe ([`Packager::wants_keyframe`]).
@@ -682,7 +685,8 @@ impl Packager {
         loop {
             let secs: f64 = self.retired.iter().map(|r| r.duration).sum();
             let bytes: usize = self.retired.iter().map(|r| r.data.len()).sum();
-            if (secs <= keep_secs && bytes <= keep_bytes) || self.retired.pop_front().is_none() {
+            let within = secs <= keep_secs && bytes <= keep_bytes && self.retired.len() <= MAX_RETIRED_SEGMENTS;
+            if within || self.retired.pop_front().is_none() {
                 break;
             }
         }
