@@ -33,6 +33,7 @@ use super::h264::{self, AccessUnit, H264Error, SpsInfo, MAX_ACCESS_UNIT_BYTES};
 
 mod playlist;
 mod resume;
+mod retired;
 pub use playlist::{bandwidth_estimate, CompletedSegment, MediaName, SegmentChunk};
 pub use resume::Continuity;
 
@@ -43,9 +44,6 @@ pub const AAC_FRAME_SAMPLES: u32 = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 16 << 20;
 /// Video frames one segment may hold (240 fps over 4 s).
 pub const MAX_SEGMENT_FRAMES: usize = 960;
-/// The most segments kept after they leave the playlist, whatever their
-/// length (a broadcaster cutting very short ones cannot grow the list).
-const MAX_RETIRED_SEGMENTS: usize = 64;
 
 /// Why a video frame was not packaged. The stream goes on; the driver logs
 /// the reason and asks for a keyframe ([`Packager::wants_keyframe`]).
@@ -182,14 +180,6 @@ pub enum PartLookup {
     Missing,
 }
 
-/// A complete segment that left the playlist window, kept for late fetches.
-struct Retired {
-    msn: u64,
-    data: Vec<u8>,
-    /// Seconds.
-    duration: f64,
-}
-
 struct PendingVideo {
     pts: u64,
     keyframe: bool,
@@ -211,9 +201,9 @@ pub struct Packager {
     discontinuity_next: bool,
     /// Completed segments in the window, then the open one (if live).
     segments: VecDeque<Segment>,
-    /// Complete segments that left the window, oldest first (bounded by
+    /// Complete segments that left the window (bounded by
     /// [`PackagerConfig::retain`] and [`PackagerConfig::retain_bytes`]).
-    retired: VecDeque<Retired>,
+    retired: retired::Retired,
     next_msn: u64,
     pending_video: Vec<PendingVideo>,
     pending_audio: VecDeque<(u64, Vec<u8>)>,
@@ -256,6 +246,7 @@ impl Packager {
     /// A packager for one broadcast whose audio is AAC with `audio`.
     pub fn new(config: PackagerConfig, audio: AudioParams) -> Self {
         let first_msn = config.first_msn;
+        let retired = retired::Retired::new(config.retain, config.retain_bytes);
         Self {
             config,
             audio,
@@ -265,7 +256,7 @@ impl Packager {
             discontinuity_sequence: 0,
             discontinuity_next: false,
             segments: VecDeque::new(),
-            retired: VecDeque::new(),
+            retired,
             next_msn: first_msn,
             pending_video: Vec::new(),
             pending_audio: VecDeque::new(),
@@ -672,29 +663,17 @@ impl Packager {
         self.version += 1;
     }
 
-    /// Keeps `old` (which left the window) fetchable, dropping the oldest
-    /// retired segments beyond the time and byte bounds.
+    /// Keeps `old` (which left the window) fetchable for a while.
     fn retire(&mut self, old: Segment) {
-        if !old.complete {
-            return;
-        }
-        let duration = old.duration();
-        let data: Vec<u8> = old.parts.into_iter().flat_map(|p| p.data).collect();
-        self.retired.push_back(Retired { msn: old.msn, data, duration });
-        let (keep_secs, keep_bytes) = (self.config.retain.as_secs_f64(), self.config.retain_bytes);
-        loop {
-            let secs: f64 = self.retired.iter().map(|r| r.duration).sum();
-            let bytes: usize = self.retired.iter().map(|r| r.data.len()).sum();
-            let within = secs <= keep_secs && bytes <= keep_bytes && self.retired.len() <= MAX_RETIRED_SEGMENTS;
-            if within || self.retired.pop_front().is_none() {
-                break;
-            }
+        if old.complete {
+            let duration = old.duration();
+            self.retired.push(old.msn, old.parts.into_iter().flat_map(|p| p.data).collect(), duration);
         }
     }
 
     /// A segment that left the window but is still kept.
     fn retired(&self, msn: u64) -> Option<&[u8]> {
-        self.retired.iter().find(|r| r.msn == msn).map(|r| r.data.as_slice())
+        self.retired.get(msn)
     }
 
     /// The broadcast ended: flush what is pending and add `EXT-X-ENDLIST`.
