@@ -368,8 +368,13 @@ describe(`${PAGES * PER_PAGE} hls.js viewers through an nginx cache`, { timeout:
 
     const parts = counted.part;
     assert.ok(parts && parts.urls >= 20, `players fetched parts through nginx: ${JSON.stringify(counted)}`);
-    assert.ok(parts.requests >= parts.urls * 5, `each part was asked for by several players: ${JSON.stringify(parts)}`);
+    // Players that fall behind on a busy machine fetch whole segments instead of parts,
+    // so sharing is counted over both: many player requests per origin fetch.
+    const media = ['part', 'segment'].map((k) => counted[k] || { requests: 0, origin: 0 });
+    const shared = media.reduce((n, m) => n + m.requests, 0) / media.reduce((n, m) => n + m.origin, 0);
+    assert.ok(shared >= 5, `each part or segment fetched from the origin served several players (${shared.toFixed(1)}): ${JSON.stringify(counted)}`);
     assert.ok(parts.originPerUrl <= 2, `origin requests per part ≤ 2: ${JSON.stringify(parts)}`);
+    assert.ok(!counted.segment || counted.segment.originPerUrl <= 2, `origin requests per segment ≤ 2: ${JSON.stringify(counted.segment)}`);
     // The server counts the same: what nginx sent upstream, no more.
     assert.ok(server.part / parts.urls <= 2, `the server answered ${server.part} part requests for ${parts.urls} parts`);
     const reloads = counted['blocking playlist'];
