@@ -116,6 +116,10 @@ pub struct Config {
     /// Most simultaneous ICE-TCP connections on the media port.
     #[arg(long, env = "STAGECAST_MEDIA_TCP_MAX_CONNECTIONS", default_value_t = 2000)]
     pub media_tcp_max_connections: usize,
+    /// SFU worker tasks sharing the media port; a stage's sessions stay on
+    /// one. 0: one per core.
+    #[arg(long, env = "STAGECAST_SFU_WORKERS", default_value_t = 0)]
+    pub sfu_workers: usize,
     #[command(flatten)]
     pub turn: TurnConfig,
     /// Seconds a broadcast whose ingest was lost (not stopped) waits for its
@@ -178,6 +182,7 @@ impl Config {
             trust_forwarded_headers: false,
             http: HttpLimits::default(),
             media_tcp_max_connections: 2000,
+            sfu_workers: 0,
             turn: TurnConfig::default(),
             broadcast_reconnect_secs: 20,
             public_metrics: false,

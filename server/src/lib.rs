@@ -197,7 +197,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let media_addr = udp.local_addr().map_err(bind_error)?;
     let candidate = SocketAddr::new(config.public_ip, media_addr.port());
 
-    let (sfu, sfu_events) = sfu::SfuHandle::start_with_tcp(udp, tcp, candidate, config.media_tcp_max_connections);
+    let workers = match config.sfu_workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let (sfu, sfu_events) = sfu::SfuHandle::start_with_tcp(udp, tcp, candidate, config.media_tcp_max_connections, workers);
     let stages = stage::StageHub::new(sfu.clone(), sfu_events).with_events(webhooks.clone());
     // Members of the previous run come back in their reconnect grace before
     // anyone can connect, so nobody is shown them leaving and joining.

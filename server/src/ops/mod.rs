@@ -178,13 +178,27 @@ pub async fn render(state: &AppState) -> String {
         "Stage members (connected or within the reconnect grace), by whether they publish now.",
         &[("state=\"publishing\"", stages.publishing), ("state=\"subscribe_only\"", stages.not_publishing)],
     );
-    let sfu = state.sfu.stats().await.unwrap_or_default();
+    let by_worker = state.sfu.stats_by_worker().await.unwrap_or_default();
+    let sfu = by_worker.iter().fold(crate::sfu::core::SfuStats::default(), |sum, s| sum + *s);
     family(
         &mut out,
         "stagecast_sfu_sessions",
         "gauge",
         "Open SFU media sessions (peer connections).",
         &[("role=\"publish\"", sfu.publish_sessions), ("role=\"subscribe\"", sfu.subscribe_sessions)],
+    );
+    let per_worker: Vec<(String, u64)> = by_worker
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("worker=\"{i}\""), s.publish_sessions + s.subscribe_sessions))
+        .collect();
+    let per_worker: Vec<(&str, u64)> = per_worker.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(
+        &mut out,
+        "stagecast_sfu_worker_sessions",
+        "gauge",
+        "Open SFU media sessions by worker (a stage's sessions stay on one worker).",
+        &per_worker,
     );
     family(&mut out, "stagecast_sfu_forwarded_frames_total", "counter", "Media frames forwarded to subscribers.", &[("", sfu.forwarded_frames)]);
     family(&mut out, "stagecast_sfu_forwarded_bytes_total", "counter", "Media payload bytes forwarded to subscribers.", &[("", sfu.forwarded_bytes)]);

@@ -139,6 +139,21 @@ pub struct SfuStats {
     pub sent_bytes: u64,
 }
 
+impl std::ops::Add for SfuStats {
+    type Output = Self;
+    /// Two cores' counters together.
+    fn add(self, o: Self) -> Self {
+        Self {
+            publish_sessions: self.publish_sessions + o.publish_sessions,
+            subscribe_sessions: self.subscribe_sessions + o.subscribe_sessions,
+            forwarded_frames: self.forwarded_frames + o.forwarded_frames,
+            forwarded_bytes: self.forwarded_bytes + o.forwarded_bytes,
+            sent_packets: self.sent_packets + o.sent_packets,
+            sent_bytes: self.sent_bytes + o.sent_bytes,
+        }
+    }
+}
+
 impl Sfu {
     /// An SFU whose sessions advertise one ICE host candidate, `candidate`
     /// (the public address of the media socket).
@@ -146,6 +161,12 @@ impl Sfu {
         // One certificate for all sessions: generating a key per session
         // would cost the media task milliseconds per join.
         let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();
+        Self::with_cert(candidate, cert, now)
+    }
+
+    /// [`Sfu::new`] with a DTLS certificate shared with other cores (`None`:
+    /// str0m makes one per session).
+    pub fn with_cert(candidate: SocketAddr, cert: Option<DtlsCert>, now: Instant) -> Self {
         Self {
             candidate,
             tcp_candidate: None,

@@ -1,6 +1,6 @@
-//! The stage SFU: a sans-IO core on str0m ([`core::Sfu`]) plus the tokio
-//! driver that owns the one UDP socket ([`SfuHandle`]), and the WHIP /
-//! WHEP-style HTTP endpoints ([`router`]).
+//! The stage SFU: a sans-IO core on str0m ([`core::Sfu`]), the tokio driver
+//! that spreads stages over worker tasks behind the one media port
+//! ([`SfuHandle`]), and the WHIP / WHEP-style HTTP endpoints ([`router`]).
 //!
 //! Model: every publish and every subscription is its own peer connection
 //! (the IVS model). A publisher's frames are forwarded to each of its
@@ -13,6 +13,7 @@ mod driver;
 mod framing;
 mod http;
 pub mod layers;
+mod routes;
 mod tcp;
 
 use std::fmt;
@@ -22,6 +23,11 @@ use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
 pub use driver::{SfuHandle, WeakSfuHandle};
 pub use http::router;
 pub use tcp::bind_media;
+
+/// The worker (of `workers`) that holds the media sessions of `stage`.
+pub fn worker_of(stage: &StageId, workers: usize) -> usize {
+    routes::Routes::worker_of(&stage.0, workers)
+}
 
 /// A media session (one peer connection): the `{id}` in
 /// `Location: /v1/stage/whip/sessions/{id}`. Random, so not guessable.
