@@ -16,11 +16,15 @@
 //            (hls.js) moving for good again: from when its video started a
 //            run of ≥ 3 s without a stall (see watchResume) (broadcastMs;
 //            null if not within 20 s of the scenario's end)
+//   layerswitch  a subscriber receiving a publisher's top simulcast layer
+//            (640×360, noisy canvas) has its downlink cut to 800 kbit/s
+//            (tbf): the cut → the lower layer's frames flowing without a
+//            stall (see switchedAt); also when the first 320×180 frame came
 //
 // Run by `cargo xtask bench` / `cargo xtask bench net` as root (namespaces,
 // veth pairs, iptables), with STAGECAST_BIN, CHROMIUM_PATH and
 // STAGECAST_NET_DIR set as for `cargo xtask test net`. BENCH_RUNS (default 5)
-// runs per case; BENCH_CASES (default `tcp,turn,link8,restart`) picks cases.
+// runs per case; BENCH_CASES (default `tcp,turn,link8,restart,layerswitch`) picks cases.
 // Prints one flat `BENCH {json}` line per case (samples as a space-separated
 // string) and, if BENCH_OUT is set, writes every run's detail there as JSON.
 //
@@ -30,14 +34,15 @@
 // Not a test (not *.test.mjs).
 
 import { writeFileSync } from 'node:fs';
-import { assertNoPageErrors } from '../lib.mjs';
+import { assertNoPageErrors, launch, newViewer } from '../lib.mjs';
 import { createNet } from '../net/netns.mjs';
 import { blockedGuestJoins, expectBlockedGuestPath, linkDrop, serverRestart } from '../net/scenarios.mjs';
+import { originFlags, publish, subscribe } from '../net/simulcast-pages.mjs';
 import { closeAll, PLAYER_VIDEO } from '../net/stage.mjs';
 import { sleep } from '../net/sys.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS || 5);
-const CASES = (process.env.BENCH_CASES || 'tcp,turn,link8,restart').split(',').map((c) => c.trim()).filter(Boolean);
+const CASES = (process.env.BENCH_CASES || 'tcp,turn,link8,restart,layerswitch').split(',').map((c) => c.trim()).filter(Boolean);
 
 /** Each case: one run on a fresh net → `{ms, ...detail}` (`ms`: the case's number). */
 const MEASURE = {
@@ -90,7 +95,121 @@ const MEASURE = {
       churn: r.churn,
     };
   },
+  async layerswitch(net, out) {
+    return layerSwitch(net, out);
+  },
 };
+
+/** The downlink the subscriber is cut to, and how long the switch may take. */
+const SWITCH = { downKbit: 800, timeoutMs: 30000, topTimeoutMs: 60000, onTopMs: 3000, steadyMs: 1000, stallMs: 300 };
+
+async function layerSwitch(net, out) {
+  await net.startServer();
+  const stage = await net.request('POST', '/v1/stages', { name: 'layer-switch' });
+  if (!(stage.status >= 200 && stage.status < 300)) throw new Error(`create stage: ${stage.text}`);
+  const token = async (userId) => {
+    const res = await net.request('POST', `/v1/stages/${stage.body.stage.id}/tokens`, { userId });
+    if (!(res.status >= 200 && res.status < 300)) throw new Error(`token: ${res.text}`);
+    return res.body.participantToken.token;
+  };
+  const subHost = net.host('sub');
+  const pubBrowser = await launch({ executablePath: net.host('pub').chromium(), args: originFlags(net) });
+  const subBrowser = await launch({ executablePath: subHost.chromium(), args: originFlags(net) });
+  const pub = { ...(await newViewer(pubBrowser, 'pub')), browser: pubBrowser };
+  const sub = { ...(await newViewer(subBrowser, 'sub')), browser: subBrowser };
+  out.push(pub, sub);
+  await publish(pub, net, await token('pub'));
+  await subscribe(sub, net, await token('sub'));
+  // Unlimited, it climbs to the top layer first, and stays there.
+  await sub.page.waitForFunction(() => window.__sub.remotes.size === 1, null, { timeout: SWITCH.topTimeoutMs });
+  await sub.page.evaluate(trackDecoding);
+  const top = Date.now();
+  let onTop = await sub.page.evaluate(topSince, SWITCH);
+  while (!(onTop.since !== null && Date.now() - onTop.since >= SWITCH.onTopMs) && Date.now() - top < SWITCH.topTimeoutMs) {
+    await sleep(250);
+    onTop = await sub.page.evaluate(topSince, SWITCH);
+  }
+  if (onTop.since === null || Date.now() - onTop.since < SWITCH.onTopMs) {
+    throw new Error(`the unlimited subscriber did not stay on the 640×360 layer for ${SWITCH.onTopMs / 1000} s within ${SWITCH.topTimeoutMs / 1000} s: ${JSON.stringify(onTop)}`);
+  }
+  const topMs = onTop.since - top;
+  const cutAt = Date.now();
+  subHost.rateLimit({ downKbit: SWITCH.downKbit });
+  let r = await sub.page.evaluate(switchedAt, { cutAt, ...SWITCH });
+  while (r.at === null && Date.now() - cutAt < SWITCH.timeoutMs) {
+    await sleep(250);
+    r = await sub.page.evaluate(switchedAt, { cutAt, ...SWITCH });
+  }
+  if (r.at === null) throw new Error(`no steady lower layer ${SWITCH.timeoutMs / 1000} s after the cut: ${JSON.stringify(r)}`);
+  return { ms: r.at - cutAt, firstLowMs: r.firstLow - cutAt, topAfterJoinMs: topMs, widths: r.widths, stallsAfterCut: r.stalls };
+}
+
+/** In the subscriber's page: its one remote video's size and frames, every 100 ms, into `window.__decoding`. */
+function trackDecoding() {
+  const [remote] = window.__sub.remotes.values();
+  const samples = [];
+  window.__decoding = samples;
+  setInterval(async () => {
+    const stats = await remote.stream.requestRTCStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') samples.push({ t: Date.now(), w: s.frameWidth || 0, frames: s.framesDecoded || 0 });
+    });
+  }, 100);
+}
+
+/** In the subscriber's page: since when every frame decoded has been of the top layer (640 wide), and the widths seen. */
+function topSince() {
+  const samples = window.__decoding;
+  let since = null;
+  for (let i = 1; i < samples.length; i += 1) {
+    if (samples[i].w !== 640) since = null;
+    else if (since === null) since = samples[i].t;
+  }
+  const tail = samples.slice(-50).map((s) => s.w);
+  const [remote] = window.__sub.remotes.values();
+  return {
+    since,
+    lastWidths: tail.filter((w, i) => i === 0 || w !== tail[i - 1]),
+    selected: remote?.stream.getSelectedLayer()?.label ?? null,
+    layers: remote?.stream.getLayers().map((l) => `${l.label}:${l.width}x${l.height}@${l.bitrate ?? '?'}`),
+    layerEvents: window.__sub.layerEvents.slice(-12),
+  };
+}
+
+/**
+ * In the subscriber's page: when, after `cutAt`, the first frame of a lower
+ * layer (width below 640) was decoded (`firstLow`), and when the lower
+ * layer's frames started to flow steadily (`at`): the start of the first
+ * `steadyMs` in which new frames, all of the lower layer, came at least
+ * every `stallMs`. `null` until then.
+ */
+function switchedAt({ cutAt, steadyMs, stallMs }) {
+  const samples = window.__decoding.filter((s) => s.t >= cutAt);
+  let firstLow = null;
+  let run = null;
+  let lastNew = null;
+  let stalls = 0;
+  for (let i = 1; i < samples.length; i += 1) {
+    const [prev, s] = [samples[i - 1], samples[i]];
+    const low = s.w > 0 && s.w < 640;
+    if (low && firstLow === null) firstLow = s.t;
+    if (s.frames > prev.frames) {
+      if (lastNew !== null && s.t - lastNew > stallMs) {
+        stalls += 1;
+        run = null;
+      }
+      lastNew = s.t;
+      if (!low) run = null;
+      else if (run === null) run = s.t;
+    } else if (lastNew !== null && s.t - lastNew > stallMs) {
+      run = null;
+    }
+    if (run !== null && s.t - run >= steadyMs) {
+      return { at: run, firstLow, stalls, widths: [...new Set(samples.map((x) => x.w))] };
+    }
+  }
+  return { at: null, firstLow, stalls, widths: [...new Set(samples.map((x) => x.w))], samples: samples.length };
+}
 
 /** How long after the scenario the broadcast may still come back. */
 const RESUME_GRACE_MS = 20000;
@@ -153,6 +272,7 @@ const LABEL = {
   turn: 'UDP-blocked guest via TURN/TCP: join() → first frame of every publisher',
   link8: 'link down 8 s: link back → media back both ways',
   restart: 'server kill -9 + restart: answering again → media back',
+  layerswitch: 'simulcast subscriber cut to 800 kbit/s: cut → lower layer flowing without stalls',
 };
 
 async function blockedGuest(net, out, via) {
