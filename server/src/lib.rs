@@ -27,6 +27,7 @@ pub mod web;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::Router;
 
 pub use config::Config;
@@ -39,13 +40,11 @@ pub struct AppState {
 }
 
 pub struct AppInner {
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The embedded SQLite store (behind a trait so another backend can replace it).
     pub store: Arc<dyn store::Store>,
-    /// Token signing key and imported public keys.
-    pub keys: auth::KeyRing,
-    /// The control-plane API key (`Authorization: Bearer <api key>` on `/v1`).
-    pub api_key: String,
+    /// The API key, the token keys, and participant token checks.
+    pub auth: auth::Auth,
     /// Live stages: who is connected, their published/mute state, event-plane sockets.
     pub stages: stage::StageHub,
     /// The SFU driver (owns the UDP socket).
@@ -54,7 +53,7 @@ pub struct AppInner {
     pub chat: chat::ChatHub,
     /// Channels: stored channels, live broadcasts (WHIP ingest) and their LL-HLS packagers.
     pub channels: channel::ChannelHub,
-    /// Operator's view: HLS counters for `/metrics`, the webhook sink.
+    /// Operator's view: HLS counters for `/metrics`, the webhook sink, draining.
     pub ops: ops::Ops,
 }
 
@@ -70,14 +69,6 @@ impl AppState {
         Self { inner: Arc::new(inner) }
     }
 
-    /// The ICE servers (STUN/TURN) the participant's peer connections must
-    /// use (`--stun-url`, `--turn-url` with `--turn-secret`), sent in the
-    /// event plane's CONFIG frame and as WHIP `Link` headers. TURN
-    /// credentials expire no later than the participant token.
-    pub fn ice_servers(&self, claims: &stagecast_protocol::token::ParticipantClaims) -> Vec<stagecast_protocol::events::IceServer> {
-        turn::ice_servers_until(&self.config.turn, auth::now_unix(), &claims.jti, claims.exp)
-    }
-
     /// A handle for background tasks that does not keep the server alive.
     pub fn downgrade(&self) -> WeakAppState {
         WeakAppState(Arc::downgrade(&self.inner))
@@ -91,6 +82,12 @@ pub struct WeakAppState(std::sync::Weak<AppInner>);
 impl WeakAppState {
     pub fn upgrade(&self) -> Option<AppState> {
         self.0.upgrade().map(|inner| AppState { inner })
+    }
+}
+
+impl FromRef<AppState> for auth::Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }
 
@@ -213,10 +210,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.bound_http = Some(http_addr);
     let limits = config.http.clone();
     let state = AppState::new(AppInner {
-        config,
+        config: Arc::new(config),
+        auth: auth::Auth::new(keys, api_key, store.clone()),
         store,
-        keys,
-        api_key,
         stages,
         sfu,
         chat,

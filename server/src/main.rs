@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
 
     if running.api_key_was_generated {
         // Printed, not logged: logs are kept and shipped, the terminal is not.
-        println!("API key (shown once, stored in {}): {}", api_key_path.display(), running.state.api_key);
+        println!("API key (shown once, stored in {}): {}", api_key_path.display(), running.state.auth.api_key());
     }
     let base = running.base_url();
     println!(

@@ -68,7 +68,7 @@ async fn create_stage(
     OptionalJson(req): OptionalJson<CreateStageRequest>,
 ) -> Result<Json<StageResponse>, AppError> {
     let record = new_stage(&state, req.name.unwrap_or_default())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(StageResponse { stage: stage_view(&record, &urls) }))
 }
 
@@ -79,7 +79,7 @@ async fn list_stages(
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListStagesResponse>, AppError> {
     let page = page_query(Listing::Stages, req.max_results, req.next_token.as_deref())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let stages = state.store.list_stages(page).map_err(AppError::internal)?;
     Ok(Json(ListStagesResponse {
         stages: stages.items.iter().map(|s| stage_view(s, &urls)).collect(),
@@ -94,7 +94,7 @@ async fn get_stage(
     Path(id): Path<String>,
 ) -> Result<Json<StageResponse>, AppError> {
     let record = existing_stage(&state, &StageId(id))?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(StageResponse { stage: stage_view(&record, &urls) }))
 }
 
@@ -120,7 +120,7 @@ async fn create_token(
     OptionalJson(req): OptionalJson<CreateParticipantTokenRequest>,
 ) -> Result<Json<ParticipantTokenResponse>, AppError> {
     let stage = existing_stage(&state, &StageId(id))?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let spec = TokenSpec {
         user_id: req.user_id.unwrap_or_default(),
         attributes: req.attributes.unwrap_or_default(),
@@ -221,7 +221,7 @@ async fn import_public_key(
         fingerprint: parsed.fingerprint,
     };
     state.store.insert_public_key(&record).map_err(AppError::internal)?;
-    state.keys.add_public_key(&record.id, parsed.key);
+    state.auth.keys.add_public_key(&record.id, parsed.key);
     tracing::info!(key_id = %record.id, "public key imported");
     Ok(Json(PublicKeyResponse {
         public_key: PublicKey { id: record.id, name: record.name, fingerprint: record.fingerprint },

@@ -66,7 +66,7 @@ fn attributes(attrs: &DemoAttributes, is_host: bool) -> BTreeMap<String, String>
 /// server stores nothing and nobody else can compute it.
 fn host_key(state: &AppState, group_id: &str) -> String {
     use hmac::{Hmac, Mac};
-    let key = state.keys.derive_key("stagecast demo host keys v1");
+    let key = state.auth.keys.derive_key("stagecast demo host keys v1");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("invariant: HMAC takes any key length");
     mac.update(group_id.as_bytes());
     mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -178,7 +178,7 @@ fn create_group(
     req: DemoCreateRequest,
     created: &mut Created,
 ) -> Result<DemoSessionResponse, AppError> {
-    let urls = BaseUrls::for_request(state, headers);
+    let urls = BaseUrls::for_request(&state.config, headers);
     let name: String = format!("{}'s stage", req.attributes.username).chars().take(MAX_NAME_CHARS).collect();
     let stage = new_stage(state, name.clone())?;
     created.stage = Some(stage.id.clone());
@@ -246,7 +246,7 @@ async fn join(
     if !is_host && state.store.user_removed(&stage.id, &req.user_id).map_err(AppError::internal)? {
         return Err(AppError::forbidden("REMOVED", "you were removed from this stage by its host"));
     }
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let token =
         mint_token(&state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, is_host))?;
     let role = if is_host { ChatRole::Host } else { ChatRole::Guest };
@@ -294,7 +294,7 @@ async fn list(
         }
         None => state.store.list_demo_groups(page).map_err(AppError::internal)?,
     };
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let base = urls.http_base();
     let items: Vec<DemoListItem> = groups
         .items
@@ -328,7 +328,7 @@ fn require_host(state: &AppState, headers: &HeaderMap, group_id: &str) -> Result
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
         AppError::unauthorized("UNAUTHORIZED", "this needs the host's participant token: Authorization: Bearer <token>")
     })?;
-    let claims = state.authorize(token, Capability::Join)?;
+    let claims = state.auth.authorize(token, Capability::Join)?;
     let group = existing_group(state, group_id)?;
     // The creator's token, or one the host got back with its host key (the
     // server sets `isHost`; a guest's attributes cannot carry it).
@@ -457,7 +457,7 @@ async fn viewer_chat_token(
         session_minutes: None,
     };
     let minted = state.chat.create_token(&room, spec, now_unix())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let endpoint = match urls.events_url.strip_suffix("/v1/stage/events") {
         Some(base) => format!("{base}/v1/chat"),
         None => urls.events_url.replace("/v1/stage/events", "/v1/chat"),
@@ -491,7 +491,7 @@ async fn watch_channel(
     Path(id): Path<String>,
 ) -> Result<Json<WatchChannel>, AppError> {
     let record = state.channels.get(&id)?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(WatchChannel {
         state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" },
         playback_url: channel::playback_url(urls.http_base(), &record.id),

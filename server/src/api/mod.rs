@@ -83,7 +83,7 @@ pub fn mint_token(
         whip_url: urls.whip_url.clone(),
         version: "1.0".to_owned(),
     };
-    let token = state.keys.mint(&claims)?;
+    let token = state.auth.keys.mint(&claims)?;
     state
         .store
         .insert_participant(&ParticipantRecord {

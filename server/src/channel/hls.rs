@@ -185,7 +185,7 @@ async fn handle(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query: &query, origin };
-    let access = access::check(&state.channels, &state.keys, &id, &presented, crate::auth::now_unix());
+    let access = access::check(&state.channels, &state.auth.keys, &id, &presented, crate::auth::now_unix());
     let mut response = match access {
         Err(refused) => refused.into_response(),
         Ok(access) => {

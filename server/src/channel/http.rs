@@ -247,7 +247,7 @@ fn broadcaster(state: &AppState, id: &str, headers: &HeaderMap) -> Result<String
 }
 
 fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> ChannelView {
-    let urls = BaseUrls::for_request(state, headers);
+    let urls = BaseUrls::for_request(&state.config, headers);
     let base = urls.http_base();
     ChannelView {
         id: record.id.clone(),

@@ -102,7 +102,7 @@ struct IdResponse {
 
 /// The chat endpoint for this request's host (or `config.public_url`).
 fn chat_endpoint(state: &AppState, headers: &HeaderMap) -> String {
-    let events = BaseUrls::for_request(state, headers).events_url;
+    let events = BaseUrls::for_request(&state.config, headers).events_url;
     let base = events.strip_suffix("/v1/stage/events").unwrap_or(&events);
     format!("{base}/v1/chat")
 }

@@ -9,6 +9,7 @@ pub mod webhook;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -75,20 +76,21 @@ impl Drop for OpenPlaylist<'_> {
     }
 }
 
-/// What the operator's endpoints keep.
-#[derive(Default)]
+/// What the operator's endpoints keep. Cheap to clone (the areas that
+/// count HLS requests or refuse new work while draining hold one).
+#[derive(Clone, Default)]
 pub struct Ops {
-    pub hls: HlsMetrics,
+    pub hls: Arc<HlsMetrics>,
     pub webhooks: EventSink,
     /// Set by SIGTERM: existing stages and broadcasts go on until they end,
     /// new ones are refused (`503 SERVER_DRAINING`) and `/healthz` says so,
     /// so a load balancer sends them to another node.
-    draining: AtomicBool,
+    draining: Arc<AtomicBool>,
 }
 
 impl Ops {
     pub fn new(hls: HlsMetrics, webhooks: EventSink) -> Self {
-        Self { hls, webhooks, draining: AtomicBool::new(false) }
+        Self { hls: Arc::new(hls), webhooks, draining: Arc::new(AtomicBool::new(false)) }
     }
 
     pub fn start_draining(&self) {

@@ -102,8 +102,8 @@ pub fn router() -> Router<AppState> {
 async fn whip_options(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let servers = participant_bearer(&headers)
         .ok()
-        .and_then(|token| state.authorize(token, Capability::Join).ok())
-        .map(|claims| state.ice_servers(&claims))
+        .and_then(|token| state.auth.authorize(token, Capability::Join).ok())
+        .map(|claims| crate::turn::for_participant(&state.config.turn, &claims))
         .unwrap_or_default();
     turn::whip_options_response(ALLOW, &servers)
 }
@@ -152,7 +152,7 @@ fn created(state: &AppState, claims: &ParticipantClaims, session: &SessionId, an
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
-    turn::add_links(headers, &state.ice_servers(claims));
+    turn::add_links(headers, &crate::turn::for_participant(&state.config.turn, claims));
     response
 }
 
@@ -165,7 +165,7 @@ async fn publish(
 ) -> Result<Response, AppError> {
     let (stage, participant) = who.ids();
     let claims = who.claims;
-    state.refuse_new_stage_while_draining(&claims)?;
+    crate::stage::refuse_new_stage_while_draining(&state.stages, &state.ops, &claims)?;
     let admission = state.stages.begin_whip_publish(&claims, state.config.max_stage_members)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.publish(stage.clone(), participant.clone(), offer).await?;
@@ -184,7 +184,7 @@ async fn publish(
         state.stages.whip_session_ended(&stage, &participant, &session);
         return Err(not_joined());
     }
-    state.participant_joined(&claims);
+    state.auth.participant_joined(&claims);
     Ok(created(&state, &claims, &session, answer))
 }
 

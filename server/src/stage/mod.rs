@@ -21,8 +21,11 @@ pub mod socket;
 use axum::routing::get;
 use axum::Router;
 use stagecast_protocol::events::ServerMessage;
+use stagecast_protocol::token::ParticipantClaims;
+use stagecast_protocol::StageId;
 
-use crate::AppState;
+use crate::ops::Ops;
+use crate::{AppError, AppState};
 
 pub use hub::{Connection, HubError, RestoredMember, Seat, StageHub, WhipPublish};
 pub use socket::{reconnect_grace, run_connection, ConnectionSettings};
@@ -30,6 +33,15 @@ pub use socket::{reconnect_grace, run_connection, ConnectionSettings};
 /// `GET /v1/stage/events` (WebSocket, token as subprotocol).
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/stage/events", get(socket::events))
+}
+
+/// While draining, a stage with no one on it here takes no one (its
+/// members go to another node); a stage in progress goes on.
+pub fn refuse_new_stage_while_draining(stages: &StageHub, ops: &Ops, claims: &ParticipantClaims) -> Result<(), AppError> {
+    if ops.is_draining() && !stages.is_active(&StageId(claims.topic.clone())) {
+        return Err(crate::ops::draining_error("stages"));
+    }
+    Ok(())
 }
 
 /// Serialize a server message for the socket.

@@ -127,16 +127,16 @@ pub(crate) async fn events(State(state): State<AppState>, request: Request) -> R
 fn upgrade(state: AppState, request: Request) -> Result<Response, AppError> {
     let (mut parts, _body) = request.into_parts();
     let token = require_subprotocol_token(&parts.headers, "participant token")?;
-    let claims = state.authorize(&token, Capability::Join)?;
-    state.refuse_new_stage_while_draining(&claims)?;
+    let claims = state.auth.authorize(&token, Capability::Join)?;
+    crate::stage::refuse_new_stage_while_draining(&state.stages, &state.ops, &claims)?;
     let handshake = Handshake::from_parts(&mut parts)?;
     // Browsers drop a connection whose offered subprotocol is not echoed.
     let protocol = HeaderValue::from_str(&token)
         .map_err(|_| AppError::unauthorized("TOKEN_MALFORMED", "the token is not a valid header value"))?;
     let seat = state.stages.reserve(&claims, state.config.max_stage_members)?;
-    let settings = ConnectionSettings::new(&state.config, state.ice_servers(&claims));
+    let settings = ConnectionSettings::new(&state.config, crate::turn::for_participant(&state.config.turn, &claims));
     Ok(handshake.accept(protocol, websocket_config(), move |socket| async move {
-        state.participant_joined(&claims);
+        state.auth.participant_joined(&claims);
         run_connection(&state.stages, seat, &claims, &settings, socket).await;
     }))
 }

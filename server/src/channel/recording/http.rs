@@ -91,7 +91,7 @@ async fn recordings(state: &AppState, headers: &HeaderMap, channel: &str) -> Res
         Ok((keys, docs))
     })
     .await?;
-    let base = BaseUrls::for_request(state, headers).http_base().to_owned();
+    let base = BaseUrls::for_request(&state.config, headers).http_base().to_owned();
     let mut ids: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(&format!("{channel}/"))?.split('/').next()).collect();
     ids.dedup();
     let mut out = Vec::new();
@@ -185,7 +185,7 @@ async fn delete(
 fn authorize(state: &AppState, id: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Access, AppError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query, origin };
-    access::check(&state.channels, &state.keys, id, &presented, crate::auth::now_unix())
+    access::check(&state.channels, &state.auth.keys, id, &presented, crate::auth::now_unix())
 }
 
 async fn public_list(
