@@ -91,13 +91,20 @@ impl FromRef<AppState> for auth::Auth {
     }
 }
 
-/// The whole HTTP surface.
+impl FromRef<AppState> for chat::ChatState {
+    fn from_ref(state: &AppState) -> Self {
+        Self { chat: state.chat.clone(), auth: state.auth.clone(), config: state.config.clone() }
+    }
+}
+
+/// The whole HTTP surface: each area's router with its own state (taken
+/// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(stage::router())
         .merge(sfu::router())
-        .merge(chat::router())
+        .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
         .merge(channel::router())
         .merge(ops::router())
         .merge(web::router(&state.config))
