@@ -97,6 +97,17 @@ impl FromRef<AppState> for chat::ChatState {
     }
 }
 
+impl FromRef<AppState> for channel::ChannelState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            channels: state.channels.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
@@ -105,7 +116,7 @@ pub fn app(state: AppState) -> Router {
         .merge(stage::router())
         .merge(sfu::router())
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
-        .merge(channel::router())
+        .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
         .merge(ops::router())
         .merge(web::router(&state.config))
         .layer(axum::middleware::from_fn(error::json_for_bare_errors))
