@@ -108,13 +108,25 @@ impl FromRef<AppState> for channel::ChannelState {
     }
 }
 
+impl FromRef<AppState> for sfu::SfuState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            sfu: state.sfu.clone(),
+            stages: state.stages.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(stage::router())
-        .merge(sfu::router())
+        .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
         .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
         .merge(ops::router())

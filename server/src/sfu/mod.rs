@@ -20,7 +20,7 @@ use std::fmt;
 use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
 
 pub use driver::{SfuHandle, WeakSfuHandle};
-pub use http::router;
+pub use http::{router, SfuState};
 pub use tcp::bind_media;
 
 /// A media session (one peer connection): the `{id}` in
