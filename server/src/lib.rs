@@ -120,12 +120,23 @@ impl FromRef<AppState> for sfu::SfuState {
     }
 }
 
+impl FromRef<AppState> for stage::StageState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            stages: state.stages.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
-        .merge(stage::router())
+        .merge(stage::router().with_state(stage::StageState::from_ref(&state)))
         .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
         .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
