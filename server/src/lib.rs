@@ -131,6 +131,21 @@ impl FromRef<AppState> for stage::StageState {
     }
 }
 
+impl FromRef<AppState> for ops::OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            ops: state.ops.clone(),
+            store: state.store.clone(),
+            stages: state.stages.clone(),
+            sfu: state.sfu.clone(),
+            chat: state.chat.clone(),
+            channels: state.channels.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
@@ -140,7 +155,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
         .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
-        .merge(ops::router())
+        .merge(ops::router().with_state(ops::OpsState::from_ref(&state)))
         .merge(web::router(&state.config))
         .layer(axum::middleware::from_fn(error::json_for_bare_errors))
         .with_state(state)
