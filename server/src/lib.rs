@@ -146,11 +146,24 @@ impl FromRef<AppState> for ops::OpsState {
     }
 }
 
+impl FromRef<AppState> for api::ApiState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            stages: state.stages.clone(),
+            chat: state.chat.clone(),
+            channels: state.channels.clone(),
+        }
+    }
+}
+
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .merge(api::router())
+        .merge(api::router().with_state(api::ApiState::from_ref(&state)))
         .merge(stage::router().with_state(stage::StageState::from_ref(&state)))
         .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
@@ -275,7 +288,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         channels,
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
     });
-    api::spawn_idle_sweeper(&state);
+    let server = state.downgrade();
+    api::spawn_idle_sweeper(state.config.demo_idle_secs, move || server.upgrade().map(|s| api::ApiState::from_ref(&s)));
     let router = app(state.clone());
     let serves_tls = tls.is_some();
     let task = tokio::spawn(serve::serve(listener, router, limits, tls));
