@@ -33,7 +33,10 @@ use axum::Router;
 pub use config::Config;
 pub use error::AppError;
 
-/// Everything a request handler can reach. Cheap to clone.
+/// The server's shared state: every hub and handle. Cheap to clone. No
+/// area's routes take it: each takes its own state (`ChatState`,
+/// `ChannelState`, …), which `FromRef` impls below build from this one in
+/// [`app`]; `main` and the tests reach the hubs through it.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<AppInner>,
