@@ -27,25 +27,27 @@ pub mod web;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::Router;
 
 pub use config::Config;
 pub use error::AppError;
 
-/// Everything a request handler can reach. Cheap to clone.
+/// The server's shared state: every hub and handle. Cheap to clone. No
+/// area's routes take it: each takes its own state (`ChatState`,
+/// `ChannelState`, …), which `FromRef` impls below build from this one in
+/// [`app`]; `main` and the tests reach the hubs through it.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<AppInner>,
 }
 
 pub struct AppInner {
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The embedded SQLite store (behind a trait so another backend can replace it).
     pub store: Arc<dyn store::Store>,
-    /// Token signing key and imported public keys.
-    pub keys: auth::KeyRing,
-    /// The control-plane API key (`Authorization: Bearer <api key>` on `/v1`).
-    pub api_key: String,
+    /// The API key, the token keys, and participant token checks.
+    pub auth: auth::Auth,
     /// Live stages: who is connected, their published/mute state, event-plane sockets.
     pub stages: stage::StageHub,
     /// The SFU driver (owns the UDP socket).
@@ -54,7 +56,7 @@ pub struct AppInner {
     pub chat: chat::ChatHub,
     /// Channels: stored channels, live broadcasts (WHIP ingest) and their LL-HLS packagers.
     pub channels: channel::ChannelHub,
-    /// Operator's view: HLS counters for `/metrics`, the webhook sink.
+    /// Operator's view: HLS counters for `/metrics`, the webhook sink, draining.
     pub ops: ops::Ops,
 }
 
@@ -68,14 +70,6 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(inner: AppInner) -> Self {
         Self { inner: Arc::new(inner) }
-    }
-
-    /// The ICE servers (STUN/TURN) the participant's peer connections must
-    /// use (`--stun-url`, `--turn-url` with `--turn-secret`), sent in the
-    /// event plane's CONFIG frame and as WHIP `Link` headers. TURN
-    /// credentials expire no later than the participant token.
-    pub fn ice_servers(&self, claims: &stagecast_protocol::token::ParticipantClaims) -> Vec<stagecast_protocol::events::IceServer> {
-        turn::ice_servers_until(&self.config.turn, auth::now_unix(), &claims.jti, claims.exp)
     }
 
     /// A handle for background tasks that does not keep the server alive.
@@ -94,15 +88,90 @@ impl WeakAppState {
     }
 }
 
-/// The whole HTTP surface.
+impl FromRef<AppState> for auth::Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for chat::ChatState {
+    fn from_ref(state: &AppState) -> Self {
+        Self { chat: state.chat.clone(), auth: state.auth.clone(), config: state.config.clone() }
+    }
+}
+
+impl FromRef<AppState> for channel::ChannelState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            channels: state.channels.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for sfu::SfuState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            sfu: state.sfu.clone(),
+            stages: state.stages.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for stage::StageState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            stages: state.stages.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            ops: state.ops.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for ops::OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            ops: state.ops.clone(),
+            store: state.store.clone(),
+            stages: state.stages.clone(),
+            sfu: state.sfu.clone(),
+            chat: state.chat.clone(),
+            channels: state.channels.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for api::ApiState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            auth: state.auth.clone(),
+            config: state.config.clone(),
+            stages: state.stages.clone(),
+            chat: state.chat.clone(),
+            channels: state.channels.clone(),
+        }
+    }
+}
+
+/// The whole HTTP surface: each area's router with its own state (taken
+/// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .merge(api::router())
-        .merge(stage::router())
-        .merge(sfu::router())
-        .merge(chat::router())
-        .merge(channel::router())
-        .merge(ops::router())
+        .merge(api::router().with_state(api::ApiState::from_ref(&state)))
+        .merge(stage::router().with_state(stage::StageState::from_ref(&state)))
+        .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
+        .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
+        .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
+        .merge(ops::router().with_state(ops::OpsState::from_ref(&state)))
         .merge(web::router(&state.config))
         .layer(axum::middleware::from_fn(error::json_for_bare_errors))
         .with_state(state)
@@ -217,17 +286,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.bound_http = Some(http_addr);
     let limits = config.http.clone();
     let state = AppState::new(AppInner {
-        config,
+        config: Arc::new(config),
+        auth: auth::Auth::new(keys, api_key, store.clone()),
         store,
-        keys,
-        api_key,
         stages,
         sfu,
         chat,
         channels,
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
     });
-    api::spawn_idle_sweeper(&state);
+    let server = state.downgrade();
+    api::spawn_idle_sweeper(state.config.demo_idle_secs, move || server.upgrade().map(|s| api::ApiState::from_ref(&s)));
     let router = app(state.clone());
     let serves_tls = tls.is_some();
     let task = tokio::spawn(serve::serve(listener, router, limits, tls));

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
 
     if running.api_key_was_generated {
         // Printed, not logged: logs are kept and shipped, the terminal is not.
-        println!("API key (shown once, stored in {}): {}", api_key_path.display(), running.state.api_key);
+        println!("API key (shown once, stored in {}): {}", api_key_path.display(), running.state.auth.api_key());
     }
     let base = running.base_url();
     println!(
@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             let timeout = state.config.drain_timeout;
             tracing::info!(?timeout, "SIGTERM: draining; existing stages and broadcasts go on, new ones are refused");
             tokio::select! {
-                _ = stagecast_server::ops::drained(state) => tracing::info!("drained: no stage or broadcast left"),
+                _ = stagecast_server::ops::drained(&state.stages, &state.channels) => tracing::info!("drained: no stage or broadcast left"),
                 _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout: exiting with stages or broadcasts left"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted while draining"),
                 _ = terminate.recv() => tracing::info!("a second SIGTERM while draining"),

@@ -15,6 +15,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use stagecast_protocol::events::IceServer;
+use stagecast_protocol::token::ParticipantClaims;
 
 pub use crate::config::TurnConfig;
 
@@ -41,6 +42,14 @@ pub fn ice_servers_until(config: &TurnConfig, now_unix: i64, user: &str, not_aft
         servers.push(IceServer { urls: config.urls.clone(), username: Some(username), credential: Some(credential) });
     }
     servers
+}
+
+/// The ICE servers (STUN/TURN) a participant's peer connections must use
+/// (`--stun-url`, `--turn-url` with `--turn-secret`), sent in the event
+/// plane's CONFIG frame and as WHIP `Link` headers. TURN credentials expire
+/// no later than the participant token.
+pub fn for_participant(config: &TurnConfig, claims: &ParticipantClaims) -> Vec<IceServer> {
+    ice_servers_until(config, crate::auth::now_unix(), &claims.jti, claims.exp)
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, as coturn computes it.

@@ -6,9 +6,10 @@
 use axum::Router;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::{AppState, Config};
+use crate::Config;
 
-pub fn router(config: &Config) -> Router<AppState> {
+/// Static files only: the router needs no state, so it fits any.
+pub fn router<S: Clone + Send + Sync + 'static>(config: &Config) -> Router<S> {
     // The page reads the group or channel id from its own path, so all get the same file.
     let watch_page = ServeFile::new(config.viewer_dir.join("index.html"));
     Router::new()

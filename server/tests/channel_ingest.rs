@@ -92,7 +92,7 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     server
         .http
         .post(format!("{}/v1/channels/{}/metadata", server.base, ch.id))
-        .bearer_auth(&server.running.state.api_key)
+        .bearer_auth(server.running.state.auth.api_key())
         .json(&json!({"metadata": "hello viewers"}))
         .send()
         .await?
@@ -122,7 +122,7 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     let res = server
         .http
         .post(format!("{}/v1/channels/{}/metadata", server.base, ch.id))
-        .bearer_auth(&server.running.state.api_key)
+        .bearer_auth(server.running.state.auth.api_key())
         .json(&json!({"metadata": "late"}))
         .send()
         .await?;
@@ -218,7 +218,7 @@ async fn control_plane_needs_the_api_key_and_knows_missing_channels() -> Result<
     let res = server.http.post(format!("{}/v1/channels", server.base)).send().await?;
     ensure!(res.status() == 401, "no API key: {}", res.status());
     let ch = server.create_channel().await?;
-    let key = server.running.state.api_key.clone();
+    let key = server.running.state.auth.api_key().to_owned();
     let res = server.http.post(format!("{}/v1/channels/{}/stop", server.base, ch.id)).bearer_auth(&key).send().await?;
     ensure!(res.status() == 404, "stop when offline: {}", res.status());
     let big = "x".repeat(1025);

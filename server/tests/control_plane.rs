@@ -58,7 +58,7 @@ impl Server {
         tweak(&mut config);
         let running = stagecast_server::start(config).await?;
         let base = format!("http://{}", running.http_addr);
-        let api_key = running.state.api_key.clone();
+        let api_key = running.state.auth.api_key().to_owned();
         Ok(Self { running, base, api_key, http: reqwest::Client::new(), dir })
     }
 
@@ -99,11 +99,11 @@ impl Server {
     }
 
     fn claims(&self, token: &str) -> anyhow::Result<ParticipantClaims> {
-        Ok(self.running.state.keys.verify(token, now())?)
+        Ok(self.running.state.auth.keys.verify(token, now())?)
     }
 
     fn authorize_code(&self, token: &str) -> &'static str {
-        match self.running.state.authorize(token, Capability::Join) {
+        match self.running.state.auth.authorize(token, Capability::Join) {
             Ok(_) => "OK",
             Err(e) => e.code,
         }
@@ -236,8 +236,8 @@ async fn participants_list_and_disconnect() -> anyhow::Result<()> {
     let b_token = str_at(&b, &["token"])?;
 
     // Joining records the first join time.
-    let a_claims = s.running.state.authorize(&a_token, Capability::Join)?;
-    s.running.state.participant_joined(&a_claims);
+    let a_claims = s.running.state.auth.authorize(&a_token, Capability::Join)?;
+    s.running.state.auth.participant_joined(&a_claims);
     let list = s.v1(Method::GET, &format!("/v1/stages/{stage}/participants"), None).await?.ok()?;
     let ps = list["participants"].as_array().cloned().unwrap_or_default();
     assert_eq!(ps.len(), 2);
@@ -256,7 +256,7 @@ async fn participants_list_and_disconnect() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(s.authorize_code(&a_token), "PARTICIPANT_DISCONNECTED");
-    let e = s.running.state.authorize(&a_token, Capability::Join).err().ok_or_else(|| anyhow::anyhow!("allowed"))?;
+    let e = s.running.state.auth.authorize(&a_token, Capability::Join).err().ok_or_else(|| anyhow::anyhow!("allowed"))?;
     assert_eq!(e.status.as_u16(), 403);
     assert_eq!(s.authorize_code(&b_token), "OK");
     // Without a body too; unknown participants are 404.
@@ -548,7 +548,7 @@ async fn odd_input_gets_4xx_and_the_server_keeps_serving() -> anyhow::Result<()>
     let t = s.token(&stage, json!({"userId": "joiner"})).await?;
     let mut claims = s.claims(&str_at(&t, &["token"])?)?;
     claims.jti = "outsider".to_owned();
-    s.running.state.participant_joined(&claims);
+    s.running.state.auth.participant_joined(&claims);
     let list = s.v1(Method::GET, &format!("/v1/stages/{stage}/participants"), None).await?.ok()?;
     assert!(list["participants"].as_array().into_iter().flatten().any(|p| p["participantId"] == "outsider"));
     assert!(s.v1(Method::GET, "/v1/stages", None).await?.status.is_success());

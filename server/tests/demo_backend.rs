@@ -92,7 +92,7 @@ async fn a_kicked_host_loses_host_powers() -> Result<()> {
     assert_eq!((status, body["code"].as_str()), (403, Some("PARTICIPANT_DISCONNECTED")), "{body}");
 
     // Nothing happened: the guest is still in, the group still listed.
-    assert!(s.running.state.authorize(&guest_token, Capability::Join).is_ok());
+    assert!(s.running.state.auth.authorize(&guest_token, Capability::Join).is_ok());
     let (_, list) = demo(&s, Method::POST, "/api/list", None, None).await?;
     assert_eq!(group_ids(&list), vec![group.id.clone()]);
     let (status, _) = s.api(Method::GET, &format!("/v1/stages/{}", group.stage), None).await?;
@@ -132,12 +132,12 @@ async fn the_host_key_rejoins_as_host_and_nothing_else_does() -> Result<()> {
     assert_eq!(host["channel"]["streamKey"], created["channel"]["streamKey"], "{host}");
     assert_eq!(host["hostKey"].as_str(), Some(key.as_str()));
     let host_token = host["stage"]["token"].as_str().context("token")?;
-    let claims = s.running.state.authorize(host_token, Capability::Join).map_err(|e| anyhow!("{e:?}"))?;
+    let claims = s.running.state.auth.authorize(host_token, Capability::Join).map_err(|e| anyhow!("{e:?}"))?;
     assert_eq!(claims.attributes.get("isHost").map(String::as_str), Some("true"));
     let remove = json!({"groupId": group, "userId": "host", "participantId": guest});
     let (status, body) = demo(&s, Method::POST, "/api/disconnect", Some(host_token), Some(remove)).await?;
     assert_eq!(status, 200, "the rejoined host removes a guest: {body}");
-    assert!(s.running.state.authorize(&guest_token, Capability::Join).is_err());
+    assert!(s.running.state.auth.authorize(&guest_token, Capability::Join).is_err());
     // The removal sticks: the same user does not walk back in through the invite.
     let back = json!({"groupId": group, "userId": "guest", "attributes": {"username": "guest"}});
     let (status, body) = demo(&s, Method::POST, "/api/join", None, Some(back)).await?;
@@ -221,7 +221,7 @@ async fn idle_groups_are_deleted_with_their_stage_channel_and_room() -> Result<(
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (_, list) = demo(&s, Method::POST, "/api/list", None, None).await?;
     assert_eq!(group_ids(&list), vec![busy.id.clone()]);
-    assert!(s.running.state.authorize(&busy.host_token, Capability::Join).is_ok());
+    assert!(s.running.state.auth.authorize(&busy.host_token, Capability::Join).is_ok());
     // ...and cleaned up once the stage has been empty for the idle time.
     drop(guest_socket);
     wait_for_list(&s, Duration::from_secs(60), |ids| ids.is_empty()).await?;

@@ -298,7 +298,7 @@ async fn bad_tokens_are_refused_at_the_upgrade() -> Result<()> {
     assert!(code == "TOKEN_INVALID" || code == "TOKEN_MALFORMED", "{code}");
 
     let now = chrono::Utc::now().timestamp();
-    let expired = server.running.state.keys.mint(&claims_for(&server, &stage, "carol-expired", now - 60))?;
+    let expired = server.running.state.auth.keys.mint(&claims_for(&server, &stage, "carol-expired", now - 60))?;
     assert_eq!(server.refused(Some(&expired)).await?, (401, "TOKEN_EXPIRED".to_owned()));
 
     // The genuine token still works.
@@ -314,7 +314,7 @@ async fn the_socket_closes_when_the_token_expires() -> Result<()> {
     let mut a = server.connect(&alice).await?;
 
     let now = chrono::Utc::now().timestamp();
-    let short = server.running.state.keys.mint(&claims_for(&server, &stage, "carol", now + 2))?;
+    let short = server.running.state.auth.keys.mint(&claims_for(&server, &stage, "carol", now + 2))?;
     let ws = server.try_connect(Some(&short)).await?.map_err(|(s, b)| anyhow!("refused: {s} {b}"))?;
     let mut c = EventClient::new(ws);
     c.state().await?;

@@ -243,7 +243,7 @@ async fn a_reconnect_within_the_grace_is_invisible_and_a_leave_is_immediate() ->
     observer.state_where(|v| v.members.len() == 2).await?;
     drop(goer);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stage = server.running.state.keys.verify(&t[3].token, chrono::Utc::now().timestamp())?.topic;
+    let stage = server.running.state.auth.keys.verify(&t[3].token, chrono::Utc::now().timestamp())?.topic;
     let path = format!("/v1/stages/{stage}/participants/{}/disconnect", t[3].participant_id);
     server.post(&path, json!({})).await?;
     let kicked = Instant::now();

@@ -15,7 +15,7 @@ use common::Server;
 
 fn stage_of(server: &Server, token: &str) -> Result<String> {
     let now = chrono::Utc::now().timestamp();
-    Ok(server.running.state.keys.verify(token, now)?.topic)
+    Ok(server.running.state.auth.keys.verify(token, now)?.topic)
 }
 
 #[tokio::test]

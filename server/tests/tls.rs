@@ -63,7 +63,7 @@ async fn https_and_wss_serve_the_api_and_every_url_handed_out_is_secure() -> Res
     let (status, body) = https("POST", format!("/v1/stages/{stage_id}/tokens"), Some(json!({"userId": "alice"}))).await?;
     ensure!(status == 200 || status == 201, "{status} {body}");
     let token = body["participantToken"]["token"].as_str().context("token")?;
-    let claims = server.running.state.keys.verify(token, chrono::Utc::now().timestamp())?;
+    let claims = server.running.state.auth.keys.verify(token, chrono::Utc::now().timestamp())?;
     let host = format!("{}:{}", tls::HOST, addr.port());
     assert_eq!(claims.events_url, format!("wss://{host}/v1/stage/events"));
     assert_eq!(claims.whip_url, format!("https://{host}/v1/stage/whip"));
@@ -149,7 +149,7 @@ async fn token_urls(server: &Server, headers: &[(&str, &str)]) -> Result<(String
     let (status, body) = post_with(server, &format!("/v1/stages/{stage}/tokens"), headers, json!({})).await?;
     ensure!(status == 200 || status == 201, "{status} {body}");
     let token = body["participantToken"]["token"].as_str().context("token")?;
-    let claims = server.running.state.keys.verify(token, chrono::Utc::now().timestamp())?;
+    let claims = server.running.state.auth.keys.verify(token, chrono::Utc::now().timestamp())?;
     Ok((claims.events_url, claims.whip_url))
 }
 

@@ -183,7 +183,7 @@ async fn self_signed_tokens_need_an_imported_key() -> anyhow::Result<()> {
     let mut c = claims(&stage_id, now() + 600);
     c.jti = "self-signed-1".to_owned();
     let unkeyed = sign_with(&own, &json!({"alg": "ES384", "typ": "JWT"}), &c)?;
-    assert_eq!(code(server.running.state.authorize(&unkeyed, Capability::Join)), "TOKEN_INVALID");
+    assert_eq!(code(server.running.state.auth.authorize(&unkeyed, Capability::Join)), "TOKEN_INVALID");
 
     let pem = VerifyingKey::from(&own).to_public_key_pem(LineEnding::LF)?;
     let imported = server.post("/v1/public-keys", json!({"publicKeyMaterial": pem, "name": "mine"})).await?;
@@ -191,14 +191,14 @@ async fn self_signed_tokens_need_an_imported_key() -> anyhow::Result<()> {
     assert_eq!(imported["publicKey"]["name"], "mine");
     assert!(imported["publicKey"]["fingerprint"].as_str().is_some_and(|f| !f.is_empty()));
 
-    assert_eq!(code(server.running.state.authorize(&unkeyed, Capability::Join)), "OK");
+    assert_eq!(code(server.running.state.auth.authorize(&unkeyed, Capability::Join)), "OK");
     let keyed = sign_with(&own, &json!({"alg": "ES384", "typ": "JWT", "kid": kid}), &c)?;
-    let got = server.running.state.authorize(&keyed, Capability::Publish)?;
+    let got = server.running.state.auth.authorize(&keyed, Capability::Publish)?;
     assert_eq!(got, c);
     // The kid must name the key that signed.
     let other = SigningKey::random(&mut rand::rngs::OsRng);
     let wrong = sign_with(&other, &json!({"alg": "ES384", "kid": kid}), &c)?;
-    assert_eq!(code(server.running.state.authorize(&wrong, Capability::Join)), "TOKEN_INVALID");
+    assert_eq!(code(server.running.state.auth.authorize(&wrong, Capability::Join)), "TOKEN_INVALID");
 
     // Importing the same key twice is a conflict; garbage is a 400.
     let res = server
@@ -228,14 +228,14 @@ async fn self_signed_tokens_need_an_imported_key() -> anyhow::Result<()> {
     let mut nowhere = c.clone();
     nowhere.topic = "st-nowhere".to_owned();
     let t = sign_with(&own, &json!({"alg": "ES384", "kid": kid}), &nowhere)?;
-    assert_eq!(code(server.running.state.authorize(&t, Capability::Join)), "STAGE_NOT_FOUND");
+    assert_eq!(code(server.running.state.auth.authorize(&t, Capability::Join)), "STAGE_NOT_FOUND");
     server.stop()
 }
 
 #[tokio::test]
 async fn capabilities_are_checked() -> anyhow::Result<()> {
     let server = Server::start("caps").await?;
-    let state = &server.running.state;
+    let state = &server.running.state.auth;
     let stage = server.post("/v1/stages", json!({})).await?;
     let stage_id = stage["stage"]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no stage id"))?.to_owned();
     let token_for = |caps: Value| {
@@ -282,7 +282,7 @@ fn sign_json(key: &SigningKey, header: &Value, payload: &Value) -> anyhow::Resul
 #[tokio::test]
 async fn imported_key_tokens_meet_the_same_rules_as_minted_ones() -> anyhow::Result<()> {
     let server = Server::start("imported-rules").await?;
-    let state = &server.running.state;
+    let state = &server.running.state.auth;
     let stage = server.post("/v1/stages", json!({"name": "self-signed rules"})).await?;
     let stage_id = stage["stage"]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no stage id"))?.to_owned();
     let own = SigningKey::random(&mut rand::rngs::OsRng);

@@ -14,14 +14,14 @@ use stagecast_protocol::control::{
 use stagecast_protocol::{ParticipantId, StageId};
 
 use crate::http::page::{next_token, page_query, Listing};
-use super::{capabilities_from, mint_token, revoke_and_disconnect, TokenSpec, DEFAULT_TOKEN_MINUTES};
+use super::{capabilities_from, mint_token, revoke_and_disconnect, ApiState, TokenSpec, DEFAULT_TOKEN_MINUTES};
 use crate::http::{iso8601, ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::{self, now_unix};
 use crate::error::{JsonBody, QueryParams};
 use crate::store::{PublicKeyRecord, StageRecord};
-use crate::{AppError, AppState};
+use crate::AppError;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/v1/stages", post(create_stage).get(list_stages))
         .route("/v1/stages/{id}", get(get_stage).delete(delete_stage))
@@ -45,12 +45,12 @@ pub(super) fn stage_not_found(id: &StageId) -> AppError {
 }
 
 /// The stage, or 404 STAGE_NOT_FOUND.
-pub(super) fn existing_stage(state: &AppState, id: &StageId) -> Result<StageRecord, AppError> {
+pub(super) fn existing_stage(state: &ApiState, id: &StageId) -> Result<StageRecord, AppError> {
     state.store.get_stage(id).map_err(AppError::internal)?.ok_or_else(|| stage_not_found(id))
 }
 
 /// Create a stage record with a fresh id.
-pub(super) fn new_stage(state: &AppState, name: String) -> Result<StageRecord, AppError> {
+pub(super) fn new_stage(state: &ApiState, name: String) -> Result<StageRecord, AppError> {
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(AppError::bad_request("INVALID_NAME", format!("name is at most {MAX_NAME_CHARS} characters")));
     }
@@ -63,23 +63,23 @@ pub(super) fn new_stage(state: &AppState, name: String) -> Result<StageRecord, A
 
 async fn create_stage(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     OptionalJson(req): OptionalJson<CreateStageRequest>,
 ) -> Result<Json<StageResponse>, AppError> {
     let record = new_stage(&state, req.name.unwrap_or_default())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(StageResponse { stage: stage_view(&record, &urls) }))
 }
 
 async fn list_stages(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListStagesResponse>, AppError> {
     let page = page_query(Listing::Stages, req.max_results, req.next_token.as_deref())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let stages = state.store.list_stages(page).map_err(AppError::internal)?;
     Ok(Json(ListStagesResponse {
         stages: stages.items.iter().map(|s| stage_view(s, &urls)).collect(),
@@ -89,18 +89,18 @@ async fn list_stages(
 
 async fn get_stage(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<StageResponse>, AppError> {
     let record = existing_stage(&state, &StageId(id))?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(StageResponse { stage: stage_view(&record, &urls) }))
 }
 
 async fn delete_stage(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let id = StageId(id);
@@ -114,13 +114,13 @@ async fn delete_stage(
 
 async fn create_token(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<CreateParticipantTokenRequest>,
 ) -> Result<Json<ParticipantTokenResponse>, AppError> {
     let stage = existing_stage(&state, &StageId(id))?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let spec = TokenSpec {
         user_id: req.user_id.unwrap_or_default(),
         attributes: req.attributes.unwrap_or_default(),
@@ -136,7 +136,7 @@ async fn create_token(
 /// come on the last page, as far as it has room.
 async fn list_participants(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListParticipantsResponse>, AppError> {
@@ -181,7 +181,7 @@ async fn list_participants(
 
 async fn disconnect_participant(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path((id, pid)): Path<(String, String)>,
     OptionalJson(req): OptionalJson<DisconnectParticipantRequest>,
 ) -> Result<StatusCode, AppError> {
@@ -203,7 +203,7 @@ async fn disconnect_participant(
 
 async fn import_public_key(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     JsonBody(req): JsonBody<ImportPublicKeyRequest>,
 ) -> Result<Json<PublicKeyResponse>, AppError> {
     let parsed = auth::parse_public_key(&req.public_key_material)?;
@@ -221,7 +221,7 @@ async fn import_public_key(
         fingerprint: parsed.fingerprint,
     };
     state.store.insert_public_key(&record).map_err(AppError::internal)?;
-    state.keys.add_public_key(&record.id, parsed.key);
+    state.auth.keys.add_public_key(&record.id, parsed.key);
     tracing::info!(key_id = %record.id, "public key imported");
     Ok(Json(PublicKeyResponse {
         public_key: PublicKey { id: record.id, name: record.name, fingerprint: record.fingerprint },

@@ -22,7 +22,8 @@ use stagecast_protocol::{ParticipantId, StageId};
 use super::control::{existing_stage, new_stage};
 use crate::http::page::{next_token, page_query, Listing};
 use super::{
-    capabilities_from, mint_token, revoke_and_disconnect, CreateThrottled, Throttled, TokenSpec, DEFAULT_TOKEN_MINUTES,
+    capabilities_from, mint_token, revoke_and_disconnect, ApiState, CreateThrottled, Throttled, TokenSpec,
+    DEFAULT_TOKEN_MINUTES,
 };
 use crate::http::{iso8601, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::{self, now_unix};
@@ -31,7 +32,7 @@ use crate::channel;
 use crate::chat::{ChatCapability, ChatRole, RoomSettings, TokenSpec as ChatTokenSpec, ROLE_ATTRIBUTE};
 use crate::error::{JsonBody, QueryParams};
 use crate::store::{DemoGroupRecord, Page};
-use crate::{AppError, AppState};
+use crate::AppError;
 
 /// The `/api/list` response header that carries the next page's token
 /// (the body stays the sample backend's plain array).
@@ -42,7 +43,7 @@ const DEMO_RECORDING: RecordingSettings =
 
 pub const NEXT_TOKEN_HEADER: HeaderName = HeaderName::from_static("next-token");
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/api/create", post(create))
         .route("/api/join", post(join))
@@ -64,9 +65,9 @@ fn attributes(attrs: &DemoAttributes, is_host: bool) -> BTreeMap<String, String>
 /// The key that lets a group's host join it as its host again: an HMAC of
 /// the group id under a key derived from the server's signing key, so the
 /// server stores nothing and nobody else can compute it.
-fn host_key(state: &AppState, group_id: &str) -> String {
+fn host_key(state: &ApiState, group_id: &str) -> String {
     use hmac::{Hmac, Mac};
-    let key = state.keys.derive_key("stagecast demo host keys v1");
+    let key = state.auth.keys.derive_key("stagecast demo host keys v1");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("invariant: HMAC takes any key length");
     mac.update(group_id.as_bytes());
     mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -86,7 +87,7 @@ fn group_not_found(group_id: &str) -> AppError {
     AppError::not_found("GROUP_NOT_FOUND", format!("group {group_id} does not exist"))
 }
 
-fn existing_group(state: &AppState, group_id: &str) -> Result<DemoGroupRecord, AppError> {
+fn existing_group(state: &ApiState, group_id: &str) -> Result<DemoGroupRecord, AppError> {
     state.store.get_demo_group(group_id).map_err(AppError::internal)?.ok_or_else(|| group_not_found(group_id))
 }
 
@@ -103,7 +104,7 @@ fn guest_or_host_spec(user_id: String, attrs: &DemoAttributes, is_host: bool) ->
 /// never as the user id they sent (anyone can send any user id), with their
 /// server-set `role`; see `chat::identity`.
 fn chat_token(
-    state: &AppState,
+    state: &ApiState,
     room_id: &str,
     participant_id: &str,
     attrs: &DemoAttributes,
@@ -135,7 +136,7 @@ struct Created {
 }
 
 impl Created {
-    fn undo(self, state: &AppState) {
+    fn undo(self, state: &ApiState) {
         if let Some(stage) = self.stage {
             if let Err(e) = state.store.delete_stage(&stage) {
                 tracing::warn!(stage = %stage, error = %e, "cannot remove stage after failed create");
@@ -157,7 +158,7 @@ impl Created {
 async fn create(
     _: Throttled,
     _: CreateThrottled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DemoCreateRequest>,
 ) -> Result<Json<DemoSessionResponse>, AppError> {
@@ -173,12 +174,12 @@ async fn create(
 }
 
 fn create_group(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     req: DemoCreateRequest,
     created: &mut Created,
 ) -> Result<DemoSessionResponse, AppError> {
-    let urls = BaseUrls::for_request(state, headers);
+    let urls = BaseUrls::for_request(&state.config, headers);
     let name: String = format!("{}'s stage", req.attributes.username).chars().take(MAX_NAME_CHARS).collect();
     let stage = new_stage(state, name.clone())?;
     created.stage = Some(stage.id.clone());
@@ -217,7 +218,7 @@ fn create_group(
 
 /// Whether `/api/join` comes from the group's host: its `hostKey` must be
 /// the group's, and the host must not have been removed from the stage.
-fn rejoining_host(state: &AppState, group: &DemoGroupRecord, key: Option<&str>) -> Result<bool, AppError> {
+fn rejoining_host(state: &ApiState, group: &DemoGroupRecord, key: Option<&str>) -> Result<bool, AppError> {
     let Some(key) = key else { return Ok(false) };
     if !auth::constant_time_eq(key, &host_key(state, &group.group_id)) {
         return Err(AppError::forbidden("NOT_HOST", "this hostKey is not the host key of this group"));
@@ -235,7 +236,7 @@ fn rejoining_host(state: &AppState, group: &DemoGroupRecord, key: Option<&str>) 
 
 async fn join(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DemoJoinRequest>,
 ) -> Result<Json<DemoSessionResponse>, AppError> {
@@ -246,7 +247,7 @@ async fn join(
     if !is_host && state.store.user_removed(&stage.id, &req.user_id).map_err(AppError::internal)? {
         return Err(AppError::forbidden("REMOVED", "you were removed from this stage by its host"));
     }
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let token =
         mint_token(&state, &urls, &stage.id, guest_or_host_spec(req.user_id.clone(), &req.attributes, is_host))?;
     let role = if is_host { ChatRole::Host } else { ChatRole::Guest };
@@ -276,7 +277,7 @@ async fn join(
 /// only `groupId`. Query parameters on `GET`, an optional body on `POST`.
 async fn list(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     QueryParams(query): QueryParams<DemoListRequest>,
     OptionalJson(body): OptionalJson<DemoListRequest>,
@@ -294,7 +295,7 @@ async fn list(
         }
         None => state.store.list_demo_groups(page).map_err(AppError::internal)?,
     };
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let base = urls.http_base();
     let items: Vec<DemoListItem> = groups
         .items
@@ -320,15 +321,15 @@ async fn list(
 }
 
 /// The group, if the request's Bearer token is its host's participant
-/// token and still good: checked by [`AppState::authorize`] like every
+/// token and still good: checked by [`Auth::authorize`](crate::auth::Auth::authorize) like every
 /// participant token (signature, expiry, the stage exists, not
 /// disconnected), so a host removed through DisconnectParticipant loses
 /// host powers with the token.
-fn require_host(state: &AppState, headers: &HeaderMap, group_id: &str) -> Result<DemoGroupRecord, AppError> {
+fn require_host(state: &ApiState, headers: &HeaderMap, group_id: &str) -> Result<DemoGroupRecord, AppError> {
     let token = auth::bearer(headers.get(header::AUTHORIZATION)).ok_or_else(|| {
         AppError::unauthorized("UNAUTHORIZED", "this needs the host's participant token: Authorization: Bearer <token>")
     })?;
-    let claims = state.authorize(token, Capability::Join)?;
+    let claims = state.auth.authorize(token, Capability::Join)?;
     let group = existing_group(state, group_id)?;
     // The creator's token, or one the host got back with its host key (the
     // server sets `isHost`; a guest's attributes cannot carry it).
@@ -342,7 +343,7 @@ fn require_host(state: &AppState, headers: &HeaderMap, group_id: &str) -> Result
 
 async fn disconnect(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DemoDisconnectRequest>,
 ) -> Result<Json<Value>, AppError> {
@@ -362,7 +363,7 @@ async fn disconnect(
 
 async fn delete_group(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<DemoDeleteRequest>,
 ) -> Result<Json<Value>, AppError> {
@@ -374,7 +375,7 @@ async fn delete_group(
 
 /// Delete a group with its stage (members are disconnected), channel (a
 /// broadcast is stopped) and chat room.
-pub(super) fn remove_group(state: &AppState, group: &DemoGroupRecord) -> Result<(), AppError> {
+pub(super) fn remove_group(state: &ApiState, group: &DemoGroupRecord) -> Result<(), AppError> {
     let stage: &StageId = &group.stage_id;
     // Deleting the stage removes its groups with it.
     state.store.delete_stage(stage).map_err(AppError::internal)?;
@@ -427,7 +428,7 @@ struct ViewerChatAttributes {
 /// viewer can have.
 async fn viewer_chat_token(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<ViewerChatTokenRequest>,
 ) -> Result<Json<Value>, AppError> {
@@ -457,7 +458,7 @@ async fn viewer_chat_token(
         session_minutes: None,
     };
     let minted = state.chat.create_token(&room, spec, now_unix())?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     let endpoint = match urls.events_url.strip_suffix("/v1/stage/events") {
         Some(base) => format!("{base}/v1/chat"),
         None => urls.events_url.replace("/v1/stage/events", "/v1/chat"),
@@ -486,12 +487,12 @@ struct WatchChannel {
 
 async fn watch_channel(
     _: Throttled,
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<WatchChannel>, AppError> {
     let record = state.channels.get(&id)?;
-    let urls = BaseUrls::for_request(&state, &headers);
+    let urls = BaseUrls::for_request(&state.config, &headers);
     Ok(Json(WatchChannel {
         state: if state.channels.is_live(&record.id) { "LIVE" } else { "OFFLINE" },
         playback_url: channel::playback_url(urls.http_base(), &record.id),

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use crate::auth::now_unix;
 use crate::store::{DemoGroupRecord, PageQuery};
-use crate::{AppError, AppState};
+use super::ApiState;
+use crate::AppError;
 
 /// What the sweeper sees of one group on one tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,22 +73,25 @@ impl IdleSweep {
     }
 }
 
-/// Start the sweeper when `config.demo_idle_secs` is not 0. It ticks every
-/// tenth of the idle time (1 s to 1 min) and stops once the server is gone.
-pub fn spawn_idle_sweeper(state: &AppState) {
-    let idle = state.config.demo_idle_secs;
+/// Start the sweeper when `idle` (`config.demo_idle_secs`) is not 0. It
+/// ticks every tenth of the idle time (1 s to 1 min) and reaches the server
+/// through `server`, which must not keep it alive: once that returns `None`
+/// (the server is gone) the sweeper stops.
+pub fn spawn_idle_sweeper<F>(idle: u64, server: F)
+where
+    F: Fn() -> Option<ApiState> + Send + 'static,
+{
     if idle == 0 {
         return;
     }
     let period = Duration::from_secs((idle / 10).clamp(1, 60));
-    let server = state.downgrade();
     tokio::spawn(async move {
         let mut sweep = IdleSweep::new(idle, now_unix());
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             ticker.tick().await;
-            let Some(state) = server.upgrade() else { return };
+            let Some(state) = server() else { return };
             if let Err(e) = sweep_once(&state, &mut sweep) {
                 tracing::warn!(error = %e, "idle demo group sweep failed");
             }
@@ -95,12 +99,12 @@ pub fn spawn_idle_sweeper(state: &AppState) {
     });
 }
 
-fn is_busy(state: &AppState, group: &DemoGroupRecord) -> bool {
+fn is_busy(state: &ApiState, group: &DemoGroupRecord) -> bool {
     !state.stages.participants(&group.stage_id).is_empty()
         || group.channel_id.as_deref().is_some_and(|c| state.channels.is_live(c))
 }
 
-fn sweep_once(state: &AppState, sweep: &mut IdleSweep) -> Result<(), AppError> {
+fn sweep_once(state: &ApiState, sweep: &mut IdleSweep) -> Result<(), AppError> {
     let mut groups = HashMap::new();
     let mut page = PageQuery::first(500);
     loop {

@@ -3,7 +3,7 @@
 //! Both mint participant tokens the same way ([`mint_token`]); they differ in
 //! who may call them: the control plane needs the API key, the demo backend
 //! is open but rate-limited per client IP, and its host-only operations need
-//! the host's own participant token.
+//! the host's own participant token. Both take an [`ApiState`].
 
 mod control;
 mod demo;
@@ -13,15 +13,19 @@ mod throttle;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::{Extension, Router};
 use stagecast_protocol::control::{ParticipantCapability, ParticipantToken};
 use stagecast_protocol::token::{ParticipantClaims, TokenCapabilities};
 use stagecast_protocol::{ParticipantId, StageId};
 
-use crate::auth::{self, now_unix};
+use crate::auth::{self, now_unix, Auth};
+use crate::channel::ChannelHub;
+use crate::chat::ChatHub;
 use crate::http::{iso8601, BaseUrls, MAX_NAME_CHARS};
-use crate::store::ParticipantRecord;
-use crate::{AppError, AppState};
+use crate::stage::StageHub;
+use crate::store::{ParticipantRecord, Store};
+use crate::{AppError, Config};
 
 pub use idle::{spawn_idle_sweeper, GroupActivity, IdleSweep};
 pub use throttle::{CreateThrottled, Throttled};
@@ -31,8 +35,22 @@ pub const DEFAULT_TOKEN_MINUTES: u32 = 720;
 /// Longest token lifetime, in minutes (14 days, as IVS).
 pub const MAX_TOKEN_MINUTES: u32 = 20_160;
 
+/// What the control plane and the demo backend reach: the store (stages,
+/// participants, public keys, demo groups), [`Auth`] (API key, token keys),
+/// the configuration, and the hubs whose stages, channels and rooms they
+/// make, list and remove. Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub stages: StageHub,
+    pub chat: ChatHub,
+    pub channels: ChannelHub,
+}
+
 /// `/v1` and `/api`.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ApiState> {
     let demo = demo::router().layer(Extension(Arc::new(throttle::DemoLimits::default())));
     Router::new().merge(control::router()).merge(demo)
 }
@@ -48,7 +66,7 @@ pub struct TokenSpec {
 /// Validate, sign and record a participant token for `stage` (which the
 /// caller has checked exists).
 pub fn mint_token(
-    state: &AppState,
+    state: &ApiState,
     urls: &BaseUrls,
     stage: &StageId,
     spec: TokenSpec,
@@ -83,7 +101,7 @@ pub fn mint_token(
         whip_url: urls.whip_url.clone(),
         version: "1.0".to_owned(),
     };
-    let token = state.keys.mint(&claims)?;
+    let token = state.auth.keys.mint(&claims)?;
     state
         .store
         .insert_participant(&ParticipantRecord {
@@ -135,7 +153,7 @@ pub fn capabilities_from(list: Option<&[ParticipantCapability]>) -> TokenCapabil
 /// and its live connection (if any) is closed. Returns false if neither
 /// the store nor the hub knows it.
 pub fn revoke_and_disconnect(
-    state: &AppState,
+    state: &ApiState,
     stage: &StageId,
     participant: &ParticipantId,
     reason: &str,

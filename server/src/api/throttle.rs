@@ -8,12 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 
 use crate::serve::origin::client_ip;
-use crate::{AppError, AppState};
+use crate::{AppError, Config};
 
 /// Fixed one-minute windows of request counts per client IP. Time is
 /// passed in, so the limiter is tested with a fake clock.
@@ -57,7 +57,7 @@ pub(crate) struct DemoLimits {
 /// when over.
 fn check(
     parts: &Parts,
-    config: &crate::Config,
+    config: &Config,
     pick: fn(&DemoLimits) -> &RateLimiter,
     per_minute: u32,
     message: impl FnOnce() -> String,
@@ -80,11 +80,15 @@ fn check(
 /// (429 THROTTLED otherwise).
 pub struct Throttled;
 
-impl FromRequestParts<AppState> for Throttled {
+impl<S: Send + Sync> FromRequestParts<S> for Throttled
+where
+    Arc<Config>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        check(parts, &state.config, |l| &l.requests, state.config.demo_rate_per_minute, || {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let config = Arc::<Config>::from_ref(state);
+        check(parts, &config, |l| &l.requests, config.demo_rate_per_minute, || {
             "too many requests from this address; try again in a minute".to_owned()
         })?;
         Ok(Throttled)
@@ -96,12 +100,16 @@ impl FromRequestParts<AppState> for Throttled {
 /// [`Throttled`], so a create counts against both limits.
 pub struct CreateThrottled;
 
-impl FromRequestParts<AppState> for CreateThrottled {
+impl<S: Send + Sync> FromRequestParts<S> for CreateThrottled
+where
+    Arc<Config>: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let per_minute = state.config.demo_create_per_minute;
-        check(parts, &state.config, |l| &l.creates, per_minute, || {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let config = Arc::<Config>::from_ref(state);
+        let per_minute = config.demo_create_per_minute;
+        check(parts, &config, |l| &l.creates, per_minute, || {
             format!("at most {per_minute} stages a minute can be created from one address; try again in a minute")
         })?;
         Ok(CreateThrottled)

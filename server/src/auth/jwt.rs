@@ -248,7 +248,7 @@ impl KeyRing {
     /// against `now_unix` (seconds): expiry, `nbf` when present, a
     /// non-empty `topic` and `jti`, attributes within the cap. Returns the
     /// claims. Whether the stage exists and the participant was not
-    /// disconnected is [`AppState::authorize`](crate::AppState::authorize)'s
+    /// disconnected is [`Auth::authorize`](crate::auth::Auth::authorize)'s
     /// part.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<ParticipantClaims, AuthError> {
         let signed = Signed::split(token)?;

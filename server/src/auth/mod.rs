@@ -2,13 +2,16 @@
 //! public keys and the control-plane API key.
 //!
 //! [`KeyRing::verify`] checks what a token says about itself (signature,
-//! expiry); [`AppState::authorize`] adds what only the server knows (the
+//! expiry); [`Auth::authorize`] adds what only the server knows (the
 //! stage still exists, the participant was not disconnected, the capability).
+//! [`Auth`] is the state the shared HTTP extractors (`http::ApiKey`,
+//! `http::Participant`) take from any area's state.
 
 mod jwt;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -16,8 +19,8 @@ use rand::Rng;
 use stagecast_protocol::token::{Capability, ParticipantClaims};
 use stagecast_protocol::{ParticipantId, StageId};
 
-use crate::store::{ParticipantRecord, StoreError};
-use crate::{AppError, AppState, Config};
+use crate::store::{ParticipantRecord, Store, StoreError};
+use crate::{AppError, Config};
 
 pub use jwt::{
     check_attributes, derive_key, parse_public_key, sign as sign_jwt, signing_key_path, verify_playback,
@@ -205,7 +208,28 @@ pub fn accept_token_upgrade(
     Ok(upgrade)
 }
 
-impl AppState {
+/// Who may call what: the control-plane API key, the token keys, and the
+/// participant records a participant token is checked against (its stage
+/// exists, it was not disconnected). Cheap to clone: every area's state
+/// holds one, for the `http` extractors.
+#[derive(Clone)]
+pub struct Auth {
+    /// Token signing key and imported public keys.
+    pub keys: Arc<KeyRing>,
+    api_key: Arc<str>,
+    store: Arc<dyn Store>,
+}
+
+impl Auth {
+    pub fn new(keys: KeyRing, api_key: String, store: Arc<dyn Store>) -> Self {
+        Self { keys: Arc::new(keys), api_key: api_key.into(), store }
+    }
+
+    /// The control-plane API key (`Authorization: Bearer <api key>` on `/v1`).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
     /// Verify a participant token on any path: signature, expiry, that its
     /// stage exists, that the participant was not disconnected, and that it
     /// carries `need`.
@@ -235,16 +259,9 @@ impl AppState {
         Ok(claims)
     }
 
-    /// While draining, a stage with no one on it here takes no one (its
-    /// members go to another node); a stage in progress goes on.
-    pub fn refuse_new_stage_while_draining(&self, claims: &ParticipantClaims) -> Result<(), AppError> {
-        if self.ops.is_draining() && !self.stages.is_active(&StageId(claims.topic.clone())) {
-            return Err(crate::ops::draining_error("stages"));
-        }
-        Ok(())
-    }
-
-    /// Record that a participant connected to the event plane (first join time).
+    /// Record that a participant connected to the event plane (first join
+    /// time), in the records [`Auth::authorize`] checks: a token that
+    /// joined and was then disconnected stays refused.
     pub fn participant_joined(&self, claims: &ParticipantClaims) {
         let record = ParticipantRecord {
             stage_id: StageId(claims.topic.clone()),

@@ -31,11 +31,10 @@ use super::access::{self, Access, Presented};
 use super::holds::HoldPermit;
 use super::ladder;
 use super::packager::{MediaName, Packager, PartLookup, Readiness};
-use super::Broadcast;
+use super::{Broadcast, ChannelState};
 use crate::http::range;
 use crate::ops::{HlsKind, HlsMetrics};
 use crate::serve::origin::client_ip;
-use crate::AppState;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 const MEDIA: &str = "video/iso.segment";
@@ -54,7 +53,7 @@ const LIVE_PLAYLIST: &str = "public, max-age=0, s-maxage=1";
 pub const SERVER_TIME_HEADER: &str = "x-server-time-ms";
 
 /// LL-HLS playback.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ChannelState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
@@ -87,10 +86,10 @@ impl Feed {
 /// router runs without connect info).
 struct ClientIp(IpAddr);
 
-impl FromRequestParts<AppState> for ClientIp {
+impl FromRequestParts<ChannelState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &ChannelState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
         let ip = client_ip(&state.config, &parts.headers, peer).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok(ClientIp(ip))
@@ -150,7 +149,7 @@ fn parse_blocking(query: &HashMap<String, String>) -> Result<Option<(u64, Option
 }
 
 async fn hls_file(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path((id, file)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     ClientIp(ip): ClientIp,
@@ -162,7 +161,7 @@ async fn hls_file(
 /// A lower rendition's files (its media playlist has relative URIs, so
 /// they resolve under the same prefix).
 async fn hls_rendition_file(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path((id, rid, file)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     ClientIp(ip): ClientIp,
@@ -175,7 +174,7 @@ async fn hls_rendition_file(
 }
 
 async fn handle(
-    state: AppState,
+    state: ChannelState,
     id: String,
     rid: Option<String>,
     file: String,
@@ -185,7 +184,7 @@ async fn handle(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query: &query, origin };
-    let access = access::check(&state.channels, &state.keys, &id, &presented, crate::auth::now_unix());
+    let access = access::check(&state.channels, &state.auth.keys, &id, &presented, crate::auth::now_unix());
     let mut response = match access {
         Err(refused) => refused.into_response(),
         Ok(access) => {

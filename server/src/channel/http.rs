@@ -15,14 +15,14 @@ use tower_http::cors::{Any, CorsLayer};
 use super::recording::core::{MAX_RECONNECT_WINDOW_SECS, THUMBNAIL_INTERVAL_SECS};
 use super::recording::RecordingSettings;
 use super::store::ChannelRecord;
-use super::ChannelError;
+use super::{ChannelError, ChannelState};
 use stagecast_protocol::control::ListRequest;
 
 use crate::http::page::{next_token, page_query, Listing};
 use crate::http::{ApiKey, BaseUrls, OptionalJson, MAX_NAME_CHARS};
 use crate::auth::now_unix;
 use crate::error::{JsonBody, QueryParams};
-use crate::{turn, AppError, AppState};
+use crate::{turn, AppError};
 
 /// Largest SDP offer accepted.
 const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -195,7 +195,7 @@ struct PutMetadataRequest {
 }
 
 /// Channel control plane, WHIP ingest and HLS.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ChannelState> {
     let whip_cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::POST, Method::DELETE, Method::OPTIONS])
@@ -222,7 +222,7 @@ pub fn router() -> Router<AppState> {
 
 /// 204 with CORS preflight headers; with the channel's stream key, also the
 /// ICE servers for the broadcaster as `Link` headers (RFC 9725 §4.4).
-async fn whip_options(State(state): State<AppState>, Path(params): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn whip_options(State(state): State<ChannelState>, Path(params): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
     let servers = params
         .get("id")
         .and_then(|id| broadcaster(&state, id, &headers).ok())
@@ -232,12 +232,12 @@ async fn whip_options(State(state): State<AppState>, Path(params): Path<HashMap<
 }
 
 /// The broadcaster's STUN/TURN servers; the TURN username names the channel.
-fn ice_servers(state: &AppState, channel: &str) -> Vec<stagecast_protocol::events::IceServer> {
+fn ice_servers(state: &ChannelState, channel: &str) -> Vec<stagecast_protocol::events::IceServer> {
     turn::ice_servers(&state.config.turn, now_unix(), channel)
 }
 
 /// The channel's id if `headers` carry its stream key.
-fn broadcaster(state: &AppState, id: &str, headers: &HeaderMap) -> Result<String, AppError> {
+fn broadcaster(state: &ChannelState, id: &str, headers: &HeaderMap) -> Result<String, AppError> {
     let key = stream_key(headers)?;
     let record = state.channels.get(id)?;
     if !crate::auth::constant_time_eq(key, &record.stream_key) {
@@ -246,8 +246,8 @@ fn broadcaster(state: &AppState, id: &str, headers: &HeaderMap) -> Result<String
     Ok(record.id)
 }
 
-fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> ChannelView {
-    let urls = BaseUrls::for_request(state, headers);
+fn view(state: &ChannelState, headers: &HeaderMap, record: &ChannelRecord) -> ChannelView {
+    let urls = BaseUrls::for_request(&state.config, headers);
     let base = urls.http_base();
     ChannelView {
         id: record.id.clone(),
@@ -264,7 +264,7 @@ fn view(state: &AppState, headers: &HeaderMap, record: &ChannelRecord) -> Channe
 
 async fn create_channel(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     OptionalJson(req): OptionalJson<CreateChannelRequest>,
 ) -> Result<Json<CreateChannelResponse>, AppError> {
@@ -280,7 +280,7 @@ async fn create_channel(
 /// ListChannels, oldest first, a page at a time (`maxResults`, `nextToken`).
 async fn list_channels(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListChannelsResponse>, AppError> {
@@ -294,7 +294,7 @@ async fn list_channels(
 
 async fn get_channel(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<GetChannelResponse>, AppError> {
@@ -304,7 +304,7 @@ async fn get_channel(
 
 async fn update_channel(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<UpdateChannelRequest>,
@@ -319,14 +319,14 @@ async fn update_channel(
     Ok(Json(GetChannelResponse { channel: view(&state, &headers, &record) }))
 }
 
-async fn delete_channel(_: ApiKey, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn delete_channel(_: ApiKey, State(state): State<ChannelState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
     state.channels.delete(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn put_metadata(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<PutMetadataRequest>,
 ) -> Result<StatusCode, AppError> {
@@ -334,7 +334,7 @@ async fn put_metadata(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stop_stream(_: ApiKey, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn stop_stream(_: ApiKey, State(state): State<ChannelState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
     state.channels.get(&id)?;
     state.channels.stop_broadcast(&id, None)?;
     Ok(StatusCode::NO_CONTENT)
@@ -347,7 +347,7 @@ fn stream_key(headers: &HeaderMap) -> Result<&str, AppError> {
 }
 
 async fn whip_publish(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -374,7 +374,7 @@ async fn whip_publish(
 }
 
 async fn whip_delete(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path((id, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {

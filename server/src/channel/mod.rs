@@ -15,7 +15,8 @@
 //!   playlist is, so a broadcast also continues after a server restart.
 //! - [`ChannelHub`] holds the stored channels (their own SQLite table) and
 //!   the broadcasts; [`router`] serves the control plane
-//!   (`/v1/channels…`, API key), the WHIP ingest (stream key) and `/hls/…`.
+//!   (`/v1/channels…`, API key), the WHIP ingest (stream key) and `/hls/…`,
+//!   with a [`ChannelState`] that holds only what those routes reach.
 //! - [`recording`] writes every broadcast of a channel that records as an
 //!   HLS VOD with thumbnails (a reconnect window joins broadcasts into one
 //!   recording) to a storage trait, and serves list, delete and playback.
@@ -48,6 +49,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::FromRef;
 use str0m::config::DtlsCert;
 
 pub use broadcast::Broadcast;
@@ -57,8 +59,10 @@ pub use lifecycle::{Admission, Health, SessionEnd, ENDED_GRACE};
 use packager::Packager;
 use store::{ChannelRecord, ChannelStore};
 
-use crate::auth;
+use crate::auth::{self, Auth};
+use crate::ops::Ops;
 use crate::store::StoreError;
+use crate::Config;
 
 /// Longest `PutMetadata` payload, in bytes (IVS: 1 KB).
 pub const MAX_METADATA_BYTES: usize = 1024;
@@ -77,6 +81,18 @@ pub fn playback_url(base: &str, id: &str) -> String {
 /// tokens carry it as `aws:channel-arn`).
 pub fn channel_arn(id: &str) -> String {
     format!("arn:stagecast:ivs:local:channel/{id}")
+}
+
+/// What the channel routes reach: the channels, [`Auth`] (the API key, and
+/// the keys private playback is checked with), the configuration (URLs,
+/// TURN, client addresses) and [`Ops`] (HLS counters, draining). Cheap to
+/// clone.
+#[derive(Clone, FromRef)]
+pub struct ChannelState {
+    pub channels: ChannelHub,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub ops: Ops,
 }
 
 /// Channel errors; `http` maps them to status codes.

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use stagecast_protocol::control::ListRequest;
 
 use super::store::{ChannelStore, PlaybackKeyRecord};
-use super::{ChannelError, ChannelHub};
+use super::{ChannelError, ChannelHub, ChannelState};
 use crate::http::page::{next_token, page_query, Listing};
 use crate::http::{iso8601, ApiKey, MAX_NAME_CHARS};
 use crate::auth::{self, KeySet};
 use crate::error::{JsonBody, QueryParams};
 use crate::store::{Page, PageQuery, StoreError};
-use crate::{AppError, AppState};
+use crate::AppError;
 
 /// Most playback keys a server holds (a token without a `kid` is tried
 /// against each, so their number bounds that work; IVS allows 3 a region).
@@ -133,7 +133,7 @@ struct ImportPlaybackKeyRequest {
     name: Option<String>,
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ChannelState> {
     Router::new()
         .route("/v1/playback-keys", post(import_key).get(list_keys))
         .route("/v1/playback-keys/{id}", get(get_key).delete(delete_key))
@@ -151,7 +151,7 @@ fn view(record: &PlaybackKeyRecord) -> PlaybackKeyView {
 
 async fn import_key(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     JsonBody(req): JsonBody<ImportPlaybackKeyRequest>,
 ) -> Result<Json<PlaybackKeyResponse>, AppError> {
     let name = req.name.unwrap_or_default();
@@ -164,7 +164,7 @@ async fn import_key(
 
 async fn list_keys(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListPlaybackKeysResponse>, AppError> {
     let page = page_query(Listing::PlaybackKeys, req.max_results, req.next_token.as_deref())?;
@@ -177,14 +177,14 @@ async fn list_keys(
 
 async fn get_key(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path(id): Path<String>,
 ) -> Result<Json<PlaybackKeyResponse>, AppError> {
     let record = state.channels.playback_key(key_id(&id))?;
     Ok(Json(PlaybackKeyResponse { key_pair: view(&record) }))
 }
 
-async fn delete_key(_: ApiKey, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn delete_key(_: ApiKey, State(state): State<ChannelState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
     state.channels.delete_playback_key(key_id(&id))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 use super::hub::{RoomSettings, TokenSpec};
 use super::store::RoomRecord;
 use super::token::ChatCapability;
-use super::now_ms;
+use super::{now_ms, ChatState};
 use stagecast_protocol::control::ListRequest;
 
 use crate::http::page::{next_token, page_query, Listing};
 use crate::http::{iso8601, ApiKey, BaseUrls, OptionalJson};
 use crate::auth::now_unix;
 use crate::error::{JsonBody, QueryParams};
-use crate::{AppError, AppState};
+use crate::{AppError, Config};
 
-pub(super) fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<ChatState> {
     Router::new()
         .route("/v1/rooms", post(create_room).get(list_rooms))
         .route("/v1/rooms/{id}", get(get_room).delete(delete_room))
@@ -101,8 +101,8 @@ struct IdResponse {
 }
 
 /// The chat endpoint for this request's host (or `config.public_url`).
-fn chat_endpoint(state: &AppState, headers: &HeaderMap) -> String {
-    let events = BaseUrls::for_request(state, headers).events_url;
+fn chat_endpoint(config: &Config, headers: &HeaderMap) -> String {
+    let events = BaseUrls::for_request(config, headers).events_url;
     let base = events.strip_suffix("/v1/stage/events").unwrap_or(&events);
     format!("{base}/v1/chat")
 }
@@ -122,7 +122,7 @@ pub(crate) fn room_view(record: &RoomRecord, endpoint: &str) -> RoomView {
 
 async fn create_room(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     headers: HeaderMap,
     OptionalJson(req): OptionalJson<CreateRoomRequest>,
 ) -> Result<Json<RoomView>, AppError> {
@@ -132,18 +132,18 @@ async fn create_room(
         max_message_length: req.maximum_message_length,
     };
     let record = state.chat.create_room(settings, now_unix())?;
-    Ok(Json(room_view(&record, &chat_endpoint(&state, &headers))))
+    Ok(Json(room_view(&record, &chat_endpoint(&state.config, &headers))))
 }
 
 /// ListRooms, oldest first, a page at a time (`maxResults`, `nextToken`).
 async fn list_rooms(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     headers: HeaderMap,
     QueryParams(req): QueryParams<ListRequest>,
 ) -> Result<Json<ListRoomsResponse>, AppError> {
     let page = page_query(Listing::Rooms, req.max_results, req.next_token.as_deref())?;
-    let endpoint = chat_endpoint(&state, &headers);
+    let endpoint = chat_endpoint(&state.config, &headers);
     let listed = state.chat.list_rooms(page)?;
     Ok(Json(ListRoomsResponse {
         rooms: listed.items.iter().map(|r| room_view(r, &endpoint)).collect(),
@@ -153,22 +153,22 @@ async fn list_rooms(
 
 async fn get_room(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RoomView>, AppError> {
     let record = state.chat.get_room(&id)?;
-    Ok(Json(room_view(&record, &chat_endpoint(&state, &headers))))
+    Ok(Json(room_view(&record, &chat_endpoint(&state.config, &headers))))
 }
 
-async fn delete_room(_: ApiKey, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn delete_room(_: ApiKey, State(state): State<ChatState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
     state.chat.delete_room(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_token(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<CreateTokenRequest>,
 ) -> Result<Json<ChatTokenResponse>, AppError> {
@@ -189,7 +189,7 @@ async fn create_token(
 
 async fn send_event(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SendEventRequest>,
 ) -> Result<Json<IdResponse>, AppError> {
@@ -199,7 +199,7 @@ async fn send_event(
 
 async fn delete_message(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     Path((id, message_id)): Path<(String, String)>,
     OptionalJson(req): OptionalJson<ReasonRequest>,
 ) -> Result<Json<IdResponse>, AppError> {
@@ -209,7 +209,7 @@ async fn delete_message(
 
 async fn disconnect_user(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     Path((id, user_id)): Path<(String, String)>,
     OptionalJson(req): OptionalJson<ReasonRequest>,
 ) -> Result<Json<IdResponse>, AppError> {

@@ -14,6 +14,7 @@
 //!   file), chat tokens (ES384, the server's key), and the live rooms with a
 //!   bounded queue per connection.
 //! - `api`: the `/v1/rooms` control plane (API key); `socket`: `GET /v1/chat`.
+//!   Both take [`ChatState`], which holds only what chat needs.
 
 mod api;
 pub mod history;
@@ -26,10 +27,14 @@ mod store;
 pub mod token;
 pub mod wire;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 
-use crate::{AppError, AppState};
+use crate::auth::Auth;
+use crate::{AppError, Config};
 
 pub use api::{ChatTokenResponse, RoomView};
 pub use hub::{ChatHub, ChatStats, Connection, HubSettings, MintedToken, Outbound, RoomSettings, TokenSpec, OUTBOUND_QUEUE};
@@ -39,8 +44,17 @@ pub use room::ChatPolicy;
 pub use store::RoomRecord;
 pub use token::{ChatCapability, ChatClaims, TokenError};
 
+/// What the chat routes reach: the rooms, [`Auth`] for the API key, and the
+/// configuration the endpoint URL is made from. Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct ChatState {
+    pub chat: ChatHub,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+}
+
 /// `/v1/rooms/...` (API key) and `GET /v1/chat` (WebSocket, chat token as subprotocol).
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ChatState> {
     api::router().route("/v1/chat", get(socket::chat_socket))
 }
 

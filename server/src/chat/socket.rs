@@ -32,9 +32,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use super::hub::{ChatHub, Connection, Outbound};
 use super::limit::{self, ConnectionGuard, FrameVerdict, TickAction};
 use super::room::CloseReason;
-use super::now_ms;
+use super::{now_ms, ChatState};
 use crate::auth::{accept_token_upgrade, now_unix, require_subprotocol_token};
-use crate::{AppError, AppState};
+use crate::AppError;
 
 /// Frames up to this size are read and answered (413 for long content);
 /// larger ones end the connection at the transport.
@@ -48,7 +48,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn chat_socket(
-    State(state): State<AppState>,
+    State(state): State<ChatState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {

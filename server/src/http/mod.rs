@@ -2,24 +2,26 @@
 //! the API-key and participant-token extractors, the base URLs a request
 //! addressed, paging and limits on names. `api/` (control plane, demo backend), `chat/`,
 //! `channel/` and `ops/` build their routes on it, and none of them imports
-//! another area's HTTP module for these.
+//! another area's HTTP module for these. The extractors need only
+//! [`Auth`] from an area's state (`Auth: FromRef<S>`), and [`BaseUrls`]
+//! only the configuration, so no area depends on the server's whole state.
 
 pub mod page;
 pub mod range;
 
 use std::marker::PhantomData;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use stagecast_protocol::control::StageEndpoints;
 use stagecast_protocol::token::ParticipantClaims;
 use stagecast_protocol::{ParticipantId, StageId};
 
-use crate::auth;
+use crate::auth::{self, Auth};
+use crate::config::Config;
 pub use crate::error::{AppError, JsonBody};
 use crate::serve::origin::Origin;
-use crate::AppState;
 
 /// Longest user id, stage name and disconnect reason, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
@@ -28,14 +30,18 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// token (401 UNAUTHORIZED otherwise).
 pub struct ApiKey;
 
-impl FromRequestParts<AppState> for ApiKey {
+impl<S: Send + Sync> FromRequestParts<S> for ApiKey
+where
+    Auth: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_ref(state);
         match auth::bearer(parts.headers.get(header::AUTHORIZATION)) {
-            Some(key) if auth::constant_time_eq(key, &state.api_key) => Ok(ApiKey),
+            Some(key) if auth::constant_time_eq(key, auth.api_key()) => Ok(ApiKey),
             // A stream key where the API key belongs: say so (the prefix is not secret).
-            Some(key) if looks_like_stream_key(key, &state.api_key) => Err(AppError::unauthorized(
+            Some(key) if looks_like_stream_key(key, auth.api_key()) => Err(AppError::unauthorized(
                 "UNAUTHORIZED",
                 "that is a channel stream key (sk_…); the control plane needs the API key (sck_…)",
             )),
@@ -74,7 +80,7 @@ pub mod need {
 }
 
 /// Extractor: a participant token as `Authorization: Bearer`, verified by
-/// [`AppState::authorize`] (signature, expiry, the stage exists, not
+/// [`Auth::authorize`] (signature, expiry, the stage exists, not
 /// disconnected) for capability `C`; `401 TOKEN_MALFORMED` without one.
 pub struct Participant<C> {
     pub claims: ParticipantClaims,
@@ -88,11 +94,14 @@ impl<C> Participant<C> {
     }
 }
 
-impl<C: need::Need> FromRequestParts<AppState> for Participant<C> {
+impl<S: Send + Sync, C: need::Need> FromRequestParts<S> for Participant<C>
+where
+    Auth: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let claims = state.authorize(participant_bearer(&parts.headers)?, C::CAPABILITY)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let claims = Auth::from_ref(state).authorize(participant_bearer(&parts.headers)?, C::CAPABILITY)?;
         Ok(Participant { claims, _need: PhantomData })
     }
 }
@@ -153,9 +162,9 @@ impl BaseUrls {
     /// From `config.public_url` when set, else from the scheme and host the
     /// request addressed (`https`/`wss` when served over TLS, directly or
     /// behind a trusted proxy: [`Origin`]).
-    pub fn for_request(state: &AppState, headers: &HeaderMap) -> Self {
-        let origin = Origin::of(&state.config, headers);
-        let public = state.config.public_url.as_deref().map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty());
+    pub fn for_request(config: &Config, headers: &HeaderMap) -> Self {
+        let origin = Origin::of(config, headers);
+        let public = config.public_url.as_deref().map(|u| u.trim().trim_end_matches('/')).filter(|u| !u.is_empty());
         let (http, ws) = match public {
             Some(public) => {
                 if let Some(rest) = public.strip_prefix("https://") {
@@ -170,8 +179,8 @@ impl BaseUrls {
                 let host = origin
                     .host
                     .clone()
-                    .or_else(|| state.config.bound_http.map(|a| a.to_string()))
-                    .unwrap_or_else(|| state.config.listen.clone());
+                    .or_else(|| config.bound_http.map(|a| a.to_string()))
+                    .unwrap_or_else(|| config.listen.clone());
                 (format!("{}://{host}", origin.http_scheme()), format!("{}://{host}", origin.ws_scheme()))
             }
         };

@@ -2,15 +2,17 @@
 //! webhooks ([`webhook`]).
 //!
 //! Metrics are read when scraped: gauges from the hubs (one lock each),
-//! counters from plain integers the SFU task and the hubs keep. `/metrics`
-//! needs the API key as a Bearer token unless `--public-metrics` is set.
+//! counters from plain integers the SFU task and the hubs keep, through an
+//! [`OpsState`] that holds the hubs. `/metrics` needs the API key as a
+//! Bearer token unless `--public-metrics` is set.
 
 pub mod webhook;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,7 +21,14 @@ use serde_json::json;
 
 pub use webhook::EventSink;
 
-use crate::AppState;
+use crate::auth::Auth;
+use crate::channel::ChannelHub;
+use crate::chat::ChatHub;
+use crate::http::ApiKey;
+use crate::sfu::SfuHandle;
+use crate::stage::StageHub;
+use crate::store::Store;
+use crate::Config;
 
 /// The kinds of HLS request `/metrics` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +84,21 @@ impl Drop for OpenPlaylist<'_> {
     }
 }
 
-/// What the operator's endpoints keep.
-#[derive(Default)]
+/// What the operator's endpoints keep. Cheap to clone (the areas that
+/// count HLS requests or refuse new work while draining hold one).
+#[derive(Clone, Default)]
 pub struct Ops {
-    pub hls: HlsMetrics,
+    pub hls: Arc<HlsMetrics>,
     pub webhooks: EventSink,
     /// Set by SIGTERM: existing stages and broadcasts go on until they end,
     /// new ones are refused (`503 SERVER_DRAINING`) and `/healthz` says so,
     /// so a load balancer sends them to another node.
-    draining: AtomicBool,
+    draining: Arc<AtomicBool>,
 }
 
 impl Ops {
     pub fn new(hls: HlsMetrics, webhooks: EventSink) -> Self {
-        Self { hls, webhooks, draining: AtomicBool::new(false) }
+        Self { hls: Arc::new(hls), webhooks, draining: Arc::new(AtomicBool::new(false)) }
     }
 
     pub fn start_draining(&self) {
@@ -100,11 +110,26 @@ impl Ops {
     }
 }
 
+/// What the operator's endpoints read: [`Ops`], the store (`/healthz`), every
+/// hub (the gauges of `/metrics`), [`Auth`] and the configuration (whether
+/// `/metrics` needs the API key). Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct OpsState {
+    pub ops: Ops,
+    pub store: Arc<dyn Store>,
+    pub stages: StageHub,
+    pub sfu: SfuHandle,
+    pub chat: ChatHub,
+    pub channels: ChannelHub,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+}
+
 /// Resolves once no stage has members here and no broadcast is on air
 /// (checked twice a second): a draining server may exit then.
-pub async fn drained(state: &AppState) {
+pub async fn drained(stages: &StageHub, channels: &ChannelHub) {
     loop {
-        if state.stages.counts().stages == 0 && state.channels.live_count() == 0 {
+        if stages.counts().stages == 0 && channels.live_count() == 0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -120,13 +145,13 @@ pub fn draining_error(what: &str) -> crate::AppError {
     )
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<OpsState> {
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
 
 /// 200 `{"status":"ok"}` when the store answers a query; 503 with the
 /// reason otherwise, or `{"status":"draining"}` after SIGTERM.
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<OpsState>) -> Response {
     if state.ops.is_draining() {
         let body = json!({ "status": "draining", "reason": "shutting down: existing stages and broadcasts go on, new ones go elsewhere" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
@@ -142,10 +167,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": reason }))).into_response()
 }
 
-async fn metrics(State(state): State<AppState>, parts: axum::http::request::Parts) -> Response {
+async fn metrics(State(state): State<OpsState>, parts: axum::http::request::Parts) -> Response {
     if !state.config.public_metrics {
         let mut parts = parts;
-        if let Err(e) = <crate::http::ApiKey as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+        if let Err(e) = <ApiKey as FromRequestParts<OpsState>>::from_request_parts(&mut parts, &state).await {
             return e.into_response();
         }
     }
@@ -167,7 +192,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 }
 
 /// The Prometheus text exposition (format 0.0.4).
-pub async fn render(state: &AppState) -> String {
+pub async fn render(state: &OpsState) -> String {
     let mut out = String::with_capacity(4096);
     let stages = state.stages.counts();
     family(&mut out, "stagecast_stages", "gauge", "Stages with at least one member.", &[("", stages.stages)]);

@@ -26,10 +26,14 @@
 //! event plane, or a WHIP publish of one's own: a WHEP client needs the
 //! event plane to learn who publishes anyway, and a subscriber that is on
 //! no member list would escape the member cap.
+//!
+//! The routes hold a [`SfuState`]: the SFU handle and what admission needs.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, options, post};
@@ -40,10 +44,13 @@ use stagecast_protocol::{ParticipantId, StageId};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::core::{LayerReport, LayerRequest, LayerStart};
-use super::{SessionId, SfuError};
+use super::{SessionId, SfuError, SfuHandle};
+use crate::auth::Auth;
 use crate::error::{sdp_unreadable, JsonBody, QueryParams};
 use crate::http::{need, participant_bearer, Participant};
-use crate::{turn, AppError, AppState};
+use crate::ops::Ops;
+use crate::stage::{refuse_new_stage_while_draining, StageHub};
+use crate::{turn, AppError, Config};
 
 /// Largest SDP offer accepted. Chrome's offers are a few KB.
 const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -68,6 +75,18 @@ impl From<SfuError> for AppError {
 /// The `rel` of the subscribe answer's link to its layer controls.
 pub const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
 
+/// What the media-plane routes reach: the SFU, the stage hub (membership),
+/// [`Auth`] (participant tokens), the configuration (member cap, TURN) and
+/// [`Ops`] (draining). Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct SfuState {
+    pub sfu: SfuHandle,
+    pub stages: StageHub,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub ops: Ops,
+}
+
 /// `Allow` of every media-plane endpoint.
 const ALLOW: &str = "OPTIONS, GET, POST, DELETE, PATCH";
 
@@ -75,7 +94,7 @@ const ALLOW: &str = "OPTIONS, GET, POST, DELETE, PATCH";
 /// origins publish too). `OPTIONS` is routed outside the CORS layer (which
 /// would answer it itself) to [`whip_options`], which answers preflights
 /// and WHIP clients asking for ICE servers alike.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SfuState> {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS, Method::PATCH])
@@ -99,17 +118,17 @@ pub fn router() -> Router<AppState> {
 
 /// 204 with CORS preflight headers; with a valid participant token, also
 /// that participant's ICE servers as `Link` headers.
-async fn whip_options(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn whip_options(State(state): State<SfuState>, headers: HeaderMap) -> Response {
     let servers = participant_bearer(&headers)
         .ok()
-        .and_then(|token| state.authorize(token, Capability::Join).ok())
-        .map(|claims| state.ice_servers(&claims))
+        .and_then(|token| state.auth.authorize(token, Capability::Join).ok())
+        .map(|claims| turn::for_participant(&state.config.turn, &claims))
         .unwrap_or_default();
     turn::whip_options_response(ALLOW, &servers)
 }
 
 /// Membership (subscribing), after the token (its extractor).
-fn admit(state: &AppState, who: &Participant<need::Subscribe>) -> Result<(StageId, ParticipantId), AppError> {
+fn admit(state: &SfuState, who: &Participant<need::Subscribe>) -> Result<(StageId, ParticipantId), AppError> {
     let (stage, participant) = who.ids();
     if !state.stages.is_connected(&stage, &participant) {
         // Tells an SDK whose event-plane upgrade was refused (browsers hide
@@ -127,7 +146,7 @@ fn admit(state: &AppState, who: &Participant<need::Subscribe>) -> Result<(StageI
 
 /// The participant may have left while the SFU built the session, after the
 /// hub asked the SFU to drop its sessions: drop this one too.
-async fn still_joined(state: &AppState, stage: &StageId, participant: &ParticipantId, session: &SessionId) -> Result<(), AppError> {
+async fn still_joined(state: &SfuState, stage: &StageId, participant: &ParticipantId, session: &SessionId) -> Result<(), AppError> {
     if state.stages.is_connected(stage, participant) {
         return Ok(());
     }
@@ -144,7 +163,7 @@ fn sdp_body(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
     Ok(text)
 }
 
-fn created(state: &AppState, claims: &ParticipantClaims, session: &SessionId, answer: String) -> Response {
+fn created(state: &SfuState, claims: &ParticipantClaims, session: &SessionId, answer: String) -> Response {
     let location = format!("{SESSIONS_PATH}/{session}");
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
@@ -152,20 +171,20 @@ fn created(state: &AppState, claims: &ParticipantClaims, session: &SessionId, an
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
-    turn::add_links(headers, &state.ice_servers(claims));
+    turn::add_links(headers, &turn::for_participant(&state.config.turn, claims));
     response
 }
 
 /// Token, capability, a place on the stage (membership or room for a
 /// WHIP-only member), SDP; the session; then that it still holds a place.
 async fn publish(
-    State(state): State<AppState>,
+    State(state): State<SfuState>,
     who: Participant<need::Publish>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let (stage, participant) = who.ids();
     let claims = who.claims;
-    state.refuse_new_stage_while_draining(&claims)?;
+    refuse_new_stage_while_draining(&state.stages, &state.ops, &claims)?;
     let admission = state.stages.begin_whip_publish(&claims, state.config.max_stage_members)?;
     let offer = sdp_body(body)?;
     let (session, answer) = state.sfu.publish(stage.clone(), participant.clone(), offer).await?;
@@ -184,7 +203,7 @@ async fn publish(
         state.stages.whip_session_ended(&stage, &participant, &session);
         return Err(not_joined());
     }
-    state.participant_joined(&claims);
+    state.auth.participant_joined(&claims);
     Ok(created(&state, &claims, &session, answer))
 }
 
@@ -199,7 +218,7 @@ struct SubscribeQuery {
 }
 
 async fn subscribe(
-    State(state): State<AppState>,
+    State(state): State<SfuState>,
     who: Participant<need::Subscribe>,
     Path(publisher): Path<String>,
     QueryParams(query): QueryParams<SubscribeQuery>,
@@ -226,7 +245,7 @@ async fn subscribe(
 
 /// The session's stage must be the token's (else it reads as not found);
 /// the SFU checks the participant.
-async fn owned(state: &AppState, who: &Participant<need::Join>, session: &SessionId) -> Result<ParticipantId, AppError> {
+async fn owned(state: &SfuState, who: &Participant<need::Join>, session: &SessionId) -> Result<ParticipantId, AppError> {
     let (stage, participant) = who.ids();
     match state.sfu.session_owner(session.clone()).await {
         Some((s, _)) if s == stage => Ok(participant),
@@ -235,7 +254,7 @@ async fn owned(state: &AppState, who: &Participant<need::Join>, session: &Sessio
 }
 
 async fn get_layers(
-    State(state): State<AppState>,
+    State(state): State<SfuState>,
     who: Participant<need::Join>,
     Path(session): Path<String>,
 ) -> Result<Json<LayerReport>, AppError> {
@@ -245,7 +264,7 @@ async fn get_layers(
 }
 
 async fn set_layer(
-    State(state): State<AppState>,
+    State(state): State<SfuState>,
     who: Participant<need::Join>,
     Path(session): Path<String>,
     JsonBody(req): JsonBody<LayerRequest>,
@@ -257,7 +276,7 @@ async fn set_layer(
 }
 
 async fn delete_session(
-    State(state): State<AppState>,
+    State(state): State<SfuState>,
     who: Participant<need::Join>,
     Path(session): Path<String>,
 ) -> Result<StatusCode, AppError> {

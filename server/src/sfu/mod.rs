@@ -21,7 +21,7 @@ use std::fmt;
 use stagecast_protocol::{ParticipantId, StageId, MAX_PUBLISHERS_PER_STAGE};
 
 pub use driver::{SfuHandle, WeakSfuHandle};
-pub use http::router;
+pub use http::{router, SfuState};
 pub use tcp::bind_media;
 
 /// The worker (of `workers`) that holds the media sessions of `stage`.

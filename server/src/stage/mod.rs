@@ -8,7 +8,8 @@
 //! and keeps a lost member for the reconnect grace; a WHIP-only publisher
 //! (OBS) is a member through its publish session. [`presence`] copies the
 //! members to the store so a restarted server restores them. [`socket`]
-//! serves `GET /v1/stage/events`; `connection` holds its reader and writer.
+//! serves `GET /v1/stage/events` with a [`StageState`]; `connection` holds
+//! its reader and writer.
 
 mod connection;
 mod handshake;
@@ -18,18 +19,45 @@ pub mod presence;
 pub mod room;
 pub mod socket;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 use stagecast_protocol::events::ServerMessage;
+use stagecast_protocol::token::ParticipantClaims;
+use stagecast_protocol::StageId;
 
-use crate::AppState;
+use crate::auth::Auth;
+use crate::ops::Ops;
+use crate::{AppError, Config};
 
 pub use hub::{Connection, HubError, RestoredMember, Seat, StageHub, WhipPublish};
 pub use socket::{reconnect_grace, run_connection, ConnectionSettings};
 
+/// What the event plane reaches: the stages, [`Auth`] (participant tokens,
+/// join records), the configuration (member cap, timeouts, TURN) and
+/// [`Ops`] (draining). Cheap to clone.
+#[derive(Clone, FromRef)]
+pub struct StageState {
+    pub stages: StageHub,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub ops: Ops,
+}
+
 /// `GET /v1/stage/events` (WebSocket, token as subprotocol).
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<StageState> {
     Router::new().route("/v1/stage/events", get(socket::events))
+}
+
+/// While draining, a stage with no one on it here takes no one (its
+/// members go to another node); a stage in progress goes on.
+pub fn refuse_new_stage_while_draining(stages: &StageHub, ops: &Ops, claims: &ParticipantClaims) -> Result<(), AppError> {
+    if ops.is_draining() && !stages.is_active(&StageId(claims.topic.clone())) {
+        return Err(crate::ops::draining_error("stages"));
+    }
+    Ok(())
 }
 
 /// Serialize a server message for the socket.

@@ -35,8 +35,9 @@ use super::connection::{error_frame, read_loop, write_loop, End, FRAGMENT_BYTES,
 use super::handshake::Handshake;
 use super::hub::{HubError, Seat, StageHub};
 use super::limit::RateLimit;
+use super::StageState;
 use crate::auth::require_subprotocol_token;
-use crate::{AppError, AppState, Config};
+use crate::{turn, AppError, Config};
 
 /// Frames larger than this end the connection at the transport; frames
 /// between [`stagecast_protocol::events::MAX_CLIENT_MESSAGE_BYTES`] and this
@@ -118,25 +119,25 @@ impl From<HubError> for AppError {
     }
 }
 
-pub(crate) async fn events(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn events(State(state): State<StageState>, request: Request) -> Response {
     upgrade(state, request).unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Token, WebSocket request, a place on the stage — in that order — then
 /// 101 and the connection.
-fn upgrade(state: AppState, request: Request) -> Result<Response, AppError> {
+fn upgrade(state: StageState, request: Request) -> Result<Response, AppError> {
     let (mut parts, _body) = request.into_parts();
     let token = require_subprotocol_token(&parts.headers, "participant token")?;
-    let claims = state.authorize(&token, Capability::Join)?;
-    state.refuse_new_stage_while_draining(&claims)?;
+    let claims = state.auth.authorize(&token, Capability::Join)?;
+    super::refuse_new_stage_while_draining(&state.stages, &state.ops, &claims)?;
     let handshake = Handshake::from_parts(&mut parts)?;
     // Browsers drop a connection whose offered subprotocol is not echoed.
     let protocol = HeaderValue::from_str(&token)
         .map_err(|_| AppError::unauthorized("TOKEN_MALFORMED", "the token is not a valid header value"))?;
     let seat = state.stages.reserve(&claims, state.config.max_stage_members)?;
-    let settings = ConnectionSettings::new(&state.config, state.ice_servers(&claims));
+    let settings = ConnectionSettings::new(&state.config, turn::for_participant(&state.config.turn, &claims));
     Ok(handshake.accept(protocol, websocket_config(), move |socket| async move {
-        state.participant_joined(&claims);
+        state.auth.participant_joined(&claims);
         run_connection(&state.stages, seat, &claims, &settings, socket).await;
     }))
 }

@@ -106,7 +106,7 @@ impl Server {
     pub async fn start_config(config: Config) -> Result<Self> {
         let dir = config.data_dir.clone();
         let running = stagecast_server::start(config).await?;
-        let mut api = Api::new(&running.http_addr.to_string(), running.state.api_key.clone());
+        let mut api = Api::new(&running.http_addr.to_string(), running.state.auth.api_key().to_owned());
         // `https://…` when the server serves TLS.
         api.base = running.base_url();
         Ok(Self { running, api, dir, keep_dir: false })

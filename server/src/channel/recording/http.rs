@@ -21,7 +21,8 @@ use super::core::{self, ENDED, PLAYLIST, STARTED, THUMBNAILS};
 use super::store::valid_key;
 use crate::http::{ApiKey, BaseUrls};
 use crate::channel::access::{self, Access, Presented};
-use crate::{AppError, AppState};
+use crate::channel::ChannelState;
+use crate::AppError;
 
 /// One recording (IVS has no list API for recordings; these are the fields
 /// of its metadata files a player needs).
@@ -51,7 +52,7 @@ pub struct ListRecordingsResponse {
     pub recordings: Vec<RecordingView>,
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<ChannelState> {
     let cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::GET, Method::HEAD, Method::OPTIONS]);
     let public = Router::new()
         .route("/recordings/{id}", get(public_list))
@@ -77,7 +78,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Se
 }
 
 /// Every recording of `channel`, newest first.
-async fn recordings(state: &AppState, headers: &HeaderMap, channel: &str) -> Result<Vec<RecordingView>, AppError> {
+async fn recordings(state: &ChannelState, headers: &HeaderMap, channel: &str) -> Result<Vec<RecordingView>, AppError> {
     let store = state.channels.recordings().store().clone();
     let prefix = format!("{channel}/");
     let (keys, docs) = blocking(move || {
@@ -91,7 +92,7 @@ async fn recordings(state: &AppState, headers: &HeaderMap, channel: &str) -> Res
         Ok((keys, docs))
     })
     .await?;
-    let base = BaseUrls::for_request(state, headers).http_base().to_owned();
+    let base = BaseUrls::for_request(&state.config, headers).http_base().to_owned();
     let mut ids: Vec<&str> = keys.iter().filter_map(|k| k.strip_prefix(&format!("{channel}/"))?.split('/').next()).collect();
     ids.dedup();
     let mut out = Vec::new();
@@ -136,7 +137,7 @@ pub fn playlist_seconds(playlist: &str) -> f64 {
 
 async fn list(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ListRecordingsResponse>, AppError> {
@@ -146,7 +147,7 @@ async fn list(
 
 async fn get_one(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path((id, recording)): Path<(String, String)>,
 ) -> Result<Json<RecordingView>, AppError> {
@@ -157,7 +158,7 @@ async fn get_one(
 
 async fn delete(
     _: ApiKey,
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     Path((id, recording)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     state.channels.get(&id)?;
@@ -182,14 +183,14 @@ async fn delete(
 }
 
 /// What a player may do with channel `id`'s recordings (403 as JSON otherwise).
-fn authorize(state: &AppState, id: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Access, AppError> {
+fn authorize(state: &ChannelState, id: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Result<Access, AppError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query, origin };
-    access::check(&state.channels, &state.keys, id, &presented, crate::auth::now_unix())
+    access::check(&state.channels, &state.auth.keys, id, &presented, crate::auth::now_unix())
 }
 
 async fn public_list(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -215,7 +216,7 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
 }
 
 async fn playback(
-    State(state): State<AppState>,
+    State(state): State<ChannelState>,
     headers: HeaderMap,
     Path((id, recording, path)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,

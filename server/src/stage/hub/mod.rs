@@ -231,7 +231,8 @@ impl HubInner {
     }
 }
 
-/// Live stages. Shared by all handlers; methods take `&self`.
+/// Live stages. Shared by all handlers; methods take `&self`. Cheap to clone.
+#[derive(Clone)]
 pub struct StageHub {
     inner: Arc<Mutex<HubInner>>,
     sfu: SfuHandle,
