@@ -35,7 +35,7 @@ struct Pair {
 async fn stage_on(server: &Server, want: usize) -> Result<(StageId, Token, Token)> {
     for _ in 0..64 {
         let (_, tokens) = server.stage_and_tokens(&[("alice", &["PUBLISH", "SUBSCRIBE"]), ("bob", &["SUBSCRIBE"])]).await?;
-        let topic = server.running.state.keys.verify(&tokens[0].token, chrono::Utc::now().timestamp())?.topic;
+        let topic = server.running.state.auth.keys.verify(&tokens[0].token, chrono::Utc::now().timestamp())?.topic;
         let stage = StageId(topic);
         if worker_of(&stage, WORKERS) == want {
             let mut tokens = tokens.into_iter();
