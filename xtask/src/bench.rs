@@ -4,13 +4,16 @@
 //! stage soak ([`crate::soak`]) and network recovery (tests/bench/
 //! net-recovery.mjs: the network journeys' numbers as medians over several
 //! runs, in namespaces, as root); writes BENCHMARKS.md. `cargo xtask bench
-//! net` runs only network recovery and replaces its section.
+//! net` runs only network recovery and replaces its section; `cargo xtask
+//! bench sfu` runs only SFU capacity ([`sfu`], minutes of release builds
+//! and ramps, so not part of the full run) and replaces its section.
 //!
 //! Benchmarks are measurements, not tests: a missed target is reported in the
 //! table, not turned into a failure. A harness that cannot measure (no frames,
 //! a page error) does fail the command.
 
 mod net;
+mod sfu;
 
 use crate::util::{self, note, step};
 use crate::{build, setup, test};
@@ -97,6 +100,11 @@ pub fn run() -> Result<()> {
     step("bench: wrote BENCHMARKS.md");
     println!("{markdown}");
     Ok(())
+}
+
+/// `cargo xtask bench sfu [--seconds N]`: SFU capacity alone ([`sfu`]).
+pub fn run_sfu(args: &[String]) -> Result<()> {
+    sfu::run(args)
 }
 
 /// `cargo xtask bench net`: builds, runs only the network-recovery harness

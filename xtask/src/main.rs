@@ -8,7 +8,8 @@
 //!   npm-pack check, the browser journeys against a real server and the
 //!   network journeys in namespaces (as root).
 //! - `bench`  latency, size and soak benchmarks (writes BENCHMARKS.md);
-//!   `bench soak [--seconds N]` runs only the stage soak.
+//!   `bench soak [--seconds N]` runs only the stage soak; `bench sfu
+//!   [--seconds N]` only SFU capacity (release builds, not in the full run).
 //! - `fuzz`   one property-test target for N seconds (`--list` names them).
 //!
 //! Every step prints what it runs, so a failing CI log says where it stopped.
@@ -34,7 +35,8 @@ const USAGE: &str = "usage: cargo xtask <setup|build|serve|test|bench|fuzz> [arg
           (`cargo xtask test pack journeys net` or `cargo xtask test tests/x.test.mjs
           tests/net/y.test.mjs` runs only those)
   bench   glass-to-glass latency, join time, SDK size and the 10-minute stage soak (writes BENCHMARKS.md);
-          `bench soak [--seconds N]` runs only the soak (STAGECAST_SOAK_SECONDS shortens it)
+          `bench soak [--seconds N]` runs only the soak (STAGECAST_SOAK_SECONDS shortens it);
+          `bench sfu [--seconds N]` SFU capacity with a native load generator (release builds)
   fuzz    run one parser property-test target longer, in release mode:
           `cargo xtask fuzz fuzz_h264 --seconds 300`; `cargo xtask fuzz --list` lists targets";
 
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "bench" if rest.first().map(String::as_str) == Some("soak") => soak::run(&rest[1..]),
         "bench" if rest.first().map(String::as_str) == Some("net") => bench::run_net(&rest[1..]),
+        "bench" if rest.first().map(String::as_str) == Some("sfu") => bench::run_sfu(&rest[1..]),
         "bench" => bench::run(),
         "fuzz" => fuzz::run(&rest),
         "help" | "-h" | "--help" => {

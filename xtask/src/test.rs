@@ -376,6 +376,12 @@ fn journey_files(dir: &str) -> Result<Vec<PathBuf>> {
 /// Starts the server on free loopback ports with a fresh data dir and a
 /// random API key; returns once it answers HTTP.
 pub fn start_server(name: &str) -> Result<(ServerGuard, String, String)> {
+    start_server_with(name, &build::server_binary(), &[])
+}
+
+/// [`start_server`] with another build of the server (`binary`) and extra
+/// arguments (`cargo xtask bench sfu`: the release build, `--sfu-workers N`).
+pub fn start_server_with(name: &str, binary: &Path, extra: &[String]) -> Result<(ServerGuard, String, String)> {
     let target = util::target_dir();
     let data_dir = target.join(format!("{name}-data"));
     util::remove_dir(&data_dir)?;
@@ -386,13 +392,14 @@ pub fn start_server(name: &str) -> Result<(ServerGuard, String, String)> {
     let port = free_tcp_port()?;
     let media_port = free_udp_port()?;
     let api_key = util::random_hex()?;
-    let mut cmd = Command::new(build::server_binary());
+    let mut cmd = Command::new(binary);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--media-port")
         .arg(media_port.to_string())
         .arg("--data-dir")
         .arg(&data_dir)
+        .args(extra)
         .env("STAGECAST_API_KEY", &api_key)
         // Every journey creates its groups from 127.0.0.1, faster than the
         // default 10 a minute per address; the limit itself is tested natively.
@@ -404,12 +411,13 @@ pub fn start_server(name: &str) -> Result<(ServerGuard, String, String)> {
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
     println!(
-        "$ STAGECAST_API_KEY=*** {} --listen 127.0.0.1:{port} --media-port {media_port} --data-dir {}  (log: {})",
-        build::server_binary().display(),
+        "$ STAGECAST_API_KEY=*** {} --listen 127.0.0.1:{port} --media-port {media_port} --data-dir {}{}  (log: {})",
+        binary.display(),
         data_dir.display(),
+        extra.iter().map(|a| format!(" {a}")).collect::<String>(),
         log.display()
     );
-    let child = cmd.spawn().context("start target/debug/stagecast")?;
+    let child = cmd.spawn().with_context(|| format!("start {}", binary.display()))?;
     let mut guard = ServerGuard { child, log };
 
     let deadline = Instant::now() + Duration::from_secs(60);

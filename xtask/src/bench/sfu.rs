@@ -1,0 +1,208 @@
+//! `cargo xtask bench sfu`: SFU capacity (issue 10). Builds the server and
+//! the load generator (server/examples/sfu_load.rs) in release mode, and for
+//! each load shape and SFU worker count starts a fresh server and ramps
+//! subscribers until loss reaches 1 %; replaces the "SFU capacity" section
+//! of BENCHMARKS.md. Not part of `cargo xtask bench` (it takes minutes).
+
+use super::{collect_bench_lines, loadavg, machine, number, server_pid};
+use crate::soak::splice_between;
+use crate::test;
+use crate::util::{self, note, step};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+const BEGIN: &str = "<!-- sfu capacity -->";
+const END: &str = "<!-- /sfu capacity -->";
+
+/// Each shape runs on this many stages (the same publishers and subscribers
+/// on each), so two workers have two stages to share.
+const STAGES: u32 = 2;
+/// Load shapes: label, publishers per stage, subscriber steps per stage.
+const SHAPES: [(&str, u32, &str); 2] = [
+    ("1 publisher → N", 1, "10,25,50,75,100,150,200,300"),
+    ("12 publishers → N", 12, "1,2,4,6,8,12,16"),
+];
+/// Measured seconds per step (after connecting and a settle).
+const SECONDS: u64 = 10;
+const SETTLE_SECONDS: u64 = 4;
+/// The issue's goal: subscribers per core at < 1 % loss.
+const GOAL_PER_CORE: f64 = 400.0;
+
+/// `cargo xtask bench sfu [--seconds N]`.
+pub fn run(args: &[String]) -> Result<()> {
+    let seconds = match args {
+        [] => SECONDS,
+        [flag, n] if flag == "--seconds" => n.parse().context("--seconds")?,
+        _ => bail!("usage: cargo xtask bench sfu [--seconds N]"),
+    };
+    step("bench sfu: release build of the server and the load generator");
+    util::run(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "stagecast-server", "--bin", "stagecast", "--example", "sfu_load"])
+            .current_dir(util::root()),
+    )?;
+    let release = util::target_dir().join("release");
+    let server = release.join("stagecast");
+    let generator = release.join("examples/sfu_load");
+    // Until the server has `--sfu-workers`, one run with its default.
+    let help = util::output(Command::new(&server).arg("--help")).unwrap_or_default();
+    let workers: Vec<Option<u32>> = if help.contains("--sfu-workers") { vec![Some(1), Some(2)] } else { vec![None] };
+    if workers == [None] {
+        note("this server has no --sfu-workers flag: one run per shape with its default");
+    }
+    let load_before = loadavg();
+    let mut lines = Vec::new();
+    for (label, publishers, steps) in SHAPES {
+        for w in &workers {
+            let extra: Vec<String> = w.iter().flat_map(|w| ["--sfu-workers".to_owned(), w.to_string()]).collect();
+            let (guard, url, api_key) = test::start_server_with("bench-sfu", &server, &extra)?;
+            let listen = url.strip_prefix("http://").unwrap_or(&url).to_owned();
+            let pid = server_pid(&listen).context("the SFU bench needs the server's pid (its CPU is the point)")?;
+            step(&format!(
+                "bench sfu: {label} on {STAGES} stages, workers {}, steps {steps} per stage",
+                w.map_or("default".to_owned(), |w| w.to_string())
+            ));
+            let (publishers, stages, pid) = (publishers.to_string(), STAGES.to_string(), pid.to_string());
+            let (secs, settle) = (seconds.to_string(), SETTLE_SECONDS.to_string());
+            let mut args = vec![
+                "--url", url.as_str(), "--server-pid", &pid, "--publishers", &publishers, "--stages", &stages,
+                "--steps", steps, "--seconds", &secs, "--settle-seconds", &settle, "--label", label,
+            ];
+            let workers_text = w.map(|w| w.to_string());
+            if let Some(w) = &workers_text {
+                args.extend(["--workers", w.as_str()]);
+            }
+            println!("$ {} --api-key *** {}", generator.display(), args.join(" "));
+            let mut cmd = Command::new(&generator);
+            cmd.args(&args).arg("--api-key").arg(&api_key).current_dir(util::root());
+            let results = collect_bench_lines(cmd, "sfu_load");
+            if results.is_err() {
+                guard.print_log_tail(60);
+            }
+            drop(guard);
+            lines.extend(results?);
+        }
+    }
+    let section = render(&lines, &load_before, &loadavg(), seconds)?;
+    let path = util::root().join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n## Machine\n".into());
+    std::fs::write(&path, splice_between(&old, BEGIN, END, &section)).context("write BENCHMARKS.md")?;
+    step("bench sfu: updated BENCHMARKS.md");
+    println!("{section}");
+    Ok(())
+}
+
+fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &str, seconds: u64) -> Result<String> {
+    let (cores, cpu) = machine();
+    let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let of = |kind: &'static str| lines.iter().filter(move |m| m.get("bench").map(String::as_str) == Some(kind));
+    let field = |m: &BTreeMap<String, String>, key: &str| {
+        m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
+    };
+    let mut md = String::new();
+    writeln!(md, "{BEGIN}")?;
+    writeln!(md, "## SFU capacity")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Written by `cargo xtask bench sfu` ({}). Release builds: server `target/release/stagecast`, load generator \
+         `target/release/examples/sfu_load`, on the same machine: {cpu}, `nproc` {cores}; load average before {load_before}, \
+         after {load_after}. Loopback UDP.",
+        date.trim()
+    )?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "| load | workers | largest N under 1 % loss | server CPU there | subscribers per core | \
+         server CPU per forwarded Mbit/s | goal ≥ {GOAL_PER_CORE:.0} per core |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for m in of("sfuCapacitySummary") {
+        let per_core = number(m, "subscribersPerCore");
+        let verdict = match per_core {
+            Some(v) if v >= GOAL_PER_CORE => "met",
+            Some(_) => "**missed**",
+            None => "not measured",
+        };
+        let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
+        writeln!(
+            md,
+            "| {} ({} stages) | {} | {} | {cores_there} | {} | {} % | {verdict} |",
+            field(m, "label"),
+            field(m, "stages"),
+            field(m, "workers"),
+            field(m, "maxSubscribersUnderLimit"),
+            field(m, "subscribersPerCore"),
+            field(m, "serverCpuPercentPerMbps"),
+        )?;
+    }
+    writeln!(md)?;
+    writeln!(md, "Every step (N subscribers in all; each subscribes to every publisher of its stage):")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | layers high / mid / low | \
+         forwarded Mbit/s | server CPU | CPU % per Mbit/s | generator CPU | generator socket drops | under 1 % |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let mut saturated = false;
+    for m in of("sfuCapacity") {
+        saturated |= m.get("generatorSaturated").map(String::as_str) == Some("true");
+        writeln!(
+            md,
+            "| {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} % | {} | {} |",
+            field(m, "label"),
+            field(m, "workers"),
+            field(m, "subscribers"),
+            field(m, "subscriptionsConnected"),
+            field(m, "subscriptions"),
+            field(m, "packetLossPercent"),
+            field(m, "videoFrameLossPercent"),
+            field(m, "audioLossPercent"),
+            field(m, "subscriberLossMax"),
+            field(m, "layerHigh"),
+            field(m, "layerMid"),
+            field(m, "layerLow"),
+            field(m, "forwardedMbps"),
+            field(m, "serverCpuPercent"),
+            field(m, "serverCpuPercentPerMbps"),
+            field(m, "generatorCpuPercent"),
+            field(m, "generatorSocketDrops"),
+            if m.get("pass").map(String::as_str) == Some("true") { "yes" } else { "**no**" },
+        )?;
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Method: each stage has WHIP-only str0m publishers sending synthetic 720p simulcast at IVS's default layers \
+         (`high` 2500 kbit/s 30 fps, `mid` 700 kbit/s 20 fps, `low` 200 kbit/s 15 fps; VP8-looking frames of bitrate / fps \
+         bytes, a keyframe only when the SFU asks) and 80-byte audio at 50 packets/s. Subscribers are event-plane members \
+         with one str0m subscription per publisher at `?layer=highest`, added in steps; after they connect and {SETTLE_SECONDS} s \
+         settle, {seconds} s are measured. Loss: RTP sequence numbers per subscription (SFU → subscriber; a retransmission \
+         fills its hole), and frame numbers the generator writes into every frame and audio packet (end to end: a frame \
+         the SFU never forwarded counts); a step passes when all three are under 1 %, every subscription connected and \
+         each received video. Layers: the layer most of a subscription's video packets belonged to. Forwarded Mbit/s: UDP \
+         bytes into the subscribers' sockets. Server CPU: utime + stime of the server process over the window (100 % = one \
+         core); subscribers per core = N ÷ (server CPU ÷ 100). The generator runs on one thread; its own CPU is shown, \
+         and datagrams dropped at its full socket buffers (`/proc/net/udp`) are loss it caused itself."
+    )?;
+    writeln!(md)?;
+    if saturated {
+        writeln!(
+            md,
+            "> **The generator was saturated** in at least one step (≥ 90 % of its core, or its sockets dropped datagrams): \
+             there, part of the loss is the generator's, and the server had the rest of the machine only. On a machine this \
+             small the numbers bound the server's capacity from below."
+        )?;
+        writeln!(md)?;
+    }
+    writeln!(
+        md,
+        "Not done yet: the side-by-side run against Janus (same generator and media), and the layer-switch time after a \
+         bandwidth drop."
+    )?;
+    writeln!(md, "{END}")?;
+    Ok(md)
+}
