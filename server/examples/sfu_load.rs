@@ -156,9 +156,9 @@ fn candidate_port(sdp: &str) -> Option<u16> {
     })
 }
 
-/// Publish simulcast video and audio as `token`; returns the publisher and
-/// the server's media port.
-async fn publisher(api: &Api, token: &Token) -> Result<(Publisher, Option<u16>)> {
+/// Publish simulcast video and audio as `token`; returns the publisher, the
+/// server's media port and the session's `Location`.
+async fn publisher(api: &Api, token: &Token) -> Result<(Publisher, Option<u16>, String)> {
     let mut peer = Peer::new(false).await?;
     let mut simulcast = Simulcast::new();
     for (rid, ..) in LAYERS {
@@ -173,7 +173,7 @@ async fn publisher(api: &Api, token: &Token) -> Result<(Publisher, Option<u16>)>
         .await?
         .map_err(|e| anyhow!("publish refused: {e:?}"))?;
     common::accept(&mut peer.rtc, pending, &created.answer)?;
-    Ok((Publisher::new(peer, audio, video)?, candidate_port(&created.answer)))
+    Ok((Publisher::new(peer, audio, video)?, candidate_port(&created.answer), created.location))
 }
 
 /// A subscriber: an event-plane member (held until the process ends) that
@@ -255,17 +255,34 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// The server's own SFU counters from `/metrics` (with the API key):
-/// (bytes sent, datagrams sent, worker count when it reports workers).
-async fn server_counters(api: &Api) -> Option<(u64, u64, Option<usize>)> {
+/// The server's own SFU counters from `/metrics` (with the API key).
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    sent_bytes: u64,
+    sent_packets: u64,
+    /// Open sessions by SFU worker (empty when the server does not report workers).
+    worker_sessions: Vec<u64>,
+}
+
+async fn metrics(api: &Api) -> Option<Metrics> {
     let res = api.http.get(format!("{}/metrics", api.base)).bearer_auth(&api.api_key).send().await.ok()?;
     let text = res.error_for_status().ok()?.text().await.ok()?;
-    let value = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    };
-    let workers = text.lines().filter(|l| l.starts_with("stagecast_sfu_worker_sessions{")).count();
-    let (bytes, packets) = (value("stagecast_sfu_sent_bytes_total")?, value("stagecast_sfu_sent_packets_total")?);
-    Some((bytes, packets, (workers > 0).then_some(workers)))
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok());
+    // `stagecast_sfu_worker_sessions{worker="i"} n`, in worker order.
+    let mut workers: Vec<(usize, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("stagecast_sfu_worker_sessions{worker=\""))
+        .filter_map(|l| {
+            let (i, rest) = l.split_once('"')?;
+            Some((i.parse().ok()?, rest.trim_start_matches('}').trim().parse().ok()?))
+        })
+        .collect();
+    workers.sort_unstable();
+    Some(Metrics {
+        sent_bytes: value("stagecast_sfu_sent_bytes_total")?,
+        sent_packets: value("stagecast_sfu_sent_packets_total")?,
+        worker_sessions: workers.into_iter().map(|(_, n)| n).collect(),
+    })
 }
 
 /// Machine-wide readings at one end of the window.
@@ -274,11 +291,11 @@ struct Reading {
     server_ticks: Option<u64>,
     own_ticks: Option<u64>,
     drops: HashMap<u16, u64>,
-    counters: Option<(u64, u64, Option<usize>)>,
+    counters: Option<Metrics>,
 }
 
 async fn reading(api: &Api, server_pid: Option<u32>) -> Reading {
-    let counters = server_counters(api).await;
+    let counters = metrics(api).await;
     Reading {
         at: Instant::now(),
         server_ticks: server_pid.and_then(cpu_ticks),
@@ -374,12 +391,16 @@ fn report(
     };
     let generator_drops = drops_on(&|p| collected.ports.contains(&p));
     let server_drops = server_port.map(|port| drops_on(&|p| p == port));
-    let server_sent = match (start.counters, end.counters) {
-        (Some(a), Some(b)) => {
-            Some((b.0.saturating_sub(a.0) as f64 * 8.0 / seconds / 1e6, b.1.saturating_sub(a.1) as f64 / seconds))
-        }
+    let server_sent = match (&start.counters, &end.counters) {
+        (Some(a), Some(b)) => Some((
+            b.sent_bytes.saturating_sub(a.sent_bytes) as f64 * 8.0 / seconds / 1e6,
+            b.sent_packets.saturating_sub(a.sent_packets) as f64 / seconds,
+        )),
         _ => None,
     };
+    let worker_sessions = end.counters.as_ref().map(|m| {
+        m.worker_sessions.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    });
     let cores = server_cpu.map(|c| c / 100.0);
     let cpu_per_mbps = server_cpu.filter(|_| forwarded_mbps > 0.0).map(|c| c / forwarded_mbps);
     let per_core = cores.filter(|c| *c > 0.0).map(|c| subscribers as f64 / c);
@@ -434,6 +455,7 @@ fn report(
         "generatorSocketDrops": generator_drops,
         "generatorSendFailures": subs.iter().map(|s| s.send_failures).sum::<u64>() + collected.publisher_send_failures,
         "serverSocketDrops": server_drops,
+        "workerSessions": worker_sessions,
         "generatorSaturated": generator_saturated,
         "loadavg": loadavg(),
         "pass": pass,
@@ -453,18 +475,50 @@ async fn main() -> Result<()> {
 
     let mut stages = Vec::new();
     let mut server_port = None;
+    let mut publishers_added = 0;
+    // The SFU workers the stages landed on (a stage stays on one).
+    let mut used_workers: Vec<usize> = Vec::new();
     for s in 0..args.stages {
-        let stage = api.create_stage_with(json!({"name": format!("sfu-load-{s}")})).await?;
-        let mut publisher_ids = Vec::new();
-        for p in 0..args.publishers {
-            let body = json!({"userId": format!("pub{s}-{p}"), "capabilities": ["PUBLISH"]});
+        let mut attempts = 0;
+        let (stage, first) = loop {
+            let stage = api.create_stage_with(json!({"name": format!("sfu-load-{s}")})).await?;
+            let body = json!({"userId": format!("pub{s}-0"), "capabilities": ["PUBLISH"]});
             let token = api.participant_token(&stage, body).await?;
-            let (publisher, port) = publisher(&api, &token).await?;
+            let before = metrics(&api).await.map(|m| m.worker_sessions).unwrap_or_default();
+            let (publisher, port, location) = publisher(&api, &token).await?;
             server_port = server_port.or(port);
             engine.send(Command::AddPublisher(Box::new(publisher)))?;
+            publishers_added += 1;
+            let after = metrics(&api).await.map(|m| m.worker_sessions).unwrap_or_default();
+            // Workers share stages by a hash of the stage id: a stage that
+            // lands on a busy worker while another is idle is dropped and
+            // another made, so the stages spread as evenly as they can.
+            let grew = || after.iter().zip(&before).position(|(a, b)| a > b);
+            let worker = if after.len() == before.len() { grew() } else { None };
+            if let Some(w) = worker {
+                if used_workers.contains(&w) && used_workers.len() < after.len() && attempts < 16 {
+                    attempts += 1;
+                    engine.send(Command::Retire(publishers_added - 1))?;
+                    api.delete(&location, &token.token).await?;
+                    continue;
+                }
+                used_workers.push(w);
+            }
+            break (stage, token);
+        };
+        let mut publisher_ids = vec![first.participant_id];
+        for p in 1..args.publishers {
+            let body = json!({"userId": format!("pub{s}-{p}"), "capabilities": ["PUBLISH"]});
+            let token = api.participant_token(&stage, body).await?;
+            let (publisher, _, _) = publisher(&api, &token).await?;
+            engine.send(Command::AddPublisher(Box::new(publisher)))?;
+            publishers_added += 1;
             publisher_ids.push(token.participant_id);
         }
         stages.push((stage, Arc::new(publisher_ids)));
+    }
+    if !used_workers.is_empty() {
+        eprintln!("sfu_load: the stages are on SFU workers {used_workers:?}");
     }
     let deadline = Instant::now() + CONNECT_WAIT;
     while engine.status().await?.publishers_connected < args.stages * args.publishers {
@@ -513,7 +567,8 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         let collected = engine.ask(Command::Collect).await?;
         let end = reading(&api, args.server_pid).await;
-        workers_seen = workers_seen.or(end.counters.and_then(|c| c.2));
+        let reported = end.counters.as_ref().map(|m| m.worker_sessions.len()).filter(|n| *n > 0);
+        workers_seen = workers_seen.or(reported);
         let workers = args.workers.clone().or(workers_seen.map(|w| w.to_string())).unwrap_or_else(|| "default".into());
         let members_dropped = dropped.load(Ordering::Relaxed);
         let result =
@@ -529,6 +584,7 @@ async fn main() -> Result<()> {
     }
 
     let best = results.iter().filter(|r| r.pass).max_by_key(|r| r.subscribers);
+    let per_core = |r: &StepResult, n: usize| r.cores.filter(|c| *c > 0.0).map(|c| (n as f64 / c).round());
     let workers = args.workers.clone().or(workers_seen.map(|w| w.to_string())).unwrap_or_else(|| "default".into());
     let summary = json!({"sfuCapacitySummary": {
         "label": args.label,
@@ -539,7 +595,8 @@ async fn main() -> Result<()> {
         "stepsRun": results.len(),
         "maxSubscribersUnderLimit": best.map(|b| b.subscribers),
         "serverCoresThere": best.and_then(|b| b.cores).map(|c| (c * 1000.0).round() / 1000.0),
-        "subscribersPerCore": best.and_then(|b| b.cores.filter(|c| *c > 0.0).map(|c| (b.subscribers as f64 / c).round())),
+        "subscribersPerCore": best.and_then(|b| per_core(b, b.subscribers)),
+        "subscriptionsPerCore": best.and_then(|b| per_core(b, b.subscribers * args.publishers)),
         "serverCpuPercentPerMbps": best.and_then(|b| b.cpu_per_mbps).map(|v| (v * 1000.0).round() / 1000.0),
         "lossLimitPercent": LOSS_LIMIT_PERCENT,
     }});

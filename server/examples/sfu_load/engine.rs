@@ -328,6 +328,8 @@ impl Subscription {
 /// What the controller asks of the engine task.
 pub enum Command {
     AddPublisher(Box<Publisher>),
+    /// Stop the publisher added as the n-th (its session was deleted).
+    Retire(usize),
     AddSubscription(Box<Subscription>),
     Status(oneshot::Sender<Status>),
     /// Start the measurement window.
@@ -382,6 +384,11 @@ impl Engine {
         let now = Instant::now();
         match command {
             Command::AddPublisher(p) => self.publishers.push(*p),
+            Command::Retire(n) => {
+                if let Some(p) = self.publishers.get_mut(n) {
+                    p.peer.dead = true;
+                }
+            }
             Command::AddSubscription(s) => self.subscriptions.push(*s),
             Command::Status(reply) => {
                 let _ = reply.send(Status {

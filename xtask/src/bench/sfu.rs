@@ -115,10 +115,10 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
     writeln!(md)?;
     writeln!(
         md,
-        "| load | workers | largest N under 1 % loss | server CPU there | subscribers per core | \
-         server CPU per forwarded Mbit/s | goal ≥ {GOAL_PER_CORE:.0} per core |"
+        "| load | workers | largest N under 1 % loss | server CPU there | subscribers per core | subscriptions per core | \
+         server CPU per forwarded Mbit/s | goal ≥ {GOAL_PER_CORE:.0} subscribers per core |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     for m in of("sfuCapacitySummary") {
         let per_core = number(m, "subscribersPerCore");
         let verdict = match per_core {
@@ -129,12 +129,13 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
         let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
         writeln!(
             md,
-            "| {} ({} stages) | {} | {} | {cores_there} | {} | {} % | {verdict} |",
+            "| {} ({} stages) | {} | {} | {cores_there} | {} | {} | {} % | {verdict} |",
             field(m, "label"),
             field(m, "stages"),
             field(m, "workers"),
             field(m, "maxSubscribersUnderLimit"),
             field(m, "subscribersPerCore"),
+            field(m, "subscriptionsPerCore"),
             field(m, "serverCpuPercentPerMbps"),
         )?;
     }
@@ -144,15 +145,16 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
     writeln!(
         md,
         "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | layers high / mid / low | \
-         forwarded Mbit/s | server CPU | CPU % per Mbit/s | generator CPU | generator socket drops | under 1 % |"
+         forwarded Mbit/s | server CPU | CPU % per Mbit/s | server socket drops | generator CPU | generator socket drops | \
+         under 1 % |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut saturated = false;
     for m in of("sfuCapacity") {
         saturated |= m.get("generatorSaturated").map(String::as_str) == Some("true");
         writeln!(
             md,
-            "| {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} % | {} | {} |",
+            "| {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} | {} % | {} | {} |",
             field(m, "label"),
             field(m, "workers"),
             field(m, "subscribers"),
@@ -168,6 +170,7 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
             field(m, "forwardedMbps"),
             field(m, "serverCpuPercent"),
             field(m, "serverCpuPercentPerMbps"),
+            field(m, "serverSocketDrops"),
             field(m, "generatorCpuPercent"),
             field(m, "generatorSocketDrops"),
             if m.get("pass").map(String::as_str) == Some("true") { "yes" } else { "**no**" },
@@ -185,8 +188,10 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
          the SFU never forwarded counts); a step passes when all three are under 1 %, every subscription connected and \
          each received video. Layers: the layer most of a subscription's video packets belonged to. Forwarded Mbit/s: UDP \
          bytes into the subscribers' sockets. Server CPU: utime + stime of the server process over the window (100 % = one \
-         core); subscribers per core = N ÷ (server CPU ÷ 100). The generator runs on one thread; its own CPU is shown, \
-         and datagrams dropped at its full socket buffers (`/proc/net/udp`) are loss it caused itself."
+         core); subscribers per core = N ÷ (server CPU ÷ 100), subscriptions per core the same for N × publishers. \
+         Socket drops: datagrams dropped at a full receive buffer (`/proc/net/udp`) during the window, at the server's \
+         media socket (ingest the SFU did not read in time: publishers' frames, subscribers' RTCP) and at the generator's \
+         sockets (loss the generator caused itself). The generator runs on one thread; its own CPU is shown."
     )?;
     writeln!(md)?;
     if saturated {
