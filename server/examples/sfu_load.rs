@@ -311,6 +311,8 @@ struct StepResult {
     pass: bool,
     cores: Option<f64>,
     cpu_per_mbps: Option<f64>,
+    /// Video subscriptions mostly on the top layer, of all.
+    top_layer: (usize, usize),
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -461,7 +463,7 @@ fn report(
         "pass": pass,
     }});
     println!("BENCH {line}");
-    StepResult { subscribers, pass, cores, cpu_per_mbps }
+    StepResult { subscribers, pass, cores, cpu_per_mbps, top_layer: (layers[2], wanted) }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -598,6 +600,8 @@ async fn main() -> Result<()> {
         "subscribersPerCore": best.and_then(|b| per_core(b, b.subscribers)),
         "subscriptionsPerCore": best.and_then(|b| per_core(b, b.subscribers * args.publishers)),
         "serverCpuPercentPerMbps": best.and_then(|b| b.cpu_per_mbps).map(|v| (v * 1000.0).round() / 1000.0),
+        "topLayerThere": best.map(|b| b.top_layer.0),
+        "subscriptionsThere": best.map(|b| b.top_layer.1),
         "lossLimitPercent": LOSS_LIMIT_PERCENT,
     }});
     println!("BENCH {summary}");

@@ -21,7 +21,7 @@ const END: &str = "<!-- /sfu capacity -->";
 const STAGES: u32 = 2;
 /// Load shapes: label, publishers per stage, subscriber steps per stage.
 const SHAPES: [(&str, u32, &str); 2] = [
-    ("1 publisher → N", 1, "10,25,50,75,100,150,200,300"),
+    ("1 publisher → N", 1, "10,25,50,75,100,125,150,200"),
     ("12 publishers → N", 12, "1,2,4,6,8,12,16"),
 ];
 /// Measured seconds per step (after connecting and a settle).
@@ -117,10 +117,11 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
     writeln!(md)?;
     writeln!(
         md,
-        "| load | workers | largest N under 1 % loss | server CPU there | subscribers per core | subscriptions per core | \
-         server CPU per forwarded Mbit/s | goal ≥ {GOAL_PER_CORE:.0} per core (720p subscriptions) |"
+        "| load | workers | largest N under 1 % loss | on the top layer there | server CPU there | subscribers per core | \
+         subscriptions per core | server CPU per forwarded Mbit/s | forwarded per core | \
+         goal ≥ {GOAL_PER_CORE:.0} per core (720p subscriptions) |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     for m in of("sfuCapacitySummary") {
         // One publisher: subscribers; twelve: each subscriber takes twelve 720p streams.
         let per_core = number(m, "subscriptionsPerCore");
@@ -130,13 +131,18 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
             None => "not measured",
         };
         let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
+        let per_core_mbps = number(m, "serverCpuPercentPerMbps")
+            .filter(|v| *v > 0.0)
+            .map_or("—".to_owned(), |v| format!("{:.0} Mbit/s", 100.0 / v));
         writeln!(
             md,
-            "| {} ({} stages) | {} | {} | {cores_there} | {} | {} | {} % | {verdict} |",
+            "| {} ({} stages) | {} | {} | {} of {} | {cores_there} | {} | {} | {} % | {per_core_mbps} | {verdict} |",
             field(m, "label"),
             field(m, "stages"),
             field(m, "workers"),
             field(m, "maxSubscribersUnderLimit"),
+            field(m, "topLayerThere"),
+            field(m, "subscriptionsThere"),
             field(m, "subscribersPerCore"),
             field(m, "subscriptionsPerCore"),
             field(m, "serverCpuPercentPerMbps"),
@@ -147,9 +153,9 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
     writeln!(md)?;
     writeln!(
         md,
-        "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | layers high / mid / low | \
-         forwarded Mbit/s | server CPU | CPU % per Mbit/s | server socket drops | generator CPU | generator socket drops | \
-         under 1 % |"
+        "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | \
+         layers high / mid / low | forwarded Mbit/s | server CPU | CPU % per Mbit/s | server socket drops | \
+         generator CPU | generator socket drops | under 1 % |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut saturated = false;
@@ -180,6 +186,28 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
         )?;
     }
     writeln!(md)?;
+    // Where each run stopped, and what was busy then.
+    let misses: Vec<String> = of("sfuCapacity")
+        .filter(|m| m.get("pass").map(String::as_str) != Some("true"))
+        .map(|m| {
+            format!(
+                "{}, {} worker(s), N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
+                 server's socket, {} at the generator's",
+                field(m, "label"),
+                field(m, "workers"),
+                field(m, "subscribers"),
+                field(m, "serverCpuPercent"),
+                field(m, "generatorCpuPercent"),
+                cores.parse::<u32>().map_or("?".to_owned(), |c| (c * 100).to_string()),
+                field(m, "serverSocketDrops"),
+                field(m, "generatorSocketDrops"),
+            )
+        })
+        .collect();
+    if !misses.is_empty() {
+        writeln!(md, "Where each load first missed: {}.", misses.join("; "))?;
+        writeln!(md)?;
+    }
     writeln!(
         md,
         "Method: each stage has WHIP-only str0m publishers sending synthetic 720p simulcast at IVS's default layers \
@@ -189,11 +217,15 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
          settle, {seconds} s are measured. Loss: RTP sequence numbers per subscription (SFU → subscriber; a retransmission \
          fills its hole), and frame numbers the generator writes into every frame and audio packet (end to end: a frame \
          the SFU never forwarded counts); a step passes when all three are under 1 %, every subscription connected and \
-         each received video. Layers: the layer most of a subscription's video packets belonged to. Forwarded Mbit/s: UDP \
-         bytes into the subscribers' sockets. Server CPU: utime + stime of the server process over the window (100 % = one \
-         core); subscribers per core = N ÷ (server CPU ÷ 100), subscriptions per core the same for N × publishers. \
-         Socket drops: datagrams dropped at a full receive buffer (`/proc/net/udp`) during the window, at the server's \
-         media socket (ingest the SFU did not read in time: publishers' frames, subscribers' RTCP) and at the generator's \
+         each received video. Layers: the layer most of a subscription's video packets belonged to; the SFU's bandwidth \
+         estimate moves subscribers that asked for the highest layer down to `mid` on loopback even at low load, so the \
+         forwarded bitrate per subscriber is often below the top layer's (≈ 2.6 Mbit/s with audio on the wire): \
+         \"forwarded per core\" (100 ÷ CPU % per Mbit/s) depends on it least. Forwarded Mbit/s: UDP \
+         bytes into the subscribers' sockets (media, padding the estimate probes with, RTCP). Server CPU: utime + stime \
+         of the server process over the window (100 % = one core); subscribers per core = N ÷ (server CPU ÷ 100), \
+         subscriptions per core the same for N × publishers. Socket drops: datagrams dropped at a full receive buffer \
+         (`/proc/net/udp`) during the window, at the server's media socket (ingest the SFU did not read in time: \
+         publishers' frames, subscribers' RTCP) and at the generator's \
          sockets (loss the generator caused itself). The generator runs on one thread; its own CPU is shown."
     )?;
     writeln!(md)?;
