@@ -56,6 +56,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let load_before = loadavg();
     let mut lines = Vec::new();
+    let mut queue_drops = Vec::new();
     for (label, publishers, steps) in SHAPES {
         for w in &workers {
             let extra: Vec<String> = w.iter().flat_map(|w| ["--sfu-workers".to_owned(), w.to_string()]).collect();
@@ -84,10 +85,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 guard.print_log_tail(60);
             }
             drop(guard);
+            let log = std::fs::read_to_string(util::target_dir().join("bench-sfu-server.log")).unwrap_or_default();
+            queue_drops.push((label, w.map_or("default".to_owned(), |w| w.to_string()), worker_queue_drops(&log)));
             lines.extend(results?);
         }
     }
-    let section = render(&lines, &load_before, &loadavg(), seconds)?;
+    let section = render(&lines, &queue_drops, &load_before, &loadavg(), seconds)?;
     let path = util::root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n## Machine\n".into());
     std::fs::write(&path, splice_between(&old, BEGIN, END, &section)).context("write BENCHMARKS.md")?;
@@ -96,7 +99,22 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &str, seconds: u64) -> Result<String> {
+/// Packets the server's log says it dropped at full SFU worker queues (the
+/// dispatcher's `dropped=N`; a lower bound, the warning is throttled).
+fn worker_queue_drops(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("SFU worker queue full"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("dropped="))?.parse::<u64>().ok())
+        .sum()
+}
+
+fn render(
+    lines: &[BTreeMap<String, String>],
+    queue_drops: &[(&str, String, u64)],
+    load_before: &str,
+    load_after: &str,
+    seconds: u64,
+) -> Result<String> {
     let (cores, cpu) = machine();
     let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let of = |kind: &'static str| lines.iter().filter(move |m| m.get("bench").map(String::as_str) == Some(kind));
@@ -208,6 +226,15 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
         writeln!(md, "Where each load first missed: {}.", misses.join("; "))?;
         writeln!(md)?;
     }
+    let queues: Vec<String> =
+        queue_drops.iter().map(|(label, workers, n)| format!("{label}, {workers} worker(s): {n}")).collect();
+    writeln!(
+        md,
+        "Packets the server logged as dropped at a full SFU worker queue (dispatcher → worker; not in `/metrics`, so \
+         counted from the log over each whole run, all steps, a lower bound): {}.",
+        queues.join("; ")
+    )?;
+    writeln!(md)?;
     writeln!(
         md,
         "Method: each stage has WHIP-only str0m publishers sending synthetic 720p simulcast at IVS's default layers \
@@ -245,4 +272,18 @@ fn render(lines: &[BTreeMap<String, String>], load_before: &str, load_after: &st
     )?;
     writeln!(md, "{END}")?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_queue_drops_are_summed_from_the_throttled_warnings() {
+        let log = "2026-12-01T21:38:16Z  WARN stagecast_server::sfu::driver: SFU worker queue full, packets dropped worker=1 dropped=3\n\
+                   2026-12-01T21:38:17Z  INFO stagecast_server::sfu::core: subscribe session created\n\
+                   2026-12-01T21:38:21Z  WARN stagecast_server::sfu::driver: SFU worker queue full, packets dropped worker=0 dropped=40\n";
+        assert_eq!(worker_queue_drops(log), 43);
+        assert_eq!(worker_queue_drops(""), 0);
+    }
 }
