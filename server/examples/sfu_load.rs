@@ -595,6 +595,8 @@ async fn main() -> Result<()> {
         "publishersPerStage": args.publishers,
         "steps": args.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
         "stepsRun": results.len(),
+        // Every step passed: the limit lies above the last one.
+        "limitReached": results.iter().any(|r| !r.pass),
         "maxSubscribersUnderLimit": best.map(|b| b.subscribers),
         "serverCoresThere": best.and_then(|b| b.cores).map(|c| (c * 1000.0).round() / 1000.0),
         "subscribersPerCore": best.and_then(|b| per_core(b, b.subscribers)),

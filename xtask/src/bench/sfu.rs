@@ -21,7 +21,7 @@ const END: &str = "<!-- /sfu capacity -->";
 const STAGES: u32 = 2;
 /// Load shapes: label, publishers per stage, subscriber steps per stage.
 const SHAPES: [(&str, u32, &str); 2] = [
-    ("1 publisher → N", 1, "10,25,50,75,100,125,150,200"),
+    ("1 publisher → N", 1, "10,25,50,75,100,125,150,200,250,300"),
     ("12 publishers → N", 12, "1,2,4,6,8,12,16"),
 ];
 /// Measured seconds per step (after connecting and a settle).
@@ -149,16 +149,19 @@ fn render(
             None => "not measured",
         };
         let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
+        let largest = match (field(m, "maxSubscribersUnderLimit"), m.get("limitReached").map(String::as_str)) {
+            (n, Some("false")) => format!("≥ {n} (no step missed)"),
+            (n, _) => n,
+        };
         let per_core_mbps = number(m, "serverCpuPercentPerMbps")
             .filter(|v| *v > 0.0)
             .map_or("—".to_owned(), |v| format!("{:.0} Mbit/s", 100.0 / v));
         writeln!(
             md,
-            "| {} ({} stages) | {} | {} | {} of {} | {cores_there} | {} | {} | {} % | {per_core_mbps} | {verdict} |",
+            "| {} ({} stages) | {} | {largest} | {} of {} | {cores_there} | {} | {} | {} % | {per_core_mbps} | {verdict} |",
             field(m, "label"),
             field(m, "stages"),
             field(m, "workers"),
-            field(m, "maxSubscribersUnderLimit"),
             field(m, "topLayerThere"),
             field(m, "subscriptionsThere"),
             field(m, "subscribersPerCore"),
