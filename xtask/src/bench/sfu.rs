@@ -270,8 +270,8 @@ fn render(
     }
     writeln!(
         md,
-        "Not done yet: the side-by-side run against Janus (same generator and media), and the layer-switch time after a \
-         bandwidth drop."
+        "Not done yet: the side-by-side run against Janus (same generator and media). The layer-switch time after a \
+         bandwidth drop is in the network-recovery section."
     )?;
     writeln!(md, "{END}")?;
     Ok(md)
