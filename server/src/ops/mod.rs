@@ -204,7 +204,7 @@ pub async fn render(state: &OpsState) -> String {
         &[("state=\"publishing\"", stages.publishing), ("state=\"subscribe_only\"", stages.not_publishing)],
     );
     let by_worker = state.sfu.stats_by_worker().await.unwrap_or_default();
-    let sfu = by_worker.iter().fold(crate::sfu::core::SfuStats::default(), |sum, s| sum + *s);
+    let sfu: crate::sfu::core::SfuStats = by_worker.iter().copied().sum();
     family(
         &mut out,
         "stagecast_sfu_sessions",

@@ -139,6 +139,13 @@ pub struct SfuStats {
     pub sent_bytes: u64,
 }
 
+impl std::iter::Sum for SfuStats {
+    /// Every worker's counters together.
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |sum, s| sum + s)
+    }
+}
+
 impl std::ops::Add for SfuStats {
     type Output = Self;
     /// Two cores' counters together.

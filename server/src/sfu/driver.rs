@@ -286,7 +286,7 @@ impl SfuHandle {
     /// The SFU's counters and open sessions, all workers together.
     pub async fn stats(&self) -> Option<SfuStats> {
         let all = self.stats_by_worker().await?;
-        Some(all.into_iter().fold(SfuStats::default(), |sum, s| sum + s))
+        Some(all.into_iter().sum())
     }
 
     /// End all media sessions of a stage (fire and forget).
