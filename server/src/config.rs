@@ -147,6 +147,15 @@ pub struct Config {
     /// (new ones are refused) before the server exits anyway.
     #[arg(long, env = "STAGECAST_DRAIN_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Distributed mode: the Redis every node of the deployment shares
+    /// (`redis://host:6379/0`; a password in the URL stays out of logs).
+    /// Without it the server is one node with its SQLite file.
+    #[arg(long, env = "STAGECAST_REDIS", hide_env_values = true)]
+    pub redis: Option<Secret>,
+    /// This node's name in distributed mode (unique per deployment);
+    /// defaults to the host name and the HTTP port.
+    #[arg(long, env = "STAGECAST_NODE_ID")]
+    pub node_id: Option<String>,
     /// Set by `start` once the listener is bound.
     #[arg(skip)]
     pub bound_http: Option<SocketAddr>,
@@ -190,6 +199,8 @@ impl Config {
             webhook_secret: None,
             webhook_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30 * 60),
+            redis: None,
+            node_id: None,
             bound_http: None,
         }
     }

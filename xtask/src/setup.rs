@@ -39,9 +39,11 @@ pub fn run(needs: Needs) -> Result<()> {
         // a pulseaudio null sink as its audio output (tests/firefox.mjs).
         // nginx is the HTTP cache in front of the server in
         // tests/nginx-cache.test.mjs (started there with its own config).
+        // redis-server is distributed mode's shared store; the tests start
+        // their own on a free port (server/tests/common/redis.rs).
         packages.extend([
             "chromium", "chromium-driver", "firefox-esr", "pulseaudio", "ffmpeg", "iproute2", "iptables", "coturn",
-            "nginx", "openssl",
+            "nginx", "openssl", "redis-server",
         ]);
     }
     apt_packages(&packages)?;
