@@ -206,6 +206,8 @@ pub enum StartError {
     Auth(#[from] auth::AuthError),
     #[error("TLS: {0}")]
     Tls(#[from] serve::TlsError),
+    #[error(transparent)]
+    ChatBus(#[from] chat::bus::BusError),
 }
 
 impl Running {
@@ -235,6 +237,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     };
     let chat = chat::ChatHub::open(&config.data_dir, chat::HubSettings::from(&config))?;
+    if let Some(redis) = &config.redis {
+        chat.attach_bus(chat::bus::start(&chat, &redis.0).await?);
+        tracing::info!("chat rooms span the nodes sharing this Redis");
+    }
     let reconnect_window = std::time::Duration::from_secs(config.broadcast_reconnect_secs);
     let channels = channel::ChannelHub::open(
         &config.data_dir,

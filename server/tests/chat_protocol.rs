@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use stagecast_server::chat::room::{
-    ChatCapabilities, ChatPolicy, CloseReason, ConnId, Member, Output, RoomCore, RoomLimits,
+    ChatCapabilities, ChatPolicy, CloseReason, ConnId, Member, Output, Relay, RoomCore, RoomLimits,
 };
 use stagecast_server::chat::token::{ChatCapability, ChatClaims, ChatSigner, TokenError};
 use stagecast_server::chat::wire::{parse_request, ErrorCode, Frame, Request, Sender};
@@ -544,4 +544,77 @@ fn chat_tokens_verify_signature_kind_and_expiry() -> anyhow::Result<()> {
         json!(["SEND_MESSAGE", "DELETE_MESSAGE", "DISCONNECT_USER"])
     );
     Ok(())
+}
+
+/// One room on two nodes: node A has alice (moderator) and bob, node B has
+/// carol (view only) and a second bob connection. Each node's core relays;
+/// what one relays the other applies, as the Redis bus does.
+#[test]
+fn a_room_on_two_nodes_sees_the_same_messages_history_and_moderation() {
+    let policy = ChatPolicy { history: 10, ..ROOM_ONLY };
+    let mut a = RoomCore::new(RoomLimits::default(), policy, "a").relaying();
+    let mut b = RoomCore::new(RoomLimits::default(), policy, "b").relaying();
+    a.join(ConnId(1), member("alice", ALL), T0);
+    a.join(ConnId(2), member("bob", SEND), T0);
+    b.join(ConnId(3), member("carol", VIEW), T0);
+    b.join(ConnId(4), member("bob", SEND), T0);
+
+    // bob on A sends: A's members get it (bob with his RequestId), one relay carries it to B.
+    let out = send(&mut a, 2, "r1", "hello from A", T0 + 10);
+    let here = deliveries(&out);
+    assert_eq!(here[&2][0]["RequestId"], "r1");
+    assert!(here[&1][0].get("RequestId").is_none());
+    let relays = a.take_relays();
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert!(a.take_relays().is_empty(), "taken once");
+    let Relay::Frame(Frame::Message { id: message_id, request_id: None, .. }) = &relays[0] else {
+        panic!("a message relays as its frame without a request id: {relays:?}")
+    };
+    let message_id = message_id.clone();
+    // The relay survives the trip as JSON (what Redis carries).
+    let wire = serde_json::to_string(&relays).expect("relays serialize");
+    let relays: Vec<Relay> = serde_json::from_str(&wire).expect("and parse back");
+    let there = deliveries(&relays.into_iter().flat_map(|r| b.apply_relay(r)).collect::<Vec<_>>());
+    assert_eq!(there.keys().copied().collect::<Vec<_>>(), vec![3, 4], "everyone on B, nobody twice");
+    assert_eq!(there[&3][0]["Content"], "hello from A");
+    assert_eq!(there[&3][0]["Id"], json!(message_id));
+    assert!(b.take_relays().is_empty(), "an applied relay is not relayed again");
+
+    // A late joiner on B gets the message from A as history.
+    let late = deliveries(&b.join(ConnId(5), member("dave", VIEW), T0 + 20));
+    assert_eq!(late[&5].len(), 1);
+    assert_eq!(late[&5][0]["History"], true);
+
+    // alice (on A) deletes it: the event reaches B and B's history forgets it.
+    let del = json!({"Action": "DELETE_MESSAGE", "RequestId": "d1", "Id": message_id}).to_string();
+    a.handle_text(ConnId(1), &del, T0 + 30);
+    for relay in a.take_relays() {
+        let got = deliveries(&b.apply_relay(relay));
+        assert_eq!(got[&3][0]["EventName"], "aws:DELETE_MESSAGE");
+    }
+    assert_eq!(b.history_len(), 0);
+
+    // alice disconnects bob: his connection on B closes after the event.
+    let (_, out) = a.api_disconnect_user("bob", Some("spam"), T0 + 40).expect("valid");
+    assert_eq!(deliveries(&out)[&2].last(), Some(&json!("CLOSE:user disconnected")));
+    let relayed: Vec<Output> = a.take_relays().into_iter().flat_map(|r| b.apply_relay(r)).collect();
+    let got = deliveries(&relayed);
+    assert_eq!(got[&4], vec![got[&4][0].clone(), json!("CLOSE:user disconnected")]);
+    assert_eq!(got[&4][0]["EventName"], "aws:DISCONNECT_USER");
+    assert_eq!(got[&3].len(), 1, "carol sees the event and stays");
+    assert_eq!(b.member_count(), 2, "carol and dave remain on B");
+
+    // DeleteRoom on A closes B's connections too.
+    a.close_all();
+    let closes = deliveries(&a.take_relays().into_iter().flat_map(|r| b.apply_relay(r)).collect::<Vec<_>>());
+    assert_eq!(closes[&3], vec![json!("CLOSE:room deleted")]);
+    assert_eq!(b.member_count(), 0);
+}
+
+#[test]
+fn a_room_that_does_not_relay_keeps_nothing_for_other_nodes() {
+    let mut core = room(RoomLimits::default());
+    send(&mut core, 2, "r1", "hi", T0);
+    core.api_disconnect_user("bob", None, T0 + 1).expect("valid");
+    assert!(core.take_relays().is_empty(), "single-node rooms do not pay for relays");
 }

@@ -12,14 +12,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bus::{Bus, BusStats, HeldAck};
 use super::identity::{BadViewerSecret, ViewerIds};
 use super::limit::Keepalive;
-use super::room::{ChatPolicy, ConnId, Member, Output, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
+use super::room::{ChatPolicy, ConnId, Member, Output, Relay, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
 use super::store::{RoomRecord, RoomStore};
 use super::token::{ChatCapability, ChatClaims, ChatSigner};
 use super::wire::{ErrorCode, Frame};
@@ -109,6 +110,27 @@ impl LiveRoom {
             }
         }
     }
+
+    /// [`LiveRoom::apply`], except that acknowledgements (a MESSAGE or
+    /// EVENT carrying its requester's `RequestId`) are returned, to be sent
+    /// once the room change is published to the other nodes.
+    fn apply_holding_acks(&mut self, outputs: Vec<Output>) -> Vec<HeldAck> {
+        let is_ack = |o: &Output| {
+            matches!(o, Output::Frame { frame: Frame::Message { request_id: Some(_), .. } | Frame::Event { request_id: Some(_), .. }, .. })
+        };
+        let (acks, rest): (Vec<Output>, Vec<Output>) = outputs.into_iter().partition(is_ack);
+        let held = acks
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Frame { to, frame } => Some((to, Utf8Bytes::from(frame.to_json()))),
+                Output::Close { .. } => None,
+            })
+            .flat_map(|(to, text)| to.into_iter().map(move |c| (c, text.clone())))
+            .filter_map(|(conn, text)| self.conns.get(&conn).map(|h| (h.tx.clone(), text)))
+            .collect();
+        self.apply(rest);
+        held
+    }
 }
 
 /// Settings of a new room (CreateRoom); `None` means the IVS default.
@@ -160,6 +182,8 @@ struct HubInner {
     next_conn: AtomicU64,
     /// Messages accepted and sent to a room, since start (`/metrics`).
     messages_sent: AtomicU64,
+    /// Distributed mode: rooms span nodes through Redis ([`super::bus`]).
+    bus: OnceLock<Bus>,
 }
 
 /// What [`ChatHub::stats`] returns.
@@ -167,6 +191,8 @@ struct HubInner {
 pub struct ChatStats {
     pub connections: u64,
     pub messages_sent: u64,
+    /// Distributed mode only.
+    pub bus: Option<BusStats>,
 }
 
 fn attributes_size(attributes: &BTreeMap<String, String>) -> usize {
@@ -204,6 +230,7 @@ impl ChatHub {
                 live: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 messages_sent: AtomicU64::new(0),
+                bus: OnceLock::new(),
             }),
         }
     }
@@ -218,8 +245,61 @@ impl ChatHub {
         self.inner.viewer_ids.user_id(room, secret)
     }
 
+    /// Distributed mode: from now on every room change is relayed to the
+    /// other nodes through `bus` (before any room is live). False if a bus
+    /// was attached already.
+    pub fn attach_bus(&self, bus: Bus) -> bool {
+        self.inner.bus.set(bus).is_ok()
+    }
+
     fn new_core(&self, limits: RoomLimits) -> RoomCore {
-        RoomCore::new(limits, self.inner.settings.policy, auth::random_alphanumeric(6))
+        let core = RoomCore::new(limits, self.inner.settings.policy, auth::random_alphanumeric(6));
+        if self.inner.bus.get().is_some() {
+            core.relaying()
+        } else {
+            core
+        }
+    }
+
+    /// Apply a core's outputs; in distributed mode also publish what it
+    /// relayed, holding the acknowledgements until Redis took it.
+    fn settle(&self, room: &str, entry: &mut LiveRoom, outputs: Vec<Output>) {
+        let relays = entry.core.take_relays();
+        match self.inner.bus.get() {
+            Some(bus) if !relays.is_empty() => {
+                let acks = entry.apply_holding_acks(outputs);
+                bus.publish(room, relays, acks);
+            }
+            _ => entry.apply(outputs),
+        }
+    }
+
+    /// Relays that a core outside any live room made (the control plane
+    /// acting on a room nobody here is connected to): other nodes may have
+    /// members.
+    fn publish_only(&self, room: &str, relays: Vec<Relay>) {
+        if let Some(bus) = self.inner.bus.get() {
+            if !relays.is_empty() {
+                bus.publish(room, relays, Vec::new());
+            }
+        }
+    }
+
+    /// What another node's room did (from [`super::bus`]): applied to this
+    /// node's connections of the room. A room nobody here is connected to
+    /// (and with no history here) is left alone.
+    pub fn apply_remote(&self, room: &str, relays: Vec<Relay>) {
+        let mut live = self.live();
+        let Some(entry) = live.get_mut(room) else { return };
+        let mut deleted = false;
+        for relay in relays {
+            deleted |= matches!(relay, Relay::CloseAll);
+            let outputs = entry.core.apply_relay(relay);
+            entry.apply(outputs);
+        }
+        if deleted || (entry.conns.is_empty() && entry.core.is_idle()) {
+            live.remove(room);
+        }
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<String, LiveRoom>> {
@@ -273,9 +353,12 @@ impl ChatHub {
         if !self.inner.store.delete(id)? {
             return Err(ChatError::RoomNotFound { room: id.to_owned() });
         }
-        if let Some(mut room) = live.remove(id) {
-            let outputs = room.core.close_all();
-            room.apply(outputs);
+        match live.remove(id) {
+            Some(mut room) => {
+                let outputs = room.core.close_all();
+                self.settle(id, &mut room, outputs);
+            }
+            None => self.publish_only(id, vec![Relay::CloseAll]),
         }
         tracing::info!(room = %id, "chat room deleted");
         Ok(())
@@ -357,7 +440,7 @@ impl ChatHub {
         if sent > 0 {
             self.inner.messages_sent.fetch_add(sent as u64, Ordering::Relaxed);
         }
-        entry.apply(outputs);
+        self.settle(room, entry, outputs);
         Some(value)
     }
 
@@ -393,7 +476,11 @@ impl ChatHub {
     /// Open connections in all rooms, and messages sent since start (`/metrics`).
     pub fn stats(&self) -> ChatStats {
         let connections = self.live().values().map(|r| r.conns.len() as u64).sum();
-        ChatStats { connections, messages_sent: self.inner.messages_sent.load(Ordering::Relaxed) }
+        ChatStats {
+            connections,
+            messages_sent: self.inner.messages_sent.load(Ordering::Relaxed),
+            bus: self.inner.bus.get().map(Bus::stats),
+        }
     }
 
     /// How many connections a room has now.
@@ -426,9 +513,15 @@ impl ChatHub {
             return Err(ChatError::invalid("INVALID_EVENT_NAME", "event names starting with \"aws:\" are reserved"));
         }
         check_attributes(&attributes)?;
-        let sent = self.with_room(room, |core| core.send_event(event_name, attributes, now_ms));
-        // Nobody connected: the event still gets an id, as IVS.
-        Ok(sent.unwrap_or_else(|| auth::random_alphanumeric(12)))
+        if let Some(id) = self.with_room(room, |core| core.send_event(event_name, attributes.clone(), now_ms)) {
+            return Ok(id);
+        }
+        // Nobody connected here: the event still gets an id, as IVS, and
+        // goes to the room's members on other nodes.
+        let mut scratch = self.new_core(RoomLimits::default());
+        let (id, _) = scratch.send_event(event_name, attributes, now_ms);
+        self.publish_only(room, scratch.take_relays());
+        Ok(id)
     }
 
     /// DeleteMessage: an `aws:DELETE_MESSAGE` event to everyone. Returns the event id.
@@ -469,13 +562,16 @@ impl ChatHub {
         match live.get_mut(room) {
             Some(entry) => {
                 let (id, outputs) = op(&mut entry.core).map_err(refused)?;
-                entry.apply(outputs);
+                self.settle(room, entry, outputs);
                 Ok(id)
             }
             None => {
-                // Nobody connected: validated the same way, nothing to send.
+                // Nobody connected here: validated the same way, sent only
+                // to the room's members on other nodes.
                 let mut scratch = self.new_core(RoomLimits::default());
-                op(&mut scratch).map(|(id, _)| id).map_err(refused)
+                let id = op(&mut scratch).map(|(id, _)| id).map_err(refused)?;
+                self.publish_only(room, scratch.take_relays());
+                Ok(id)
             }
         }
     }

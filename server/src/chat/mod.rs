@@ -17,6 +17,7 @@
 //!   Both take [`ChatState`], which holds only what chat needs.
 
 mod api;
+pub mod bus;
 pub mod history;
 mod hub;
 pub mod identity;

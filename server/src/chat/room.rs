@@ -15,6 +15,12 @@
 //! its recipients as they were when it was produced (so a user being
 //! disconnected still gets the event that says why), and the driver
 //! serializes it once for all of them.
+//!
+//! A room can span several nodes (distributed mode): each node runs a core
+//! for its own connections, and what one core does room-wide is also handed
+//! out as a [`Relay`] (when [`RoomCore::relaying`] is on) for the driver to
+//! publish; the other nodes' cores apply it with [`RoomCore::apply_relay`].
+//! Rate limits stay per node.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -122,6 +128,19 @@ pub enum Output {
     Close { conn: ConnId, reason: CloseReason },
 }
 
+/// What one node's room did room-wide, for the room's cores on other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Relay {
+    /// A MESSAGE or EVENT (no `RequestId`) for everyone. A message joins the
+    /// history; an `aws:DELETE_MESSAGE` event removes one from it.
+    Frame(Frame),
+    /// DisconnectUser: the user's connections close (after the event frame
+    /// relayed before this).
+    DisconnectUser { user_id: String },
+    /// DeleteRoom: every connection closes.
+    CloseAll,
+}
+
 /// Makes frame ids: a per-room-instance prefix plus a counter, so ids are
 /// unique without the core needing a random source.
 #[derive(Debug, Clone)]
@@ -165,6 +184,9 @@ pub struct RoomCore {
     recent_sends: VecDeque<i64>,
     ids: IdGen,
     history: History,
+    /// Whether room-wide effects are kept for [`RoomCore::take_relays`].
+    relaying: bool,
+    relays: Vec<Relay>,
 }
 
 /// A request that cannot go through: its ERROR.
@@ -188,6 +210,47 @@ impl RoomCore {
             recent_sends: VecDeque::new(),
             ids: IdGen { prefix: id_prefix.into(), next: 0 },
             history: History::new(policy.history),
+            relaying: false,
+            relays: Vec::new(),
+        }
+    }
+
+    /// Keep every room-wide effect as a [`Relay`] for other nodes.
+    pub fn relaying(mut self) -> Self {
+        self.relaying = true;
+        self
+    }
+
+    /// The room-wide effects since the last call, in order (empty unless relaying).
+    pub fn take_relays(&mut self) -> Vec<Relay> {
+        std::mem::take(&mut self.relays)
+    }
+
+    fn relay(&mut self, relay: impl FnOnce() -> Relay) {
+        if self.relaying {
+            self.relays.push(relay());
+        }
+    }
+
+    /// What another node's core relayed: the same frames to this node's
+    /// members, the same history, the same connections closed. Relays
+    /// nothing further.
+    pub fn apply_relay(&mut self, relay: Relay) -> Vec<Output> {
+        match relay {
+            Relay::Frame(frame) => {
+                match &frame {
+                    Frame::Message { .. } => self.history.push(&frame),
+                    Frame::Event { event_name, attributes, .. } if event_name == EVENT_DELETE_MESSAGE => {
+                        if let Some(id) = attributes.get("MessageID") {
+                            self.history.remove(id);
+                        }
+                    }
+                    _ => {}
+                }
+                vec![Output::Frame { to: self.everyone(), frame }]
+            }
+            Relay::DisconnectUser { user_id } => self.close_user(&user_id),
+            Relay::CloseAll => self.close_all_here(),
         }
     }
 
@@ -395,6 +458,7 @@ impl RoomCore {
             history: false,
         };
         self.history.push(&frame);
+        self.relay(|| Relay::Frame(frame.clone()));
         Ok(self.to_everyone_acking(conn, request_id.to_owned(), frame))
     }
 
@@ -466,6 +530,7 @@ impl RoomCore {
         Self::check_reason(reason)?;
         let (id, frame) = self.moderation_event(EVENT_DELETE_MESSAGE, ("MessageID", message_id), reason, now_ms);
         self.history.remove(message_id);
+        self.relay(|| Relay::Frame(frame.clone()));
         let out = self.to_everyone_maybe_acking(requester, frame);
         Ok((id, out))
     }
@@ -481,14 +546,24 @@ impl RoomCore {
         Self::check_reason(reason)?;
         let (id, frame) = self.moderation_event(EVENT_DISCONNECT_USER, ("UserId", user_id), reason, now_ms);
         // The event goes out before the closes, so the user sees why.
+        self.relay(|| Relay::Frame(frame.clone()));
+        self.relay(|| Relay::DisconnectUser { user_id: user_id.to_owned() });
         let mut out = self.to_everyone_maybe_acking(requester, frame);
+        out.extend(self.close_user(user_id));
+        Ok((id, out))
+    }
+
+    /// This node's connections of `user_id` leave and close.
+    fn close_user(&mut self, user_id: &str) -> Vec<Output> {
         let targets: Vec<ConnId> =
             self.members.iter().filter(|(_, s)| s.member.user_id == user_id).map(|(c, _)| *c).collect();
-        for conn in targets {
-            self.members.remove(&conn);
-            out.push(Output::Close { conn, reason: CloseReason::UserDisconnected });
-        }
-        Ok((id, out))
+        targets
+            .into_iter()
+            .map(|conn| {
+                self.members.remove(&conn);
+                Output::Close { conn, reason: CloseReason::UserDisconnected }
+            })
+            .collect()
     }
 
     /// DeleteMessage from the control plane: the event id and what to send.
@@ -527,11 +602,17 @@ impl RoomCore {
             attributes,
             send_time: send_time(now_ms),
         };
+        self.relay(|| Relay::Frame(frame.clone()));
         (id, vec![Output::Frame { to: self.everyone(), frame }])
     }
 
-    /// DeleteRoom: everyone is closed.
+    /// DeleteRoom: everyone is closed, on every node.
     pub fn close_all(&mut self) -> Vec<Output> {
+        self.relay(|| Relay::CloseAll);
+        self.close_all_here()
+    }
+
+    fn close_all_here(&mut self) -> Vec<Output> {
         let conns: Vec<ConnId> = self.members.keys().copied().collect();
         self.members.clear();
         conns.into_iter().map(|conn| Output::Close { conn, reason: CloseReason::RoomDeleted }).collect()

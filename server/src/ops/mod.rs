@@ -232,6 +232,10 @@ pub async fn render(state: &OpsState) -> String {
     let chat = state.chat.stats();
     family(&mut out, "stagecast_chat_connections", "gauge", "Open chat connections.", &[("", chat.connections)]);
     family(&mut out, "stagecast_chat_messages_sent_total", "counter", "Chat messages accepted and sent to their room.", &[("", chat.messages_sent)]);
+    if let Some(bus) = chat.bus {
+        family(&mut out, "stagecast_chat_relays_received_total", "counter", "Room changes received from other nodes through Redis.", &[("", bus.received)]);
+        family(&mut out, "stagecast_chat_relays_dropped_total", "counter", "Room changes not published to other nodes (queue full).", &[("", bus.dropped)]);
+    }
     family(&mut out, "stagecast_draining", "gauge", "1 while the server drains after SIGTERM (new stages and broadcasts refused).", &[("", u64::from(state.ops.is_draining()))]);
     family(&mut out, "stagecast_channels_live", "gauge", "Channels on air (live, or waiting for their broadcaster to reconnect).", &[("", state.channels.live_count())]);
     family(&mut out, "stagecast_recording_segments_dropped_total", "counter", "Recording segments dropped because storage fell behind (the recording goes on after a gap).", &[("", state.channels.recordings().dropped())]);

@@ -1,0 +1,117 @@
+//! One chat room across two nodes that share a real `redis-server`
+//! (distributed mode, `--redis`): members connected to different nodes
+//! chat with each other, acknowledgements, moderation, control-plane events
+//! and DeleteRoom reach every node, and late joiners on either node get the
+//! room's history.
+
+use anyhow::{Context, Result};
+use reqwest::Method;
+use serde_json::json;
+use stagecast_server::Config;
+
+mod common;
+use common::chat::{expect_close, recv, recv_live, say, send, silent};
+use common::redis::Redis;
+use common::{temp_dir, Server};
+
+/// Two servers sharing `redis` (and, until every store is in Redis, one data dir).
+async fn two_nodes(redis: &Redis) -> Result<(Server, Server)> {
+    let dir = temp_dir("chat-nodes")?;
+    let node = |name: &str| {
+        let mut config = Config::for_tests(dir.clone());
+        config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
+        config.node_id = Some(name.to_owned());
+        anyhow::Ok(config)
+    };
+    let a = Server::start_config(node("a")?).await?;
+    let b = Server::start_config(node("b")?).await?;
+    Ok((a, b))
+}
+
+#[tokio::test]
+async fn members_on_two_nodes_chat_moderate_and_see_history() -> Result<()> {
+    let redis = Redis::start()?;
+    let (a, b) = two_nodes(&redis).await?;
+    let room = a.create_room(json!({"name": "across"})).await?;
+    let mod_caps = ["SEND_MESSAGE", "DELETE_MESSAGE", "DISCONNECT_USER"];
+    let alice_token = a.chat_token(&room, "alice", &mod_caps).await?;
+    // Minted by node B, used on both.
+    let bob_token = b.chat_token(&room, "bob", &["SEND_MESSAGE"]).await?;
+    let carol_token = a.chat_token(&room, "carol", &[]).await?;
+
+    let mut bob = b.chat_connect(&bob_token).await?;
+    let mut carol = b.chat_connect(&carol_token).await?;
+    // An event through node A, where nobody is connected yet, reaches B's members.
+    let events = format!("/v1/rooms/{room}/events");
+    let sent = a.ok(Method::POST, &events, Some(json!({"eventName": "opening", "attributes": {"n": "1"}}))).await?;
+    for ws in [&mut bob, &mut carol] {
+        let event = recv(ws).await?;
+        assert_eq!(event["EventName"], "opening");
+        assert_eq!(event["Id"], sent["id"]);
+    }
+
+    let mut alice = a.chat_connect(&alice_token).await?;
+    // bob on B speaks: alice on A gets it, bob his acknowledgement, carol on B hers.
+    say(&mut bob, "b-1", "hello from B").await?;
+    let ack = recv(&mut bob).await?;
+    assert_eq!((ack["RequestId"].as_str(), ack["Content"].as_str()), (Some("b-1"), Some("hello from B")));
+    for ws in [&mut alice, &mut carol] {
+        let seen = recv(ws).await?;
+        assert_eq!(seen["Content"], "hello from B");
+        assert_eq!(seen["Id"], ack["Id"]);
+        assert!(seen.get("RequestId").is_none(), "{seen}");
+    }
+    let from_b = ack["Id"].as_str().context("Id")?.to_owned();
+
+    // alice on A answers: both members on B get it, once each.
+    say(&mut alice, "a-1", "hello from A").await?;
+    assert_eq!(recv(&mut alice).await?["RequestId"], "a-1");
+    for ws in [&mut bob, &mut carol] {
+        assert_eq!(recv(ws).await?["Content"], "hello from A");
+        silent(ws).await?;
+    }
+
+    // A late joiner on A sees both messages as history, B's included.
+    let dave_token = b.chat_token(&room, "dave", &[]).await?;
+    let mut dave = a.chat_connect(&dave_token).await?;
+    let history: Vec<String> = [recv(&mut dave).await?, recv(&mut dave).await?]
+        .iter()
+        .map(|f| format!("{}:{}", f["History"], f["Content"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(history, ["true:hello from B", "true:hello from A"]);
+
+    // alice (on A) deletes bob's message: everyone on both nodes is told.
+    send(&mut alice, json!({"Action": "DELETE_MESSAGE", "RequestId": "a-2", "Id": from_b, "Reason": "test"})).await?;
+    for ws in [&mut alice, &mut dave, &mut bob, &mut carol] {
+        let event = recv(ws).await?;
+        assert_eq!(event["EventName"], "aws:DELETE_MESSAGE");
+        assert_eq!(event["Attributes"]["MessageID"], from_b.as_str());
+    }
+    // ...and B's history forgot it: a late joiner on B gets only alice's.
+    let mut erin = b.chat_connect(&b.chat_token(&room, "erin", &[]).await?).await?;
+    assert_eq!(recv(&mut erin).await?["Content"], "hello from A");
+    silent(&mut erin).await?;
+
+    // DisconnectUser through A's API closes bob's socket on B, after the event.
+    a.ok(Method::POST, &format!("/v1/rooms/{room}/users/bob/disconnect"), Some(json!({"reason": "bye"}))).await?;
+    assert_eq!(recv_live(&mut bob).await?["EventName"], "aws:DISCONNECT_USER");
+    assert_eq!(expect_close(&mut bob).await?, "user disconnected");
+    for ws in [&mut alice, &mut carol, &mut dave, &mut erin] {
+        assert_eq!(recv(ws).await?["EventName"], "aws:DISCONNECT_USER");
+    }
+
+    // DeleteRoom through B closes alice's and dave's sockets on A.
+    let (status, _) = b.call(Method::DELETE, &format!("/v1/rooms/{room}"), None, None).await?;
+    assert_eq!(status, 204);
+    for ws in [&mut alice, &mut dave, &mut carol, &mut erin] {
+        assert_eq!(expect_close(ws).await?, "room deleted");
+    }
+    // Node A counted what it received from B: bob's message and the DeleteRoom.
+    let metrics = a.http.get(format!("{}/metrics", a.base)).bearer_auth(&a.api_key).send().await?.text().await?;
+    let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    assert_eq!(count("stagecast_chat_relays_received_total"), Some(2), "{metrics}");
+    assert_eq!(count("stagecast_chat_relays_dropped_total"), Some(0), "{metrics}");
+    a.stop_keeping_dir();
+    b.stop()?;
+    Ok(())
+}
