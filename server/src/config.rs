@@ -156,6 +156,11 @@ pub struct Config {
     /// defaults to the host name and the HTTP port.
     #[arg(long, env = "STAGECAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// How the other nodes reach this one over HTTP in distributed mode
+    /// (e.g. `http://10.0.0.5:8080`); defaults to `http://` and the bound
+    /// listen address.
+    #[arg(long, env = "STAGECAST_NODE_URL")]
+    pub node_url: Option<String>,
     /// Set by `start` once the listener is bound.
     #[arg(skip)]
     pub bound_http: Option<SocketAddr>,
@@ -201,6 +206,7 @@ impl Config {
             drain_timeout: Duration::from_secs(30 * 60),
             redis: None,
             node_id: None,
+            node_url: None,
             bound_http: None,
         }
     }

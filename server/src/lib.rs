@@ -208,6 +208,8 @@ pub enum StartError {
     Tls(#[from] serve::TlsError),
     #[error(transparent)]
     ChatBus(#[from] chat::bus::BusError),
+    #[error(transparent)]
+    ChannelRemote(#[from] channel::remote::RemoteError),
 }
 
 impl Running {
@@ -288,6 +290,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     stage::presence::spawn_writer(stages.downgrade(), presence);
 
+    if let Some(redis) = &config.redis {
+        let own_url = config.node_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+        let node_key = keys.derive_key("stagecast node-to-node v1");
+        channels.attach_remote(channel::remote::Remote::connect(&redis.0, own_url, node_key).await?);
+        tracing::info!("channels are played from every node sharing this Redis");
+    }
     let mut config = config;
     config.bound_http = Some(http_addr);
     let limits = config.http.clone();

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -90,6 +90,10 @@ impl FromRequestParts<ChannelState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &ChannelState) -> Result<Self, Self::Rejection> {
+        // A request another node forwarded names its viewer.
+        if let Some(ip) = state.channels.remote().and_then(|r| r.forwarded_client(&parts.headers)) {
+            return Ok(ClientIp(ip));
+        }
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
         let ip = client_ip(&state.config, &parts.headers, peer).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok(ClientIp(ip))
@@ -153,9 +157,10 @@ async fn hls_file(
     Path((id, file)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    handle(state, id, None, file, query, ip, headers).await
+    handle(state, id, None, file, query, Asker { ip, uri, headers }).await
 }
 
 /// A lower rendition's files (its media playlist has relative URIs, so
@@ -165,12 +170,20 @@ async fn hls_rendition_file(
     Path((id, rid, file)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     if !ladder::valid_rid(&rid) || file == "index.m3u8" {
         return plain(StatusCode::NOT_FOUND, "no such file");
     }
-    handle(state, id, Some(rid), file, query, ip, headers).await
+    handle(state, id, Some(rid), file, query, Asker { ip, uri, headers }).await
+}
+
+/// Who asked, and how.
+struct Asker {
+    ip: IpAddr,
+    uri: Uri,
+    headers: HeaderMap,
 }
 
 async fn handle(
@@ -179,9 +192,9 @@ async fn handle(
     rid: Option<String>,
     file: String,
     query: HashMap<String, String>,
-    ip: IpAddr,
-    headers: HeaderMap,
+    asker: Asker,
 ) -> Response {
+    let Asker { ip, uri, headers } = asker;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let presented = Presented { query: &query, origin };
     let access = access::check(&state.channels, &state.auth.keys, &id, &presented, crate::auth::now_unix());
@@ -193,7 +206,15 @@ async fn handle(
                 Access::Granted { session } => Some(session.as_str()),
             };
             let mut response = match state.channels.playback(&id) {
-                None => plain(StatusCode::NOT_FOUND, "channel is offline"),
+                None => match state.channels.remote() {
+                    // Distributed mode: another node may hold the broadcast.
+                    Some(remote) => {
+                        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                        remote.forward(&id, path, &headers, ip).await
+                    }
+                    None => None,
+                }
+                .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "channel is offline")),
                 Some(b) => match state.channels.hold(&id, ip) {
                     None => retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests held at once"),
                     Some(permit) => {

@@ -41,6 +41,7 @@ pub mod lifecycle;
 pub mod packager;
 pub mod playback_keys;
 pub mod recording;
+pub mod remote;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -152,6 +153,8 @@ struct HubInner {
     events: crate::ops::EventSink,
     /// Auto-record: the recorder and its store (`<data-dir>/recordings`).
     recordings: recording::Recordings,
+    /// Distributed mode: other nodes' broadcasts, served by forwarding.
+    remote: std::sync::OnceLock<remote::Remote>,
 }
 
 impl ChannelHub {
@@ -186,6 +189,7 @@ impl ChannelHub {
                 playback_keys,
                 events,
                 recordings: recording::Recordings::start(Arc::new(recording::DirStore::new(data_dir.join("recordings")))),
+                remote: std::sync::OnceLock::new(),
             }),
         };
         hub.restore()?;
@@ -311,6 +315,28 @@ impl ChannelHub {
     /// A place for one HLS request of `ip` on channel `id`, if under the limits.
     pub fn hold(&self, id: &str, ip: IpAddr) -> Option<holds::HoldPermit> {
         self.inner.holds.try_hold(id, ip)
+    }
+
+    /// Distributed mode: advertise this node's broadcasts and serve other
+    /// nodes' through `remote`. False if one was attached already.
+    pub fn attach_remote(&self, remote: remote::Remote) -> bool {
+        if self.inner.remote.set(remote).is_err() {
+            return false;
+        }
+        if let Some(remote) = self.inner.remote.get() {
+            remote.spawn_advertiser(self);
+        }
+        true
+    }
+
+    pub fn remote(&self) -> Option<&remote::Remote> {
+        self.inner.remote.get()
+    }
+
+    /// The channels whose HLS this node serves now (on air or just ended).
+    pub fn playback_ids(&self) -> Vec<String> {
+        let now = Instant::now();
+        lock(&self.inner.live).iter().filter(|(_, b)| !b.expired(now)).map(|(id, _)| id.clone()).collect()
     }
 
     /// Channels on air now (`/metrics`).

@@ -1,0 +1,76 @@
+//! A channel ingested on one node plays from another (distributed mode,
+//! `--redis` with a real `redis-server`): node B forwards HLS requests for
+//! node A's broadcast to A and streams the answers back unchanged — the same
+//! playlist, the same part bytes, the same cache headers — and a channel
+//! nobody ingests stays 404 on both.
+
+use anyhow::{ensure, Context, Result};
+use reqwest::header;
+use stagecast_server::Config;
+
+mod common;
+use common::channel::{go_live, listed_segments, test_video, wait_playlist, ChannelApi};
+use common::redis::Redis;
+use common::{temp_dir, Server};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
+    let redis = Redis::start()?;
+    let dir = temp_dir("channel-nodes")?;
+    let node = |name: &str| -> Result<Config> {
+        let mut config = Config::for_tests(dir.clone());
+        config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
+        config.node_id = Some(name.to_owned());
+        Ok(config)
+    };
+    let a = Server::start_config(node("a")?).await?;
+    let b = Server::start_config(node("b")?).await?;
+    let Some(video) = test_video(&a.dir)? else {
+        eprintln!("SKIPPED: ffmpeg is not on PATH (cargo xtask setup installs it)");
+        return Ok(());
+    };
+    let ch = a.create_channel().await?;
+    let hls = format!("/hls/{}", ch.id);
+    ensure!(b.get(&format!("{hls}/media.m3u8")).await?.status() == 404, "offline everywhere: 404 on B");
+
+    let (mut host, _location) = go_live(&a, &ch).await?;
+    let (streamed, on_b) = tokio::join!(host.stream(&video, 0, 150), async {
+        wait_playlist(&b, &hls, "two segments through node B", |status, text| {
+            status == 200 && listed_segments(text).is_ok_and(|s| s.len() >= 2)
+        })
+        .await
+    });
+    streamed?;
+    let playlist = on_b?;
+    ensure!(playlist.contains("#EXT-X-PART:"), "an LL-HLS playlist came through B:\n{playlist}");
+
+    // One part, asked of both nodes: the same bytes and cache headers.
+    let part = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .find_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .context("a part URI")?
+        .to_owned();
+    let url = format!("{hls}/{part}");
+    let (from_a, from_b) = (a.get(&url).await?, b.get(&url).await?);
+    ensure!(from_a.status() == 200 && from_b.status() == 200, "{} / {}", from_a.status(), from_b.status());
+    let cache = |r: &reqwest::Response| r.headers().get(header::CACHE_CONTROL).cloned();
+    ensure!(cache(&from_a) == cache(&from_b), "cache headers differ: {:?} / {:?}", cache(&from_a), cache(&from_b));
+    ensure!(
+        from_b.headers().get(header::CONTENT_TYPE) == from_a.headers().get(header::CONTENT_TYPE),
+        "content types differ"
+    );
+    let (bytes_a, bytes_b) = (from_a.bytes().await?, from_b.bytes().await?);
+    ensure!(!bytes_a.is_empty() && bytes_a == bytes_b, "part bytes differ: {} / {}", bytes_a.len(), bytes_b.len());
+
+    // A byte range through B is answered by A's range logic.
+    let ranged = b.http().get(format!("{}{url}", b.base())).header(header::RANGE, "bytes=0-9").send().await?;
+    ensure!(ranged.status() == 206, "range through B: {}", ranged.status());
+    ensure!(ranged.bytes().await?.as_ref() == &bytes_a[..10], "range bytes");
+
+    // An unknown channel stays 404 on B (nothing to forward to).
+    ensure!(b.get("/hls/ch-nope/media.m3u8").await?.status() == 404);
+    a.stop_keeping_dir();
+    b.stop()?;
+    Ok(())
+}
