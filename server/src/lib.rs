@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod channel;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -58,6 +59,8 @@ pub struct AppInner {
     pub channels: channel::ChannelHub,
     /// Operator's view: HLS counters for `/metrics`, the webhook sink, draining.
     pub ops: ops::Ops,
+    /// Distributed mode (`--redis`): the other nodes.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl std::ops::Deref for AppState {
@@ -165,10 +168,26 @@ impl FromRef<AppState> for api::ApiState {
 /// The whole HTTP surface: each area's router with its own state (taken
 /// from the [`AppState`] through `FromRef`), merged.
 pub fn app(state: AppState) -> Router {
+    // Distributed mode: the event plane and the media plane of a stage
+    // homed on another node are forwarded there.
+    let stage_planes = Router::new()
+        .merge(stage::router().with_state(stage::StageState::from_ref(&state)))
+        .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)));
+    let stage_planes = match &state.cluster {
+        Some(cluster) => {
+            let routing = cluster::stages::Routing {
+                cluster: cluster.clone(),
+                keys: state.auth.keys.clone(),
+                stages: state.stages.clone(),
+                config: state.config.clone(),
+            };
+            stage_planes.layer(axum::middleware::from_fn_with_state(routing, cluster::stages::route))
+        }
+        None => stage_planes,
+    };
     Router::new()
         .merge(api::router().with_state(api::ApiState::from_ref(&state)))
-        .merge(stage::router().with_state(stage::StageState::from_ref(&state)))
-        .merge(sfu::router().with_state(sfu::SfuState::from_ref(&state)))
+        .merge(stage_planes)
         .merge(chat::router().with_state(chat::ChatState::from_ref(&state)))
         .merge(channel::router().with_state(channel::ChannelState::from_ref(&state)))
         .merge(ops::router().with_state(ops::OpsState::from_ref(&state)))
@@ -209,7 +228,7 @@ pub enum StartError {
     #[error(transparent)]
     ChatBus(#[from] chat::bus::BusError),
     #[error(transparent)]
-    ChannelRemote(#[from] channel::remote::RemoteError),
+    Cluster(#[from] cluster::ClusterError),
 }
 
 impl Running {
@@ -290,12 +309,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     stage::presence::spawn_writer(stages.downgrade(), presence);
 
-    if let Some(redis) = &config.redis {
-        let own_url = config.node_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-        let node_key = keys.derive_key("stagecast node-to-node v1");
-        channels.attach_remote(channel::remote::Remote::connect(&redis.0, own_url, node_key).await?);
-        tracing::info!("channels are played from every node sharing this Redis");
-    }
+    let cluster = match &config.redis {
+        Some(redis) => {
+            let own_url = config.node_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+            let node_key = keys.derive_key("stagecast node-to-node v1");
+            let cluster = cluster::Cluster::connect(&redis.0, own_url, node_key).await?;
+            channels.attach_cluster(cluster.clone());
+            cluster::stages::spawn_renewer(&cluster, &stages);
+            tracing::info!(node = cluster.own_url(), "distributed mode: stages, channels and chat span the nodes sharing this Redis");
+            Some(cluster)
+        }
+        None => None,
+    };
     let mut config = config;
     config.bound_http = Some(http_addr);
     let limits = config.http.clone();
@@ -308,6 +333,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         chat,
         channels,
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
+        cluster,
     });
     let server = state.downgrade();
     api::spawn_idle_sweeper(state.config.demo_idle_secs, move || server.upgrade().map(|s| api::ApiState::from_ref(&s)));

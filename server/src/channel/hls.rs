@@ -91,7 +91,7 @@ impl FromRequestParts<ChannelState> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &ChannelState) -> Result<Self, Self::Rejection> {
         // A request another node forwarded names its viewer.
-        if let Some(ip) = state.channels.remote().and_then(|r| r.forwarded_client(&parts.headers)) {
+        if let Some(ip) = state.channels.cluster().and_then(|c| c.forwarded_client(&parts.headers)) {
             return Ok(ClientIp(ip));
         }
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
@@ -206,11 +206,13 @@ async fn handle(
                 Access::Granted { session } => Some(session.as_str()),
             };
             let mut response = match state.channels.playback(&id) {
-                None => match state.channels.remote() {
+                None => match state.channels.cluster() {
                     // Distributed mode: another node may hold the broadcast.
-                    Some(remote) => {
-                        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-                        remote.forward(&id, path, &headers, ip).await
+                    Some(cluster) => {
+                        let mut request = axum::extract::Request::new(Body::empty());
+                        *request.uri_mut() = uri.clone();
+                        *request.headers_mut() = headers.clone();
+                        super::remote::forward(cluster, &id, request, ip).await
                     }
                     None => None,
                 }

@@ -154,7 +154,7 @@ struct HubInner {
     /// Auto-record: the recorder and its store (`<data-dir>/recordings`).
     recordings: recording::Recordings,
     /// Distributed mode: other nodes' broadcasts, served by forwarding.
-    remote: std::sync::OnceLock<remote::Remote>,
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 impl ChannelHub {
@@ -189,7 +189,7 @@ impl ChannelHub {
                 playback_keys,
                 events,
                 recordings: recording::Recordings::start(Arc::new(recording::DirStore::new(data_dir.join("recordings")))),
-                remote: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         hub.restore()?;
@@ -318,19 +318,14 @@ impl ChannelHub {
     }
 
     /// Distributed mode: advertise this node's broadcasts and serve other
-    /// nodes' through `remote`. False if one was attached already.
-    pub fn attach_remote(&self, remote: remote::Remote) -> bool {
-        if self.inner.remote.set(remote).is_err() {
-            return false;
-        }
-        if let Some(remote) = self.inner.remote.get() {
-            remote.spawn_advertiser(self);
-        }
-        true
+    /// nodes' through `cluster`. False if one was attached already.
+    pub fn attach_cluster(&self, cluster: crate::cluster::Cluster) -> bool {
+        remote::spawn_renewer(&cluster, self);
+        self.inner.cluster.set(cluster).is_ok()
     }
 
-    pub fn remote(&self) -> Option<&remote::Remote> {
-        self.inner.remote.get()
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.inner.cluster.get()
     }
 
     /// The channels whose HLS this node serves now (on air or just ended).

@@ -431,8 +431,11 @@ impl StageHub {
         Ok(Seat { hub: Arc::downgrade(&self.inner), stage, counted })
     }
 
-    /// Whether someone new would be refused (for requests that want to say
-    /// why a participant is not on the stage).
+    /// The stages with members (or seats being taken) on this server.
+    pub fn active_stages(&self) -> Vec<StageId> {
+        lock(&self.inner).stages.iter().filter(|(_, e)| !e.room.is_empty() || e.reserved > 0).map(|(id, _)| id.clone()).collect()
+    }
+
     /// Whether the stage has members (or seats being taken) on this server.
     pub fn is_active(&self, stage: &StageId) -> bool {
         lock(&self.inner).stages.get(stage).is_some_and(|e| !e.room.is_empty() || e.reserved > 0)

@@ -1,0 +1,91 @@
+//! A stage lives on one node, its home: the event plane (who is on the
+//! stage, in what state) and the SFU sessions of its members are there, so
+//! its media never crosses nodes. The first node asked for a stage that has
+//! no home claims it (`stagecast:stage:<id>:home`, SET NX); the home renews
+//! it while the stage has members, and a home that dies loses it
+//! [`super::OWNER_TTL`] later, so the members' reconnects (the SDK's
+//! reconnect path, through any node) make a live node the new home.
+//!
+//! Any node accepts the event-plane WebSocket and the WHIP/WHEP requests of
+//! any stage: [`route`] finds the stage in the participant token and
+//! forwards what belongs to another node there (the WebSocket spliced).
+//! Media then flows between the browser and the home node directly: the
+//! SDP answer carries the home's ICE candidates.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use stagecast_protocol::StageId;
+
+use super::{forward, Cluster};
+use crate::auth::{self, KeyRing};
+use crate::config::Config;
+use crate::stage::StageHub;
+
+/// The Redis key naming a stage's home node.
+pub fn key(stage: &StageId) -> String {
+    format!("stagecast:stage:{}:home", stage.0)
+}
+
+/// What [`route`] needs.
+#[derive(Clone)]
+pub struct Routing {
+    pub cluster: Cluster,
+    pub keys: Arc<KeyRing>,
+    pub stages: StageHub,
+    pub config: Arc<Config>,
+}
+
+/// Keep this node the home of every stage that has members here.
+pub fn spawn_renewer(cluster: &Cluster, stages: &StageHub) {
+    let stages = stages.clone();
+    cluster.spawn_renewer("stage homes", move || stages.active_stages().iter().map(key).collect());
+}
+
+impl Routing {
+    /// The node a request for `stage` belongs on: this one when the stage
+    /// has members here or this node just became its home; `None` to serve
+    /// it here because Redis cannot say (logged by the cluster).
+    async fn home(&self, stage: &StageId) -> Option<String> {
+        if self.stages.is_active(stage) {
+            return None;
+        }
+        let home = self.cluster.claim(&key(stage)).await?;
+        (home != self.cluster.own_url()).then_some(home)
+    }
+}
+
+/// The participant token of an event-plane upgrade (subprotocol) or a media
+/// request (`Authorization: Bearer`).
+fn token(request: &Request) -> Option<String> {
+    auth::subprotocol_token(request.headers()).or_else(|| {
+        crate::http::participant_bearer(request.headers()).ok().map(str::to_owned)
+    })
+}
+
+/// Middleware on the event-plane and media-plane routes: a request for a
+/// stage whose home is another node goes there. Requests with no valid
+/// token, and requests another node forwarded, are served here (and get
+/// this node's answer, e.g. 401).
+pub async fn route(State(routing): State<Routing>, request: Request, next: Next) -> Response {
+    if routing.cluster.forwarded_client(request.headers()).is_some() {
+        return next.run(request).await;
+    }
+    let Some(claims) = token(&request).and_then(|t| routing.keys.verify(&t, auth::now_unix()).ok()) else {
+        return next.run(request).await;
+    };
+    let Some(home) = routing.home(&StageId(claims.topic)).await else {
+        return next.run(request).await;
+    };
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    let client = crate::serve::origin::client_ip(&routing.config, request.headers(), peer)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if forward::is_upgrade(request.headers()) {
+        forward::upgrade(&routing.cluster, &home, request, client).await
+    } else {
+        forward::http(&routing.cluster, &home, request, client, None).await
+    }
+}
