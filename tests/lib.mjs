@@ -535,20 +535,22 @@ function freePort(kind, host = '127.0.0.1') {
 /**
  * A stagecast server of the journey's own (`STAGECAST_BIN`), which it may
  * kill and start again on the same ports and data dir. `mediaIp` binds and
- * advertises the media port on that address instead of 127.0.0.1.
+ * advertises the media port on that address instead of 127.0.0.1; `args`
+ * are added to its command line; `dataDir` is used instead of a fresh one.
  */
-export async function ownServer({ mediaIp } = {}) {
+export async function ownServer({ mediaIp, args = [], dataDir: sharedDir, apiKey: givenKey } = {}) {
   mkdirSync('target', { recursive: true });
-  const dataDir = mkdtempSync('target/own-server-');
+  const dataDir = sharedDir || mkdtempSync('target/own-server-');
   const [port, mediaPort] = [await freePort('tcp'), await freePort('udp', mediaIp)];
   const media = mediaIp ? ['--media-bind-ip', mediaIp, '--public-ip', mediaIp] : [];
-  const apiKey = randomBytes(16).toString('hex');
+  const apiKey = givenKey || randomBytes(16).toString('hex');
   const base = `http://127.0.0.1:${port}`;
-  const log = `${dataDir}/server.log`;
+  const log = `${dataDir}/server-${port}.log`;
   let child = null;
   const start = async () => {
     const out = openSync(log, 'a');
-    child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--media-port', String(mediaPort), '--data-dir', dataDir, ...media], {
+    const argv = ['--listen', `127.0.0.1:${port}`, '--media-port', String(mediaPort), '--data-dir', dataDir, ...media, ...args];
+    child = spawn(BIN, argv, {
       env: { ...process.env, STAGECAST_API_KEY: apiKey, NO_COLOR: '1' },
       stdio: ['ignore', out, out],
     });
@@ -570,7 +572,7 @@ export async function ownServer({ mediaIp } = {}) {
       child.kill('SIGKILL');
     });
   await start();
-  return { base, log, start, kill, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
+  return { base, log, apiKey, start, kill, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
 }
 
 

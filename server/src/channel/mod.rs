@@ -155,6 +155,8 @@ struct HubInner {
     recordings: recording::Recordings,
     /// Distributed mode: other nodes' broadcasts, served by forwarding.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// Distributed mode: the channels on air on any node (from Redis, about once a second).
+    live_anywhere: Mutex<HashSet<String>>,
 }
 
 impl ChannelHub {
@@ -190,6 +192,7 @@ impl ChannelHub {
                 events,
                 recordings: recording::Recordings::start(Arc::new(recording::DirStore::new(data_dir.join("recordings")))),
                 cluster: std::sync::OnceLock::new(),
+                live_anywhere: Mutex::new(HashSet::new()),
             }),
         };
         hub.restore()?;
@@ -328,6 +331,16 @@ impl ChannelHub {
         self.inner.cluster.get()
     }
 
+    /// The channels on air on this node.
+    pub fn on_air_ids(&self) -> Vec<String> {
+        lock(&self.inner.live).iter().filter(|(_, b)| b.is_on_air()).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Distributed mode: the channels on air on any node, as Redis says now.
+    pub fn set_live_anywhere(&self, ids: HashSet<String>) {
+        *lock(&self.inner.live_anywhere) = ids;
+    }
+
     /// The channels whose HLS this node serves now (on air or just ended).
     pub fn playback_ids(&self) -> Vec<String> {
         let now = Instant::now();
@@ -341,7 +354,7 @@ impl ChannelHub {
 
     /// Whether the channel is on air (live or reconnecting).
     pub fn is_live(&self, id: &str) -> bool {
-        self.live_broadcast(id).is_some()
+        self.live_broadcast(id).is_some() || lock(&self.inner.live_anywhere).contains(id)
     }
 
     /// The ingest health of an on-air channel.

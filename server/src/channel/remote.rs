@@ -6,8 +6,15 @@
 //! streams the answer back with its cache headers, so an HTTP cache in
 //! front of all nodes works as with one. The ingest node applies its
 //! per-viewer limits to the viewer the forwarding node names.
+//!
+//! Which channels are on air anywhere is a sorted set in Redis
+//! (`stagecast:channels:live`, each id scored by when its entry expires):
+//! every node adds its own every [`LIVE_SYNC`] and reads the whole set
+//! back, so "LIVE" in any node's answers means live on any node.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderName};
@@ -27,15 +34,52 @@ const PASSED_ANSWER: [HeaderName; 7] = [
     header::ETAG,
 ];
 
+const LIVE_SET: &str = "stagecast:channels:live";
+/// How often a node publishes its channels on air and reads everyone's.
+pub const LIVE_SYNC: Duration = Duration::from_secs(1);
+
 /// The Redis key naming the node that holds a channel's broadcast.
 pub fn key(channel: &str) -> String {
     format!("stagecast:channel:{channel}:origin")
 }
 
-/// Keep this node the origin of the broadcasts `hub` holds.
+/// Keep this node the origin of the broadcasts `hub` holds, and `hub`'s
+/// view of the channels on air on other nodes current.
 pub fn spawn_renewer(cluster: &Cluster, hub: &ChannelHub) {
-    let hub = hub.clone();
-    cluster.spawn_renewer("channel origins", move || hub.playback_ids().iter().map(|id| key(id)).collect());
+    let held = hub.clone();
+    cluster.spawn_renewer("channel origins", move || held.playback_ids().iter().map(|id| key(id)).collect());
+    let (cluster, hub) = (cluster.clone(), hub.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVE_SYNC);
+        let mut failures = 0u64;
+        loop {
+            tick.tick().await;
+            match sync_live(&cluster, &hub.on_air_ids()).await {
+                Ok(anywhere) => hub.set_live_anywhere(anywhere),
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        tracing::warn!(error = %e, failures, "cannot share the channels on air through Redis");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Add `ours` to the set of channels on air (for another TTL) and read the set back.
+async fn sync_live(cluster: &Cluster, ours: &[String]) -> Result<HashSet<String>, redis::RedisError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ttl_ms = i64::try_from(crate::cluster::OWNER_TTL.as_millis()).unwrap_or(10_000);
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZREMRANGEBYSCORE").arg(LIVE_SET).arg("-inf").arg(now_ms).ignore();
+    for id in ours {
+        pipe.zadd(LIVE_SET, id, now_ms + ttl_ms).ignore();
+    }
+    pipe.cmd("ZRANGEBYSCORE").arg(LIVE_SET).arg(now_ms).arg("+inf");
+    let mut conn = cluster.redis();
+    let (ids,): (Vec<String>,) = pipe.query_async(&mut conn).await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Serve `request` for `channel` from the node holding its broadcast, or

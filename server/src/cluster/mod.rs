@@ -74,6 +74,11 @@ impl Cluster {
         &self.inner.node_key
     }
 
+    /// A handle on the shared Redis connection.
+    pub(crate) fn redis(&self) -> ConnectionManager {
+        self.inner.redis.clone()
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
