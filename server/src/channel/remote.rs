@@ -89,6 +89,14 @@ pub async fn forward(cluster: &Cluster, channel: &str, request: Request, client:
     if cluster.forwarded_client(request.headers()).is_some() {
         return None;
     }
-    let origin = cluster.owner(&key(channel)).await.filter(|o| o != cluster.own_url())?;
-    Some(forward::http(cluster, &origin, request, client, Some(&PASSED_ANSWER)).await)
+    let key = key(channel);
+    let origin = cluster.owner(&key).await.filter(|o| o != cluster.own_url())?;
+    match forward::http(cluster, &origin, request, client, Some(&PASSED_ANSWER)).await {
+        Ok(response) => Some(response),
+        Err(forward::Unreachable) => {
+            // Its node is gone, and the broadcast with it.
+            cluster.release_if(&key, &origin).await;
+            None
+        }
+    }
 }

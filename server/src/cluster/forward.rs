@@ -45,11 +45,16 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-fn bad_gateway(what: &'static str) -> Response {
+pub(crate) fn bad_gateway(what: &'static str) -> Response {
     let mut r = (StatusCode::BAD_GATEWAY, what).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
+
+/// The node could not be connected to at all (refused, or no answer to
+/// the connection attempt): it is probably gone.
+#[derive(Debug)]
+pub struct Unreachable;
 
 /// Whether a request asks to become a WebSocket.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -60,7 +65,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `client` and answer with what it answers. Only the headers named in
 /// `keep` come back when it is `Some` (the caller adds its own, e.g. CORS);
 /// otherwise every end-to-end header does.
-pub async fn http(cluster: &Cluster, origin: &str, request: Request, client: IpAddr, keep: Option<&[HeaderName]>) -> Response {
+pub async fn http(
+    cluster: &Cluster,
+    origin: &str,
+    request: Request,
+    client: IpAddr,
+    keep: Option<&[HeaderName]>,
+) -> Result<Response, Unreachable> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str());
     let mut out = cluster
@@ -74,9 +85,13 @@ pub async fn http(cluster: &Cluster, origin: &str, request: Request, client: IpA
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let answer = match out.body(reqwest::Body::wrap_stream(stream)).send().await {
         Ok(answer) => answer,
+        Err(e) if e.is_connect() => {
+            tracing::warn!(error = %e, origin, path, "cannot connect to the node that owns this request");
+            return Err(Unreachable);
+        }
         Err(e) => {
             tracing::warn!(error = %e, origin, path, "the node that owns this request did not answer");
-            return bad_gateway("the node that serves this did not answer");
+            return Ok(bad_gateway("the node that serves this did not answer"));
         }
     };
     let mut response = Response::builder().status(answer.status().as_u16());
@@ -90,19 +105,33 @@ pub async fn http(cluster: &Cluster, origin: &str, request: Request, client: IpA
         }
     }
     let body = Body::from_stream(answer.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)));
-    response.body(body).unwrap_or_else(|_| bad_gateway("unreadable answer"))
+    Ok(response.body(body).unwrap_or_else(|_| bad_gateway("unreadable answer")))
 }
 
 /// Forward a WebSocket upgrade request to `origin` and, when it switches
 /// protocols, splice the client's connection to it. Whatever else it
-/// answers (a refused token, a full stage) is passed back as is.
-pub async fn upgrade(cluster: &Cluster, origin: &str, mut request: Request, client: IpAddr) -> Response {
+/// answers (a refused token, a full stage) is passed back as is. When the
+/// node cannot be connected to, the request comes back untouched.
+pub async fn upgrade(
+    cluster: &Cluster,
+    origin: &str,
+    mut request: Request,
+    client: IpAddr,
+) -> Result<Response, (Unreachable, Request)> {
     let Some(authority) = origin.strip_prefix("http://") else {
         tracing::warn!(origin, "cannot forward a WebSocket to a node that is not plain http://");
-        return bad_gateway("the node that serves this cannot be reached");
+        return Ok(bad_gateway("the node that serves this cannot be reached"));
+    };
+    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, origin, "cannot connect to the node that owns this WebSocket");
+            return Err((Unreachable, request));
+        }
+        Err(_) => return Err((Unreachable, request)),
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
+        return Ok((StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response());
     };
     let path = request.uri().path_and_query().map_or(request.uri().path(), |p| p.as_str()).to_owned();
     let mut head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n");
@@ -114,7 +143,6 @@ pub async fn upgrade(cluster: &Cluster, origin: &str, mut request: Request, clie
     head.push_str(&format!("{NODE_KEY_HEADER}: {}\r\n{CLIENT_IP_HEADER}: {client}\r\n\r\n", cluster.node_key()));
 
     let exchange = async {
-        let mut upstream = TcpStream::connect(authority).await?;
         upstream.write_all(head.as_bytes()).await?;
         let mut buf = Vec::with_capacity(1024);
         let end = loop {
@@ -131,18 +159,18 @@ pub async fn upgrade(cluster: &Cluster, origin: &str, mut request: Request, clie
                 return Err(std::io::Error::other("answer head too large"));
             }
         };
-        Ok::<_, std::io::Error>((upstream, buf, end))
+        Ok::<_, std::io::Error>((buf, end))
     };
-    let (mut upstream, buf, end) = match tokio::time::timeout(CONNECT_TIMEOUT * 2, exchange).await {
+    let (buf, end) = match tokio::time::timeout(CONNECT_TIMEOUT * 2, exchange).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, origin, "forwarded WebSocket handshake failed");
-            return bad_gateway("the node that serves this did not answer");
+            return Ok(bad_gateway("the node that serves this did not answer"));
         }
-        Err(_) => return bad_gateway("the node that serves this did not answer in time"),
+        Err(_) => return Ok(bad_gateway("the node that serves this did not answer in time")),
     };
     let Some((status, headers)) = parse_head(&buf[..end]) else {
-        return bad_gateway("unreadable answer");
+        return Ok(bad_gateway("unreadable answer"));
     };
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut response = Response::builder().status(status);
@@ -172,7 +200,7 @@ pub async fn upgrade(cluster: &Cluster, origin: &str, mut request: Request, clie
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, rest).await;
             body.truncate(length);
         }
-        return response.body(Body::from(body)).unwrap_or_else(|_| bad_gateway("unreadable answer"));
+        return Ok(response.body(Body::from(body)).unwrap_or_else(|_| bad_gateway("unreadable answer")));
     }
     let early = buf[end..].to_vec();
     tokio::spawn(async move {
@@ -191,7 +219,7 @@ pub async fn upgrade(cluster: &Cluster, origin: &str, mut request: Request, clie
         // Both ends keep their own WebSocket keepalive; the splice ends when either closes.
         let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
     });
-    response.body(Body::empty()).unwrap_or_else(|_| bad_gateway("unreadable answer"))
+    Ok(response.body(Body::empty()).unwrap_or_else(|_| bad_gateway("unreadable answer")))
 }
 
 /// The status and headers of an HTTP/1.1 response head.

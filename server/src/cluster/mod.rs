@@ -128,17 +128,29 @@ impl Cluster {
         }
     }
 
-    /// Keep owning `keys` for another [`OWNER_TTL`].
+    /// Keep owning `keys` for another [`OWNER_TTL`]: each one that names
+    /// this node or nobody (expired). One another node took over meanwhile
+    /// (this node was unreachable) stays that node's.
     pub async fn renew(&self, keys: &[String]) -> Result<(), redis::RedisError> {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.set_ex(key, &self.inner.own_url, OWNER_TTL.as_secs()).ignore();
-        }
         let mut conn = self.inner.redis.clone();
-        pipe.query_async::<()>(&mut conn).await
+        RENEW
+            .key(keys)
+            .arg(&self.inner.own_url)
+            .arg(OWNER_TTL.as_secs())
+            .invoke_async::<()>(&mut conn)
+            .await
+    }
+
+    /// `owner` could not be reached: if `key` still names it, forget that,
+    /// so the next [`Cluster::claim`] (this node's, or another's) takes it over.
+    pub async fn release_if(&self, key: &str, owner: &str) {
+        let mut conn = self.inner.redis.clone();
+        if let Err(e) = RELEASE_IF.key(key).arg(owner).invoke_async::<i64>(&mut conn).await {
+            tracing::warn!(error = %e, key, "cannot release an unreachable owner in Redis");
+        }
     }
 
     /// Every [`RENEW_EVERY`], renew the keys `owned` names (logging failures).
@@ -159,6 +171,20 @@ impl Cluster {
         });
     }
 }
+
+static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "for _, k in ipairs(KEYS) do \
+           local v = redis.call('GET', k) \
+           if (not v) or v == ARGV[1] then redis.call('SET', k, ARGV[1], 'EX', ARGV[2]) end \
+         end \
+         return 0",
+    )
+});
+
+static RELEASE_IF: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+});
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

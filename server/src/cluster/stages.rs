@@ -15,15 +15,21 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use stagecast_protocol::StageId;
 
 use super::{forward, Cluster};
 use crate::auth::{self, KeyRing};
 use crate::config::Config;
 use crate::stage::StageHub;
+
+/// Largest request body forwarded to a stage's home (WHIP/WHEP offers are
+/// a few KB; the media routes themselves take at most 64 KiB).
+const MAX_FORWARDED_BODY: usize = 128 * 1024;
 
 /// The Redis key naming a stage's home node.
 pub fn key(stage: &StageId) -> String {
@@ -77,15 +83,40 @@ pub async fn route(State(routing): State<Routing>, request: Request, next: Next)
     let Some(claims) = token(&request).and_then(|t| routing.keys.verify(&t, auth::now_unix()).ok()) else {
         return next.run(request).await;
     };
-    let Some(home) = routing.home(&StageId(claims.topic)).await else {
-        return next.run(request).await;
-    };
+    let stage = StageId(claims.topic);
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
     let client = crate::serve::origin::client_ip(&routing.config, request.headers(), peer)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if forward::is_upgrade(request.headers()) {
-        forward::upgrade(&routing.cluster, &home, request, client).await
+    // A body is read first (WHIP offers are small) so a request can be
+    // sent twice: a home that cannot be reached is released, and the stage
+    // claimed again (by this node, unless another node was faster).
+    let (parts, body) = request.into_parts();
+    let upgrade = forward::is_upgrade(&parts.headers);
+    let body = if upgrade {
+        Bytes::new()
     } else {
-        forward::http(&routing.cluster, &home, request, client, None).await
+        match axum::body::to_bytes(body, MAX_FORWARDED_BODY).await {
+            Ok(bytes) => bytes,
+            Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+        }
+    };
+    let mut parts = parts;
+    for _ in 0..2 {
+        let Some(home) = routing.home(&stage).await else { break };
+        if upgrade {
+            match forward::upgrade(&routing.cluster, &home, Request::from_parts(parts, Body::empty()), client).await {
+                Ok(response) => return response,
+                Err((forward::Unreachable, request)) => parts = request.into_parts().0,
+            }
+        } else {
+            let request = Request::from_parts(parts.clone(), Body::from(body.clone()));
+            match forward::http(&routing.cluster, &home, request, client, None).await {
+                Ok(response) => return response,
+                Err(forward::Unreachable) => {}
+            }
+        }
+        tracing::warn!(stage = %stage.0, home, "the stage's home node cannot be reached; releasing it");
+        routing.cluster.release_if(&key(&stage), &home).await;
     }
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }

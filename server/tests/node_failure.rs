@@ -1,0 +1,125 @@
+//! kill -9 of a node in distributed mode (two nodes and a real
+//! `redis-server`): node B is the home of a stage and holds chat members.
+//! Every chat message B acknowledged before it died had reached the member
+//! on node A. After the kill, the stage's members come back through node A
+//! at once (A finds B unreachable, releases B's claim on the stage and
+//! takes it over) and media flows again on A.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use stagecast_protocol::StageId;
+use stagecast_server::Config;
+use str0m::format::Codec;
+use str0m::media::MediaTime;
+use str0m::Rtc;
+
+mod common;
+use common::chat::{recv, say};
+use common::process::Process;
+use common::redis::Redis;
+use common::whip::{pump_until, recvonly, sendonly, UdpPeer, PUBLISH_PATH, WAIT};
+use common::{temp_dir, Api, Server};
+
+/// alice publishes to bob through `via`; bob receives 20 frames.
+async fn media_flows(via: &Api, alice: &common::Token, bob: &common::Token) -> Result<()> {
+    let mut publisher = UdpPeer::new(Rtc::builder()).await?;
+    let (offer, pending, mids) = publisher.offer(&sendonly())?;
+    let publish = via.post_sdp(PUBLISH_PATH, Some(&alice.token), &offer).await?.map_err(|e| anyhow!("publish: {e:?}"))?;
+    publisher.accept(pending, &publish.answer)?;
+    pump_until(&mut [&mut publisher], "publisher connected", |p| p[0].rtc.is_connected()).await?;
+    let mut subscriber = UdpPeer::new(Rtc::builder()).await?;
+    let (offer, pending, sub_mids) = subscriber.offer(&recvonly())?;
+    let path = format!("/v1/stage/whip/subscribe/{}", alice.participant_id);
+    let deadline = Instant::now() + WAIT;
+    let subscribe = loop {
+        match via.post_sdp(&path, Some(&bob.token), &offer).await? {
+            Ok(created) => break created,
+            Err(_) if Instant::now() < deadline => {
+                publisher.pump()?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(anyhow!("subscribe: {e:?}")),
+        }
+    };
+    subscriber.accept(pending, &subscribe.answer)?;
+    pump_until(&mut [&mut publisher, &mut subscriber], "subscriber connected", |p| p[1].rtc.is_connected()).await?;
+    let pt = {
+        let writer = publisher.rtc.writer(mids[1]).context("writer")?;
+        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt());
+        pt.context("vp8")?
+    };
+    let start = Instant::now();
+    let mut frame = 0u64;
+    while subscriber.media(sub_mids[1]).len() < 20 {
+        ensure!(start.elapsed() < WAIT, "frames did not reach bob");
+        if start.elapsed() >= Duration::from_millis(frame * 20) {
+            let writer = publisher.rtc.writer(mids[1]).context("writer")?;
+            writer.write(pt, Instant::now(), MediaTime::from_90khz(frame * 1800), vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 9, frame as u8])?;
+            frame += 1;
+        }
+        publisher.pump()?;
+        subscriber.pump()?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_message() -> Result<()> {
+    let redis = Redis::start()?;
+    let dir = temp_dir("node-failure")?;
+    let mut config = Config::for_tests(dir.clone());
+    config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
+    config.node_id = Some("a".to_owned());
+    let a = Server::start_config(config).await?;
+    let b = Process::spawn_in(dir.clone(), a.api_key.clone(), &["--redis", &redis.url(), "--node-id", "b"])?;
+
+    // The stage is homed on B (alice comes through B first); bob comes through A.
+    let (_, tokens) = a.stage_and_tokens(&[("alice", &["PUBLISH", "SUBSCRIBE"]), ("bob", &["SUBSCRIBE"])]).await?;
+    let (alice, bob) = (&tokens[0], &tokens[1]);
+    let stage = StageId(a.running.state.auth.keys.verify(&alice.token, chrono::Utc::now().timestamp())?.topic);
+    let mut alice_events = common::events::EventClient::connect(&b.api, alice).await?;
+    alice_events.state().await?;
+    let mut bob_events = a.join(bob).await?;
+    bob_events.state_where(|s| s.ids().len() == 2).await?;
+    ensure!(!a.running.state.stages.is_active(&stage), "the stage lives on B");
+
+    // Chat: dave on B sends; carol on A must have every message B acknowledged.
+    let room = a.create_room(serde_json::json!({"maximumMessageRatePerSecond": 100})).await?;
+    let mut carol = a.chat_connect(&a.chat_token(&room, "carol", &[]).await?).await?;
+    let mut dave = b.chat_connect(&b.chat_token(&room, "dave", &["SEND_MESSAGE"]).await?).await?;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let request = format!("d-{i}");
+        say(&mut dave, &request, &format!("message {i}")).await?;
+        let ack = recv(&mut dave).await?;
+        ensure!(ack["RequestId"] == request.as_str(), "ack {ack}");
+        acked.push(ack["Id"].as_str().context("Id")?.to_owned());
+    }
+
+    b.kill_keeping_dir()?;
+    let killed = Instant::now();
+    let mut got = Vec::new();
+    for _ in 0..acked.len() {
+        got.push(recv(&mut carol).await?["Id"].as_str().context("Id")?.to_owned());
+    }
+    ensure!(got == acked, "carol on A got {got:?}, B acknowledged {acked:?}");
+
+    // bob's event plane (spliced to B) ends; he and alice reconnect through A.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while bob_events.recv_within(Duration::from_millis(200)).await.is_ok() {
+        ensure!(Instant::now() < deadline, "bob's connection through A to the dead B did not end");
+    }
+    let mut bob_events = a.join(bob).await?;
+    let _alice_events = a.join(alice).await?;
+    bob_events.state_where(|s| s.ids().len() == 2).await?;
+    ensure!(a.running.state.stages.is_active(&stage), "A is the stage's home now");
+    media_flows(&a, alice, bob).await?;
+    let back = killed.elapsed();
+    println!("members back with media {} ms after kill -9 of the home node", back.as_millis());
+    ensure!(back < Duration::from_secs(15), "back after {back:?}");
+    drop(bob_events);
+    a.stop()?;
+    Ok(())
+}
