@@ -110,9 +110,8 @@ pub async fn route(State(routing): State<Routing>, request: Request, next: Next)
             }
         } else {
             let request = Request::from_parts(parts.clone(), Body::from(body.clone()));
-            match forward::http(&routing.cluster, &home, request, client, None).await {
-                Ok(response) => return response,
-                Err(forward::Unreachable) => {}
+            if let Ok(response) = forward::http(&routing.cluster, &home, request, client, None).await {
+                return response;
             }
         }
         tracing::warn!(stage = %stage.0, home, "the stage's home node cannot be reached; releasing it");
