@@ -404,6 +404,15 @@ impl ChannelHub {
             }
         };
         drop(live);
+        if let Some(cluster) = self.inner.cluster.get() {
+            // Other nodes forward this channel's HLS here from now, not from the next renewal.
+            let (cluster, key) = (cluster.clone(), remote::key(id));
+            tokio::spawn(async move {
+                if let Err(e) = cluster.renew(&[key]).await {
+                    tracing::warn!(error = %e, "cannot advertise a new broadcast in Redis");
+                }
+            });
+        }
         tracing::info!(channel = %id, session = %session, ?admission, "ingest session started");
         let run = ingest::run(setup, broadcast.clone(), session.clone(), stop);
         tokio::spawn(drive(broadcast, session.clone(), run));
