@@ -567,7 +567,7 @@ export async function ownServer({ mediaIp, args = [], dataDir: sharedDir, apiKey
   };
   const kill = () =>
     new Promise((resolve) => {
-      if (!child || child.exitCode !== null) return resolve();
+      if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
       child.once('exit', resolve);
       child.kill('SIGKILL');
     });

@@ -45,7 +45,7 @@ export async function startRedis() {
     if (await ping(port)) {
       const stop = () =>
         new Promise((resolve) => {
-          if (child.exitCode !== null) return resolve();
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
           child.once('exit', resolve);
           child.kill('SIGKILL');
         });
