@@ -3,10 +3,14 @@
 //! each load shape and SFU worker count starts a fresh server and ramps
 //! subscribers until loss reaches 1 %; replaces the "SFU capacity" section
 //! of BENCHMARKS.md. Not part of `cargo xtask bench` (it takes minutes).
+//! Then the same generator, media, steps and seconds against Janus's
+//! videoroom plugin ([`super::janus`], Debian's `janus`, installed here and
+//! only for this bench), and the ratio of subscribers per core, ours / Janus.
 
+use super::janus;
 use super::{collect_bench_lines, loadavg, machine, number, server_pid};
 use crate::soak::splice_between;
-use crate::test;
+use crate::{setup, test};
 use crate::util::{self, note, step};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -39,6 +43,8 @@ pub fn run(args: &[String]) -> Result<()> {
         [flag, n] if flag == "--seconds" => n.parse().context("--seconds")?,
         _ => bail!("usage: cargo xtask bench sfu [--seconds N]"),
     };
+    step("bench sfu: Janus (the side-by-side run)");
+    setup::apt_packages(&["janus"])?;
     step("bench sfu: release build of the server and the load generator");
     util::run(
         Command::new("cargo")
@@ -90,13 +96,144 @@ pub fn run(args: &[String]) -> Result<()> {
             lines.extend(results?);
         }
     }
-    let section = render(&lines, &queue_drops, &load_before, &loadavg(), seconds)?;
+    // Janus: the same shapes, after ours.
+    let janus_note = match janus::local_ipv4() {
+        None => {
+            note("no global IPv4 address (Janus gathers no loopback candidates): Janus not measured");
+            Some("Janus was not measured: this machine has no global IPv4 address, and Janus gathers no ICE candidates on loopback.")
+        }
+        Some(ip) => {
+            for (label, publishers, steps) in SHAPES {
+                let guard = janus::start(ip, janus::EVENT_LOOPS)?;
+                step(&format!("bench sfu: {label} on {STAGES} rooms, Janus ({} event loops), steps {steps} per room", janus::EVENT_LOOPS));
+                let (publishers, stages, pid) = (publishers.to_string(), STAGES.to_string(), guard.pid.to_string());
+                let (secs, settle, ip) = (seconds.to_string(), SETTLE_SECONDS.to_string(), ip.to_string());
+                let workers = format!("{} event loops", janus::EVENT_LOOPS);
+                let args = [
+                    "--target", "janus", "--janus-url", guard.url.as_str(), "--bind-ip", &ip, "--server-pid", &pid,
+                    "--publishers", &publishers, "--stages", &stages, "--steps", steps, "--seconds", &secs,
+                    "--settle-seconds", &settle, "--label", label, "--workers", &workers,
+                ];
+                println!("$ {} {}", generator.display(), args.join(" "));
+                let mut cmd = Command::new(&generator);
+                cmd.args(args).current_dir(util::root());
+                let results = collect_bench_lines(cmd, "sfu_load (janus)");
+                if results.is_err() {
+                    guard.print_log_tail(60);
+                }
+                drop(guard);
+                lines.extend(results?);
+            }
+            None
+        }
+    };
+    let section = render(&lines, &queue_drops, &load_before, &loadavg(), seconds, janus_note)?;
     let path = util::root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n## Machine\n".into());
     std::fs::write(&path, splice_between(&old, BEGIN, END, &section)).context("write BENCHMARKS.md")?;
     step("bench sfu: updated BENCHMARKS.md");
     println!("{section}");
     Ok(())
+}
+
+fn sfu_name(m: &BTreeMap<String, String>) -> &'static str {
+    if m.get("target").map(String::as_str) == Some("janus") {
+        "Janus"
+    } else {
+        "ours"
+    }
+}
+
+/// The "side by side with Janus" table: each load's summaries, ours and
+/// Janus's, and ours ÷ Janus's subscribers per core.
+fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note: Option<&str>) -> Result<()> {
+    writeln!(md, "### Side by side with Janus")?;
+    writeln!(md)?;
+    if let Some(note) = janus_note {
+        writeln!(md, "{note}")?;
+        writeln!(md)?;
+        return Ok(());
+    }
+    let summaries: Vec<&BTreeMap<String, String>> =
+        lines.iter().filter(|m| m.get("bench").map(String::as_str) == Some("sfuCapacitySummary")).collect();
+    writeln!(
+        md,
+        "| load | SFU | threads | largest N under 1 % loss | on the top layer there | server CPU there | subscribers per core | \
+         subscriptions per core | server CPU per forwarded Mbit/s | ours ÷ Janus, subscribers per core |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    let field = |m: &BTreeMap<String, String>, key: &str| {
+        m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
+    };
+    let mut labels: Vec<&str> = Vec::new();
+    for m in &summaries {
+        if let Some(l) = m.get("label").map(String::as_str).filter(|l| !labels.contains(l)) {
+            labels.push(l);
+        }
+    }
+    for label in labels {
+        let of_label = summaries.iter().filter(|m| m.get("label").map(String::as_str) == Some(label));
+        let janus_per_core = of_label
+            .clone()
+            .find(|m| sfu_name(m) == "Janus")
+            .and_then(|m| number(m, "subscribersPerCore"))
+            .filter(|v| *v > 0.0);
+        let mut rows: Vec<&&BTreeMap<String, String>> = of_label.collect();
+        // Ours first, Janus last.
+        rows.sort_by_key(|m| sfu_name(m) == "Janus");
+        for m in rows {
+            let threads = match sfu_name(m) {
+                "Janus" => field(m, "workers"),
+                _ => format!("{} SFU worker(s)", field(m, "workers")),
+            };
+            let largest = match (field(m, "maxSubscribersUnderLimit"), m.get("limitReached").map(String::as_str)) {
+                (n, Some("false")) => format!("≥ {n} (no step missed)"),
+                (n, _) => n,
+            };
+            let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
+            let ratio = match (sfu_name(m), number(m, "subscribersPerCore"), janus_per_core) {
+                ("Janus", ..) => "1".to_owned(),
+                (_, Some(ours), Some(janus)) => format!("**{:.2}**", ours / janus),
+                _ => "—".to_owned(),
+            };
+            writeln!(
+                md,
+                "| {label} ({} stages) | {} | {threads} | {largest} | {} of {} | {cores_there} | {} | {} | {} % | {ratio} |",
+                field(m, "stages"),
+                sfu_name(m),
+                field(m, "topLayerThere"),
+                field(m, "subscriptionsThere"),
+                field(m, "subscribersPerCore"),
+                field(m, "subscriptionsPerCore"),
+                field(m, "serverCpuPercentPerMbps"),
+            )?;
+        }
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Janus {}: Debian's `janus` started by the bench with a generated configuration (only the HTTP transport and the \
+         videoroom plugin; {} static event loops, Janus's media threads shared by all handles, instead of its default \
+         thread per handle, as many as our largest worker count; no STUN; a self-signed DTLS certificate). A room per \
+         stage (VP8, Opus, no bitrate cap); each publisher joins with the same str0m simulcast offer as against our SFU \
+         (rids `low`, `mid`, `high`, `rid_order` `lmh`); each subscription is a subscriber handle on one feed (one peer \
+         connection per publisher, as against ours) that answers Janus's offer and asks for `substream` 2, the top \
+         layer. Janus gathers no ICE candidates on loopback interfaces, so against Janus every peer binds the machine's \
+         first global IPv4 address (the kernel still carries the traffic over `lo`). Same steps, settle and measured \
+         seconds, the same loss and bitrate accounting; Janus's CPU is utime + stime of its process, its socket drops \
+         those of the ports in its candidates.",
+        janus_version().unwrap_or_else(|| "(version unknown)".into()),
+        janus::EVENT_LOOPS,
+    )?;
+    writeln!(md)?;
+    Ok(())
+}
+
+/// `1.1.2` from `janus --version`.
+fn janus_version() -> Option<String> {
+    let out = util::probe("janus", &["--version"])?;
+    let line = out.lines().find(|l| l.starts_with("Janus version:"))?;
+    Some(line.rsplit('(').next()?.trim_end_matches(')').to_owned())
 }
 
 /// Packets the server's log says it dropped at full SFU worker queues (the
@@ -114,10 +251,14 @@ fn render(
     load_before: &str,
     load_after: &str,
     seconds: u64,
+    janus_note: Option<&str>,
 ) -> Result<String> {
     let (cores, cpu) = machine();
     let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let of = |kind: &'static str| lines.iter().filter(move |m| m.get("bench").map(String::as_str) == Some(kind));
+    // Lines of our server (older generators printed no target).
+    let is_janus = |m: &&BTreeMap<String, String>| m.get("target").map(String::as_str) == Some("janus");
+    let ours = |kind: &'static str| of(kind).filter(move |m| !is_janus(m));
     let field = |m: &BTreeMap<String, String>, key: &str| {
         m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
     };
@@ -140,7 +281,7 @@ fn render(
          goal ≥ {GOAL_PER_CORE:.0} per core (720p subscriptions) |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
-    for m in of("sfuCapacitySummary") {
+    for m in ours("sfuCapacitySummary") {
         // One publisher: subscribers; twelve: each subscriber takes twelve 720p streams.
         let per_core = number(m, "subscriptionsPerCore");
         let verdict = match per_core {
@@ -170,22 +311,24 @@ fn render(
         )?;
     }
     writeln!(md)?;
+    side_by_side(&mut md, lines, janus_note)?;
     writeln!(md, "Every step (N subscribers in all; each subscribes to every publisher of its stage):")?;
     writeln!(md)?;
     writeln!(
         md,
-        "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | \
+        "| load | SFU | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | \
          layers high / mid / low | forwarded Mbit/s | server CPU | CPU % per Mbit/s | server socket drops | \
          generator CPU | generator socket drops | under 1 % |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut saturated = false;
     for m in of("sfuCapacity") {
         saturated |= m.get("generatorSaturated").map(String::as_str) == Some("true");
         writeln!(
             md,
-            "| {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} | {} % | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} | {} % | {} | {} |",
             field(m, "label"),
+            sfu_name(m),
             field(m, "workers"),
             field(m, "subscribers"),
             field(m, "subscriptionsConnected"),
@@ -212,9 +355,10 @@ fn render(
         .filter(|m| m.get("pass").map(String::as_str) != Some("true"))
         .map(|m| {
             format!(
-                "{}, {} worker(s), N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
+                "{}, {}, {} worker(s), N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
                  server's socket, {} at the generator's",
                 field(m, "label"),
+                sfu_name(m),
                 field(m, "workers"),
                 field(m, "subscribers"),
                 field(m, "serverCpuPercent"),
@@ -268,11 +412,7 @@ fn render(
         )?;
         writeln!(md)?;
     }
-    writeln!(
-        md,
-        "Not done yet: the side-by-side run against Janus (same generator and media). The layer-switch time after a \
-         bandwidth drop is in the network-recovery section."
-    )?;
+    writeln!(md, "The layer-switch time after a bandwidth drop is in the network-recovery section.")?;
     writeln!(md, "{END}")?;
     Ok(md)
 }
