@@ -159,9 +159,10 @@ fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note:
     writeln!(
         md,
         "| load | SFU | threads | largest N under 1 % loss | on the top layer there | server CPU there | subscribers per core | \
-         subscriptions per core | server CPU per forwarded Mbit/s | ours ÷ Janus, subscribers per core |"
+         subscriptions per core | server CPU per forwarded Mbit/s | forwarded per core | \
+         ours ÷ Janus, subscribers per core |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     let field = |m: &BTreeMap<String, String>, key: &str| {
         m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
     };
@@ -192,13 +193,17 @@ fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note:
             };
             let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
             let ratio = match (sfu_name(m), number(m, "subscribersPerCore"), janus_per_core) {
-                ("Janus", ..) => "1".to_owned(),
+                ("Janus", _, Some(_)) => "1".to_owned(),
                 (_, Some(ours), Some(janus)) => format!("**{:.2}**", ours / janus),
                 _ => "—".to_owned(),
             };
+            let per_core_mbps = number(m, "serverCpuPercentPerMbps")
+                .filter(|v| *v > 0.0)
+                .map_or("—".to_owned(), |v| format!("{:.0} Mbit/s", 100.0 / v));
             writeln!(
                 md,
-                "| {label} ({} stages) | {} | {threads} | {largest} | {} of {} | {cores_there} | {} | {} | {} % | {ratio} |",
+                "| {label} ({} stages) | {} | {threads} | {largest} | {} of {} | {cores_there} | {} | {} | {} % | {per_core_mbps} | \
+                 {ratio} |",
                 field(m, "stages"),
                 sfu_name(m),
                 field(m, "topLayerThere"),
@@ -221,7 +226,10 @@ fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note:
          layer. Janus gathers no ICE candidates on loopback interfaces, so against Janus every peer binds the machine's \
          first global IPv4 address (the kernel still carries the traffic over `lo`). Same steps, settle and measured \
          seconds, the same loss and bitrate accounting; Janus's CPU is utime + stime of its process, its socket drops \
-         those of the ports in its candidates.",
+         those of the ports in its candidates. Subscribers per core compare subscribers, not bits: where our SFU's \
+         bandwidth estimate moved subscribers down to `mid` (\"on the top layer there\") it forwarded less per \
+         subscriber than Janus, which keeps every subscriber on the substream asked for; \"forwarded per core\" \
+         (Mbit/s into the subscribers per core of server CPU) compares the forwarding work itself.",
         janus_version().unwrap_or_else(|| "(version unknown)".into()),
         janus::EVENT_LOOPS,
     )?;
@@ -229,11 +237,16 @@ fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note:
     Ok(())
 }
 
-/// `1.1.2` from `janus --version`.
+/// `1.1.2` from `janus --version` (which exits with 1 after printing it).
 fn janus_version() -> Option<String> {
-    let out = util::probe("janus", &["--version"])?;
-    let line = out.lines().find(|l| l.starts_with("Janus version:"))?;
-    Some(line.rsplit('(').next()?.trim_end_matches(')').to_owned())
+    let out = Command::new("janus").arg("--version").output().ok()?;
+    version_of(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn version_of(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with("Janus version:"))?;
+    let (_, version) = line.rsplit_once('(')?;
+    Some(version.trim_end_matches(')').to_owned())
 }
 
 /// Packets the server's log says it dropped at full SFU worker queues (the
@@ -420,6 +433,56 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_janus_version_is_read_from_its_banner() {
+        let banner = "Janus version: 1102 (1.1.2)\nJanus commit: not-a-git-repo\nCompiled on:  Thu Jan 19 08:09:02 UTC 2023\n";
+        assert_eq!(version_of(banner).as_deref(), Some("1.1.2"));
+        assert_eq!(version_of("Usage: janus [OPTION?]"), None);
+    }
+
+    fn summary(target: &str, label: &str, workers: &str, per_core: &str) -> BTreeMap<String, String> {
+        [
+            ("bench", "sfuCapacitySummary"),
+            ("target", target),
+            ("label", label),
+            ("workers", workers),
+            ("stages", "2"),
+            ("subscribersPerCore", per_core),
+            ("maxSubscribersUnderLimit", "100"),
+            ("limitReached", "true"),
+            ("serverCpuPercentPerMbps", "0.2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn the_side_by_side_table_divides_ours_by_janus_per_load() -> Result<()> {
+        let lines = vec![
+            summary("stagecast", "1 publisher → N", "1", "240.0"),
+            summary("stagecast", "1 publisher → N", "2", "230.0"),
+            summary("janus", "1 publisher → N", "2 event loops", "160.0"),
+            // A load Janus never passed a step of: no ratio.
+            summary("stagecast", "12 publishers → N", "2", "20.0"),
+            summary("janus", "12 publishers → N", "2 event loops", "null"),
+        ];
+        let mut md = String::new();
+        side_by_side(&mut md, &lines, None)?;
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1") && l.contains("(2 stages)")).collect();
+        assert_eq!(rows.len(), 5, "{md}");
+        assert!(rows[0].contains("| ours | 1 SFU worker(s) |") && rows[0].ends_with("| **1.50** |"), "{}", rows[0]);
+        assert!(rows[1].ends_with("| **1.44** |"), "{}", rows[1]);
+        assert!(rows[2].contains("| Janus | 2 event loops |") && rows[2].ends_with("| 1 |"), "{}", rows[2]);
+        assert!(rows[3].ends_with("| — |") && rows[4].ends_with("| — |"), "{md}");
+        assert!(rows[0].contains("| 500 Mbit/s |"), "forwarded per core: {}", rows[0]);
+
+        let mut skipped = String::new();
+        side_by_side(&mut skipped, &lines, Some("Janus was not measured: no address."))?;
+        assert!(skipped.contains("Janus was not measured") && !skipped.contains("| Janus |"));
+        Ok(())
+    }
 
     #[test]
     fn worker_queue_drops_are_summed_from_the_throttled_warnings() {
