@@ -144,6 +144,15 @@ fn sfu_name(m: &BTreeMap<String, String>) -> &'static str {
     }
 }
 
+/// "2 SFU worker(s)" (ours) or "2 event loops" (Janus).
+fn threads(m: &BTreeMap<String, String>) -> String {
+    let workers = m.get("workers").cloned().unwrap_or_else(|| "—".into());
+    match sfu_name(m) {
+        "Janus" => workers,
+        _ => format!("{workers} SFU worker(s)"),
+    }
+}
+
 /// The "side by side with Janus" table: each load's summaries, ours and
 /// Janus's, and ours ÷ Janus's subscribers per core.
 fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note: Option<&str>) -> Result<()> {
@@ -183,10 +192,7 @@ fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note:
         // Ours first, Janus last.
         rows.sort_by_key(|m| sfu_name(m) == "Janus");
         for m in rows {
-            let threads = match sfu_name(m) {
-                "Janus" => field(m, "workers"),
-                _ => format!("{} SFU worker(s)", field(m, "workers")),
-            };
+            let threads = threads(m);
             let largest = match (field(m, "maxSubscribersUnderLimit"), m.get("limitReached").map(String::as_str)) {
                 (n, Some("false")) => format!("≥ {n} (no step missed)"),
                 (n, _) => n,
@@ -368,11 +374,11 @@ fn render(
         .filter(|m| m.get("pass").map(String::as_str) != Some("true"))
         .map(|m| {
             format!(
-                "{}, {}, {} worker(s), N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
-                 server's socket, {} at the generator's",
+                "{}, {}, {}, N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
+                 server's socket(s), {} at the generator's",
                 field(m, "label"),
                 sfu_name(m),
-                field(m, "workers"),
+                threads(m),
                 field(m, "subscribers"),
                 field(m, "serverCpuPercent"),
                 field(m, "generatorCpuPercent"),
