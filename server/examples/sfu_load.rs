@@ -40,24 +40,40 @@
 //! it competes with the server, and once it uses its whole core (or its
 //! sockets drop datagrams) the step measures the generator, not the SFU.
 //!
+//! `--target janus --janus-url http://127.0.0.1:PORT/janus` runs the same
+//! publishers, subscribers and accounting against Janus's videoroom plugin
+//! ([`janus`]): a room per stage, each publisher joins with the same
+//! simulcast offer (`rid_order` `lmh`), each subscription is a subscriber
+//! handle on one feed that answers Janus's offer and asks for substream 2
+//! (the top layer, as `?layer=highest`). Janus gathers no loopback
+//! candidates, so the peers then bind `--bind-ip` (a local non-loopback
+//! address; the kernel still carries the traffic over `lo`). `--server-pid`
+//! is Janus's pid there; its socket drops are read on the ports of its
+//! candidates.
+//!
 //! ```text
 //! cargo run --release -p stagecast-server --example sfu_load -- \
 //!     --url http://127.0.0.1:8080 --api-key KEY --server-pid PID --publishers 1 --steps 25,50,100
+//! cargo run --release -p stagecast-server --example sfu_load -- --target janus \
+//!     --janus-url http://127.0.0.1:8088/janus --bind-ip 192.0.2.2 --server-pid PID --steps 25,50
 //! ```
 
 // The per-step `json!` line has many fields.
 #![recursion_limit = "256"]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use stagecast_protocol::events::ServerMessage;
+use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
+use str0m::Candidate;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -68,10 +84,13 @@ mod account;
 mod common;
 #[path = "sfu_load/engine.rs"]
 mod engine;
+#[path = "sfu_load/janus.rs"]
+mod janus;
 
 use account::percentile;
 use common::{Api, Token, EVENTS_PATH};
 use engine::{Collected, Command, Engine, EngineHandle, Peer, Publisher, Subscription, SubscriptionResult, LAYERS};
+use janus::{Janus, Trickle};
 
 /// A step's loss must stay below this share (of packets and of frames).
 const LOSS_LIMIT_PERCENT: f64 = 1.0;
@@ -80,7 +99,26 @@ const SETUP_PARALLEL: usize = 8;
 /// How long a step's subscriptions (or the publishers) may take to connect.
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
+/// The SFU under load.
+enum Target {
+    Stagecast,
+    /// Janus's videoroom plugin behind its HTTP API at this URL.
+    Janus(String),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Stagecast => "stagecast",
+            Target::Janus(_) => "janus",
+        }
+    }
+}
+
 struct Args {
+    target: Target,
+    /// The address the generator's peers bind.
+    bind_ip: IpAddr,
     url: String,
     api_key: String,
     server_pid: Option<u32>,
@@ -96,6 +134,8 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
+        target: Target::Stagecast,
+        bind_ip: IpAddr::from([127, 0, 0, 1]),
         url: String::new(),
         api_key: String::new(),
         server_pid: None,
@@ -117,6 +157,21 @@ fn parse_args() -> Result<Args> {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         let number = |what: &str| value.parse::<u64>().with_context(|| format!("{what}: {value:?}"));
         match flag.as_str() {
+            "--target" => {
+                args.target = match value.as_str() {
+                    "stagecast" => Target::Stagecast,
+                    "janus" => Target::Janus(String::new()),
+                    other => bail!("--target is stagecast or janus, not {other:?}"),
+                }
+            }
+            "--janus-url" => {
+                if let Target::Janus(url) = &mut args.target {
+                    *url = value;
+                } else {
+                    bail!("--janus-url needs --target janus before it");
+                }
+            }
+            "--bind-ip" => args.bind_ip = value.parse().with_context(|| format!("--bind-ip {value:?}"))?,
             "--url" => args.url = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             "--api-key" => args.api_key = value,
             "--server-pid" => args.server_pid = Some(number("--server-pid")? as u32),
@@ -133,8 +188,10 @@ fn parse_args() -> Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
-    if args.url.is_empty() || args.api_key.is_empty() {
-        bail!("--url and --api-key are required");
+    match &args.target {
+        Target::Stagecast if args.url.is_empty() || args.api_key.is_empty() => bail!("--url and --api-key are required"),
+        Target::Janus(url) if url.is_empty() => bail!("--target janus needs --janus-url"),
+        _ => {}
     }
     if args.publishers == 0 || args.publishers > stagecast_protocol::MAX_PUBLISHERS_PER_STAGE || args.stages == 0 {
         bail!("--publishers must be 1..={} and --stages at least 1", stagecast_protocol::MAX_PUBLISHERS_PER_STAGE);
@@ -159,17 +216,9 @@ fn candidate_port(sdp: &str) -> Option<u16> {
 /// Publish simulcast video and audio as `token`; returns the publisher, the
 /// server's media port and the session's `Location`.
 async fn publisher(api: &Api, token: &Token) -> Result<(Publisher, Option<u16>, String)> {
-    let mut peer = Peer::new(false).await?;
-    let mut simulcast = Simulcast::new();
-    for (rid, ..) in LAYERS {
-        simulcast.add_send_layer(SimulcastLayer::new(rid));
-    }
-    let mut sdp = peer.rtc.sdp_api();
-    let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(simulcast));
-    let (offer, pending) = sdp.apply().context("an offer")?;
+    let (mut peer, pending, offer, audio, video) = publisher_offer(Peer::new(false).await?)?;
     let created = api
-        .post_sdp(common::whip::PUBLISH_PATH, Some(&token.token), &offer.to_sdp_string())
+        .post_sdp(common::whip::PUBLISH_PATH, Some(&token.token), &offer)
         .await?
         .map_err(|e| anyhow!("publish refused: {e:?}"))?;
     common::accept(&mut peer.rtc, pending, &created.answer)?;
@@ -214,6 +263,86 @@ async fn subscriber(
             api.post_sdp(&path, Some(&token.token), &offer).await?.map_err(|e| anyhow!("subscribe refused: {e:?}"))?;
         common::accept(&mut peer.rtc, pending, &created.answer)?;
         engine.send(Command::AddSubscription(Box::new(Subscription::new(peer, member))))?;
+    }
+    Ok(())
+}
+
+/// The simulcast offer every publisher sends (rids as in [`LAYERS`], lowest
+/// first) with audio: the peer, its pending offer, the offer, the mids.
+fn publisher_offer(
+    mut peer: Peer,
+) -> Result<(Peer, str0m::change::SdpPendingOffer, String, str0m::media::Mid, str0m::media::Mid)> {
+    let mut simulcast = Simulcast::new();
+    for (rid, ..) in LAYERS {
+        simulcast.add_send_layer(SimulcastLayer::new(rid));
+    }
+    let mut sdp = peer.rtc.sdp_api();
+    let audio = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let video = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, Some(simulcast));
+    let (offer, pending) = sdp.apply().context("an offer")?;
+    Ok((peer, pending, offer.to_sdp_string(), audio, video))
+}
+
+/// Add the candidates Janus trickled for a handle (it puts them in its SDP
+/// unless it runs full-trickle, so usually there are none).
+fn add_trickled(peer: &mut Peer, trickled: Vec<Trickle>) {
+    for t in trickled {
+        if let Trickle::Candidate { candidate, .. } = t {
+            match Candidate::from_sdp_string(&candidate) {
+                Ok(c) => peer.rtc.add_remote_candidate(c),
+                Err(e) => eprintln!("sfu_load: Janus trickled a candidate str0m cannot read ({e}): {candidate}"),
+            }
+        }
+    }
+}
+
+/// Publish simulcast video and audio into Janus room `room`; returns the
+/// publisher, its feed id and Janus's candidate ports.
+async fn janus_publisher(janus: &Janus, room: u64, name: &str, ip: IpAddr) -> Result<(Publisher, u64, Vec<u16>)> {
+    let handle = janus.attach().await?;
+    let (mut peer, pending, offer, audio, video) = publisher_offer(Peer::on(ip, false).await?)?;
+    let body = json!({"request": "joinandconfigure", "ptype": "publisher", "room": room, "display": name});
+    // str0m lists the rids lowest first.
+    let jsep = json!({"type": "offer", "sdp": offer, "rid_order": "lmh"});
+    let joined = janus.message(handle, body, Some(jsep)).await?;
+    if joined.videoroom() != Some("joined") {
+        bail!("the videoroom did not answer the publisher's join with `joined`: {joined:?}");
+    }
+    let feed = joined.feed_id().with_context(|| format!("the videoroom's join named no feed id: {joined:?}"))?;
+    let answer = joined.jsep.clone().with_context(|| format!("the videoroom answered the publisher's offer without SDP: {joined:?}"))?;
+    common::accept(&mut peer.rtc, pending, &answer.sdp)?;
+    add_trickled(&mut peer, janus.take_candidates(handle));
+    Ok((Publisher::new(peer, audio, video)?, feed, janus::candidate_ports(&answer.sdp)))
+}
+
+/// A subscriber in Janus: one subscriber handle per feed (as against our
+/// SFU, one peer connection per publisher), each on the top substream.
+async fn janus_subscriber(
+    janus: Arc<Janus>,
+    room: u64,
+    member: usize,
+    feeds: Arc<Vec<u64>>,
+    engine: EngineHandle,
+    ip: IpAddr,
+    ports: Arc<Mutex<HashSet<u16>>>,
+) -> Result<()> {
+    for &feed in feeds.iter() {
+        let handle = janus.attach().await?;
+        let body = json!({"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]});
+        let attached = janus.message(handle, body, None).await?;
+        let offer = attached.jsep.clone().with_context(|| format!("the videoroom sent no offer: {attached:?}"))?;
+        let mut peer = Peer::on(ip, true).await?;
+        let answer = peer.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp)?).context("accept Janus's offer")?;
+        add_trickled(&mut peer, janus.take_candidates(handle));
+        ports.lock().expect("invariant: not poisoned").extend(janus::candidate_ports(&offer.sdp));
+        engine.send(Command::AddSubscription(Box::new(Subscription::new(peer, member))))?;
+        let jsep = json!({"type": "answer", "sdp": answer.to_sdp_string()});
+        janus.message(handle, json!({"request": "start"}), Some(jsep)).await?;
+        // The top layer, as `?layer=highest` asks of our SFU.
+        if let Some(mid) = attached.stream_mid("video") {
+            let body = json!({"request": "configure", "streams": [{"mid": mid, "substream": 2}]});
+            janus.message(handle, body, None).await?;
+        }
     }
     Ok(())
 }
@@ -294,8 +423,11 @@ struct Reading {
     counters: Option<Metrics>,
 }
 
-async fn reading(api: &Api, server_pid: Option<u32>) -> Reading {
-    let counters = metrics(api).await;
+async fn reading(api: Option<&Api>, server_pid: Option<u32>) -> Reading {
+    let counters = match api {
+        Some(api) => metrics(api).await,
+        None => None,
+    };
     Reading {
         at: Instant::now(),
         server_ticks: server_pid.and_then(cpu_ticks),
@@ -330,7 +462,7 @@ fn report(
     collected: &Collected,
     start: &Reading,
     end: &Reading,
-    server_port: Option<u16>,
+    server_ports: &HashSet<u16>,
     ticks_per_second: f64,
     members_dropped: u64,
     workers: &str,
@@ -392,7 +524,7 @@ fn report(
         end.drops.iter().filter(|(p, _)| ports(**p)).map(|(p, d)| d.saturating_sub(before(p))).sum()
     };
     let generator_drops = drops_on(&|p| collected.ports.contains(&p));
-    let server_drops = server_port.map(|port| drops_on(&|p| p == port));
+    let server_drops = (!server_ports.is_empty()).then(|| drops_on(&|p| server_ports.contains(&p)));
     let server_sent = match (&start.counters, &end.counters) {
         (Some(a), Some(b)) => Some((
             b.sent_bytes.saturating_sub(a.sent_bytes) as f64 * 8.0 / seconds / 1e6,
@@ -417,6 +549,7 @@ fn report(
     let pct = |p: f64| percentile(&member_loss, p).map(|v| round(v, 3));
     let line = json!({"sfuCapacity": {
         "label": args.label,
+        "target": args.target.name(),
         "workers": workers,
         "stages": args.stages,
         "publishersPerStage": args.publishers,
@@ -466,17 +599,21 @@ fn report(
     StepResult { subscribers, pass, cores, cpu_per_mbps, top_layer: (layers[2], wanted) }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let args = parse_args()?;
-    let api = Arc::new(Api::new(&args.url, args.api_key.clone()));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let engine = EngineHandle(tx);
-    tokio::spawn(Engine::default().run(rx));
-    let ticks_per_second = clock_ticks_per_second();
+/// A stage (ours) or a room (Janus's) and the publishers to subscribe to.
+enum StageRef {
+    Stagecast { stage: String, publishers: Arc<Vec<String>> },
+    Janus { janus: Arc<Janus>, room: u64, feeds: Arc<Vec<u64>> },
+}
 
+/// Our stages, each with its publishers added to the engine, spread over
+/// the SFU workers as evenly as the stage ids let them.
+async fn stagecast_stages(
+    args: &Args,
+    api: &Api,
+    engine: &EngineHandle,
+    server_ports: &Mutex<HashSet<u16>>,
+) -> Result<Vec<StageRef>> {
     let mut stages = Vec::new();
-    let mut server_port = None;
     let mut publishers_added = 0;
     // The SFU workers the stages landed on (a stage stays on one).
     let mut used_workers: Vec<usize> = Vec::new();
@@ -486,12 +623,12 @@ async fn main() -> Result<()> {
             let stage = api.create_stage_with(json!({"name": format!("sfu-load-{s}")})).await?;
             let body = json!({"userId": format!("pub{s}-0"), "capabilities": ["PUBLISH"]});
             let token = api.participant_token(&stage, body).await?;
-            let before = metrics(&api).await.map(|m| m.worker_sessions).unwrap_or_default();
-            let (publisher, port, location) = publisher(&api, &token).await?;
-            server_port = server_port.or(port);
+            let before = metrics(api).await.map(|m| m.worker_sessions).unwrap_or_default();
+            let (publisher, port, location) = publisher(api, &token).await?;
+            server_ports.lock().expect("invariant: not poisoned").extend(port);
             engine.send(Command::AddPublisher(Box::new(publisher)))?;
             publishers_added += 1;
-            let after = metrics(&api).await.map(|m| m.worker_sessions).unwrap_or_default();
+            let after = metrics(api).await.map(|m| m.worker_sessions).unwrap_or_default();
             // Workers share stages by a hash of the stage id: a stage that
             // lands on a busy worker while another is idle is dropped and
             // another made, so the stages spread as evenly as they can.
@@ -512,19 +649,59 @@ async fn main() -> Result<()> {
         for p in 1..args.publishers {
             let body = json!({"userId": format!("pub{s}-{p}"), "capabilities": ["PUBLISH"]});
             let token = api.participant_token(&stage, body).await?;
-            let (publisher, _, _) = publisher(&api, &token).await?;
+            let (publisher, _, _) = publisher(api, &token).await?;
             engine.send(Command::AddPublisher(Box::new(publisher)))?;
             publishers_added += 1;
             publisher_ids.push(token.participant_id);
         }
-        stages.push((stage, Arc::new(publisher_ids)));
+        stages.push(StageRef::Stagecast { stage, publishers: Arc::new(publisher_ids) });
     }
     if !used_workers.is_empty() {
         eprintln!("sfu_load: the stages are on SFU workers {used_workers:?}");
     }
+    Ok(stages)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = EngineHandle(tx);
+    tokio::spawn(Engine::default().run(rx));
+    let ticks_per_second = clock_ticks_per_second();
+    // The server's media ports (ours: one; Janus: one per handle).
+    let server_ports: Arc<Mutex<HashSet<u16>>> = Arc::default();
+    let (api, stages) = match &args.target {
+        Target::Stagecast => {
+            let api = Arc::new(Api::new(&args.url, args.api_key.clone()));
+            let stages = stagecast_stages(&args, &api, &engine, &server_ports).await?;
+            (Some(api), stages)
+        }
+        Target::Janus(url) => {
+            let janus = Janus::connect(url).await?;
+            let admin = janus.attach().await?;
+            let mut stages = Vec::new();
+            for s in 0..args.stages {
+                let room = 1000 + s as u64;
+                janus.message(admin, janus::create_room(room, args.publishers.max(1)), None).await?;
+                let mut feeds = Vec::new();
+                for p in 0..args.publishers {
+                    let (publisher, feed, ports) = janus_publisher(&janus, room, &format!("pub{s}-{p}"), args.bind_ip).await?;
+                    server_ports.lock().expect("invariant: not poisoned").extend(ports);
+                    engine.send(Command::AddPublisher(Box::new(publisher)))?;
+                    feeds.push(feed);
+                }
+                stages.push(StageRef::Janus { janus: janus.clone(), room, feeds: Arc::new(feeds) });
+            }
+            (None, stages)
+        }
+    };
     let deadline = Instant::now() + CONNECT_WAIT;
     while engine.status().await?.publishers_connected < args.stages * args.publishers {
         if Instant::now() > deadline {
+            if let Some(StageRef::Janus { janus, .. }) = stages.first() {
+                eprintln!("sfu_load: Janus hung up: {:?}", janus.hangups());
+            }
             bail!("the publishers did not connect within {CONNECT_WAIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -539,10 +716,24 @@ async fn main() -> Result<()> {
         let started = Instant::now();
         let jobs: Vec<_> = (per_stage..step)
             .flat_map(|i| stages.iter().enumerate().map(move |(s, st)| (s, st, i)))
-            .map(|(s, (stage, pubs), i)| {
-                subscriber(api.clone(), stage.clone(), s * 100_000 + i, pubs.clone(), engine.clone(), dropped.clone())
+            .map(|(s, stage, i)| {
+                let member = s * 100_000 + i;
+                let (engine, dropped, ports) = (engine.clone(), dropped.clone(), server_ports.clone());
+                let (api, ip) = (api.clone(), args.bind_ip);
+                async move {
+                    match (stage, api) {
+                        (StageRef::Stagecast { stage, publishers }, Some(api)) => {
+                            subscriber(api, stage.clone(), member, publishers.clone(), engine, dropped).await
+                        }
+                        (StageRef::Janus { janus, room, feeds }, _) => {
+                            janus_subscriber(janus.clone(), *room, member, feeds.clone(), engine, ip, ports).await
+                        }
+                        (StageRef::Stagecast { .. }, None) => bail!("invariant: a stage of ours has the API"),
+                    }
+                }
             })
             .collect();
+
         let outcomes: Vec<Result<()>> = futures_util::stream::iter(jobs).buffer_unordered(SETUP_PARALLEL).collect().await;
         for e in outcomes.into_iter().filter_map(Result::err) {
             eprintln!("sfu_load: a subscriber could not be set up: {e:#}");
@@ -564,17 +755,18 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
-        let start = reading(&api, args.server_pid).await;
+        let start = reading(api.as_deref(), args.server_pid).await;
         engine.ask(Command::Restart).await?;
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         let collected = engine.ask(Command::Collect).await?;
-        let end = reading(&api, args.server_pid).await;
+        let end = reading(api.as_deref(), args.server_pid).await;
         let reported = end.counters.as_ref().map(|m| m.worker_sessions.len()).filter(|n| *n > 0);
         workers_seen = workers_seen.or(reported);
         let workers = args.workers.clone().or(workers_seen.map(|w| w.to_string())).unwrap_or_else(|| "default".into());
         let members_dropped = dropped.load(Ordering::Relaxed);
+        let ports = server_ports.lock().expect("invariant: not poisoned").clone();
         let result =
-            report(&args, step, &collected, &start, &end, server_port, ticks_per_second, members_dropped, &workers);
+            report(&args, step, &collected, &start, &end, &ports, ticks_per_second, members_dropped, &workers);
         let pass = result.pass;
         results.push(result);
         if !pass && !args.keep_going {
@@ -590,6 +782,7 @@ async fn main() -> Result<()> {
     let workers = args.workers.clone().or(workers_seen.map(|w| w.to_string())).unwrap_or_else(|| "default".into());
     let summary = json!({"sfuCapacitySummary": {
         "label": args.label,
+        "target": args.target.name(),
         "workers": workers,
         "stages": args.stages,
         "publishersPerStage": args.publishers,

@@ -12,6 +12,7 @@
 //! table, not turned into a failure. A harness that cannot measure (no frames,
 //! a page error) does fail the command.
 
+mod janus;
 mod net;
 mod sfu;
 

@@ -59,7 +59,9 @@ pub fn run(needs: Needs) -> Result<()> {
     Ok(())
 }
 
-fn apt_packages(packages: &[&str]) -> Result<()> {
+/// Install the Debian packages of `packages` that are missing (as root; else
+/// name them and fail).
+pub(crate) fn apt_packages(packages: &[&str]) -> Result<()> {
     if !cfg!(target_os = "linux") || util::probe("dpkg", &["--version"]).is_none() {
         note(&format!("not a Debian system; make sure these are installed: {}", packages.join(", ")));
         return Ok(());

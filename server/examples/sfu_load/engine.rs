@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,13 @@ pub struct Peer {
 
 impl Peer {
     pub async fn new(rtp_mode: bool) -> Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        Self::on(IpAddr::from([127, 0, 0, 1]), rtp_mode).await
+    }
+
+    /// A peer on `ip` (Janus gathers no loopback candidates: against Janus
+    /// the peers use a local non-loopback address, routed over `lo` all the same).
+    pub async fn on(ip: IpAddr, rtp_mode: bool) -> Result<Self> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         let addr = socket.local_addr()?;
         let now = Instant::now();
         let mut rtc = Rtc::builder().set_rtp_mode(rtp_mode).build(now);

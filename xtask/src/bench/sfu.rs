@@ -3,10 +3,14 @@
 //! each load shape and SFU worker count starts a fresh server and ramps
 //! subscribers until loss reaches 1 %; replaces the "SFU capacity" section
 //! of BENCHMARKS.md. Not part of `cargo xtask bench` (it takes minutes).
+//! Then the same generator, media, steps and seconds against Janus's
+//! videoroom plugin ([`super::janus`], Debian's `janus`, installed here and
+//! only for this bench), and the ratio of subscribers per core, ours / Janus.
 
+use super::janus;
 use super::{collect_bench_lines, loadavg, machine, number, server_pid};
 use crate::soak::splice_between;
-use crate::test;
+use crate::{setup, test};
 use crate::util::{self, note, step};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -39,6 +43,8 @@ pub fn run(args: &[String]) -> Result<()> {
         [flag, n] if flag == "--seconds" => n.parse().context("--seconds")?,
         _ => bail!("usage: cargo xtask bench sfu [--seconds N]"),
     };
+    step("bench sfu: Janus (the side-by-side run)");
+    setup::apt_packages(&["janus"])?;
     step("bench sfu: release build of the server and the load generator");
     util::run(
         Command::new("cargo")
@@ -90,13 +96,163 @@ pub fn run(args: &[String]) -> Result<()> {
             lines.extend(results?);
         }
     }
-    let section = render(&lines, &queue_drops, &load_before, &loadavg(), seconds)?;
+    // Janus: the same shapes, after ours.
+    let janus_note = match janus::local_ipv4() {
+        None => {
+            note("no global IPv4 address (Janus gathers no loopback candidates): Janus not measured");
+            Some("Janus was not measured: this machine has no global IPv4 address, and Janus gathers no ICE candidates on loopback.")
+        }
+        Some(ip) => {
+            for (label, publishers, steps) in SHAPES {
+                let guard = janus::start(ip, janus::EVENT_LOOPS)?;
+                step(&format!("bench sfu: {label} on {STAGES} rooms, Janus ({} event loops), steps {steps} per room", janus::EVENT_LOOPS));
+                let (publishers, stages, pid) = (publishers.to_string(), STAGES.to_string(), guard.pid.to_string());
+                let (secs, settle, ip) = (seconds.to_string(), SETTLE_SECONDS.to_string(), ip.to_string());
+                let workers = format!("{} event loops", janus::EVENT_LOOPS);
+                let args = [
+                    "--target", "janus", "--janus-url", guard.url.as_str(), "--bind-ip", &ip, "--server-pid", &pid,
+                    "--publishers", &publishers, "--stages", &stages, "--steps", steps, "--seconds", &secs,
+                    "--settle-seconds", &settle, "--label", label, "--workers", &workers,
+                ];
+                println!("$ {} {}", generator.display(), args.join(" "));
+                let mut cmd = Command::new(&generator);
+                cmd.args(args).current_dir(util::root());
+                let results = collect_bench_lines(cmd, "sfu_load (janus)");
+                if results.is_err() {
+                    guard.print_log_tail(60);
+                }
+                drop(guard);
+                lines.extend(results?);
+            }
+            None
+        }
+    };
+    let section = render(&lines, &queue_drops, &load_before, &loadavg(), seconds, janus_note)?;
     let path = util::root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n## Machine\n".into());
     std::fs::write(&path, splice_between(&old, BEGIN, END, &section)).context("write BENCHMARKS.md")?;
     step("bench sfu: updated BENCHMARKS.md");
     println!("{section}");
     Ok(())
+}
+
+fn sfu_name(m: &BTreeMap<String, String>) -> &'static str {
+    if m.get("target").map(String::as_str) == Some("janus") {
+        "Janus"
+    } else {
+        "ours"
+    }
+}
+
+/// "2 SFU worker(s)" (ours) or "2 event loops" (Janus).
+fn threads(m: &BTreeMap<String, String>) -> String {
+    let workers = m.get("workers").cloned().unwrap_or_else(|| "—".into());
+    match sfu_name(m) {
+        "Janus" => workers,
+        _ => format!("{workers} SFU worker(s)"),
+    }
+}
+
+/// The "side by side with Janus" table: each load's summaries, ours and
+/// Janus's, and ours ÷ Janus's subscribers per core.
+fn side_by_side(md: &mut String, lines: &[BTreeMap<String, String>], janus_note: Option<&str>) -> Result<()> {
+    writeln!(md, "### Side by side with Janus")?;
+    writeln!(md)?;
+    if let Some(note) = janus_note {
+        writeln!(md, "{note}")?;
+        writeln!(md)?;
+        return Ok(());
+    }
+    let summaries: Vec<&BTreeMap<String, String>> =
+        lines.iter().filter(|m| m.get("bench").map(String::as_str) == Some("sfuCapacitySummary")).collect();
+    writeln!(
+        md,
+        "| load | SFU | threads | largest N under 1 % loss | on the top layer there | server CPU there | subscribers per core | \
+         subscriptions per core | server CPU per forwarded Mbit/s | forwarded per core | \
+         ours ÷ Janus, subscribers per core |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let field = |m: &BTreeMap<String, String>, key: &str| {
+        m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
+    };
+    let mut labels: Vec<&str> = Vec::new();
+    for m in &summaries {
+        if let Some(l) = m.get("label").map(String::as_str).filter(|l| !labels.contains(l)) {
+            labels.push(l);
+        }
+    }
+    for label in labels {
+        let of_label = summaries.iter().filter(|m| m.get("label").map(String::as_str) == Some(label));
+        let janus_per_core = of_label
+            .clone()
+            .find(|m| sfu_name(m) == "Janus")
+            .and_then(|m| number(m, "subscribersPerCore"))
+            .filter(|v| *v > 0.0);
+        let mut rows: Vec<&&BTreeMap<String, String>> = of_label.collect();
+        // Ours first, Janus last.
+        rows.sort_by_key(|m| sfu_name(m) == "Janus");
+        for m in rows {
+            let threads = threads(m);
+            let largest = match (field(m, "maxSubscribersUnderLimit"), m.get("limitReached").map(String::as_str)) {
+                (n, Some("false")) => format!("≥ {n} (no step missed)"),
+                (n, _) => n,
+            };
+            let cores_there = number(m, "serverCoresThere").map_or("—".to_owned(), |c| format!("{:.0} %", c * 100.0));
+            let ratio = match (sfu_name(m), number(m, "subscribersPerCore"), janus_per_core) {
+                ("Janus", _, Some(_)) => "1".to_owned(),
+                (_, Some(ours), Some(janus)) => format!("**{:.2}**", ours / janus),
+                _ => "—".to_owned(),
+            };
+            let per_core_mbps = number(m, "serverCpuPercentPerMbps")
+                .filter(|v| *v > 0.0)
+                .map_or("—".to_owned(), |v| format!("{:.0} Mbit/s", 100.0 / v));
+            writeln!(
+                md,
+                "| {label} ({} stages) | {} | {threads} | {largest} | {} of {} | {cores_there} | {} | {} | {} % | {per_core_mbps} | \
+                 {ratio} |",
+                field(m, "stages"),
+                sfu_name(m),
+                field(m, "topLayerThere"),
+                field(m, "subscriptionsThere"),
+                field(m, "subscribersPerCore"),
+                field(m, "subscriptionsPerCore"),
+                field(m, "serverCpuPercentPerMbps"),
+            )?;
+        }
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Janus {}: Debian's `janus` started by the bench with a generated configuration (only the HTTP transport and the \
+         videoroom plugin; {} static event loops, Janus's media threads shared by all handles, instead of its default \
+         thread per handle, as many as our largest worker count; no STUN; a self-signed DTLS certificate). A room per \
+         stage (VP8, Opus, no bitrate cap); each publisher joins with the same str0m simulcast offer as against our SFU \
+         (rids `low`, `mid`, `high`, `rid_order` `lmh`); each subscription is a subscriber handle on one feed (one peer \
+         connection per publisher, as against ours) that answers Janus's offer and asks for `substream` 2, the top \
+         layer. Janus gathers no ICE candidates on loopback interfaces, so against Janus every peer binds the machine's \
+         first global IPv4 address (the kernel still carries the traffic over `lo`). Same steps, settle and measured \
+         seconds, the same loss and bitrate accounting; Janus's CPU is utime + stime of its process, its socket drops \
+         those of the ports in its candidates. Subscribers per core compare subscribers, not bits: where our SFU's \
+         bandwidth estimate moved subscribers down to `mid` (\"on the top layer there\") it forwarded less per \
+         subscriber than Janus, which keeps every subscriber on the substream asked for; \"forwarded per core\" \
+         (Mbit/s into the subscribers per core of server CPU) compares the forwarding work itself.",
+        janus_version().unwrap_or_else(|| "(version unknown)".into()),
+        janus::EVENT_LOOPS,
+    )?;
+    writeln!(md)?;
+    Ok(())
+}
+
+/// `1.1.2` from `janus --version` (which exits with 1 after printing it).
+fn janus_version() -> Option<String> {
+    let out = Command::new("janus").arg("--version").output().ok()?;
+    version_of(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn version_of(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with("Janus version:"))?;
+    let (_, version) = line.rsplit_once('(')?;
+    Some(version.trim_end_matches(')').to_owned())
 }
 
 /// Packets the server's log says it dropped at full SFU worker queues (the
@@ -114,10 +270,14 @@ fn render(
     load_before: &str,
     load_after: &str,
     seconds: u64,
+    janus_note: Option<&str>,
 ) -> Result<String> {
     let (cores, cpu) = machine();
     let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let of = |kind: &'static str| lines.iter().filter(move |m| m.get("bench").map(String::as_str) == Some(kind));
+    // Lines of our server (older generators printed no target).
+    let is_janus = |m: &&BTreeMap<String, String>| m.get("target").map(String::as_str) == Some("janus");
+    let ours = |kind: &'static str| of(kind).filter(move |m| !is_janus(m));
     let field = |m: &BTreeMap<String, String>, key: &str| {
         m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into())
     };
@@ -140,7 +300,7 @@ fn render(
          goal ≥ {GOAL_PER_CORE:.0} per core (720p subscriptions) |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
-    for m in of("sfuCapacitySummary") {
+    for m in ours("sfuCapacitySummary") {
         // One publisher: subscribers; twelve: each subscriber takes twelve 720p streams.
         let per_core = number(m, "subscriptionsPerCore");
         let verdict = match per_core {
@@ -170,22 +330,24 @@ fn render(
         )?;
     }
     writeln!(md)?;
+    side_by_side(&mut md, lines, janus_note)?;
     writeln!(md, "Every step (N subscribers in all; each subscribes to every publisher of its stage):")?;
     writeln!(md)?;
     writeln!(
         md,
-        "| load | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | \
+        "| load | SFU | workers | N | subscriptions connected | loss: packets / video frames / audio | worst subscriber | \
          layers high / mid / low | forwarded Mbit/s | server CPU | CPU % per Mbit/s | server socket drops | \
          generator CPU | generator socket drops | under 1 % |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut saturated = false;
     for m in of("sfuCapacity") {
         saturated |= m.get("generatorSaturated").map(String::as_str) == Some("true");
         writeln!(
             md,
-            "| {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} | {} % | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} % / {} % / {} % | {} % | {} / {} / {} | {} | {} % | {} | {} | {} % | {} | {} |",
             field(m, "label"),
+            sfu_name(m),
             field(m, "workers"),
             field(m, "subscribers"),
             field(m, "subscriptionsConnected"),
@@ -212,10 +374,11 @@ fn render(
         .filter(|m| m.get("pass").map(String::as_str) != Some("true"))
         .map(|m| {
             format!(
-                "{}, {} worker(s), N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
-                 server's socket, {} at the generator's",
+                "{}, {}, {}, N {}: server {} % and generator {} % CPU of the machine's {} %, {} datagrams dropped at the \
+                 server's socket(s), {} at the generator's",
                 field(m, "label"),
-                field(m, "workers"),
+                sfu_name(m),
+                threads(m),
                 field(m, "subscribers"),
                 field(m, "serverCpuPercent"),
                 field(m, "generatorCpuPercent"),
@@ -268,11 +431,7 @@ fn render(
         )?;
         writeln!(md)?;
     }
-    writeln!(
-        md,
-        "Not done yet: the side-by-side run against Janus (same generator and media). The layer-switch time after a \
-         bandwidth drop is in the network-recovery section."
-    )?;
+    writeln!(md, "The layer-switch time after a bandwidth drop is in the network-recovery section.")?;
     writeln!(md, "{END}")?;
     Ok(md)
 }
@@ -280,6 +439,56 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_janus_version_is_read_from_its_banner() {
+        let banner = "Janus version: 1102 (1.1.2)\nJanus commit: not-a-git-repo\nCompiled on:  Thu Jan 19 08:09:02 UTC 2023\n";
+        assert_eq!(version_of(banner).as_deref(), Some("1.1.2"));
+        assert_eq!(version_of("Usage: janus [OPTION?]"), None);
+    }
+
+    fn summary(target: &str, label: &str, workers: &str, per_core: &str) -> BTreeMap<String, String> {
+        [
+            ("bench", "sfuCapacitySummary"),
+            ("target", target),
+            ("label", label),
+            ("workers", workers),
+            ("stages", "2"),
+            ("subscribersPerCore", per_core),
+            ("maxSubscribersUnderLimit", "100"),
+            ("limitReached", "true"),
+            ("serverCpuPercentPerMbps", "0.2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn the_side_by_side_table_divides_ours_by_janus_per_load() -> Result<()> {
+        let lines = vec![
+            summary("stagecast", "1 publisher → N", "1", "240.0"),
+            summary("stagecast", "1 publisher → N", "2", "230.0"),
+            summary("janus", "1 publisher → N", "2 event loops", "160.0"),
+            // A load Janus never passed a step of: no ratio.
+            summary("stagecast", "12 publishers → N", "2", "20.0"),
+            summary("janus", "12 publishers → N", "2 event loops", "null"),
+        ];
+        let mut md = String::new();
+        side_by_side(&mut md, &lines, None)?;
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| 1") && l.contains("(2 stages)")).collect();
+        assert_eq!(rows.len(), 5, "{md}");
+        assert!(rows[0].contains("| ours | 1 SFU worker(s) |") && rows[0].ends_with("| **1.50** |"), "{}", rows[0]);
+        assert!(rows[1].ends_with("| **1.44** |"), "{}", rows[1]);
+        assert!(rows[2].contains("| Janus | 2 event loops |") && rows[2].ends_with("| 1 |"), "{}", rows[2]);
+        assert!(rows[3].ends_with("| — |") && rows[4].ends_with("| — |"), "{md}");
+        assert!(rows[0].contains("| 500 Mbit/s |"), "forwarded per core: {}", rows[0]);
+
+        let mut skipped = String::new();
+        side_by_side(&mut skipped, &lines, Some("Janus was not measured: no address."))?;
+        assert!(skipped.contains("Janus was not measured") && !skipped.contains("| Janus |"));
+        Ok(())
+    }
 
     #[test]
     fn worker_queue_drops_are_summed_from_the_throttled_warnings() {
