@@ -2,7 +2,9 @@
 //! server's SQLite file ([`SqliteChannelStore`]: tables of their own,
 //! `channels`, `playback_keys`, …, through a connection of their own, like
 //! chat rooms, so the shared store trait does not need to know about
-//! channels).
+//! channels) and on Redis ([`RedisChannelStore`], distributed mode).
+
+mod redis;
 
 use std::path::Path;
 
@@ -11,6 +13,8 @@ use rusqlite::{params, OptionalExtension};
 use super::packager::Continuity;
 use super::recording::RecordingSettings;
 use crate::store::{Page, PageQuery, StoreError, TableConnection};
+
+pub use self::redis::RedisChannelStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (

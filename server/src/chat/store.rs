@@ -1,7 +1,9 @@
 //! Where rooms persist: the [`RoomStore`] trait, implemented on the server's
 //! SQLite file ([`SqliteRoomStore`]: a table of its own, `chat_rooms`,
 //! through a connection of its own, so the shared store does not need to
-//! know about chat).
+//! know about chat) and on Redis ([`RedisRoomStore`], distributed mode).
+
+mod redis;
 
 use std::path::Path;
 
@@ -9,6 +11,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::room::RoomLimits;
 use crate::store::{Page, PageQuery, StoreError, TableConnection};
+
+pub use self::redis::RedisRoomStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_rooms (

@@ -13,6 +13,7 @@ pub mod h264;
 // soak example includes this module too).
 #[cfg(test)]
 pub mod process;
+pub mod redis;
 pub mod tls;
 pub mod whip;
 
