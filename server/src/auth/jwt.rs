@@ -174,6 +174,12 @@ pub fn verify_signed_by<C: DeserializeOwned>(
     serde_json::from_slice(&signed.payload()?).map_err(|_| AuthError::Malformed(what))
 }
 
+/// A new random signing key, PKCS#8 PEM (what `signing-key.pem` holds).
+pub fn generate_signing_key_pem() -> Result<String, AuthError> {
+    let key = SigningKey::random(&mut rand::rngs::OsRng);
+    Ok(key.to_pkcs8_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?.to_string())
+}
+
 /// The server's signing key plus every imported public key.
 pub struct KeyRing {
     signing: SigningKey,
@@ -193,10 +199,9 @@ impl KeyRing {
                 SigningKey::from_pkcs8_pem(&pem).map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = SigningKey::random(&mut rand::rngs::OsRng);
-                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?;
+                let pem = generate_signing_key_pem()?;
                 super::write_secret_file(&path, pem.as_bytes())?;
-                key
+                SigningKey::from_pkcs8_pem(&pem).map_err(|e| AuthError::Key(e.to_string()))?
             }
             Err(source) => return Err(AuthError::Io { path: path.clone(), source }),
         };

@@ -8,6 +8,7 @@
 //! `http::Participant`) take from any area's state.
 
 mod jwt;
+pub mod shared;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use crate::store::{ParticipantRecord, Store, StoreError};
 use crate::{AppError, Config};
 
 pub use jwt::{
-    check_attributes, derive_key, parse_public_key, sign as sign_jwt, signing_key_path, verify_playback,
+    check_attributes, derive_key, generate_signing_key_pem, parse_public_key, sign as sign_jwt, signing_key_path, verify_playback,
     verify_signed_by as verify_jwt_signed_by, KeyRing, KeySet, ParsedPublicKey, PlaybackClaims, VerifiedPlayback,
     SIGNING_KEY_FILE,
 };

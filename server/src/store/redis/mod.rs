@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::{Page, PageQuery, StoreError};
 
-pub use store::RedisStore;
+pub use store::{stage_node_key, RedisStore};
 
 /// What every key of a deployment starts with.
 pub const PREFIX: &str = "stagecast:";
