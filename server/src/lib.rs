@@ -227,6 +227,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    // Bound first: a node's default id (distributed mode) names its port.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
     let db = config.data_dir.join("stagecast.db");
     let redis = match &config.redis {
         Some(url) => Some(Arc::new(store::RedisPool::open(&url.0)?)),
@@ -251,18 +258,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ops::webhook::start(&config.webhook_urls, &secret, config.webhook_timeout)
         }
     };
-    let node_id = config.node_id.clone().filter(|id| !id.trim().is_empty());
+    let node_id = config.node_id.clone().filter(|id| !id.trim().is_empty()).unwrap_or_else(|| default_node_id(http_addr.port()));
     let (rooms, channel_store): (Arc<dyn chat::store::RoomStore>, Arc<dyn channel::store::ChannelStore>) =
         match &redis {
-            Some(pool) => {
-                // Saved broadcasts are per node; before the port is bound a
-                // node without --node-id is named by its host and --listen.
-                let id = node_id.clone().unwrap_or_else(|| default_node_id(&config.listen));
-                (
-                    Arc::new(chat::store::RedisRoomStore::new(pool.clone())),
-                    Arc::new(channel::store::RedisChannelStore::new(pool.clone(), &id)),
-                )
-            }
+            Some(pool) => (
+                Arc::new(chat::store::RedisRoomStore::new(pool.clone())),
+                Arc::new(channel::store::RedisChannelStore::new(pool.clone(), &node_id)),
+            ),
             None => (
                 Arc::new(chat::store::SqliteRoomStore::open(&db)?),
                 Arc::new(channel::store::SqliteChannelStore::open(&db)?),
@@ -288,12 +290,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         _ => None,
     };
 
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
 
     let media_bind = SocketAddr::new(config.media_bind_ip, config.media_port);
     let bind_error = |source| StartError::Bind { what: "media UDP+TCP", addr: media_bind.to_string(), source };
@@ -329,10 +325,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         chat,
         channels,
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
-        nodes: redis.map(|pool| {
-            let id = node_id.unwrap_or_else(|| default_node_id(&http_addr.to_string()));
-            Arc::new(cluster::NodeRegistry::new(pool, id))
-        }),
+        nodes: redis.map(|pool| Arc::new(cluster::NodeRegistry::new(pool, node_id))),
     });
     if let Some(nodes) = &state.nodes {
         let server = state.downgrade();
@@ -366,14 +359,13 @@ fn share_secrets(pool: &store::RedisPool, config: &Config, generated: &mut bool)
     Ok(())
 }
 
-/// A node's default id: the host's name and the port of `listen`.
-fn default_node_id(listen: &str) -> String {
+/// A node's default id: the host's name and its HTTP port.
+fn default_node_id(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".to_owned());
-    let port = listen.rsplit_once(':').map_or(listen, |(_, port)| port);
     format!("{host}-{port}")
 }
 

@@ -3,11 +3,18 @@
 //! the other lists; a token one node minted, the other accepts; each node
 //! sees the other in the registry until its heartbeat stops.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p384::ecdsa::signature::Signer;
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::pkcs8::{EncodePublicKey, LineEnding};
 use reqwest::Method;
 use serde_json::{json, Value};
+use stagecast_protocol::token::{ParticipantClaims, TokenCapabilities};
 use stagecast_protocol::StageId;
 use stagecast_server::cluster::{NodeRegistry, NODE_TTL};
 use stagecast_server::config::Secret;
@@ -86,6 +93,35 @@ async fn two_nodes_share_the_control_plane_tokens_and_registry() -> Result<()> {
     let Err((status, body)) = refused else { return Err(anyhow!("B let a participant revoked on A join")) };
     assert_eq!((status, body["code"].as_str()), (403, Some("PARTICIPANT_DISCONNECTED")), "{body}");
 
+    // A self-signed token whose key was imported through A joins B.
+    let own = SigningKey::random(&mut rand::rngs::OsRng);
+    let pem = VerifyingKey::from(&own).to_public_key_pem(LineEnding::LF)?;
+    let imported = a.post("/v1/public-keys", json!({"publicKeyMaterial": pem, "name": "backend"})).await?;
+    let kid = imported["publicKey"]["id"].as_str().context("key id")?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = ParticipantClaims {
+        topic: stage.clone(),
+        jti: "self-signed-1".to_owned(),
+        user_id: "backend-user".to_owned(),
+        attributes: BTreeMap::new(),
+        capabilities: TokenCapabilities { allow_publish: false, allow_subscribe: true },
+        exp: now + 600,
+        iat: now,
+        events_url: String::new(),
+        whip_url: String::new(),
+        version: "1.0".to_owned(),
+    };
+    let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json!({"alg": "ES384", "typ": "JWT", "kid": kid}))?);
+    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?));
+    let signature: Signature = own.sign(input.as_bytes());
+    let self_signed = common::Token {
+        participant_id: claims.jti.clone(),
+        token: format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())),
+    };
+    let mut backend_user = common::events::EventClient::connect(&b.api, &self_signed).await?;
+    let seen = backend_user.state().await?;
+    ensure!(seen.ids().contains(&"self-signed-1"), "B's stage state lacks the self-signed participant: {:?}", seen.ids());
+
     // A chat token minted on A works on B: its message comes back.
     let chat_token = a.chat_token(&room, "viewer", &["SEND_MESSAGE"]).await?;
     let mut chat = b.chat_connect(&chat_token).await?;
@@ -110,7 +146,7 @@ async fn two_nodes_share_the_control_plane_tokens_and_registry() -> Result<()> {
     let other = StageId::from("st-placed-on-a");
     redis_set(&redis, "stagecast:stage-node:st-placed-on-a", "node-a")?;
     assert_eq!(registry(&b)?.assign_stage(&other)?.as_deref(), Some("node-b"));
-    drop(on_b);
+    drop((on_b, backend_user));
     Ok(())
 }
 

@@ -269,6 +269,19 @@ impl KeyRing {
 
     /// The server's key under its own `kid`; else an imported key (without
     /// a `kid`, the server's key or any imported one).
+    /// When `token` names a key id this ring does not know, look for that
+    /// key in `store` (another node of a distributed deployment imported
+    /// it) and accept it from now on. True when a key was added.
+    pub fn learn_key(&self, store: &dyn Store, token: &str) -> Result<bool, AuthError> {
+        let Ok(signed) = Signed::split(token) else { return Ok(false) };
+        let Some(kid) = signed.kid.as_deref().filter(|k| *k != self.server_kid && !self.imported.contains(k)) else {
+            return Ok(false);
+        };
+        let Some(record) = store.list_public_keys()?.into_iter().find(|r| r.id == kid) else { return Ok(false) };
+        self.imported.insert(kid, parse_public_key(&record.pem)?.key);
+        Ok(true)
+    }
+
     fn check_signature(&self, signed: &Signed<'_>) -> Result<(), AuthError> {
         let (msg, sig) = (signed.signing_input.as_bytes(), &signed.signature);
         match signed.kid.as_deref() {
