@@ -19,8 +19,10 @@ cachedViewersSuite(`${PAGES * PER_PAGE} hls.js viewers through nginx in front of
   mkdirSync('target', { recursive: true });
   const dir = mkdtempSync('target/nginx-nodes-');
   const apiKey = 'nginx-nodes-key';
-  // One data dir for both until the control plane is in Redis too.
-  const node = (id) => ownServer({ dataDir: dir, apiKey, args: ['--redis', redis.url, '--node-id', id] });
+  const node = (id) => {
+    mkdirSync(`${dir}/${id}`);
+    return ownServer({ dataDir: `${dir}/${id}`, apiKey, args: ['--redis', redis.url, '--node-id', id] });
+  };
   const a = await node('a');
   const b = await node('b');
   return {

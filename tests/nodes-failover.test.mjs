@@ -1,8 +1,9 @@
 // Journey: kill -9 of a node in distributed mode (issue 13). Two nodes and
 // one Redis; node B sits behind a load balancer (Debian's nginx, node A as
 // its backup) and hands out the balancer's URL in its tokens
-// (`--public-url`). The host's page comes from B and creates the stage, so
-// B is the stage's home; the guest's page comes from A, which forwards the
+// (`--public-url`). The host's page comes from B and creates the stage; B
+// is the stage's home (both nodes idle: the registry picks the smaller node
+// id); the guest's page comes from A, which forwards the
 // guest's event plane and WHIP to B. The host sends chat messages; once each
 // is acknowledged on the host's page, B is killed with SIGKILL. Then:
 // - every acknowledged message is on the guest's page (it reached node A);
@@ -137,9 +138,11 @@ describe('kill -9 of the node a stage lives on', { timeout: 240_000 }, () => {
     dir = mkdtempSync('target/failover-');
     const lbPort = await freePort();
     const common = ['--redis', redis.url];
-    // One data dir for both until the control plane is in Redis too.
-    a = await ownServer({ dataDir: dir, args: [...common, '--node-id', 'a'] });
-    b = await ownServer({ dataDir: dir, args: [...common, '--node-id', 'b', '--public-url', `http://127.0.0.1:${lbPort}`] });
+    mkdirSync(`${dir}/a`);
+    mkdirSync(`${dir}/b`);
+    // Both idle when the stage is created: the registry gives it to the smallest id, node-1 (B).
+    a = await ownServer({ dataDir: `${dir}/a`, args: [...common, '--node-id', 'node-2'] });
+    b = await ownServer({ dataDir: `${dir}/b`, args: [...common, '--node-id', 'node-1', '--public-url', `http://127.0.0.1:${lbPort}`] });
     lb = await startBalancer(lbPort, new URL(b.base).host, new URL(a.base).host);
     browser = await launch();
     host = await newParticipant(browser, PEOPLE.red);

@@ -72,8 +72,10 @@ describe('two nodes sharing one Redis', { timeout: 300_000 }, () => {
     redis = await startRedis();
     mkdirSync('target', { recursive: true });
     dir = mkdtempSync('target/nodes-');
-    // One data dir for both until the control plane is in Redis too.
-    const node = (id) => ownServer({ dataDir: dir, args: ['--redis', redis.url, '--node-id', id] });
+    const node = (id) => {
+      mkdirSync(`${dir}/${id}`);
+      return ownServer({ dataDir: `${dir}/${id}`, args: ['--redis', redis.url, '--node-id', id] });
+    };
     a = await node('a');
     b = await node('b');
     browser = await launch();

@@ -45,7 +45,7 @@ pub struct AppState {
 
 pub struct AppInner {
     pub config: Arc<Config>,
-    /// The embedded SQLite store (behind a trait so another backend can replace it).
+    /// Stages, participants, keys, demo groups: SQLite, or Redis in distributed mode.
     pub store: Arc<dyn store::Store>,
     /// The API key, the token keys, and participant token checks.
     pub auth: auth::Auth,
@@ -61,6 +61,8 @@ pub struct AppInner {
     pub ops: ops::Ops,
     /// Distributed mode (`--redis`): the other nodes.
     pub cluster: Option<cluster::Cluster>,
+    /// Distributed mode's node registry (`None` on a single node).
+    pub nodes: Option<Arc<cluster::NodeRegistry>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -148,6 +150,7 @@ impl FromRef<AppState> for ops::OpsState {
             channels: state.channels.clone(),
             auth: state.auth.clone(),
             config: state.config.clone(),
+            nodes: state.nodes.clone(),
         }
     }
 }
@@ -180,6 +183,7 @@ pub fn app(state: AppState) -> Router {
                 keys: state.auth.keys.clone(),
                 stages: state.stages.clone(),
                 config: state.config.clone(),
+                nodes: state.nodes.clone(),
             };
             stage_planes.layer(axum::middleware::from_fn_with_state(routing, cluster::stages::route))
         }
@@ -246,9 +250,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&config.data_dir.join("stagecast.db"))?);
+    // Bound first: a node's default id (distributed mode) names its port.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
+    let db = config.data_dir.join("stagecast.db");
+    let redis = match &config.redis {
+        Some(url) => Some(Arc::new(store::RedisPool::open(&url.0)?)),
+        None => None,
+    };
+    let mut api_key_was_generated = false;
+    if let Some(pool) = &redis {
+        share_secrets(pool, &config, &mut api_key_was_generated)?;
+    }
+    let store: Arc<dyn store::Store> = match &redis {
+        Some(pool) => Arc::new(store::RedisStore::new(pool.clone())),
+        None => Arc::new(store::SqliteStore::open(&db)?),
+    };
     let keys = auth::KeyRing::load_or_create(&config.data_dir, store.as_ref())?;
-    let (api_key, api_key_was_generated) = auth::load_or_create_api_key(&config)?;
+    let (api_key, generated_here) = auth::load_or_create_api_key(&config)?;
+    let api_key_was_generated = api_key_was_generated || generated_here;
     let webhooks = match config.webhook_urls.is_empty() {
         true => ops::EventSink::none(),
         false => {
@@ -257,13 +281,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ops::webhook::start(&config.webhook_urls, &secret, config.webhook_timeout)
         }
     };
-    let chat = chat::ChatHub::open(&config.data_dir, chat::HubSettings::from(&config))?;
+    let node_id = config.node_id.clone().filter(|id| !id.trim().is_empty()).unwrap_or_else(|| default_node_id(http_addr.port()));
+    let (rooms, channel_store): (Arc<dyn chat::store::RoomStore>, Arc<dyn channel::store::ChannelStore>) =
+        match &redis {
+            Some(pool) => (
+                Arc::new(chat::store::RedisRoomStore::new(pool.clone())),
+                Arc::new(channel::store::RedisChannelStore::new(pool.clone(), &node_id)),
+            ),
+            None => (
+                Arc::new(chat::store::SqliteRoomStore::open(&db)?),
+                Arc::new(channel::store::SqliteChannelStore::open(&db)?),
+            ),
+        };
+    let chat = chat::ChatHub::open_with(rooms, &config.data_dir, chat::HubSettings::from(&config))?;
     if let Some(redis) = &config.redis {
         chat.attach_bus(chat::bus::start(&chat, &redis.0).await?);
         tracing::info!("chat rooms span the nodes sharing this Redis");
     }
     let reconnect_window = std::time::Duration::from_secs(config.broadcast_reconnect_secs);
-    let channels = channel::ChannelHub::open(
+    let channels = channel::ChannelHub::open_with(
+        channel_store,
         &config.data_dir,
         config.media_bind_ip,
         config.public_ip,
@@ -280,12 +317,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         _ => None,
     };
 
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { what: "HTTP", addr: config.listen.clone(), source })?;
 
     let media_bind = SocketAddr::new(config.media_bind_ip, config.media_port);
     let bind_error = |source| StartError::Bind { what: "media UDP+TCP", addr: media_bind.to_string(), source };
@@ -334,11 +365,71 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         channels,
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
         cluster,
+        nodes: redis.map(|pool| Arc::new(cluster::NodeRegistry::new(pool, node_id))),
     });
+    if let Some(nodes) = &state.nodes {
+        let server = state.downgrade();
+        nodes.start_heartbeat(move || {
+            let server = server.upgrade();
+            async move { Some(this_node(&server?, candidate).await) }
+        });
+        tracing::info!(node = nodes.node_id(), "distributed mode: sharing state through Redis");
+    }
     let server = state.downgrade();
     api::spawn_idle_sweeper(state.config.demo_idle_secs, move || server.upgrade().map(|s| api::ApiState::from_ref(&s)));
     let router = app(state.clone());
     let serves_tls = tls.is_some();
     let task = tokio::spawn(serve::serve(listener, router, limits, tls));
     Ok(Running { http_addr, media_addr, tls: serves_tls, state, api_key_was_generated, task })
+}
+
+/// Distributed mode: make this node's signing key, generated API key and
+/// webhook secret the deployment's (see [`auth::shared`]); notes in
+/// `generated` whether the API key was generated here now.
+fn share_secrets(pool: &store::RedisPool, config: &Config, generated: &mut bool) -> Result<(), StartError> {
+    auth::shared::sync_secret(pool, "signing-key", &auth::signing_key_path(&config.data_dir), auth::generate_signing_key_pem)?;
+    if config.api_key.as_deref().map(str::trim).is_none_or(str::is_empty) {
+        let new_key = || Ok(format!("{}{}", auth::API_KEY_PREFIX, auth::random_alphanumeric(40)));
+        *generated = auth::shared::sync_secret(pool, "api-key", &auth::api_key_path(config), new_key)?;
+    }
+    if !config.webhook_urls.is_empty() && config.webhook_secret.is_none() {
+        let new_secret = || Ok(format!("whsec_{}", auth::random_alphanumeric(40)));
+        auth::shared::sync_secret(pool, "webhook-secret", &config.data_dir.join("webhook-secret"), new_secret)?;
+    }
+    Ok(())
+}
+
+/// A node's default id: the host's name and its HTTP port.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{port}")
+}
+
+/// This node as the registry lists it: where it is (`media`: the address
+/// its ICE candidates advertise) and how loaded.
+pub async fn this_node(state: &AppState, media: SocketAddr) -> cluster::NodeInfo {
+    let config = &state.config;
+    let http_url = config
+        .public_url
+        .as_deref()
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .or_else(|| config.bound_http.map(|a| format!("http://{a}")))
+        .unwrap_or_default();
+    let counts = state.stages.counts();
+    let sessions = state.sfu.stats().await.map_or(0, |s| s.publish_sessions + s.subscribe_sessions);
+    cluster::NodeInfo {
+        node_id: state.nodes.as_ref().map_or_else(String::new, |n| n.node_id().to_owned()),
+        http_url,
+        node_url: state.cluster.as_ref().map_or_else(String::new, |c| c.own_url().to_owned()),
+        media_addr: media.to_string(),
+        stages: counts.stages,
+        participants: counts.publishing + counts.not_publishing,
+        sessions,
+        draining: state.ops.is_draining(),
+    }
 }

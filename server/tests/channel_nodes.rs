@@ -10,15 +10,14 @@ use stagecast_server::Config;
 
 mod common;
 use common::channel::{go_live, listed_segments, test_video, wait_playlist, ChannelApi};
-use common::redis::Redis;
+use common::redis::RedisServer as Redis;
 use common::{temp_dir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
     let redis = Redis::start()?;
-    let dir = temp_dir("channel-nodes")?;
     let node = |name: &str| -> Result<Config> {
-        let mut config = Config::for_tests(dir.clone());
+        let mut config = Config::for_tests(temp_dir(&format!("channel-node-{name}"))?);
         config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
         config.node_id = Some(name.to_owned());
         Ok(config)
@@ -70,7 +69,7 @@ async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
 
     // An unknown channel stays 404 on B (nothing to forward to).
     ensure!(b.get("/hls/ch-nope/media.m3u8").await?.status() == 404);
-    a.stop_keeping_dir();
+    a.stop()?;
     b.stop()?;
     Ok(())
 }

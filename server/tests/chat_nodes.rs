@@ -11,14 +11,13 @@ use stagecast_server::Config;
 
 mod common;
 use common::chat::{expect_close, recv, recv_live, say, send, silent};
-use common::redis::Redis;
+use common::redis::RedisServer as Redis;
 use common::{temp_dir, Server};
 
-/// Two servers sharing `redis` (and, until every store is in Redis, one data dir).
+/// Two servers sharing `redis`, each with its own data dir.
 async fn two_nodes(redis: &Redis) -> Result<(Server, Server)> {
-    let dir = temp_dir("chat-nodes")?;
     let node = |name: &str| {
-        let mut config = Config::for_tests(dir.clone());
+        let mut config = Config::for_tests(temp_dir(&format!("chat-node-{name}"))?);
         config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
         config.node_id = Some(name.to_owned());
         anyhow::Ok(config)
@@ -111,7 +110,7 @@ async fn members_on_two_nodes_chat_moderate_and_see_history() -> Result<()> {
     let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
     assert_eq!(count("stagecast_chat_relays_received_total"), Some(2), "{metrics}");
     assert_eq!(count("stagecast_chat_relays_dropped_total"), Some(0), "{metrics}");
-    a.stop_keeping_dir();
+    a.stop()?;
     b.stop()?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use str0m::Rtc;
 mod common;
 use common::chat::{recv, say};
 use common::process::Process;
-use common::redis::Redis;
+use common::redis::RedisServer as Redis;
 use common::whip::{pump_until, recvonly, sendonly, UdpPeer, PUBLISH_PATH, WAIT};
 use common::{temp_dir, Api, Server};
 
@@ -68,14 +68,15 @@ async fn media_flows(via: &Api, alice: &common::Token, bob: &common::Token) -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_message() -> Result<()> {
     let redis = Redis::start()?;
-    let dir = temp_dir("node-failure")?;
-    let mut config = Config::for_tests(dir.clone());
+    let (dir, b_dir) = (temp_dir("node-failure-a")?, temp_dir("node-failure-b")?);
+    let mut config = Config::for_tests(dir);
     config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
-    config.node_id = Some("a".to_owned());
+    config.node_id = Some("node-2".to_owned());
     let a = Server::start_config(config).await?;
-    let b = Process::spawn_in(dir.clone(), a.api_key.clone(), &["--redis", &redis.url(), "--node-id", "b"])?;
+    let b = Process::spawn_in(b_dir, a.api_key.clone(), &["--redis", &redis.url(), "--node-id", "node-1"])?;
 
-    // The stage is homed on B (alice comes through B first); bob comes through A.
+    // Both idle: the registry gives the stage to the smallest id, node-1 (B).
+    // alice comes through B, bob through A.
     let (_, tokens) = a.stage_and_tokens(&[("alice", &["PUBLISH", "SUBSCRIBE"]), ("bob", &["SUBSCRIBE"])]).await?;
     let (alice, bob) = (&tokens[0], &tokens[1]);
     let stage = StageId(a.running.state.auth.keys.verify(&alice.token, chrono::Utc::now().timestamp())?.topic);
@@ -98,7 +99,7 @@ async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_messa
         acked.push(ack["Id"].as_str().context("Id")?.to_owned());
     }
 
-    b.kill_keeping_dir()?;
+    let (b_dir, _) = b.kill_keeping_dir()?;
     let killed = Instant::now();
     let mut got = Vec::new();
     for _ in 0..acked.len() {
@@ -121,5 +122,6 @@ async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_messa
     ensure!(back < Duration::from_secs(15), "back after {back:?}");
     drop(bob_events);
     a.stop()?;
+    std::fs::remove_dir_all(b_dir)?;
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! SQLite store round trips against a real file.
+//! Store round trips: every body runs against SQLite (a real file) and
+//! Redis (a real `redis-server`), see [`both!`]; SQLite's migrations and
+//! file modes have tests of their own.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,17 @@ use stagecast_server::store::{
 };
 
 mod common;
+use common::redis::Backend;
 use common::temp_dir;
+
+both!(
+    stages_round_trip_and_survive_reopen,
+    participants_join_and_revoke,
+    deleting_a_stage_removes_its_participants_and_groups,
+    public_keys_round_trip,
+    listings_page_without_repeats_or_gaps,
+    demo_groups_page_newest_first,
+);
 
 /// A page big enough for everything these tests store.
 const ALL: PageQuery = PageQuery { after: None, limit: 100 };
@@ -32,12 +44,9 @@ fn participant(stage: &str, id: &str) -> ParticipantRecord {
     }
 }
 
-#[test]
-fn stages_round_trip_and_survive_reopen() -> anyhow::Result<()> {
-    let dir = temp_dir("stages")?;
-    let path = dir.join("db.sqlite");
+fn stages_round_trip_and_survive_reopen(backend: &Backend) -> anyhow::Result<()> {
     {
-        let store = SqliteStore::open(&path)?;
+        let store = backend.store()?;
         store.create_stage(&stage("st-b", 20))?;
         store.create_stage(&stage("st-a", 10))?;
         assert_eq!(store.get_stage(&StageId::from("st-a"))?, Some(stage("st-a", 10)));
@@ -45,18 +54,15 @@ fn stages_round_trip_and_survive_reopen() -> anyhow::Result<()> {
         // Duplicate ids are refused, not silently merged.
         assert!(store.create_stage(&stage("st-a", 30)).is_err());
     }
-    let store = SqliteStore::open(&path)?;
+    let store = backend.store()?;
     // In the order they were made (the server stamps create_time with the time of making).
     let ids: Vec<_> = store.list_stages(ALL)?.items.into_iter().map(|s| s.id.0).collect();
     assert_eq!(ids, vec!["st-b", "st-a"]);
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
-#[test]
-fn participants_join_and_revoke() -> anyhow::Result<()> {
-    let dir = temp_dir("participants")?;
-    let store = SqliteStore::open(&dir.join("db.sqlite"))?;
+fn participants_join_and_revoke(backend: &Backend) -> anyhow::Result<()> {
+    let store = backend.store()?;
     store.create_stage(&stage("st-1", 1))?;
     let p = participant("st-1", "p1");
     store.insert_participant(&p)?;
@@ -85,14 +91,11 @@ fn participants_join_and_revoke() -> anyhow::Result<()> {
     // A later join does not un-revoke.
     store.record_join(&p, 400)?;
     assert!(store.get_participant(&p.stage_id, &p.participant_id)?.is_some_and(|r| r.revoked));
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
-#[test]
-fn deleting_a_stage_removes_its_participants_and_groups() -> anyhow::Result<()> {
-    let dir = temp_dir("delete")?;
-    let store = SqliteStore::open(&dir.join("db.sqlite"))?;
+fn deleting_a_stage_removes_its_participants_and_groups(backend: &Backend) -> anyhow::Result<()> {
+    let store = backend.store()?;
     store.create_stage(&stage("st-1", 1))?;
     store.create_stage(&stage("st-2", 2))?;
     store.insert_participant(&participant("st-1", "p1"))?;
@@ -124,14 +127,11 @@ fn deleting_a_stage_removes_its_participants_and_groups() -> anyhow::Result<()> 
     assert!(store.get_demo_group("g2")?.is_some());
     assert!(store.delete_demo_group("g2")?);
     assert!(!store.delete_demo_group("g2")?);
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
-#[test]
-fn public_keys_round_trip() -> anyhow::Result<()> {
-    let dir = temp_dir("keys")?;
-    let store = SqliteStore::open(&dir.join("db.sqlite"))?;
+fn public_keys_round_trip(backend: &Backend) -> anyhow::Result<()> {
+    let store = backend.store()?;
     let key = PublicKeyRecord {
         id: "pk-1".to_owned(),
         name: "laptop".to_owned(),
@@ -144,7 +144,6 @@ fn public_keys_round_trip() -> anyhow::Result<()> {
     assert_eq!(store.find_public_key_by_fingerprint("cc")?, None);
     // The same key material cannot be imported twice.
     assert!(store.insert_public_key(&PublicKeyRecord { id: "pk-2".to_owned(), ..key }).is_err());
-    std::fs::remove_dir_all(dir)?;
     Ok(())
 }
 
@@ -183,10 +182,8 @@ fn demo_groups_of_an_older_database_gain_channel_and_room() -> anyhow::Result<()
     Ok(())
 }
 
-#[test]
-fn listings_page_without_repeats_or_gaps() -> anyhow::Result<()> {
-    let dir = temp_dir("pages")?;
-    let store = SqliteStore::open(&dir.join("db.sqlite"))?;
+fn listings_page_without_repeats_or_gaps(backend: &Backend) -> anyhow::Result<()> {
+    let store = backend.store()?;
     for i in 0..7 {
         store.create_stage(&stage(&format!("st-{i}"), i))?;
     }
@@ -205,7 +202,36 @@ fn listings_page_without_repeats_or_gaps() -> anyhow::Result<()> {
     // A page that ends exactly at the last row says so too.
     let exact = store.list_stages(PageQuery { after: second.next, limit: 2 })?;
     assert_eq!((exact.items.len(), exact.next), (2, None));
-    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+fn demo_groups_page_newest_first(backend: &Backend) -> anyhow::Result<()> {
+    let store = backend.store()?;
+    let group = |i: i64| DemoGroupRecord {
+        group_id: format!("g{i}"),
+        stage_id: StageId::from(format!("st-{i}").as_str()),
+        host_user_id: "host".to_owned(),
+        host_participant_id: ParticipantId::from("p1"),
+        host_attributes: BTreeMap::new(),
+        create_time: i,
+        channel_id: None,
+        room_id: Some(format!("room-{i}")),
+    };
+    for i in 0..5 {
+        store.create_demo_group(&group(i))?;
+    }
+    // A group id is taken once.
+    assert!(store.create_demo_group(&group(4)).is_err());
+    let ids = |page: &[DemoGroupRecord]| page.iter().map(|g| g.group_id.clone()).collect::<Vec<_>>();
+    let first = store.list_demo_groups(PageQuery::first(2))?;
+    assert_eq!(ids(&first.items), ["g4", "g3"]);
+    // A newer group goes first and does not enter later pages; a removed one leaves no gap.
+    store.create_demo_group(&group(5))?;
+    assert!(store.delete_demo_group("g2")?);
+    let second = store.list_demo_groups(PageQuery { after: first.next, limit: 2 })?;
+    assert_eq!(ids(&second.items), ["g1", "g0"]);
+    assert_eq!(second.next, None);
+    assert_eq!(store.get_demo_group("g5")?, Some(group(5)));
     Ok(())
 }
 

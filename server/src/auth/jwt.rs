@@ -174,6 +174,12 @@ pub fn verify_signed_by<C: DeserializeOwned>(
     serde_json::from_slice(&signed.payload()?).map_err(|_| AuthError::Malformed(what))
 }
 
+/// A new random signing key, PKCS#8 PEM (what `signing-key.pem` holds).
+pub fn generate_signing_key_pem() -> Result<String, AuthError> {
+    let key = SigningKey::random(&mut rand::rngs::OsRng);
+    Ok(key.to_pkcs8_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?.to_string())
+}
+
 /// The server's signing key plus every imported public key.
 pub struct KeyRing {
     signing: SigningKey,
@@ -193,10 +199,9 @@ impl KeyRing {
                 SigningKey::from_pkcs8_pem(&pem).map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = SigningKey::random(&mut rand::rngs::OsRng);
-                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?;
+                let pem = generate_signing_key_pem()?;
                 super::write_secret_file(&path, pem.as_bytes())?;
-                key
+                SigningKey::from_pkcs8_pem(&pem).map_err(|e| AuthError::Key(e.to_string()))?
             }
             Err(source) => return Err(AuthError::Io { path: path.clone(), source }),
         };
@@ -264,6 +269,19 @@ impl KeyRing {
 
     /// The server's key under its own `kid`; else an imported key (without
     /// a `kid`, the server's key or any imported one).
+    /// When `token` names a key id this ring does not know, look for that
+    /// key in `store` (another node of a distributed deployment imported
+    /// it) and accept it from now on. True when a key was added.
+    pub fn learn_key(&self, store: &dyn Store, token: &str) -> Result<bool, AuthError> {
+        let Ok(signed) = Signed::split(token) else { return Ok(false) };
+        let Some(kid) = signed.kid.as_deref().filter(|k| *k != self.server_kid && !self.imported.contains(k)) else {
+            return Ok(false);
+        };
+        let Some(record) = store.list_public_keys()?.into_iter().find(|r| r.id == kid) else { return Ok(false) };
+        self.imported.insert(kid, parse_public_key(&record.pem)?.key);
+        Ok(true)
+    }
+
     fn check_signature(&self, signed: &Signed<'_>) -> Result<(), AuthError> {
         let (msg, sig) = (signed.signing_input.as_bytes(), &signed.signature);
         match signed.kid.as_deref() {

@@ -51,7 +51,7 @@ pub struct Broadcast {
     ladder: Mutex<Ladder>,
     control: Mutex<Control>,
     changed: watch::Sender<u64>,
-    store: Option<Arc<ChannelStore>>,
+    store: Option<Arc<dyn ChannelStore>>,
     /// Webhooks: "Stream End" when the broadcast finishes.
     events: EventSink,
     /// The `stream_id` webhooks name the broadcast by: its first session.
@@ -66,7 +66,7 @@ impl Broadcast {
         packager: Packager,
         lifecycle: Lifecycle,
         session: String,
-        store: Option<Arc<ChannelStore>>,
+        store: Option<Arc<dyn ChannelStore>>,
         events: EventSink,
     ) -> (Arc<Self>, StopSignal) {
         let (stop, signal) = watch::channel(None);
@@ -92,7 +92,7 @@ impl Broadcast {
         session: String,
         packager: Packager,
         window: Duration,
-        store: Option<Arc<ChannelStore>>,
+        store: Option<Arc<dyn ChannelStore>>,
         events: EventSink,
         now: Instant,
     ) -> (Arc<Self>, StopSignal) {
@@ -106,7 +106,7 @@ impl Broadcast {
         packager: Packager,
         window: Duration,
         since: Instant,
-        store: Option<Arc<ChannelStore>>,
+        store: Option<Arc<dyn ChannelStore>>,
         events: EventSink,
     ) -> Arc<Self> {
         let lifecycle = Lifecycle::reconnecting(since, window);

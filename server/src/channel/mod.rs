@@ -58,7 +58,7 @@ use broadcast::{arm_window, drive, lock};
 pub use http::{router, ChannelView, CreateChannelResponse, GetChannelResponse, ListChannelsResponse};
 pub use lifecycle::{Admission, Health, SessionEnd, ENDED_GRACE};
 use packager::Packager;
-use store::{ChannelRecord, ChannelStore};
+use store::{ChannelRecord, ChannelStore, SqliteChannelStore};
 
 use crate::auth::{self, Auth};
 use crate::ops::Ops;
@@ -136,7 +136,7 @@ pub struct ChannelHub {
 }
 
 struct HubInner {
-    store: Arc<ChannelStore>,
+    store: Arc<dyn ChannelStore>,
     /// Broadcasts by channel: live, waiting for their broadcaster, or ended
     /// less than [`ENDED_GRACE`] ago.
     live: Mutex<HashMap<String, Arc<Broadcast>>>,
@@ -172,9 +172,21 @@ impl ChannelHub {
         reconnect_window: Duration,
         events: crate::ops::EventSink,
     ) -> Result<Self, StoreError> {
-        let store = Arc::new(ChannelStore::open(&data_dir.join("stagecast.db"))?);
+        let store = Arc::new(SqliteChannelStore::open(&data_dir.join("stagecast.db"))?);
+        Self::open_with(store, data_dir, media_bind_ip, public_ip, reconnect_window, events)
+    }
+
+    /// [`ChannelHub::open`] on `store` (recordings still go to `<data_dir>/recordings`).
+    pub fn open_with(
+        store: Arc<dyn ChannelStore>,
+        data_dir: &Path,
+        media_bind_ip: IpAddr,
+        public_ip: IpAddr,
+        reconnect_window: Duration,
+        events: crate::ops::EventSink,
+    ) -> Result<Self, StoreError> {
         let authorized = Mutex::new(store.authorized_ids()?.into_iter().collect());
-        let playback_keys = playback_keys::load(&store)?;
+        let playback_keys = playback_keys::load(store.as_ref())?;
         // One DTLS certificate for all broadcasts: generating one per WHIP
         // request costs milliseconds.
         let cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate();

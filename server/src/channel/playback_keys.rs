@@ -36,7 +36,7 @@ fn key_id(id_or_arn: &str) -> &str {
 
 /// The stored keys, ready to verify tokens. A row that no longer parses is
 /// skipped (and logged): one bad row must not stop the server.
-pub(super) fn load(store: &ChannelStore) -> Result<KeySet, StoreError> {
+pub(super) fn load(store: &dyn ChannelStore) -> Result<KeySet, StoreError> {
     let keys = KeySet::default();
     for record in store.all_playback_keys()? {
         match auth::parse_public_key(&record.pem) {

@@ -1,6 +1,10 @@
-//! Channels persist in their own tables (`channels`, `playback_keys`, …) of
-//! the server's SQLite file, through a connection of their own (like chat
-//! rooms), so the shared store trait does not need to know about channels.
+//! Where channels persist: the [`ChannelStore`] trait, implemented on the
+//! server's SQLite file ([`SqliteChannelStore`]: tables of their own,
+//! `channels`, `playback_keys`, …, through a connection of their own, like
+//! chat rooms, so the shared store trait does not need to know about
+//! channels) and on Redis ([`RedisChannelStore`], distributed mode).
+
+mod redis;
 
 use std::path::Path;
 
@@ -9,6 +13,8 @@ use rusqlite::{params, OptionalExtension};
 use super::packager::Continuity;
 use super::recording::RecordingSettings;
 use crate::store::{Page, PageQuery, StoreError, TableConnection};
+
+pub use self::redis::RedisChannelStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
@@ -84,11 +90,47 @@ pub struct PlaybackKeyRecord {
     pub create_time: i64,
 }
 
-pub struct ChannelStore {
+/// Stored channels, playback keys and saved broadcasts. Implementations
+/// must be usable from many threads at once.
+pub trait ChannelStore: Send + Sync {
+    /// Refuses an id that exists.
+    fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError>;
+    /// The ids of every private channel.
+    fn authorized_ids(&self) -> Result<Vec<String>, StoreError>;
+    fn get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    /// Oldest first, one page.
+    fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError>;
+    /// Set how channel `id` records (`None`: not at all); true when it exists.
+    fn set_recording(&self, id: &str, recording: Option<RecordingSettings>) -> Result<bool, StoreError>;
+    /// True when the channel existed.
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Refuses an id or a fingerprint that exists.
+    fn insert_playback_key(&self, k: &PlaybackKeyRecord) -> Result<(), StoreError>;
+    fn get_playback_key(&self, id: &str) -> Result<Option<PlaybackKeyRecord>, StoreError>;
+    fn find_playback_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PlaybackKeyRecord>, StoreError>;
+    /// Oldest first, one page.
+    fn list_playback_keys(&self, page: PageQuery) -> Result<Page<PlaybackKeyRecord>, StoreError>;
+    /// Every playback key (to load them at start), oldest first.
+    fn all_playback_keys(&self) -> Result<Vec<PlaybackKeyRecord>, StoreError>;
+    fn count_playback_keys(&self) -> Result<i64, StoreError>;
+    /// True when the key existed.
+    fn delete_playback_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Remember where a broadcast is (replacing what was saved before).
+    fn save_broadcast(&self, b: &SavedBroadcast) -> Result<(), StoreError>;
+    /// Forget a broadcast (it ended, or its channel is gone).
+    fn delete_broadcast(&self, channel_id: &str) -> Result<(), StoreError>;
+    /// Every saved broadcast; entries that do not parse are skipped (and logged).
+    fn saved_broadcasts(&self) -> Result<Vec<SavedBroadcast>, StoreError>;
+}
+
+/// [`ChannelStore`] on the server's SQLite file.
+pub struct SqliteChannelStore {
     conn: TableConnection,
 }
 
-impl ChannelStore {
+impl SqliteChannelStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let store = Self { conn: TableConnection::open(path, SCHEMA)? };
         store.migrate()?;
@@ -112,8 +154,10 @@ impl ChannelStore {
         }
         Ok(())
     }
+}
 
-    pub fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError> {
+impl ChannelStore for SqliteChannelStore {
+    fn insert(&self, c: &ChannelRecord) -> Result<(), StoreError> {
         self.conn.lock()?.execute(
             "INSERT INTO channels (id, name, stream_key, create_time, authorized, recording) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![c.id, c.name, c.stream_key, c.create_time, c.authorized, recording_json(c.recording)],
@@ -121,15 +165,14 @@ impl ChannelStore {
         Ok(())
     }
 
-    /// The ids of every private channel.
-    pub fn authorized_ids(&self) -> Result<Vec<String>, StoreError> {
+    fn authorized_ids(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare("SELECT id FROM channels WHERE authorized != 0")?;
         let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
         Ok(ids)
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+    fn get(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
         Ok(self
             .conn
             .lock()?
@@ -141,8 +184,7 @@ impl ChannelStore {
             .optional()?)
     }
 
-    /// Oldest first, one page.
-    pub fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError> {
+    fn list(&self, page: PageQuery) -> Result<Page<ChannelRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, stream_key, create_time, authorized, recording, rowid FROM channels WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
@@ -153,8 +195,7 @@ impl ChannelStore {
         Ok(Page::from_rows(rows, page.limit))
     }
 
-    /// Set how channel `id` records (`None`: not at all); true when it exists.
-    pub fn set_recording(&self, id: &str, recording: Option<RecordingSettings>) -> Result<bool, StoreError> {
+    fn set_recording(&self, id: &str, recording: Option<RecordingSettings>) -> Result<bool, StoreError> {
         let changed = self
             .conn
             .lock()?
@@ -162,12 +203,11 @@ impl ChannelStore {
         Ok(changed > 0)
     }
 
-    /// True when a row was deleted.
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM channels WHERE id = ?1", params![id])? > 0)
     }
 
-    pub fn insert_playback_key(&self, k: &PlaybackKeyRecord) -> Result<(), StoreError> {
+    fn insert_playback_key(&self, k: &PlaybackKeyRecord) -> Result<(), StoreError> {
         self.conn.lock()?.execute(
             "INSERT INTO playback_keys (id, name, pem, fingerprint, create_time) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![k.id, k.name, k.pem, k.fingerprint, k.create_time],
@@ -175,7 +215,7 @@ impl ChannelStore {
         Ok(())
     }
 
-    pub fn get_playback_key(&self, id: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
+    fn get_playback_key(&self, id: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
         Ok(self
             .conn
             .lock()?
@@ -187,7 +227,7 @@ impl ChannelStore {
             .optional()?)
     }
 
-    pub fn find_playback_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
+    fn find_playback_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<PlaybackKeyRecord>, StoreError> {
         Ok(self
             .conn
             .lock()?
@@ -199,8 +239,7 @@ impl ChannelStore {
             .optional()?)
     }
 
-    /// Oldest first, one page.
-    pub fn list_playback_keys(&self, page: PageQuery) -> Result<Page<PlaybackKeyRecord>, StoreError> {
+    fn list_playback_keys(&self, page: PageQuery) -> Result<Page<PlaybackKeyRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, pem, fingerprint, create_time, rowid FROM playback_keys WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
@@ -211,25 +250,22 @@ impl ChannelStore {
         Ok(Page::from_rows(rows, page.limit))
     }
 
-    /// Every playback key (to load them at start).
-    pub fn all_playback_keys(&self) -> Result<Vec<PlaybackKeyRecord>, StoreError> {
+    fn all_playback_keys(&self) -> Result<Vec<PlaybackKeyRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare("SELECT id, name, pem, fingerprint, create_time FROM playback_keys ORDER BY rowid")?;
         let keys = stmt.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
         Ok(keys)
     }
 
-    pub fn count_playback_keys(&self) -> Result<i64, StoreError> {
+    fn count_playback_keys(&self) -> Result<i64, StoreError> {
         Ok(self.conn.lock()?.query_row("SELECT COUNT(*) FROM playback_keys", [], |r| r.get(0))?)
     }
 
-    /// True when a row was deleted.
-    pub fn delete_playback_key(&self, id: &str) -> Result<bool, StoreError> {
+    fn delete_playback_key(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM playback_keys WHERE id = ?1", params![id])? > 0)
     }
 
-    /// Remember where a broadcast is (replacing what was saved before).
-    pub fn save_broadcast(&self, b: &SavedBroadcast) -> Result<(), StoreError> {
+    fn save_broadcast(&self, b: &SavedBroadcast) -> Result<(), StoreError> {
         let continuity = serde_json::to_string(&b.continuity)
             .map_err(|source| StoreError::Corrupt { what: "broadcast continuity", source })?;
         self.conn.lock()?.execute(
@@ -239,14 +275,12 @@ impl ChannelStore {
         Ok(())
     }
 
-    /// Forget a broadcast (it ended, or its channel is gone).
-    pub fn delete_broadcast(&self, channel_id: &str) -> Result<(), StoreError> {
+    fn delete_broadcast(&self, channel_id: &str) -> Result<(), StoreError> {
         self.conn.lock()?.execute("DELETE FROM channel_broadcasts WHERE channel_id = ?1", params![channel_id])?;
         Ok(())
     }
 
-    /// Every saved broadcast; rows that do not parse are skipped (and logged).
-    pub fn saved_broadcasts(&self) -> Result<Vec<SavedBroadcast>, StoreError> {
+    fn saved_broadcasts(&self) -> Result<Vec<SavedBroadcast>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare("SELECT channel_id, session, continuity, updated_ms FROM channel_broadcasts")?;
         let rows = stmt.query_map([], |r| {

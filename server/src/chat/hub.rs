@@ -21,7 +21,7 @@ use super::bus::{Bus, BusStats, HeldAck};
 use super::identity::{BadViewerSecret, ViewerIds};
 use super::limit::Keepalive;
 use super::room::{ChatPolicy, ConnId, Member, Output, Relay, RoomCore, RoomLimits, MAX_ATTRIBUTES_BYTES};
-use super::store::{RoomRecord, RoomStore};
+use super::store::{RoomRecord, RoomStore, SqliteRoomStore};
 use super::token::{ChatCapability, ChatClaims, ChatSigner};
 use super::wire::{ErrorCode, Frame};
 use super::ChatError;
@@ -173,7 +173,7 @@ pub struct ChatHub {
 }
 
 struct HubInner {
-    store: RoomStore,
+    store: Arc<dyn RoomStore>,
     signer: ChatSigner,
     viewer_ids: ViewerIds,
     settings: HubSettings,
@@ -214,12 +214,16 @@ impl ChatHub {
     /// Open the rooms table in `<data_dir>/stagecast.db` and load the
     /// server's signing key (which `auth::KeyRing` created).
     pub fn open(data_dir: &Path, settings: HubSettings) -> Result<Self, crate::StartError> {
-        let store = RoomStore::open(&data_dir.join("stagecast.db"))?;
+        Self::open_with(Arc::new(SqliteRoomStore::open(&data_dir.join("stagecast.db"))?), data_dir, settings)
+    }
+
+    /// Rooms in `store`, the signing key of `data_dir`.
+    pub fn open_with(store: Arc<dyn RoomStore>, data_dir: &Path, settings: HubSettings) -> Result<Self, crate::StartError> {
         let signer = ChatSigner::load(&auth::signing_key_path(data_dir)).map_err(auth::AuthError::Key)?;
         Ok(Self::with_parts(store, signer, settings))
     }
 
-    fn with_parts(store: RoomStore, signer: ChatSigner, settings: HubSettings) -> Self {
+    fn with_parts(store: Arc<dyn RoomStore>, signer: ChatSigner, settings: HubSettings) -> Self {
         let viewer_ids = ViewerIds::new(signer.derive_key("stagecast chat viewer ids v1"));
         Self {
             inner: Arc::new(HubInner {

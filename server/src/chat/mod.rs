@@ -24,7 +24,7 @@ pub mod identity;
 pub mod limit;
 pub mod room;
 pub mod socket;
-mod store;
+pub mod store;
 pub mod token;
 pub mod wire;
 

@@ -1,6 +1,9 @@
-//! Rooms persist in their own table (`chat_rooms`) of the server's SQLite
-//! file, through a connection of their own, so rooms survive a restart
-//! without the shared store knowing about chat.
+//! Where rooms persist: the [`RoomStore`] trait, implemented on the server's
+//! SQLite file ([`SqliteRoomStore`]: a table of its own, `chat_rooms`,
+//! through a connection of its own, so the shared store does not need to
+//! know about chat) and on Redis ([`RedisRoomStore`], distributed mode).
+
+mod redis;
 
 use std::path::Path;
 
@@ -8,6 +11,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::room::RoomLimits;
 use crate::store::{Page, PageQuery, StoreError, TableConnection};
+
+pub use self::redis::RedisRoomStore;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chat_rooms (
@@ -29,16 +34,30 @@ pub struct RoomRecord {
     pub limits: RoomLimits,
 }
 
-pub struct RoomStore {
+/// Stored rooms. Implementations must be usable from many threads at once.
+pub trait RoomStore: Send + Sync {
+    /// Refuses an id that exists.
+    fn insert(&self, room: &RoomRecord) -> Result<(), StoreError>;
+    fn get(&self, id: &str) -> Result<Option<RoomRecord>, StoreError>;
+    /// Oldest first, one page.
+    fn list(&self, page: PageQuery) -> Result<Page<RoomRecord>, StoreError>;
+    /// True if the room existed.
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// [`RoomStore`] on the server's SQLite file.
+pub struct SqliteRoomStore {
     conn: TableConnection,
 }
 
-impl RoomStore {
+impl SqliteRoomStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self { conn: TableConnection::open(path, SCHEMA)? })
     }
+}
 
-    pub fn insert(&self, room: &RoomRecord) -> Result<(), StoreError> {
+impl RoomStore for SqliteRoomStore {
+    fn insert(&self, room: &RoomRecord) -> Result<(), StoreError> {
         self.conn.lock()?.execute(
             "INSERT INTO chat_rooms (id, name, create_time, max_messages_per_second, max_message_length)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -53,7 +72,7 @@ impl RoomStore {
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<RoomRecord>, StoreError> {
+    fn get(&self, id: &str) -> Result<Option<RoomRecord>, StoreError> {
         Ok(self
             .conn
             .lock()?
@@ -66,8 +85,7 @@ impl RoomStore {
             .optional()?)
     }
 
-    /// Oldest first, one page.
-    pub fn list(&self, page: PageQuery) -> Result<Page<RoomRecord>, StoreError> {
+    fn list(&self, page: PageQuery) -> Result<Page<RoomRecord>, StoreError> {
         let conn = self.conn.lock()?;
         let mut stmt = conn.prepare(
             "SELECT id, name, create_time, max_messages_per_second, max_message_length, rowid
@@ -79,8 +97,7 @@ impl RoomStore {
         Ok(Page::from_rows(rows, page.limit))
     }
 
-    /// True if the room existed.
-    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.conn.lock()?.execute("DELETE FROM chat_rooms WHERE id = ?1", params![id])? > 0)
     }
 }

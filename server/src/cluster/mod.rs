@@ -9,7 +9,10 @@
 //! receiving node knows the client and never forwards it again.
 
 pub mod forward;
+pub mod registry;
 pub mod stages;
+
+pub use registry::{NodeInfo, NodeRegistry, HEARTBEAT_EVERY, NODE_TTL};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -105,13 +108,13 @@ impl Cluster {
         }
     }
 
-    /// The owner of `key`, claiming it for this node when it has none.
-    /// Two nodes claiming at once agree (SET NX). `None` when Redis fails.
-    pub async fn claim(&self, key: &str) -> Option<String> {
+    /// The owner of `key`, making it `candidate` (a node's URL) when it has
+    /// none. Two nodes claiming at once agree (SET NX). `None` when Redis fails.
+    pub async fn claim_for(&self, key: &str, candidate: &str) -> Option<String> {
         let mut conn = self.inner.redis.clone();
         let claimed: Result<Option<String>, _> = redis::cmd("SET")
             .arg(key)
-            .arg(&self.inner.own_url)
+            .arg(candidate)
             .arg("NX")
             .arg("GET")
             .arg("EX")
@@ -120,7 +123,7 @@ impl Cluster {
             .await;
         match claimed {
             // NX with GET answers the value that was there, or nil when it set ours.
-            Ok(previous) => Some(previous.unwrap_or_else(|| self.inner.own_url.clone())),
+            Ok(previous) => Some(previous.unwrap_or_else(|| candidate.to_owned())),
             Err(e) => {
                 tracing::warn!(error = %e, key, "cannot claim an owner in Redis");
                 None

@@ -1,8 +1,11 @@
 //! A stage lives on one node, its home: the event plane (who is on the
 //! stage, in what state) and the SFU sessions of its members are there, so
 //! its media never crosses nodes. The first node asked for a stage that has
-//! no home claims it (`stagecast:stage:<id>:home`, SET NX); the home renews
-//! it while the stage has members, and a home that dies loses it
+//! no home gives it to the least-loaded live node of the registry (not
+//! draining; this node when the registry cannot say) and records that in
+//! `stagecast:stage:<id>:home` (SET NX, so nodes asked at once agree). The
+//! home renews it while the stage has members; a home that cannot be
+//! connected to is released at once, and one that stops renewing loses it
 //! [`super::OWNER_TTL`] later, so the members' reconnects (the SDK's
 //! reconnect path, through any node) make a live node the new home.
 //!
@@ -22,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stagecast_protocol::StageId;
 
-use super::{forward, Cluster};
+use super::{forward, Cluster, NodeRegistry};
 use crate::auth::{self, KeyRing};
 use crate::config::Config;
 use crate::stage::StageHub;
@@ -43,6 +46,8 @@ pub struct Routing {
     pub keys: Arc<KeyRing>,
     pub stages: StageHub,
     pub config: Arc<Config>,
+    /// Where new stages go (least loaded); `None`: to this node.
+    pub nodes: Option<Arc<NodeRegistry>>,
 }
 
 /// Keep this node the home of every stage that has members here.
@@ -59,8 +64,28 @@ impl Routing {
         if self.stages.is_active(stage) {
             return None;
         }
-        let home = self.cluster.claim(&key(stage)).await?;
+        let key = key(stage);
+        let home = match self.cluster.owner(&key).await {
+            Some(home) => home,
+            None => {
+                let candidate = self.least_loaded().await.unwrap_or_else(|| self.cluster.own_url().to_owned());
+                self.cluster.claim_for(&key, &candidate).await?
+            }
+        };
         (home != self.cluster.own_url()).then_some(home)
+    }
+
+    /// The URL of the live node with the least load, if the registry says.
+    async fn least_loaded(&self) -> Option<String> {
+        let nodes = self.nodes.clone()?;
+        match tokio::task::spawn_blocking(move || nodes.least_loaded()).await {
+            Ok(Ok(node)) => node.map(|n| n.node_url).filter(|u| !u.is_empty()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the node registry; the stage stays here");
+                None
+            }
+            Err(_) => None,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The operator's view: `GET /healthz`, Prometheus `GET /metrics` and
-//! webhooks ([`webhook`]).
+//! The operator's view: `GET /healthz`, Prometheus `GET /metrics`, the
+//! live nodes of a distributed deployment (`GET /v1/nodes`) and webhooks
+//! ([`webhook`]).
 //!
 //! Metrics are read when scraped: gauges from the hubs (one lock each),
 //! counters from plain integers the SFU task and the hubs keep, through an
@@ -24,6 +25,7 @@ pub use webhook::EventSink;
 use crate::auth::Auth;
 use crate::channel::ChannelHub;
 use crate::chat::ChatHub;
+use crate::cluster::{NodeInfo, NodeRegistry};
 use crate::http::ApiKey;
 use crate::sfu::SfuHandle;
 use crate::stage::StageHub;
@@ -123,6 +125,9 @@ pub struct OpsState {
     pub channels: ChannelHub,
     pub auth: Auth,
     pub config: Arc<Config>,
+    /// Distributed mode's node registry (`None` on a single node).
+    #[from_ref(skip)]
+    pub nodes: Option<Arc<NodeRegistry>>,
 }
 
 /// Resolves once no stage has members here and no broadcast is on air
@@ -146,7 +151,22 @@ pub fn draining_error(what: &str) -> crate::AppError {
 }
 
 pub fn router() -> Router<OpsState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).route("/v1/nodes", get(nodes))
+}
+
+/// The live nodes (their heartbeat has not expired), `None` on a single node.
+async fn live_nodes(state: &OpsState) -> Result<Option<Vec<NodeInfo>>, crate::AppError> {
+    let Some(registry) = state.nodes.clone() else { return Ok(None) };
+    let live = tokio::task::spawn_blocking(move || registry.live_nodes()).await.map_err(crate::AppError::internal)?;
+    Ok(Some(live.map_err(crate::AppError::internal)?))
+}
+
+/// `GET /v1/nodes` (API key): `{"distributed": bool, "nodes": [...]}`,
+/// every live node of a distributed deployment with its load; empty on a
+/// single node.
+async fn nodes(_: ApiKey, State(state): State<OpsState>) -> Result<Json<serde_json::Value>, crate::AppError> {
+    let live = live_nodes(&state).await?;
+    Ok(Json(json!({ "distributed": live.is_some(), "nodes": live.unwrap_or_default() })))
 }
 
 /// 200 `{"status":"ok"}` when the store answers a query; 503 with the
@@ -236,6 +256,13 @@ pub async fn render(state: &OpsState) -> String {
         family(&mut out, "stagecast_chat_relays_received_total", "counter", "Room changes received from other nodes through Redis.", &[("", bus.received)]);
         family(&mut out, "stagecast_chat_relays_dropped_total", "counter", "Room changes not published to other nodes (queue full).", &[("", bus.dropped)]);
     }
+    // A single node counts itself; a registry that does not answer counts 0.
+    let nodes = match live_nodes(state).await {
+        Ok(Some(live)) => live.len() as u64,
+        Ok(None) => 1,
+        Err(_) => 0,
+    };
+    family(&mut out, "stagecast_nodes", "gauge", "Live nodes of the deployment (heartbeat within the TTL); 1 on a single node.", &[("", nodes)]);
     family(&mut out, "stagecast_draining", "gauge", "1 while the server drains after SIGTERM (new stages and broadcasts refused).", &[("", u64::from(state.ops.is_draining()))]);
     family(&mut out, "stagecast_channels_live", "gauge", "Channels on air (live, or waiting for their broadcaster to reconnect).", &[("", state.channels.live_count())]);
     family(&mut out, "stagecast_recording_segments_dropped_total", "counter", "Recording segments dropped because storage fell behind (the recording goes on after a gap).", &[("", state.channels.recordings().dropped())]);

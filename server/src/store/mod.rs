@@ -9,6 +9,7 @@
 
 mod conn;
 mod private;
+pub mod redis;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use stagecast_protocol::{ParticipantId, StageId};
 
 pub use conn::{open_connection, TableConnection};
 pub use private::{private_db_file, private_dir};
+pub use redis::{RedisPool, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed. Handlers log these and answer 500.
@@ -25,6 +27,11 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// An insert whose id (or unique value) is taken.
+    #[error("this {what} exists already")]
+    Duplicate { what: &'static str },
     #[error("the store lock is poisoned (a thread panicked while holding it)")]
     Poisoned,
     #[error("stored {what} is not valid JSON: {source}")]
