@@ -512,7 +512,8 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const BIN = process.env.STAGECAST_BIN || 'target/debug/stagecast';
 
-function freePort(kind, host = '127.0.0.1') {
+/** A free loopback port: `kind` 'udp' or 'tcp'. */
+export function freePort(kind, host = '127.0.0.1') {
   return new Promise((resolve, reject) => {
     if (kind === 'udp') {
       const s = createSocket('udp4');

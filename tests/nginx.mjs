@@ -22,7 +22,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync, chmodSync, rmSync
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launch, sleep } from './lib.mjs';
+import { freePort, launch, sleep } from './lib.mjs';
 
 /** A control-plane call to `env.base` with `env.apiKey`: `{ status, body, text }`. */
 async function api(env, method, path, body) {
@@ -104,16 +104,6 @@ window.sample = () => window.players.map((p) => ({
 window.ready = true;
 `;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /**
  * The `http {}` block of README "Behind an HTTP cache", with the paths of
@@ -162,11 +152,21 @@ ${origins.map((o) => `        server ${o};`).join('\n')}
 
 /** nginx in front of `origins` (host:port each), with its own config, pid, logs and cache under a temp dir; `stop()` ends it. */
 export async function startNginx(origins) {
+  return runNginx((dir, port) => nginxConfig(dir, port, origins));
+}
+
+/**
+ * nginx with the config `config(dir, port)` makes (its paths under the temp
+ * dir `dir`, listening on 127.0.0.1:`port`, `givenPort` or a free one),
+ * once it answers on `port`:
+ * `{ dir, port, stop, log }`. Killed when the test process exits.
+ */
+export async function runNginx(config, givenPort) {
   const dir = mkdtempSync(join(tmpdir(), 'stagecast-nginx-'));
   // Run as root, nginx's workers run as nobody and create the cache here.
   chmodSync(dir, 0o755);
-  const port = await freePort();
-  writeFileSync(`${dir}/nginx.conf`, nginxConfig(dir, port, origins));
+  const port = givenPort || (await freePort('tcp'));
+  writeFileSync(`${dir}/nginx.conf`, config(dir, port));
   const child = spawn(NGINX, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', `${dir}/error.log`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
@@ -182,8 +182,8 @@ export async function startNginx(origins) {
   for (let i = 0; i < 100; i += 1) {
     if (child.exitCode !== null) break;
     try {
-      const res = await fetch(`http://127.0.0.1:${port}/hls/none/index.m3u8`);
-      if (res.status === 404) return { dir, port, stop, log: () => readFileSync(`${dir}/access.log`, 'utf8') };
+      await fetch(`http://127.0.0.1:${port}/`);
+      return { dir, port, stop, log: () => readFileSync(`${dir}/access.log`, 'utf8') };
     } catch {
       // not listening yet
     }

@@ -14,11 +14,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import {
   PEOPLE,
   launch,
@@ -34,29 +30,14 @@ import {
   sendChat,
   chatMessage,
   ownServer,
-  sleep,
+  freePort,
 } from './lib.mjs';
-import { NGINX } from './nginx.mjs';
+import { runNginx } from './nginx.mjs';
 import { startRedis } from './redis.mjs';
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
 /** nginx as the load balancer: everything to `primary`, to `backup` once it fails; WebSockets passed through. */
-async function startBalancer(port, primary, backup) {
-  const dir = mkdtempSync(join(tmpdir(), 'stagecast-lb-'));
-  chmodSync(dir, 0o755);
-  writeFileSync(
-    `${dir}/nginx.conf`,
-    `daemon off;
+function balancerConfig(primary, backup) {
+  return (dir, port) => `daemon off;
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
@@ -88,29 +69,7 @@ http {
         }
     }
 }
-`,
-  );
-  const child = spawn(NGINX, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', `${dir}/error.log`], { stdio: 'ignore' });
-  const stopOnExit = () => child.kill('SIGKILL');
-  process.on('exit', stopOnExit);
-  for (let i = 0; i < 100; i += 1) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/healthz`);
-      break;
-    } catch {
-      await sleep(100);
-    }
-  }
-  return {
-    stop: () =>
-      new Promise((resolve) => {
-        process.off('exit', stopOnExit);
-        rmSync(dir, { recursive: true, force: true });
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', resolve);
-        child.kill('SIGTERM');
-      }),
-  };
+`;
 }
 
 /** `stagecast_stages` of the node at `base` (stages with members there). */
@@ -136,14 +95,14 @@ describe('kill -9 of the node a stage lives on', { timeout: 240_000 }, () => {
     redis = await startRedis();
     mkdirSync('target', { recursive: true });
     dir = mkdtempSync('target/failover-');
-    const lbPort = await freePort();
+    const lbPort = await freePort('tcp');
     const common = ['--redis', redis.url];
     mkdirSync(`${dir}/a`);
     mkdirSync(`${dir}/b`);
     // Both idle when the stage is created: the registry gives it to the smallest id, node-1 (B).
     a = await ownServer({ dataDir: `${dir}/a`, args: [...common, '--node-id', 'node-2'] });
     b = await ownServer({ dataDir: `${dir}/b`, args: [...common, '--node-id', 'node-1', '--public-url', `http://127.0.0.1:${lbPort}`] });
-    lb = await startBalancer(lbPort, new URL(b.base).host, new URL(a.base).host);
+    lb = await runNginx(balancerConfig(new URL(b.base).host, new URL(a.base).host), lbPort);
     browser = await launch();
     host = await newParticipant(browser, PEOPLE.red);
     guest = await newParticipant(browser, PEOPLE.green);
@@ -157,6 +116,7 @@ describe('kill -9 of the node a stage lives on', { timeout: 240_000 }, () => {
     }
     await browser?.close();
     await lb?.stop();
+    if (lb) rmSync(lb.dir, { recursive: true, force: true });
     await a?.kill();
     await b?.kill();
     await redis?.stop();

@@ -2,19 +2,9 @@
 // loopback port, nothing saved, stopped by `stop()` (also call it on failure).
 
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { connect } from 'node:net';
+import { freePort } from './lib.mjs';
 
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 function ping(port) {
   return new Promise((resolve) => {
@@ -33,7 +23,7 @@ function ping(port) {
 
 /** A running redis-server: `{ url, stop }`. */
 export async function startRedis() {
-  const port = await freeTcpPort();
+  const port = await freePort('tcp');
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
     stdio: 'ignore',
   });

@@ -7,63 +7,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use stagecast_protocol::StageId;
 use stagecast_server::Config;
-use str0m::format::Codec;
-use str0m::media::MediaTime;
-use str0m::Rtc;
 
 mod common;
 use common::chat::{recv, say};
 use common::process::Process;
 use common::redis::RedisServer as Redis;
-use common::whip::{pump_until, recvonly, sendonly, UdpPeer, PUBLISH_PATH, WAIT};
-use common::{temp_dir, Api, Server};
-
-/// alice publishes to bob through `via`; bob receives 20 frames.
-async fn media_flows(via: &Api, alice: &common::Token, bob: &common::Token) -> Result<()> {
-    let mut publisher = UdpPeer::new(Rtc::builder()).await?;
-    let (offer, pending, mids) = publisher.offer(&sendonly())?;
-    let publish = via.post_sdp(PUBLISH_PATH, Some(&alice.token), &offer).await?.map_err(|e| anyhow!("publish: {e:?}"))?;
-    publisher.accept(pending, &publish.answer)?;
-    pump_until(&mut [&mut publisher], "publisher connected", |p| p[0].rtc.is_connected()).await?;
-    let mut subscriber = UdpPeer::new(Rtc::builder()).await?;
-    let (offer, pending, sub_mids) = subscriber.offer(&recvonly())?;
-    let path = format!("/v1/stage/whip/subscribe/{}", alice.participant_id);
-    let deadline = Instant::now() + WAIT;
-    let subscribe = loop {
-        match via.post_sdp(&path, Some(&bob.token), &offer).await? {
-            Ok(created) => break created,
-            Err(_) if Instant::now() < deadline => {
-                publisher.pump()?;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(anyhow!("subscribe: {e:?}")),
-        }
-    };
-    subscriber.accept(pending, &subscribe.answer)?;
-    pump_until(&mut [&mut publisher, &mut subscriber], "subscriber connected", |p| p[1].rtc.is_connected()).await?;
-    let pt = {
-        let writer = publisher.rtc.writer(mids[1]).context("writer")?;
-        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt());
-        pt.context("vp8")?
-    };
-    let start = Instant::now();
-    let mut frame = 0u64;
-    while subscriber.media(sub_mids[1]).len() < 20 {
-        ensure!(start.elapsed() < WAIT, "frames did not reach bob");
-        if start.elapsed() >= Duration::from_millis(frame * 20) {
-            let writer = publisher.rtc.writer(mids[1]).context("writer")?;
-            writer.write(pt, Instant::now(), MediaTime::from_90khz(frame * 1800), vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 9, frame as u8])?;
-            frame += 1;
-        }
-        publisher.pump()?;
-        subscriber.pump()?;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    Ok(())
-}
+use common::whip::link;
+use common::{temp_dir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_message() -> Result<()> {
@@ -116,7 +69,7 @@ async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_messa
     let _alice_events = a.join(alice).await?;
     bob_events.state_where(|s| s.ids().len() == 2).await?;
     ensure!(a.running.state.stages.is_active(&stage), "A is the stage's home now");
-    media_flows(&a, alice, bob).await?;
+    link(&a, &a, alice, bob).await?.frames_arrive(9, 20).await?;
     let back = killed.elapsed();
     println!("members back with media {} ms after kill -9 of the home node", back.as_millis());
     ensure!(back < Duration::from_secs(15), "back after {back:?}");

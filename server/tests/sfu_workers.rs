@@ -9,10 +9,10 @@ use stagecast_protocol::StageId;
 use stagecast_server::sfu::worker_of;
 use str0m::format::Codec;
 use str0m::media::{MediaTime, Mid};
-use str0m::{Event, Rtc};
+use str0m::Event;
 
 mod common;
-use common::whip::{pump_until, recvonly, sendonly, Created, UdpPeer, PUBLISH_PATH, WAIT};
+use common::whip::{link, pump_until, Created, Link, UdpPeer, WAIT};
 use common::{Server, Token};
 
 const WORKERS: usize = 2;
@@ -48,41 +48,8 @@ async fn stage_on(server: &Server, want: usize) -> Result<(StageId, Token, Token
 async fn pair(server: &Server, worker: usize) -> Result<Pair> {
     let (stage, alice, bob) = stage_on(server, worker).await?;
     let sockets = vec![server.join(&alice).await?, server.join(&bob).await?];
-    let mut publisher = UdpPeer::new(Rtc::builder()).await?;
-    let (offer, pending, mids) = publisher.offer(&sendonly())?;
-    let publish = server.post_sdp(PUBLISH_PATH, Some(&alice.token), &offer).await?.map_err(|e| anyhow!("publish: {e:?}"))?;
-    publisher.accept(pending, &publish.answer)?;
-    pump_until(&mut [&mut publisher], "publisher connected", |p| p[0].rtc.is_connected()).await?;
-
-    let mut subscriber = UdpPeer::new(Rtc::builder()).await?;
-    let (offer, pending, sub_mids) = subscriber.offer(&recvonly())?;
-    let path = format!("/v1/stage/whip/subscribe/{}", alice.participant_id);
-    // The publish session may still be announcing itself: retry briefly.
-    let deadline = Instant::now() + WAIT;
-    let subscribe = loop {
-        match server.post_sdp(&path, Some(&bob.token), &offer).await? {
-            Ok(created) => break created,
-            Err(_) if Instant::now() < deadline => {
-                publisher.pump()?;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(anyhow!("subscribe: {e:?}")),
-        }
-    };
-    subscriber.accept(pending, &subscribe.answer)?;
-    pump_until(&mut [&mut publisher, &mut subscriber], "subscriber connected", |p| p[1].rtc.is_connected()).await?;
-    Ok(Pair {
-        stage,
-        alice,
-        bob,
-        publisher,
-        video: mids[1],
-        subscriber,
-        sub_video: sub_mids[1],
-        publish,
-        subscribe,
-        _sockets: sockets,
-    })
+    let Link { publisher, video, subscriber, sub_video, publish, subscribe } = link(server, server, &alice, &bob).await?;
+    Ok(Pair { stage, alice, bob, publisher, video, subscriber, sub_video, publish, subscribe, _sockets: sockets })
 }
 
 fn vp8(pair: &mut Pair) -> Result<str0m::media::Pt> {

@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use reqwest::header;
 use serde_json::Value;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::{Candidate, Event, Rtc};
 use tokio::net::UdpSocket;
 
@@ -116,3 +117,76 @@ pub fn recvonly() -> [(MediaKind, Direction); 2] {
     [(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)]
 }
 
+
+/// One publisher and one subscriber to it, both connected ([`link`]).
+pub struct Link {
+    pub publisher: UdpPeer,
+    /// The publisher's video mid.
+    pub video: Mid,
+    pub subscriber: UdpPeer,
+    /// The subscriber's video mid.
+    pub sub_video: Mid,
+    pub publish: Created,
+    pub subscribe: Created,
+}
+
+/// `alice` publishes (audio and video) through `publish_via`, and `bob`
+/// subscribes to her through `subscribe_via` (retried while her session is
+/// still being announced); returns once both peers are connected.
+pub async fn link(publish_via: &Api, subscribe_via: &Api, alice: &super::Token, bob: &super::Token) -> Result<Link> {
+    let mut publisher = UdpPeer::new(Rtc::builder()).await?;
+    let (offer, pending, mids) = publisher.offer(&sendonly())?;
+    let publish = publish_via.post_sdp(PUBLISH_PATH, Some(&alice.token), &offer).await?.map_err(|e| anyhow!("publish: {e:?}"))?;
+    publisher.accept(pending, &publish.answer)?;
+    super::pump_until(&mut [&mut publisher], "publisher connected", |p| p[0].rtc.is_connected()).await?;
+
+    let mut subscriber = UdpPeer::new(Rtc::builder()).await?;
+    let (offer, pending, sub_mids) = subscriber.offer(&recvonly())?;
+    let path = format!("/v1/stage/whip/subscribe/{}", alice.participant_id);
+    let deadline = Instant::now() + WAIT;
+    let subscribe = loop {
+        match subscribe_via.post_sdp(&path, Some(&bob.token), &offer).await? {
+            Ok(created) => break created,
+            Err(_) if Instant::now() < deadline => {
+                publisher.pump()?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(anyhow!("subscribe: {e:?}")),
+        }
+    };
+    subscriber.accept(pending, &subscribe.answer)?;
+    super::pump_until(&mut [&mut publisher, &mut subscriber], "subscriber connected", |p| p[1].rtc.is_connected()).await?;
+    Ok(Link { publisher, video: mids[1], subscriber, sub_video: sub_mids[1], publish, subscribe })
+}
+
+impl Link {
+    /// The publisher's VP8 payload type.
+    pub fn vp8(&mut self) -> Result<str0m::media::Pt> {
+        let writer = self.publisher.rtc.writer(self.video).context("writer")?;
+        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt());
+        pt.context("vp8")
+    }
+
+    /// Send 50 fps of 8-byte frames tagged `tag` until the subscriber has
+    /// `count`; every frame it got must carry the tag.
+    pub async fn frames_arrive(&mut self, tag: u8, count: usize) -> Result<()> {
+        let pt = self.vp8()?;
+        let start = Instant::now();
+        let mut frame = 0u64;
+        while self.subscriber.media(self.sub_video).len() < count {
+            ensure!(start.elapsed() < WAIT, "frames did not reach the subscriber");
+            if start.elapsed() >= Duration::from_millis(frame * 20) {
+                let data = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, tag, frame as u8];
+                let writer = self.publisher.rtc.writer(self.video).context("writer")?;
+                writer.write(pt, Instant::now(), MediaTime::from_90khz(frame * 1800), data)?;
+                frame += 1;
+            }
+            self.publisher.pump()?;
+            self.subscriber.pump()?;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = self.subscriber.media(self.sub_video);
+        ensure!(got.iter().all(|f| f.len() == 8 && f[6] == tag), "the subscriber got frames that are not the publisher's");
+        Ok(())
+    }
+}
