@@ -9,7 +9,7 @@ use reqwest::header;
 use stagecast_server::Config;
 
 mod common;
-use common::channel::{go_live, listed_segments, test_video, wait_playlist, ChannelApi};
+use common::channel::{go_live, listed_segments, test_video, wait_playlist, Channel, ChannelApi};
 use common::redis::RedisServer as Redis;
 use common::{temp_dir, Server};
 
@@ -69,6 +69,25 @@ async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
 
     // An unknown channel stays 404 on B (nothing to forward to).
     ensure!(b.get("/hls/ch-nope/media.m3u8").await?.status() == 404);
+
+    // A private channel made on B and ingested on A: A, which serves it,
+    // refuses a viewer without a playback token (it read the channel when
+    // the broadcast started), and so does B, forwarding or not.
+    let body = b.post("/v1/channels", serde_json::json!({"name": "members only", "authorized": true})).await?;
+    let c = &body["channel"];
+    let private = Channel {
+        id: c["id"].as_str().context("id")?.to_owned(),
+        ingest: format!("{}/v1/channels/{}/whip", a.base(), c["id"].as_str().context("id")?),
+        playback: String::new(),
+        key: body["streamKey"].as_str().context("streamKey")?.to_owned(),
+    };
+    let (mut host2, _) = go_live(&a, &private).await?;
+    host2.stream(&video, 0, 30).await?;
+    let url = format!("/hls/{}/media.m3u8", private.id);
+    for node in [&a, &b] {
+        let status = node.get(&url).await?.status();
+        ensure!(status == 403, "a private channel without a token: {status} from {}", node.base());
+    }
     a.stop()?;
     b.stop()?;
     Ok(())

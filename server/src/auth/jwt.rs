@@ -80,6 +80,12 @@ impl KeySet {
         map.insert(kid.to_owned(), key);
     }
 
+    /// Accept exactly the keys of `other` from now on.
+    pub fn replace_with(&self, other: KeySet) {
+        let fresh = other.keys.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     /// Stop accepting tokens signed by `kid`. True when it was there.
     pub fn remove(&self, kid: &str) -> bool {
         self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(kid).is_some()

@@ -348,6 +348,16 @@ impl ChannelHub {
         lock(&self.inner.live).iter().filter(|(_, b)| b.is_on_air()).map(|(id, _)| id.clone()).collect()
     }
 
+    /// Distributed mode: reload which channels are private and the playback
+    /// keys from the shared store (changes other nodes made). Blocking.
+    pub fn refresh_from_store(&self) -> Result<(), StoreError> {
+        let authorized: HashSet<String> = self.inner.store.authorized_ids()?.into_iter().collect();
+        let keys = playback_keys::load(self.inner.store.as_ref())?;
+        *lock(&self.inner.authorized) = authorized;
+        self.inner.playback_keys.replace_with(keys);
+        Ok(())
+    }
+
     /// Distributed mode: the channels on air on any node, as Redis says now.
     pub fn set_live_anywhere(&self, ids: HashSet<String>) {
         *lock(&self.inner.live_anywhere) = ids;
@@ -383,6 +393,12 @@ impl ChannelHub {
         if !auth::constant_time_eq(stream_key, &record.stream_key) {
             return Err(ChannelError::InvalidStreamKey);
         }
+        // The node that serves the broadcast knows whether it is private as
+        // of now (in distributed mode the channel may come from another node).
+        match record.authorized {
+            true => lock(&self.inner.authorized).insert(id.to_owned()),
+            false => lock(&self.inner.authorized).remove(id),
+        };
         let now = Instant::now();
         let mut live = lock(&self.inner.live);
         if let Some(b) = live.get(id) {

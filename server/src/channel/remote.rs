@@ -10,7 +10,9 @@
 //! Which channels are on air anywhere is a sorted set in Redis
 //! (`stagecast:channels:live`, each id scored by when its entry expires):
 //! every node adds its own every [`LIVE_SYNC`] and reads the whole set
-//! back, so "LIVE" in any node's answers means live on any node.
+//! back, so "LIVE" in any node's answers means live on any node. Every 5 s
+//! it also reloads which channels are private and the playback keys (a
+//! node reads a channel afresh when a broadcast of it starts there).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -37,6 +39,9 @@ const PASSED_ANSWER: [HeaderName; 7] = [
 const LIVE_SET: &str = "stagecast:channels:live";
 /// How often a node publishes its channels on air and reads everyone's.
 pub const LIVE_SYNC: Duration = Duration::from_secs(1);
+/// Every this many syncs (5 s), a node reloads which channels are private
+/// and the playback keys, so one made on another node applies here too.
+const REFRESH_EVERY_SYNCS: u64 = 5;
 
 /// The Redis key naming the node that holds a channel's broadcast.
 pub fn key(channel: &str) -> String {
@@ -52,8 +57,16 @@ pub fn spawn_renewer(cluster: &Cluster, hub: &ChannelHub) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIVE_SYNC);
         let mut failures = 0u64;
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
+            if round % REFRESH_EVERY_SYNCS == 0 {
+                let hub = hub.clone();
+                match tokio::task::spawn_blocking(move || hub.refresh_from_store()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot reload private channels and playback keys from the store"),
+                    Err(_) => {}
+                }
+            }
             match sync_live(&cluster, &hub.on_air_ids()).await {
                 Ok(anywhere) => hub.set_live_anywhere(anywhere),
                 Err(e) => {
