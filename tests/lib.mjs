@@ -14,7 +14,7 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, openSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 
 /** Base URL of the server under test (set by `cargo xtask test`). */
@@ -542,11 +542,17 @@ export function freePort(kind, host = '127.0.0.1') {
 export async function ownServer({ mediaIp, args = [], dataDir: sharedDir, apiKey: givenKey } = {}) {
   mkdirSync('target', { recursive: true });
   const dataDir = sharedDir || mkdtempSync('target/own-server-');
-  const [port, mediaPort] = [await freePort('tcp'), await freePort('udp', mediaIp)];
   const media = mediaIp ? ['--media-bind-ip', mediaIp, '--public-ip', mediaIp] : [];
   const apiKey = givenKey || randomBytes(16).toString('hex');
-  const base = `http://127.0.0.1:${port}`;
-  const log = `${dataDir}/server-${port}.log`;
+  let port;
+  let mediaPort;
+  let base;
+  let log;
+  const pickPorts = async () => {
+    [port, mediaPort] = [await freePort('tcp'), await freeMediaPort(mediaIp)];
+    base = `http://127.0.0.1:${port}`;
+    log = `${dataDir}/server-${port}.log`;
+  };
   let child = null;
   const start = async () => {
     const out = openSync(log, 'a');
@@ -555,7 +561,7 @@ export async function ownServer({ mediaIp, args = [], dataDir: sharedDir, apiKey
       env: { ...process.env, STAGECAST_API_KEY: apiKey, NO_COLOR: '1' },
       stdio: ['ignore', out, out],
     });
-    for (let i = 0; i < 200; i += 1) {
+    for (let i = 0; i < 200 && child.exitCode === null; i += 1) {
       try {
         const res = await fetch(`${base}/api/list`, { method: 'POST' });
         if (res.status < 500) return;
@@ -572,8 +578,39 @@ export async function ownServer({ mediaIp, args = [], dataDir: sharedDir, apiKey
       child.once('exit', resolve);
       child.kill('SIGKILL');
     });
-  await start();
+  // Ports are free when picked, not reserved: another process can take one
+  // before the server binds it. Then the first start picks new ones.
+  for (let attempt = 1; ; attempt += 1) {
+    await pickPorts();
+    try {
+      await start();
+      break;
+    } catch (e) {
+      await kill();
+      let text = '';
+      try {
+        text = readFileSync(log, 'utf8');
+      } catch {
+        // no log
+      }
+      if (attempt >= 3 || !/Address already in use/.test(text)) throw e;
+    }
+  }
   return { base, log, apiKey, start, kill, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
+}
+
+/** A port free for both UDP and TCP on `host` (the media port takes both). */
+async function freeMediaPort(host = '127.0.0.1') {
+  for (let i = 0; i < 20; i += 1) {
+    const port = await freePort('udp', host);
+    const tcpFree = await new Promise((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, host, () => s.close(() => resolve(true)));
+    });
+    if (tcpFree) return port;
+  }
+  throw new Error(`no port free for both UDP and TCP on ${host}`);
 }
 
 
