@@ -31,10 +31,14 @@ export async function startRedis() {
   child.once('exit', () => {
     exited = true;
   });
+  // Not left behind when the test process ends without its after() hook (a timeout).
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
   for (let i = 0; i < 100 && !exited; i += 1) {
     if (await ping(port)) {
       const stop = () =>
         new Promise((resolve) => {
+          process.off('exit', killOnExit);
           if (child.exitCode !== null || child.signalCode !== null) return resolve();
           child.once('exit', resolve);
           child.kill('SIGKILL');
@@ -43,6 +47,7 @@ export async function startRedis() {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+  process.off('exit', killOnExit);
   child.kill('SIGKILL');
   throw new Error('redis-server did not start (cargo xtask setup installs the Debian package redis-server)');
 }
