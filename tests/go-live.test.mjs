@@ -31,6 +31,7 @@ import {
   watchSeen,
   clickAndConfirm,
   screens,
+  waitWatchState,
 } from './lib.mjs';
 
 const YELLOW = { name: 'Yellow', color: [230, 210, 40], freq: 660 };
@@ -46,14 +47,6 @@ async function listItem(groupId) {
   assert.equal(res.status, 200);
   const items = await res.json();
   return items.find((i) => i.groupId === groupId);
-}
-
-async function waitWatchState(viewer, states, timeout) {
-  await viewer.page.waitForFunction(
-    (states) => states.includes(document.querySelector('[data-testid="player-state"]')?.dataset.state),
-    states,
-    { timeout },
-  );
 }
 
 describe('the host goes live and viewers watch the composite', { timeout: 240_000 }, () => {

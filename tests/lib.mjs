@@ -616,6 +616,15 @@ async function freeMediaPort(host = '127.0.0.1') {
 
 // ---------------------------------------------------------------- go live / watch page
 
+/** The watch page's player state (`data-state` of the player-state pill) becomes one of `states`. */
+export async function waitWatchState(viewer, states, timeout) {
+  await viewer.page.waitForFunction(
+    (states) => states.includes(document.querySelector('[data-testid="player-state"]')?.dataset.state),
+    states,
+    { timeout },
+  );
+}
+
 /** A viewer: its own browser context and page (no fake media), with uncaught page errors collected. */
 export async function newViewer(browser, name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });

@@ -106,22 +106,11 @@ window.ready = true;
 
 
 /**
- * The `http {}` block of README "Behind an HTTP cache", with the paths of
- * `dir` and the origins (host:port) in one upstream.
+ * The inside of the `http {}` block: README "Behind an HTTP cache", with
+ * the paths of `dir` and the origins (host:port) in one upstream.
  */
 function nginxConfig(dir, port, origins) {
-  return `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log info;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path ${dir}/client_body;
-    proxy_temp_path ${dir}/proxy_temp;
-    fastcgi_temp_path ${dir}/fastcgi_temp;
-    uwsgi_temp_path ${dir}/uwsgi_temp;
-    scgi_temp_path ${dir}/scgi_temp;
-    log_format cache '$upstream_cache_status "$request_uri" $status "$upstream_addr" $request_time';
+  return `    log_format cache '$upstream_cache_status "$request_uri" $status "$upstream_addr" $request_time';
     access_log ${dir}/access.log cache;
 
     # --- README "Behind an HTTP cache" ---
@@ -146,7 +135,6 @@ ${origins.map((o) => `        server ${o};`).join('\n')}
         }
     }
     # --- end ---
-}
 `;
 }
 
@@ -156,17 +144,33 @@ export async function startNginx(origins) {
 }
 
 /**
- * nginx with the config `config(dir, port)` makes (its paths under the temp
- * dir `dir`, listening on 127.0.0.1:`port`, `givenPort` or a free one),
+ * nginx whose `http {}` block holds what `http(dir, port)` makes (its paths
+ * under the temp dir `dir`, listening on 127.0.0.1:`port`, `givenPort` or a
+ * free one); pid, logs and temp paths are under `dir` too,
  * once it answers on `port`:
  * `{ dir, port, stop, log }`. Killed when the test process exits.
  */
-export async function runNginx(config, givenPort) {
+export async function runNginx(http, givenPort) {
   const dir = mkdtempSync(join(tmpdir(), 'stagecast-nginx-'));
   // Run as root, nginx's workers run as nobody and create the cache here.
   chmodSync(dir, 0o755);
   const port = givenPort || (await freePort('tcp'));
-  writeFileSync(`${dir}/nginx.conf`, config(dir, port));
+  writeFileSync(
+    `${dir}/nginx.conf`,
+    `daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy_temp;
+    fastcgi_temp_path ${dir}/fastcgi_temp;
+    uwsgi_temp_path ${dir}/uwsgi_temp;
+    scgi_temp_path ${dir}/scgi_temp;
+${http(dir, port)}}
+`,
+  );
   const child = spawn(NGINX, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', `${dir}/error.log`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });

@@ -37,18 +37,7 @@ import { startRedis } from './redis.mjs';
 
 /** nginx as the load balancer: everything to `primary`, to `backup` once it fails; WebSockets passed through. */
 function balancerConfig(primary, backup) {
-  return (dir, port) => `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log info;
-events { worker_connections 1024; }
-http {
-    client_body_temp_path ${dir}/client_body;
-    proxy_temp_path ${dir}/proxy_temp;
-    fastcgi_temp_path ${dir}/fastcgi_temp;
-    uwsgi_temp_path ${dir}/uwsgi_temp;
-    scgi_temp_path ${dir}/scgi_temp;
-    access_log ${dir}/access.log;
+  return (dir, port) => `    access_log ${dir}/access.log;
     map $http_upgrade $connection_upgrade { default upgrade; '' close; }
     upstream nodes {
         server ${primary} max_fails=1 fail_timeout=30s;
@@ -68,7 +57,6 @@ http {
             proxy_next_upstream error timeout;
         }
     }
-}
 `;
 }
 

@@ -27,18 +27,11 @@ import {
   sendChat,
   chatMessage,
   ownServer,
+  waitWatchState,
 } from './lib.mjs';
 import { startRedis } from './redis.mjs';
 
 const VIDEO = '[data-testid="player-video"]';
-
-async function waitWatchState(viewer, states, timeout) {
-  await viewer.page.waitForFunction(
-    (states) => states.includes(document.querySelector('[data-testid="player-state"]')?.dataset.state),
-    states,
-    { timeout },
-  );
-}
 
 /** A watch-page viewer picks a chat name and can send. */
 async function joinChatAs(viewer, name) {
