@@ -89,8 +89,8 @@ impl Cluster {
     /// The client's address of a request another node forwarded (carrying
     /// the node-to-node key); `None` for any other request.
     pub fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let presented = headers.get(NODE_KEY_HEADER)?.as_bytes();
-        if !constant_time_eq(presented, self.inner.node_key.as_bytes()) {
+        let presented = headers.get(NODE_KEY_HEADER)?.to_str().ok()?;
+        if !crate::auth::constant_time_eq(presented, &self.inner.node_key) {
             return None;
         }
         headers.get(CLIENT_IP_HEADER)?.to_str().ok()?.parse().ok()
@@ -189,6 +189,3 @@ static RELEASE_IF: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new
     redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
 });
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
