@@ -614,6 +614,13 @@ async function freeMediaPort(host = '127.0.0.1') {
 }
 
 
+/** `stagecast_stages` (stages with members there) of the node `{ base, apiKey }`. */
+export async function stagesOn(node) {
+  const res = await fetch(`${node.base}/metrics`, { headers: { Authorization: `Bearer ${node.apiKey}` } });
+  const m = /^stagecast_stages (\d+)$/m.exec(await res.text());
+  return m ? Number(m[1]) : NaN;
+}
+
 // ---------------------------------------------------------------- go live / watch page
 
 /** The watch page's player state (`data-state` of the player-state pill) becomes one of `states`. */

@@ -31,6 +31,7 @@ import {
   chatMessage,
   ownServer,
   freePort,
+  stagesOn,
 } from './lib.mjs';
 import { runNginx } from './nginx.mjs';
 import { startRedis } from './redis.mjs';
@@ -58,13 +59,6 @@ function balancerConfig(primary, backup) {
         }
     }
 `;
-}
-
-/** `stagecast_stages` of the node at `base` (stages with members there). */
-async function stagesOn(node) {
-  const res = await fetch(`${node.base}/metrics`, { headers: { Authorization: `Bearer ${node.apiKey}` } });
-  const m = /^stagecast_stages (\d+)$/m.exec(await res.text());
-  return m ? Number(m[1]) : NaN;
 }
 
 describe('kill -9 of the node a stage lives on', { timeout: 240_000 }, () => {

@@ -2,11 +2,13 @@
 //!
 //! Creates one room through `/v1`, connects `--clients` WebSocket clients to
 //! `/v1/chat`, and has a few of them send `--rate` messages per second in total
-//! for `--seconds`. Every message's `Content` carries its send time on this
+//! for `--seconds`. `--url` may be given once per node of a distributed
+//! deployment: clients (senders included) are spread over the nodes in turn. Every message's `Content` carries its send time on this
 //! process's monotonic clock, so every client measures delivery latency
 //! (receive − send) without any clock agreement with the server. Prints one
 //! `BENCH {"chatFanout":{...}}` line (milliseconds), and the server's CPU and
-//! RSS over the run when `--server-pid` is given.
+//! RSS over the run when `--server-pid` is given (once per node; `--redis-pid`
+//! adds Redis's CPU).
 //!
 //! ```text
 //! cargo run -p stagecast-server --example chat_load -- \
@@ -50,41 +52,49 @@ const READ_BUFFER: usize = 4096;
 const DRAIN: Duration = Duration::from_secs(5);
 
 struct Args {
-    url: String,
+    /// One per node; the room is created through the first.
+    urls: Vec<String>,
     api_key: String,
     clients: usize,
     rate: u32,
     seconds: u32,
     senders: usize,
-    server_pid: Option<u32>,
+    /// One per node, in `urls` order.
+    server_pids: Vec<u32>,
+    redis_pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        url: String::new(),
+        urls: Vec::new(),
         api_key: String::new(),
         clients: 1000,
         rate: 100,
         seconds: 10,
         senders: 4,
-        server_pid: None,
+        server_pids: Vec::new(),
+        redis_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--url" => args.url = value()?.trim_end_matches('/').to_owned(),
+            "--url" => args.urls.push(value()?.trim_end_matches('/').to_owned()),
             "--api-key" => args.api_key = value()?,
             "--clients" => args.clients = value()?.parse().context("--clients")?,
             "--rate" => args.rate = value()?.parse().context("--rate")?,
             "--seconds" => args.seconds = value()?.parse().context("--seconds")?,
             "--senders" => args.senders = value()?.parse().context("--senders")?,
-            "--server-pid" => args.server_pid = Some(value()?.parse().context("--server-pid")?),
+            "--server-pid" => args.server_pids.push(value()?.parse().context("--server-pid")?),
+            "--redis-pid" => args.redis_pid = Some(value()?.parse().context("--redis-pid")?),
             other => bail!("unknown argument {other:?}"),
         }
     }
-    if args.url.is_empty() || args.api_key.is_empty() {
-        bail!("usage: chat_load --url http://HOST:PORT --api-key KEY [--clients N] [--rate MSG_PER_S] [--seconds S] [--senders K] [--server-pid PID]");
+    if args.urls.is_empty() || args.api_key.is_empty() {
+        bail!(
+            "usage: chat_load --url http://HOST:PORT [--url …] --api-key KEY [--clients N] [--rate MSG_PER_S] \
+             [--seconds S] [--senders K] [--server-pid PID …] [--redis-pid PID]"
+        );
     }
     if args.clients == 0 || args.rate == 0 || args.seconds == 0 {
         bail!("--clients, --rate and --seconds must be positive");
@@ -121,7 +131,7 @@ async fn main() -> Result<()> {
     warn_on_fd_limit(args.clients);
 
     let room: Value = http
-        .post(format!("{}/v1/rooms", args.url))
+        .post(format!("{}/v1/rooms", args.urls[0]))
         .bearer_auth(&args.api_key)
         .json(&json!({"name": "chat-fanout-bench", "maximumMessageRatePerSecond": args.rate}))
         .send()
@@ -131,16 +141,17 @@ async fn main() -> Result<()> {
         .json()
         .await?;
     let room_id = room["id"].as_str().context("the room has no id")?.to_owned();
-    let endpoint = match room["endpoint"].as_str() {
-        Some(e) => e.to_owned(),
-        None => format!("{}/v1/chat", args.url.replacen("http", "ws", 1)),
+    let derived = |url: &String| format!("{}/v1/chat", url.replacen("http", "ws", 1));
+    let endpoints: Vec<String> = match room["endpoint"].as_str() {
+        Some(e) if args.urls.len() == 1 => vec![e.to_owned()],
+        _ => args.urls.iter().map(derived).collect(),
     };
 
     let setup = Instant::now();
     let tokens = mint_tokens(&http, &args, &room_id).await?;
     eprintln!("chat_load: minted {} tokens in {:.1}s", tokens.len(), setup.elapsed().as_secs_f64());
     let connect_started = Instant::now();
-    let sockets = connect_all(&endpoint, tokens).await?;
+    let sockets = connect_all(&endpoints, tokens).await?;
     eprintln!("chat_load: connected {} clients in {:.1}s", sockets.len(), connect_started.elapsed().as_secs_f64());
 
     let shared = Arc::new(Shared::default());
@@ -160,16 +171,19 @@ async fn main() -> Result<()> {
     // Let every socket settle before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let cpu_start = args.server_pid.and_then(cpu_ticks);
+    let cpu_start: Vec<Option<u64>> = args.server_pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+    let redis_cpu_start = args.redis_pid.and_then(cpu_ticks);
     let own_cpu_start = cpu_ticks(std::process::id());
-    let rss_peak = Arc::new(AtomicU64::new(0));
-    let sampler = args.server_pid.map(|pid| {
-        let peak = rss_peak.clone();
+    let rss_peaks: Arc<Vec<AtomicU64>> = Arc::new(args.server_pids.iter().map(|_| AtomicU64::new(0)).collect());
+    let sampler = (!args.server_pids.is_empty()).then(|| {
+        let (peaks, pids) = (rss_peaks.clone(), args.server_pids.clone());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(kb) = rss_kb(pid) {
-                    peak.fetch_max(kb, Ordering::Relaxed);
+                for (pid, peak) in pids.iter().zip(peaks.iter()) {
+                    if let Some(kb) = rss_kb(*pid) {
+                        peak.fetch_max(kb, Ordering::Relaxed);
+                    }
                 }
                 tokio::select! {
                     _ = stop.changed() => break,
@@ -192,9 +206,10 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let run_took = run_started.elapsed();
-    let cpu_end = args.server_pid.and_then(cpu_ticks);
+    let cpu_end: Vec<Option<u64>> = args.server_pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+    let redis_cpu_end = args.redis_pid.and_then(cpu_ticks);
     let own_cpu_end = cpu_ticks(std::process::id());
-    let rss_end = args.server_pid.and_then(rss_kb);
+    let rss_end: Vec<Option<u64>> = args.server_pids.iter().map(|&pid| rss_kb(pid)).collect();
     let _ = stop_tx.send(true);
     if let Some(sampler) = sampler {
         let _ = sampler.await;
@@ -252,19 +267,41 @@ async fn main() -> Result<()> {
         "fanoutP50": pct_ms(&fanout, 50.0),
         "fanoutP99": pct_ms(&fanout, 99.0),
     });
-    let cpu_percent = |start: u64, end: u64| {
-        let seconds = end.saturating_sub(start) as f64 / clock_ticks_per_second();
-        json!((seconds / run_took.as_secs_f64() * 1000.0).round() / 10.0)
-    };
-    if let (Some(start), Some(end), Some(map)) = (own_cpu_start, own_cpu_end, out.as_object_mut()) {
-        // The generator shares the cores with the server; its load is part of the picture.
-        map.insert("generatorCpuPercent".into(), cpu_percent(start, end));
+    let ticks = clock_ticks_per_second();
+    let cpu_seconds = |start: Option<u64>, end: Option<u64>| Some(end?.saturating_sub(start?) as f64 / ticks);
+    let percent = |seconds: f64| json!((seconds / run_took.as_secs_f64() * 1000.0).round() / 10.0);
+    let mb = |kb: u64| json!((kb as f64 / 1024.0 * 10.0).round() / 10.0);
+    let map = out.as_object_mut().context("the result is an object")?;
+    if let Some(seconds) = cpu_seconds(own_cpu_start, own_cpu_end) {
+        // The generator may share the cores with the server; its load is part of the picture.
+        map.insert("generatorCpuPercent".into(), percent(seconds));
     }
-    if let (Some(start), Some(end), Some(map)) = (cpu_start, cpu_end, out.as_object_mut()) {
-        map.insert("serverCpuPercent".into(), cpu_percent(start, end));
-        let peak = rss_peak.load(Ordering::Relaxed).max(rss_end.unwrap_or(0));
-        map.insert("serverRssPeakMb".into(), json!((peak as f64 / 1024.0 * 10.0).round() / 10.0));
-        map.insert("serverRssEndMb".into(), ms(rss_end.map(|kb| kb as f64 / 1024.0)));
+    if let Some(seconds) = cpu_seconds(redis_cpu_start, redis_cpu_end) {
+        map.insert("redisCpuPercent".into(), percent(seconds));
+    }
+    // Per node (`node1…` in `--url` order) and summed over the nodes.
+    let mut server_seconds = Some(0.0);
+    let (mut rss_peak_sum, mut rss_end_sum) = (0, 0);
+    for (i, pid) in args.server_pids.iter().enumerate() {
+        let seconds = cpu_seconds(cpu_start[i], cpu_end[i]);
+        let peak = rss_peaks[i].load(Ordering::Relaxed).max(rss_end[i].unwrap_or(0));
+        if args.server_pids.len() > 1 {
+            map.insert(format!("node{}Pid", i + 1), json!(pid));
+            map.insert(format!("node{}CpuPercent", i + 1), seconds.map_or(Value::Null, percent));
+            map.insert(format!("node{}RssPeakMb", i + 1), mb(peak));
+        }
+        server_seconds = server_seconds.zip(seconds).map(|(a, b)| a + b);
+        rss_peak_sum += peak;
+        rss_end_sum += rss_end[i].unwrap_or(0);
+    }
+    if let Some(seconds) = server_seconds.filter(|_| !args.server_pids.is_empty()) {
+        map.insert("serverCpuPercent".into(), percent(seconds));
+        map.insert("serverRssPeakMb".into(), mb(rss_peak_sum));
+        map.insert("serverRssEndMb".into(), mb(rss_end_sum));
+        // The cost of fan-out: deliveries per second of server CPU (one core busy for one second).
+        if seconds > 0.0 {
+            map.insert("deliveriesPerCoreSecond".into(), json!((latencies.len() as f64 / seconds).round()));
+        }
     }
     println!("BENCH {}", json!({ "chatFanout": out }));
     Ok(())
@@ -272,7 +309,7 @@ async fn main() -> Result<()> {
 
 /// One token per client; the first `senders` may send.
 async fn mint_tokens(http: &reqwest::Client, args: &Args, room_id: &str) -> Result<Vec<String>> {
-    let url = format!("{}/v1/rooms/{room_id}/tokens", args.url);
+    let url = format!("{}/v1/rooms/{room_id}/tokens", args.urls[0]);
     let requests = (0..args.clients).map(|i| {
         let capabilities: Vec<&str> = if i < args.senders { vec!["SEND_MESSAGE"] } else { Vec::new() };
         let body = json!({"userId": format!("bench-{i}"), "capabilities": capabilities});
@@ -285,8 +322,10 @@ async fn mint_tokens(http: &reqwest::Client, args: &Args, room_id: &str) -> Resu
     futures_util::stream::iter(requests).buffered(SETUP_CONCURRENCY).collect::<Vec<_>>().await.into_iter().collect()
 }
 
-async fn connect_all(endpoint: &str, tokens: Vec<String>) -> Result<Vec<Ws>> {
-    let connects = tokens.into_iter().map(|token| async move {
+/// Client `i` connects to `endpoints[i % endpoints.len()]`.
+async fn connect_all(endpoints: &[String], tokens: Vec<String>) -> Result<Vec<Ws>> {
+    let connects = tokens.into_iter().enumerate().map(|(i, token)| async move {
+        let endpoint = endpoints[i % endpoints.len()].as_str();
         let mut request = endpoint.into_client_request()?;
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&token)?);
         // tungstenite zero-fills its whole read buffer (128 KiB by default) on

@@ -9,13 +9,17 @@
 // browser on one machine, so they share one clock.
 //
 // Run by `cargo xtask bench` (which starts a server and sets STAGECAST_URL);
-// writes `key value` lines to $BENCH_OUT and prints a summary.
+// writes `key value` lines to $BENCH_OUT and prints a summary. With
+// STAGECAST_GUEST_URL (another node of the same deployment; `cargo xtask
+// bench scale`), the guest opens the invite on that node instead, so the
+// guest's requests reach the stage's media node through it.
 // Not a test: it is not named *.test.mjs, so `cargo xtask test` skips it.
 
 import { writeFileSync } from 'node:fs';
-import { launch, createStageViaUi, joinViaInvite, waitJoined } from '../lib.mjs';
+import { launch, createStageViaUi, joinViaInvite, waitJoined, stagesOn } from '../lib.mjs';
 
 const FRAMES = Number(process.env.BENCH_FRAMES || 300);
+const GUEST_BASE = process.env.STAGECAST_GUEST_URL || null;
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS || 60000);
 const W = 320;
 const H = 180;
@@ -184,8 +188,19 @@ try {
   const guest = await participant(browser, 'Bench Guest', true);
   const invite = await createStageViaUi(host, 0);
   await waitJoined(host.page);
-  await joinViaInvite(guest, invite, 1);
+  const guestInvite = new URL(invite);
+  if (GUEST_BASE) guestInvite.host = new URL(GUEST_BASE).host;
+  await joinViaInvite(guest, guestInvite.toString(), 1);
   await waitJoined(guest.page);
+  if (GUEST_BASE) {
+    // What is measured is a guest whose node is not the media node: the
+    // stage must live on the host's node only.
+    const here = await stagesOn({ base: BASE, apiKey: process.env.STAGECAST_API_KEY });
+    const there = await stagesOn({ base: GUEST_BASE, apiKey: process.env.STAGECAST_GUEST_API_KEY });
+    if (here !== 1 || there !== 0) {
+      throw new Error(`the stage should live on the host's node only: stagecast_stages ${here} there, ${there} on the guest's node`);
+    }
+  }
 
   const deadline = Date.now() + TIMEOUT_MS;
   let bench;
@@ -211,6 +226,7 @@ try {
     glass_min_ms: sorted[0],
     glass_max_ms: sorted[sorted.length - 1],
     join_to_first_frame_ms: joinToFrame,
+    guest_on_other_node: Boolean(GUEST_BASE),
   };
   console.log('stage latency:', JSON.stringify(result));
   if (process.env.BENCH_OUT) {

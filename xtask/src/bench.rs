@@ -12,6 +12,7 @@
 //! table, not turned into a failure. A harness that cannot measure (no frames,
 //! a page error) does fail the command.
 
+mod scale;
 mod janus;
 mod net;
 mod sfu;
@@ -101,6 +102,13 @@ pub fn run() -> Result<()> {
     step("bench: wrote BENCHMARKS.md");
     println!("{markdown}");
     Ok(())
+}
+
+/// `cargo xtask bench scale`: chat fan-out at 10,000 clients on one node and
+/// on two with Redis, and joining a stage through a node that is not its
+/// media node ([`scale`]).
+pub fn run_scale(args: &[String]) -> Result<()> {
+    scale::run(args)
 }
 
 /// `cargo xtask bench sfu [--seconds N]`: SFU capacity alone ([`sfu`]).

@@ -9,7 +9,9 @@
 //!   network journeys in namespaces (as root).
 //! - `bench`  latency, size and soak benchmarks (writes BENCHMARKS.md);
 //!   `bench soak [--seconds N]` runs only the stage soak; `bench sfu
-//!   [--seconds N]` only SFU capacity (release builds, not in the full run).
+//!   [--seconds N]` only SFU capacity and `bench scale` only chat fan-out at
+//!   10,000 clients and joining across nodes (release builds, not in the
+//!   full run).
 //! - `fuzz`   one property-test target for N seconds (`--list` names them).
 //!
 //! Every step prints what it runs, so a failing CI log says where it stopped.
@@ -37,6 +39,8 @@ const USAGE: &str = "usage: cargo xtask <setup|build|serve|test|bench|fuzz> [arg
   bench   glass-to-glass latency, join time, SDK size and the 10-minute stage soak (writes BENCHMARKS.md);
           `bench soak [--seconds N]` runs only the soak (STAGECAST_SOAK_SECONDS shortens it);
           `bench sfu [--seconds N]` SFU capacity with a native load generator (release builds)
+          `bench scale [--seconds N] [--clients N]` chat fan-out at 10,000 clients on one node and two with Redis,
+          and stage join → first frame through a node that is not the media node (release builds)
   fuzz    run one parser property-test target longer, in release mode:
           `cargo xtask fuzz fuzz_h264 --seconds 300`; `cargo xtask fuzz --list` lists targets";
 
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         "bench" if rest.first().map(String::as_str) == Some("soak") => soak::run(&rest[1..]),
         "bench" if rest.first().map(String::as_str) == Some("net") => bench::run_net(&rest[1..]),
         "bench" if rest.first().map(String::as_str) == Some("sfu") => bench::run_sfu(&rest[1..]),
+        "bench" if rest.first().map(String::as_str) == Some("scale") => bench::run_scale(&rest[1..]),
         "bench" => bench::run(),
         "fuzz" => fuzz::run(&rest),
         "help" | "-h" | "--help" => {

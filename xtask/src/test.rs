@@ -347,12 +347,20 @@ impl ServerGuard {
     }
 }
 
-fn free_tcp_port() -> Result<u16> {
+pub(crate) fn free_tcp_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A port free for UDP and for TCP: the server's media port binds both.
+fn free_media_port() -> Result<u16> {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free for both UDP and TCP in 50 tries")
 }
 
 /// True for a journey of the `net` step (a file under tests/net/).
@@ -390,7 +398,7 @@ pub fn start_server_with(name: &str, binary: &Path, extra: &[String]) -> Result<
     let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
 
     let port = free_tcp_port()?;
-    let media_port = free_udp_port()?;
+    let media_port = free_media_port()?;
     let api_key = util::random_hex()?;
     let mut cmd = Command::new(binary);
     cmd.arg("--listen")
