@@ -16,7 +16,7 @@
 // Not a test: it is not named *.test.mjs, so `cargo xtask test` skips it.
 
 import { writeFileSync } from 'node:fs';
-import { launch, createStageViaUi, joinViaInvite, waitJoined, stagesOn } from '../lib.mjs';
+import { BASE, launch, createStageViaUi, joinViaInvite, waitJoined, stagesOn } from '../lib.mjs';
 
 const FRAMES = Number(process.env.BENCH_FRAMES || 300);
 const GUEST_BASE = process.env.STAGECAST_GUEST_URL || null;

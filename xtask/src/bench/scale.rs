@@ -10,7 +10,7 @@
 //!
 //! Release builds. Replaces the "Scale" section of BENCHMARKS.md. Not part of
 //! `cargo xtask bench` (minutes of release builds and setup). `--only chat`
-//! or `--only join` runs one half (the section then shows only it).
+//! or `--only join` runs one half (the other half's table is kept).
 
 use super::{collect_bench_lines, loadavg, machine, number, read_pairs, server_pid};
 use crate::soak::splice_between;
@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 const BEGIN: &str = "<!-- scale -->";
 const END: &str = "<!-- /scale -->";
+/// Each half's table sits between its own markers, so `--only` keeps the other's.
+const CHAT: (&str, &str) = ("<!-- scale: chat -->", "<!-- /scale: chat -->");
+const JOIN: (&str, &str) = ("<!-- scale: join -->", "<!-- /scale: join -->");
 
 const CLIENTS: u32 = 10_000;
 /// Messages per second into the room, in total.
@@ -65,11 +68,23 @@ pub fn run(args: &[String]) -> Result<()> {
     )?;
     let server = util::target_dir().join("release/stagecast");
     let load_before = loadavg();
-    let chat_lines = if chat { chat_fanout(&server, clients, seconds)? } else { Vec::new() };
-    let joins = if join { join_across_nodes(&server)? } else { Vec::new() };
-    let section = render(&chat_lines, &joins, &load_before, &loadavg())?;
+    // Each half is written as soon as it is measured (a failing join run keeps the chat figures).
+    if chat {
+        let lines = chat_fanout(&server, clients, seconds)?;
+        write_section(&lines, &[], &load_before)?;
+    }
+    if join {
+        let joins = join_across_nodes(&server)?;
+        write_section(&[], &joins, &load_before)?;
+    }
+    Ok(())
+}
+
+/// Replaces the section in BENCHMARKS.md; an empty half keeps its old table.
+fn write_section(lines: &[BTreeMap<String, String>], joins: &[Joins], load_before: &str) -> Result<()> {
     let path = util::root().join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let section = render(lines, joins, load_before, &loadavg(), &old)?;
     let doc = if old.contains(BEGIN) {
         splice_between(&old, BEGIN, END, &section)
     } else {
@@ -167,21 +182,23 @@ fn join_across_nodes(server: &Path) -> Result<Vec<Joins>> {
     std::fs::create_dir_all(out.parent().expect("invariant: the path has a parent"))?;
     let mut all = Vec::new();
     for (label, nodes) in [("guest on the media node (one node)", 1usize), ("guest on another node (two nodes, Redis)", 2)] {
-        let redis = if nodes > 1 { Some(RedisGuard::start()?) } else { None };
-        let mut guards = Vec::new();
-        let mut bases = Vec::new();
-        for n in 0..nodes {
-            let mut extra = vec!["--node-id".to_owned(), format!("node-{}", n + 1)];
-            if let Some(r) = &redis {
-                extra.extend(["--redis".to_owned(), r.url.clone()]);
-            }
-            let (guard, url, key) = test::start_server_with(&format!("bench-join-{}", n + 1), server, &extra)?;
-            guards.push(guard);
-            bases.push((url, key));
-        }
         let mut join_ms = Vec::new();
         for run in 1..=JOIN_RUNS {
             step(&format!("bench scale: stage join → first frame, {label}, run {run}/{JOIN_RUNS}"));
+            // Fresh nodes each run: the last run's stage (its members in
+            // their reconnect grace) would make node 1 the more loaded.
+            let redis = if nodes > 1 { Some(RedisGuard::start()?) } else { None };
+            let mut guards = Vec::new();
+            let mut bases = Vec::new();
+            for n in 0..nodes {
+                let mut extra = vec!["--node-id".to_owned(), format!("node-{}", n + 1)];
+                if let Some(r) = &redis {
+                    extra.extend(["--redis".to_owned(), r.url.clone()]);
+                }
+                let (guard, url, key) = test::start_server_with(&format!("bench-join-{}", n + 1), server, &extra)?;
+                guards.push(guard);
+                bases.push((url, key));
+            }
             let _ = std::fs::remove_file(&out);
             let mut cmd = Command::new("node");
             cmd.arg("tests/bench/stage-latency.mjs")
@@ -292,7 +309,20 @@ impl Drop for RedisGuard {
     }
 }
 
-fn render(lines: &[BTreeMap<String, String>], joins: &[Joins], load_before: &str, load_after: &str) -> Result<String> {
+/// The text between `markers` in `doc`, markers included (a half kept from the last run).
+fn kept<'a>(doc: &'a str, markers: (&str, &str)) -> Option<&'a str> {
+    let b = doc.find(markers.0)?;
+    let e = doc[b..].find(markers.1)? + b + markers.1.len();
+    Some(&doc[b..e])
+}
+
+fn render(
+    lines: &[BTreeMap<String, String>],
+    joins: &[Joins],
+    load_before: &str,
+    load_after: &str,
+    old: &str,
+) -> Result<String> {
     let (cores, cpu) = machine();
     let date = util::probe("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let mut md = String::new();
@@ -302,22 +332,34 @@ fn render(lines: &[BTreeMap<String, String>], joins: &[Joins], load_before: &str
     writeln!(
         md,
         "Written by `cargo xtask bench scale` ({}). Release build of the server (`target/release/stagecast`) on {cpu}, \
-         `nproc` {cores}; load average before {load_before}, after {load_after}. Loopback.",
+         `nproc` {cores}; load average before {load_before}, after {load_after} (of the part run last; each table names \
+         its run's date). Loopback.",
         date.trim()
     )?;
     writeln!(md)?;
+    let dated = format!("Measured {}.", date.trim());
     if !lines.is_empty() {
-        chat_table(&mut md, lines)?;
+        writeln!(md, "{}", CHAT.0)?;
+        chat_table(&mut md, lines, &dated)?;
+        writeln!(md, "{}", CHAT.1)?;
+    } else if let Some(text) = kept(old, CHAT) {
+        writeln!(md, "{text}")?;
     }
     if !joins.is_empty() {
-        join_table(&mut md, joins)?;
+        writeln!(md, "{}", JOIN.0)?;
+        join_table(&mut md, joins, &dated)?;
+        writeln!(md, "{}", JOIN.1)?;
+    } else if let Some(text) = kept(old, JOIN) {
+        writeln!(md, "{text}")?;
     }
     writeln!(md, "{END}")?;
     Ok(md)
 }
 
-fn join_table(md: &mut String, joins: &[Joins]) -> Result<()> {
+fn join_table(md: &mut String, joins: &[Joins], dated: &str) -> Result<()> {
     writeln!(md, "### Stage join → first frame across nodes")?;
+    writeln!(md)?;
+    writeln!(md, "{dated}")?;
     writeln!(md)?;
     writeln!(md, "| arrangement | join → first remote frame, median | each run |")?;
     writeln!(md, "|---|---|---|")?;
@@ -340,15 +382,15 @@ fn join_table(md: &mut String, joins: &[Joins]) -> Result<()> {
     Ok(())
 }
 
-fn chat_table(md: &mut String, lines: &[BTreeMap<String, String>]) -> Result<()> {
+fn chat_table(md: &mut String, lines: &[BTreeMap<String, String>], dated: &str) -> Result<()> {
     let field = |m: &BTreeMap<String, String>, key: &str| m.get(key).cloned().filter(|v| v != "null").unwrap_or_else(|| "—".into());
     let cpus = |key: &str| lines.first().and_then(|m| m.get(key)).cloned().unwrap_or_else(|| "?".into());
     writeln!(md, "### Chat fan-out at 10,000 clients")?;
     writeln!(md)?;
     writeln!(
         md,
-        "Load generator `target/release/examples/chat_load` (release). The server(s) and Redis are pinned to CPU {}, \
-         the generator to CPU {}.",
+        "{dated} Load generator `target/release/examples/chat_load` (release). The server(s) and Redis are pinned to \
+         CPU {}, the generator to CPU {}.",
         cpus("serverCpus"),
         cpus("generatorCpus")
     )?;
