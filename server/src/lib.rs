@@ -63,6 +63,9 @@ pub struct AppInner {
     pub cluster: Option<cluster::Cluster>,
     /// Distributed mode's node registry (`None` on a single node).
     pub nodes: Option<Arc<cluster::NodeRegistry>>,
+    /// Who is on each stage, kept for a restart (SQLite) or for the next
+    /// home of a stage (Redis).
+    pub presence: Arc<dyn stage::presence::PresenceStore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -184,6 +187,8 @@ pub fn app(state: AppState) -> Router {
                 stages: state.stages.clone(),
                 config: state.config.clone(),
                 nodes: state.nodes.clone(),
+                presence: state.presence.clone(),
+                store: state.store.clone(),
             };
             stage_planes.layer(axum::middleware::from_fn_with_state(routing, cluster::stages::route))
         }
@@ -331,14 +336,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (sfu, sfu_events) = sfu::SfuHandle::start_with_tcp(udp, tcp, candidate, config.media_tcp_max_connections, workers);
     let stages = stage::StageHub::new(sfu.clone(), sfu_events).with_events(webhooks.clone());
     // Members of the previous run come back in their reconnect grace before
-    // anyone can connect, so nobody is shown them leaving and joining.
-    let presence = Arc::new(stage::presence::SqlitePresence::open(&config.data_dir.join("stagecast.db"))?);
-    let grace = stage::reconnect_grace(&config);
-    let restored = stage::presence::restore(&stages, presence.as_ref(), store.as_ref(), grace, auth::now_unix())?;
-    if restored.members > 0 {
-        tracing::info!(stages = restored.stages, members = restored.members, "restored stage presence");
-    }
-    stage::presence::spawn_writer(stages.downgrade(), presence);
+    // anyone can connect, so nobody is shown them leaving and joining. In
+    // distributed mode presence is in Redis, and a stage's members come
+    // back when a node becomes its home (cluster::stages::route).
+    let presence: Arc<dyn stage::presence::PresenceStore> = match &redis {
+        Some(pool) => Arc::new(stage::presence::RedisPresence::new(pool.clone())),
+        None => {
+            let presence = Arc::new(stage::presence::SqlitePresence::open(&config.data_dir.join("stagecast.db"))?);
+            let grace = stage::reconnect_grace(&config);
+            let restored = stage::presence::restore(&stages, presence.as_ref(), store.as_ref(), grace, auth::now_unix())?;
+            if restored.members > 0 {
+                tracing::info!(stages = restored.stages, members = restored.members, "restored stage presence");
+            }
+            presence
+        }
+    };
+    stage::presence::spawn_writer(stages.downgrade(), presence.clone());
 
     let cluster = match &config.redis {
         Some(redis) => {
@@ -366,6 +379,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ops: ops::Ops::new(ops::HlsMetrics::default(), webhooks),
         cluster,
         nodes: redis.map(|pool| Arc::new(cluster::NodeRegistry::new(pool, node_id))),
+        presence,
     });
     if let Some(nodes) = &state.nodes {
         let server = state.downgrade();

@@ -3,12 +3,15 @@
 //! Every chat message B acknowledged before it died had reached the member
 //! on node A. After the kill, the stage's members come back through node A
 //! at once (A finds B unreachable, releases B's claim on the stage and
-//! takes it over) and media flows again on A.
+//! takes it over) and media flows again on A. The first member back finds
+//! the other already on the stage (A put back B's presence from Redis, in
+//! its reconnect grace), not a leave and a join.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use stagecast_protocol::StageId;
+use stagecast_server::stage::presence::{PresenceStore, RedisPresence};
 use stagecast_server::Config;
 
 mod common;
@@ -52,6 +55,14 @@ async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_messa
         acked.push(ack["Id"].as_str().context("Id")?.to_owned());
     }
 
+    // B copies who is on the stage to Redis within presence::COALESCE of a
+    // change (a kill -9 loses at most that much): wait until it has.
+    let presence = RedisPresence::new(redis.pool()?);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while presence.load_stage(&stage)?.len() < 2 {
+        ensure!(Instant::now() < deadline, "B did not store the stage's presence in Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (b_dir, _) = b.kill_keeping_dir()?;
     let killed = Instant::now();
     let mut got = Vec::new();
@@ -66,6 +77,11 @@ async fn a_killed_home_node_hands_its_stage_over_and_loses_no_acknowledged_messa
         ensure!(Instant::now() < deadline, "bob's connection through A to the dead B did not end");
     }
     let mut bob_events = a.join(bob).await?;
+    let first = bob_events.state_where(|_| true).await?.ids().join(", ");
+    ensure!(
+        first.split(", ").any(|id| id == alice.participant_id),
+        "bob, back first, sees [{first}] on the stage: alice should still be there (B's presence, from Redis, in her grace)"
+    );
     let _alice_events = a.join(alice).await?;
     bob_events.state_where(|s| s.ids().len() == 2).await?;
     ensure!(a.running.state.stages.is_active(&stage), "A is the stage's home now");

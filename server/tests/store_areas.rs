@@ -1,17 +1,56 @@
-//! The rooms' and channels' stores: every body runs against SQLite and
-//! Redis (see `both!` in `common/redis.rs`).
+//! The rooms', channels' and stage presence's stores: every body runs
+//! against SQLite and Redis (see `both!` in `common/redis.rs`).
 
 use stagecast_server::channel::packager::Continuity;
 use stagecast_server::channel::recording::RecordingSettings;
 use stagecast_server::channel::store::{ChannelRecord, PlaybackKeyRecord, SavedBroadcast};
 use stagecast_server::chat::room::RoomLimits;
 use stagecast_server::chat::RoomRecord;
+use stagecast_server::stage::presence::{PresenceRow, StageWrite};
 use stagecast_server::store::PageQuery;
+use stagecast_protocol::StageId;
 
 mod common;
 use common::redis::Backend;
 
-both!(rooms_round_trip_and_page, channels_round_trip_and_record, playback_keys_are_unique_and_page, broadcasts_are_saved_and_forgotten);
+both!(
+    rooms_round_trip_and_page,
+    channels_round_trip_and_record,
+    playback_keys_are_unique_and_page,
+    broadcasts_are_saved_and_forgotten,
+    presence_keeps_join_order_through_updates,
+);
+
+fn member(id: &str, state: &str, whip_only: bool) -> PresenceRow {
+    PresenceRow { id: id.to_owned(), state: state.to_owned(), whip_only }
+}
+
+fn presence_keeps_join_order_through_updates(backend: &Backend) -> anyhow::Result<()> {
+    let (one, two) = (StageId("st-one".into()), StageId("st-two".into()));
+    {
+        let presence = backend.presence()?;
+        presence.write(&[
+            StageWrite::Replace { stage: one.clone(), members: vec![member("b", "{\"v\":1}", false), member("a", "{}", true)] },
+            StageWrite::Replace { stage: two.clone(), members: vec![member("x", "{}", false)] },
+        ])?;
+        // An update keeps a member's place; a new one comes last.
+        presence.write(&[StageWrite::Update {
+            stage: one.clone(),
+            upsert: vec![member("b", "{\"v\":2}", false), member("c", "{}", false)],
+            remove: vec!["a".into()],
+        }])?;
+        presence.keep_alive(&[one.clone(), two.clone()])?;
+    }
+    // Another handle (a restart, or the stage's next home) reads the same.
+    let presence = backend.presence()?;
+    assert_eq!(presence.load_stage(&one)?, [member("b", "{\"v\":2}", false), member("c", "{}", false)]);
+    assert_eq!(presence.load_stage(&StageId("st-none".into()))?, []);
+    presence.write(&[StageWrite::Delete { stage: two.clone() }])?;
+    let all = presence.load()?;
+    assert_eq!(all.len(), 1, "only st-one is left: {all:?}");
+    assert_eq!(all[0].0, one);
+    Ok(())
+}
 
 fn room(i: u32) -> RoomRecord {
     RoomRecord {

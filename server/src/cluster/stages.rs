@@ -14,6 +14,12 @@
 //! forwards what belongs to another node there (the WebSocket spliced).
 //! Media then flows between the browser and the home node directly: the
 //! SDP answer carries the home's ICE candidates.
+//!
+//! A node about to serve a stage it has no members of (it is, or just
+//! became, the stage's home) first puts back the members Redis says the
+//! stage had ([`Routing::adopt`]), in their reconnect grace: after a home
+//! dies, the members reconnecting through the new one see each other still
+//! there, not a leave and a join.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -28,7 +34,9 @@ use stagecast_protocol::StageId;
 use super::{forward, Cluster, NodeRegistry};
 use crate::auth::{self, KeyRing};
 use crate::config::Config;
+use crate::stage::presence::{self, PresenceStore};
 use crate::stage::StageHub;
+use crate::store::Store;
 
 /// Largest request body forwarded to a stage's home (WHIP/WHEP offers are
 /// a few KB; the media routes themselves take at most 64 KiB).
@@ -48,6 +56,10 @@ pub struct Routing {
     pub config: Arc<Config>,
     /// Where new stages go (least loaded); `None`: to this node.
     pub nodes: Option<Arc<NodeRegistry>>,
+    /// Stage presence in Redis, read when this node becomes a stage's home.
+    pub presence: Arc<dyn PresenceStore>,
+    /// For the participants' revocation and expiry.
+    pub store: Arc<dyn Store>,
 }
 
 /// Keep this node the home of every stage that has members here.
@@ -73,6 +85,36 @@ impl Routing {
             }
         };
         (home != self.cluster.own_url()).then_some(home)
+    }
+
+    /// About to serve `stage` here: when it has no members here, put back
+    /// those its presence in Redis lists (a previous home's), in their
+    /// reconnect grace. Errors are logged: the stage is then served as new.
+    async fn adopt(&self, stage: &StageId) {
+        if self.stages.is_active(stage) {
+            return;
+        }
+        let (hub, store, presence) = (self.stages.clone(), self.store.clone(), self.presence.clone());
+        let grace = crate::stage::reconnect_grace(&self.config);
+        let stage = stage.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let rows = presence.load_stage(&stage)?;
+            // Checked again: a request that came meanwhile may have adopted it.
+            if rows.is_empty() || hub.is_active(&stage) {
+                return Ok(None);
+            }
+            let count = presence::restore_stage(&hub, presence.as_ref(), store.as_ref(), &stage, rows, grace, auth::now_unix())?;
+            Ok::<_, crate::store::StoreError>(count.map(|n| (stage, n)))
+        })
+        .await;
+        match restored {
+            Ok(Ok(Some((stage, members)))) => {
+                tracing::info!(stage = %stage.0, members, "this node is the stage's home now; its members are back in their grace");
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the stage's presence; serving it as new"),
+            Err(e) => tracing::warn!(error = %e, "the presence read failed"),
+        }
     }
 
     /// The URL of the live node with the least load, if the registry says.
@@ -102,13 +144,16 @@ fn token(request: &Request) -> Option<String> {
 /// token, and requests another node forwarded, are served here (and get
 /// this node's answer, e.g. 401).
 pub async fn route(State(routing): State<Routing>, request: Request, next: Next) -> Response {
-    if routing.cluster.forwarded_client(request.headers()).is_some() {
-        return next.run(request).await;
-    }
+    let forwarded = routing.cluster.forwarded_client(request.headers()).is_some();
     let Some(claims) = token(&request).and_then(|t| routing.keys.verify(&t, auth::now_unix()).ok()) else {
         return next.run(request).await;
     };
     let stage = StageId(claims.topic);
+    if forwarded {
+        // Another node sent it here: this node is the stage's home.
+        routing.adopt(&stage).await;
+        return next.run(request).await;
+    }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
     let client = crate::serve::origin::client_ip(&routing.config, request.headers(), peer)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -142,5 +187,6 @@ pub async fn route(State(routing): State<Routing>, request: Request, next: Next)
         tracing::warn!(stage = %stage.0, home, "the stage's home node cannot be reached; releasing it");
         routing.cluster.release_if(&key(&stage), &home).await;
     }
+    routing.adopt(&stage).await;
     next.run(Request::from_parts(parts, Body::from(body))).await
 }

@@ -9,12 +9,18 @@
 //!   who is WHIP-only, or behind the room's tombstones).
 //! - [`SqlitePresence`]: the `stage_presence` table of the server's SQLite
 //!   file, on a connection of its own.
+//! - [`RedisPresence`] (distributed mode): the same in Redis, with a TTL the
+//!   stage's home pushes back while the stage has members. A node that
+//!   becomes a stage's home (the old one died) puts the stored members back
+//!   in their grace ([`restore_stage`]) before serving the first request,
+//!   so the members reconnecting through it are not shown each other
+//!   leaving and joining; presence nobody renews is gone after the TTL.
 //! - [`spawn_writer`]: the task. A change wakes it; it waits [`COALESCE`]
 //!   so a burst (a SET_STATE flood, a join storm) becomes one write, takes
 //!   the changed stages under the hub lock (cloning `Arc`s, no I/O), and
 //!   writes on the blocking pool, one write at a time. At most the last
 //!   [`COALESCE`] of changes is lost to a kill -9.
-//! - [`restore`]: at start, before serving.
+//! - [`restore`]: at start, before serving (single-node mode).
 //!
 //! `published` is stored but never restored: the media sessions died with
 //! the old process, so a restored member is shown not publishing (the
@@ -32,6 +38,9 @@ use rusqlite::params;
 use stagecast_protocol::events::ParticipantState;
 use stagecast_protocol::{ParticipantId, StageId};
 
+mod redis;
+pub use self::redis::RedisPresence;
+
 use super::hub::{PresenceBatch, RestoredMember, StageHub, WeakHub};
 use super::room::Changes;
 use crate::store::{Store, StoreError, TableConnection};
@@ -42,6 +51,9 @@ pub const COALESCE: Duration = Duration::from_millis(250);
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 /// After a failed write, wait this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the writer pushes back the TTL of the stages with members
+/// here ([`PresenceStore::keep_alive`]); well inside [`RedisPresence`]'s TTL.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stage_presence (
@@ -86,6 +98,13 @@ pub trait PresenceStore: Send + Sync {
     fn write(&self, writes: &[StageWrite]) -> Result<(), StoreError>;
     /// Every stored stage with its members in join order.
     fn load(&self) -> Result<Vec<(StageId, Vec<PresenceRow>)>, StoreError>;
+    /// One stage's members in join order.
+    fn load_stage(&self, stage: &StageId) -> Result<Vec<PresenceRow>, StoreError>;
+    /// These stages still have members here: keep their presence (a store
+    /// whose presence expires pushes the expiry back; others do nothing).
+    fn keep_alive(&self, _stages: &[StageId]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// What the store holds for one stage, as far as the plan knows.
@@ -204,6 +223,7 @@ impl PresenceStore for SqlitePresence {
         })?;
         let mut out: Vec<(StageId, Vec<PresenceRow>)> = Vec::new();
         for row in rows {
+            // Rows come ordered by stage: a new stage starts a new group.
             let (stage, member) = row?;
             match out.last_mut() {
                 Some((last, members)) if last.0 == stage => members.push(member),
@@ -212,6 +232,14 @@ impl PresenceStore for SqlitePresence {
         }
         Ok(out)
     }
+
+    fn load_stage(&self, stage: &StageId) -> Result<Vec<PresenceRow>, StoreError> {
+        let conn = self.conn.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT participant_id, state, whip_only FROM stage_presence WHERE stage_id = ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map(params![stage.0], |r| Ok(PresenceRow { id: r.get(0)?, state: r.get(1)?, whip_only: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 /// Start the task that copies the hub's changes to `store` (see the module
@@ -219,12 +247,22 @@ impl PresenceStore for SqlitePresence {
 pub(crate) fn spawn_writer(hub: WeakHub, store: Arc<dyn PresenceStore>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut plan = PresencePlan::default();
+        let mut kept_alive = tokio::time::Instant::now();
         loop {
             let _ = tokio::time::timeout(IDLE_CHECK, hub.changed()).await;
             tokio::time::sleep(COALESCE).await;
             let Some(live) = hub.upgrade() else { break };
             let batch = live.take_presence();
+            let active = (kept_alive.elapsed() >= KEEP_ALIVE_EVERY).then(|| live.active_stages());
             drop(live);
+            if let Some(active) = active {
+                kept_alive = tokio::time::Instant::now();
+                let store = store.clone();
+                let kept = tokio::task::spawn_blocking(move || store.keep_alive(&active)).await;
+                if let Ok(Err(e)) = kept {
+                    tracing::warn!(error = %e, "cannot renew stage presence");
+                }
+            }
             let writes = plan.plan(&batch);
             if writes.is_empty() {
                 continue;
@@ -274,33 +312,52 @@ pub fn restore(
 ) -> Result<Restored, StoreError> {
     let mut restored = Restored::default();
     for (stage, rows) in presence.load()? {
-        if store.get_stage(&stage)?.is_none() {
-            presence.write(&[StageWrite::Delete { stage }])?;
-            continue;
+        if let Some(members) = restore_stage(hub, presence, store, &stage, rows, grace, now_unix)? {
+            restored.stages += 1;
+            restored.members += members;
         }
-        let mut members = Vec::with_capacity(rows.len());
-        for row in rows {
-            let state: ParticipantState = match serde_json::from_str(&row.state) {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::warn!(stage = %stage, participant = %row.id, error = %e, "stored presence does not parse; dropped");
-                    continue;
-                }
-            };
-            if state.id != row.id {
-                continue;
-            }
-            let record = store.get_participant(&stage, &ParticipantId(row.id.clone()))?;
-            if record.is_some_and(|r| r.revoked || r.expiration <= now_unix) {
-                continue;
-            }
-            members.push(RestoredMember { state, whip_only: row.whip_only });
-        }
-        restored.stages += 1;
-        restored.members += members.len();
-        hub.restore(&stage, members, grace);
     }
     Ok(restored)
+}
+
+/// Put back `stage`'s stored members `rows` (see [`restore`]); how many, or
+/// `None` when the stage no longer exists (its rows are deleted). Distributed
+/// mode calls it with [`PresenceStore::load_stage`] when this node becomes
+/// the stage's home.
+pub fn restore_stage(
+    hub: &StageHub,
+    presence: &dyn PresenceStore,
+    store: &dyn Store,
+    stage: &StageId,
+    rows: Vec<PresenceRow>,
+    grace: Duration,
+    now_unix: i64,
+) -> Result<Option<usize>, StoreError> {
+    if store.get_stage(stage)?.is_none() {
+        presence.write(&[StageWrite::Delete { stage: stage.clone() }])?;
+        return Ok(None);
+    }
+    let mut members = Vec::with_capacity(rows.len());
+    for row in rows {
+        let state: ParticipantState = match serde_json::from_str(&row.state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(stage = %stage, participant = %row.id, error = %e, "stored presence does not parse; dropped");
+                continue;
+            }
+        };
+        if state.id != row.id {
+            continue;
+        }
+        let record = store.get_participant(stage, &ParticipantId(row.id.clone()))?;
+        if record.is_some_and(|r| r.revoked || r.expiration <= now_unix) {
+            continue;
+        }
+        members.push(RestoredMember { state, whip_only: row.whip_only });
+    }
+    let count = members.len();
+    hub.restore(stage, members, grace);
+    Ok(Some(count))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use stagecast_server::channel::store::{ChannelStore, RedisChannelStore, SqliteChannelStore};
 use stagecast_server::chat::store::{RedisRoomStore, RoomStore, SqliteRoomStore};
+use stagecast_server::stage::presence::{PresenceStore, RedisPresence, SqlitePresence};
 use stagecast_server::store::{RedisPool, RedisStore, SqliteStore, Store};
 
 /// A running `redis-server`; killed when dropped.
@@ -109,6 +110,13 @@ impl Backend {
         Ok(match self {
             Self::Sqlite(dir) => Box::new(SqliteChannelStore::open(&dir.join("db.sqlite"))?),
             Self::Redis(redis) => Box::new(RedisChannelStore::new(redis.pool()?, "node-test")),
+        })
+    }
+
+    pub fn presence(&self) -> Result<Box<dyn PresenceStore>> {
+        Ok(match self {
+            Self::Sqlite(dir) => Box::new(SqlitePresence::open(&dir.join("db.sqlite"))?),
+            Self::Redis(redis) => Box::new(RedisPresence::new(redis.pool()?)),
         })
     }
 }

@@ -132,6 +132,11 @@ impl PresenceStore for Counting {
         let rows = self.rows.lock().map_err(|_| StoreError::Poisoned)?;
         Ok(rows.iter().map(|(s, r)| (s.clone(), r.clone())).collect())
     }
+
+    fn load_stage(&self, stage: &StageId) -> Result<Vec<PresenceRow>, StoreError> {
+        let rows = self.rows.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(rows.get(stage).cloned().unwrap_or_default())
+    }
 }
 
 fn claims(id: &str) -> ParticipantClaims {
