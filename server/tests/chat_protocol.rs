@@ -565,11 +565,12 @@ fn a_room_on_two_nodes_sees_the_same_messages_history_and_moderation() {
     assert_eq!(here[&2][0]["RequestId"], "r1");
     assert!(here[&1][0].get("RequestId").is_none());
     let relays = a.take_relays();
-    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert_eq!(relays.len(), 2, "{relays:?}");
     assert!(a.take_relays().is_empty(), "taken once");
     let Relay::Frame(Frame::Message { id: message_id, request_id: None, .. }) = &relays[0] else {
         panic!("a message relays as its frame without a request id: {relays:?}")
     };
+    assert_eq!(relays[1], Relay::RoomBudget { at_ms: T0 + 10 }, "then the place it took in the room's budget");
     let message_id = message_id.clone();
     // The relay survives the trip as JSON (what Redis carries).
     let wire = serde_json::to_string(&relays).expect("relays serialize");
@@ -609,6 +610,41 @@ fn a_room_on_two_nodes_sees_the_same_messages_history_and_moderation() {
     let closes = deliveries(&a.take_relays().into_iter().flat_map(|r| b.apply_relay(r)).collect::<Vec<_>>());
     assert_eq!(closes[&3], vec![json!("CLOSE:room deleted")]);
     assert_eq!(b.member_count(), 0);
+}
+
+/// The room's messages-per-second budget is the room's, not each node's:
+/// what one node accepted counts in the others' windows once relayed.
+#[test]
+fn a_rooms_message_rate_holds_across_nodes() {
+    let limits = RoomLimits { max_messages_per_second: 3, max_message_length: 500 };
+    let mut a = RoomCore::new(limits, ROOM_ONLY, "a").relaying();
+    let mut b = RoomCore::new(limits, ROOM_ONLY, "b").relaying();
+    a.join(ConnId(1), member("alice", SEND), T0);
+    b.join(ConnId(2), member("bob", SEND), T0);
+    for (i, at) in [T0 + 100, T0 + 200].into_iter().enumerate() {
+        let out = send(&mut a, 1, &format!("a{i}"), "from A", at);
+        assert_eq!(deliveries(&out)[&1][0]["Type"], "MESSAGE");
+    }
+    for relay in a.take_relays() {
+        b.apply_relay(relay);
+    }
+    // B has room for one more in this second, not three.
+    assert_eq!(deliveries(&send(&mut b, 2, "b0", "from B", T0 + 300))[&2][0]["Type"], "MESSAGE");
+    let refused = only_error(&send(&mut b, 2, "b1", "from B", T0 + 400), 2);
+    assert_eq!(refused["ErrorCode"], 429, "{refused}");
+    // A learns of B's too.
+    for relay in b.take_relays() {
+        a.apply_relay(relay);
+    }
+    assert_eq!(only_error(&send(&mut a, 1, "a2", "from A", T0 + 500), 1)["ErrorCode"], 429);
+    // A second later the window has slid past A's first two.
+    assert_eq!(deliveries(&send(&mut b, 2, "b2", "from B", T0 + 1250))[&2][0]["Type"], "MESSAGE");
+    // Relays from a node whose members only listen stay bounded.
+    for i in 0..10_000 {
+        b.apply_relay(Relay::RoomBudget { at_ms: T0 + 2000 + i });
+    }
+    assert_eq!(only_error(&send(&mut b, 2, "b3", "from B", T0 + 12_000), 2)["ErrorCode"], 429, "the window is full");
+    assert_eq!(deliveries(&send(&mut b, 2, "b4", "from B", T0 + 13_500))[&2][0]["Type"], "MESSAGE");
 }
 
 #[test]

@@ -139,6 +139,11 @@ pub enum Relay {
     DisconnectUser { user_id: String },
     /// DeleteRoom: every connection closes.
     CloseAll,
+    /// A message (relayed just before) took a place in the room's
+    /// messages-per-second budget at `at_ms`: the other nodes' windows count
+    /// it too, so the room's rate holds across nodes, not per node (up to
+    /// the relay's delay).
+    RoomBudget { at_ms: i64 },
 }
 
 /// Makes frame ids: a per-room-instance prefix plus a counter, so ids are
@@ -251,6 +256,21 @@ impl RoomCore {
             }
             Relay::DisconnectUser { user_id } => self.close_user(&user_id),
             Relay::CloseAll => self.close_all_here(),
+            Relay::RoomBudget { at_ms } => {
+                // Kept in time order (another node's clock may lag ours a little).
+                let at = self.recent_sends.partition_point(|t| *t <= at_ms);
+                self.recent_sends.insert(at, at_ms);
+                // Pruned here too (a node whose members only listen never
+                // sends), and bounded: a full window is all that counts.
+                let newest = self.recent_sends.back().copied().unwrap_or(at_ms);
+                while self.recent_sends.front().is_some_and(|t| *t <= newest.saturating_sub(1000)) {
+                    self.recent_sends.pop_front();
+                }
+                while self.recent_sends.len() > self.limits.max_messages_per_second as usize {
+                    self.recent_sends.pop_front();
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -448,6 +468,7 @@ impl RoomCore {
             }
             self.recent_sends.push_back(now_ms);
         }
+        let counted = !member.capabilities.moderates();
         let frame = Frame::Message {
             id: self.ids.next(),
             request_id: None,
@@ -459,6 +480,9 @@ impl RoomCore {
         };
         self.history.push(&frame);
         self.relay(|| Relay::Frame(frame.clone()));
+        if counted {
+            self.relay(|| Relay::RoomBudget { at_ms: now_ms });
+        }
         Ok(self.to_everyone_acking(conn, request_id.to_owned(), frame))
     }
 
