@@ -2,7 +2,8 @@
 //! `--redis` with a real `redis-server`): node B forwards HLS requests for
 //! node A's broadcast to A and streams the answers back unchanged — the same
 //! playlist, the same part bytes, the same cache headers — and a channel
-//! nobody ingests stays 404 on both.
+//! nobody ingests stays 404 on both. A broadcaster that reconnects through
+//! the other node resumes its broadcast where it is.
 
 use anyhow::{ensure, Context, Result};
 use reqwest::header;
@@ -13,17 +14,21 @@ use common::channel::{go_live, listed_segments, test_video, wait_playlist, Chann
 use common::redis::RedisServer as Redis;
 use common::{temp_dir, Server};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
-    let redis = Redis::start()?;
+/// Nodes `a` and `b` sharing `redis`.
+async fn two_nodes(redis: &Redis, test: &str) -> Result<(Server, Server)> {
     let node = |name: &str| -> Result<Config> {
-        let mut config = Config::for_tests(temp_dir(&format!("channel-node-{name}"))?);
+        let mut config = Config::for_tests(temp_dir(&format!("{test}-{name}"))?);
         config.redis = Some(redis.url().parse().map_err(anyhow::Error::msg)?);
         config.node_id = Some(name.to_owned());
         Ok(config)
     };
-    let a = Server::start_config(node("a")?).await?;
-    let b = Server::start_config(node("b")?).await?;
+    Ok((Server::start_config(node("a")?).await?, Server::start_config(node("b")?).await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
+    let redis = Redis::start()?;
+    let (a, b) = two_nodes(&redis, "channel-node").await?;
     let Some(video) = test_video(&a.dir)? else {
         eprintln!("SKIPPED: ffmpeg is not on PATH (cargo xtask setup installs it)");
         return Ok(());
@@ -88,6 +93,49 @@ async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
         let status = node.get(&url).await?.status();
         ensure!(status == 403, "a private channel without a token: {status} from {}", node.base());
     }
+    a.stop()?;
+    b.stop()?;
+    Ok(())
+}
+
+/// The broadcaster's connection to A vanishes and it comes back through B
+/// (a load balancer's choice) within the reconnect window: B sends the
+/// WHIP request, and later its DELETE, to A, where the broadcast goes on
+/// (numbering continues after a discontinuity). Without that B would start
+/// a second broadcast of the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcaster_back_through_another_node_resumes_its_broadcast_where_it_is() -> Result<()> {
+    let redis = Redis::start()?;
+    let (a, b) = two_nodes(&redis, "channel-resume-node").await?;
+    let Some(video) = test_video(&a.dir)? else {
+        eprintln!("SKIPPED: ffmpeg is not on PATH (cargo xtask setup installs it)");
+        return Ok(());
+    };
+    let ch = a.create_channel().await?;
+    let hls = format!("/hls/{}", ch.id);
+    let (mut host, _) = go_live(&a, &ch).await?;
+    host.stream(&video, 0, 60).await?;
+    let before = listed_segments(&a.get(&format!("{hls}/media.m3u8")).await?.text().await?)?;
+    drop(host);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let through_b = Channel {
+        id: ch.id.clone(),
+        ingest: format!("{}/v1/channels/{}/whip", b.base(), ch.id),
+        playback: ch.playback.clone(),
+        key: ch.key.clone(),
+    };
+    let (mut again, location) = go_live(&b, &through_b).await?;
+    again.stream(&video, 0, 60).await?;
+    ensure!(b.running.state.channels.playback(&ch.id).is_none(), "B started a broadcast of its own");
+    ensure!(a.running.state.channels.playback(&ch.id).is_some(), "the broadcast is still A's");
+    let url = format!("{}{location}", b.base());
+    let status = b.http().delete(url).bearer_auth(&ch.key).send().await?.status();
+    ensure!(status == 204, "DELETE through B: {status}");
+    let ended = wait_playlist(&b, &hls, "ENDLIST through B", |s, t| s == 200 && t.contains("#EXT-X-ENDLIST")).await?;
+    let segments = listed_segments(&ended)?;
+    let resumed = segments.iter().find(|s| s.1).context(format!("a DISCONTINUITY:\n{ended}"))?;
+    ensure!(resumed.0 > before.last().context("segments")?.0, "numbering goes on:\n{ended}");
     a.stop()?;
     b.stop()?;
     Ok(())

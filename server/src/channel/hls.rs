@@ -84,7 +84,7 @@ impl Feed {
 /// The client's address, as the demo limits see it (the proxy's
 /// `X-Forwarded-For` with `--trust-forwarded-headers`; unspecified when the
 /// router runs without connect info).
-struct ClientIp(IpAddr);
+pub(super) struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<ChannelState> for ClientIp {
     type Rejection = std::convert::Infallible;
@@ -212,7 +212,7 @@ async fn handle(
                         let mut request = axum::extract::Request::new(Body::empty());
                         *request.uri_mut() = uri.clone();
                         *request.headers_mut() = headers.clone();
-                        super::remote::forward(cluster, &id, request, ip).await
+                        super::remote::forward(cluster, &id, request, ip, &super::remote::HLS_ANSWER).await
                     }
                     None => None,
                 }

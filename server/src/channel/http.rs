@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, options, post};
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use tower_http::cors::{Any, CorsLayer};
 use super::recording::core::{MAX_RECONNECT_WINDOW_SECS, THUMBNAIL_INTERVAL_SECS};
 use super::recording::RecordingSettings;
 use super::store::ChannelRecord;
+use super::hls::ClientIp;
 use super::{ChannelError, ChannelState};
 use stagecast_protocol::control::ListRequest;
 
@@ -346,15 +347,43 @@ fn stream_key(headers: &HeaderMap) -> Result<&str, AppError> {
         .ok_or_else(|| AppError::unauthorized("STREAM_KEY_INVALID", "missing Authorization: Bearer <stream key>"))
 }
 
+/// Distributed mode: a WHIP request for a channel whose broadcast another
+/// live node holds is answered there (see [`super::remote`]); `None`: serve
+/// it here (this node holds it, nobody does, or the holder is gone).
+async fn at_origin(
+    state: &ChannelState,
+    id: &str,
+    (method, uri, headers): (Method, &Uri, &HeaderMap),
+    body: Bytes,
+    client: ClientIp,
+) -> Option<Response> {
+    let cluster = state.channels.cluster()?;
+    if state.channels.playback(id).is_some() {
+        return None;
+    }
+    let mut request = axum::extract::Request::new(axum::body::Body::from(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    super::remote::forward(cluster, id, request, client.0, &super::remote::WHIP_ANSWER).await
+}
+
 async fn whip_publish(
     State(state): State<ChannelState>,
     Path(id): Path<String>,
+    client: ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, AppError> {
     // Existence and key first: a bad body from an unauthorised caller is a 401.
     broadcaster(&state, &id, &headers)?;
     let key = stream_key(&headers)?;
+    if let Ok(bytes) = &body {
+        if let Some(answer) = at_origin(&state, &id, (Method::POST, &uri, &headers), bytes.clone(), client).await {
+            return Ok(answer);
+        }
+    }
     // Draining: a broadcast on air (or reconnecting) goes on, a new one goes elsewhere.
     if state.ops.is_draining() && !state.channels.is_live(&id) {
         return Err(crate::ops::draining_error("broadcasts"));
@@ -376,9 +405,14 @@ async fn whip_publish(
 async fn whip_delete(
     State(state): State<ChannelState>,
     Path((id, session)): Path<(String, String)>,
+    client: ClientIp,
+    uri: Uri,
     headers: HeaderMap,
-) -> Result<StatusCode, AppError> {
+) -> Result<Response, AppError> {
     broadcaster(&state, &id, &headers)?;
+    if let Some(answer) = at_origin(&state, &id, (Method::DELETE, &uri, &headers), Bytes::new(), client).await {
+        return Ok(answer);
+    }
     state.channels.stop_broadcast(&id, Some(&session))?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,7 +5,10 @@
 //! another node asked for that channel's HLS forwards the request there and
 //! streams the answer back with its cache headers, so an HTTP cache in
 //! front of all nodes works as with one. The ingest node applies its
-//! per-viewer limits to the viewer the forwarding node names.
+//! per-viewer limits to the viewer the forwarding node names. WHIP requests
+//! for a channel whose broadcast another node holds go there too, so a
+//! broadcaster that reconnects through another node (a load balancer's
+//! choice) resumes its broadcast where it is instead of starting a second.
 //!
 //! Which channels are on air anywhere is a sorted set in Redis
 //! (`stagecast:channels:live`, each id scored by when its entry expires):
@@ -25,8 +28,8 @@ use axum::response::Response;
 use super::ChannelHub;
 use crate::cluster::{forward, Cluster};
 
-/// Answer headers passed back (the forwarding node sets its own CORS and server time).
-const PASSED_ANSWER: [HeaderName; 7] = [
+/// HLS answer headers passed back (the forwarding node sets its own CORS and server time).
+pub const HLS_ANSWER: [HeaderName; 7] = [
     header::CONTENT_TYPE,
     header::CACHE_CONTROL,
     header::CONTENT_RANGE,
@@ -95,16 +98,26 @@ async fn sync_live(cluster: &Cluster, ours: &[String]) -> Result<HashSet<String>
     Ok(ids.into_iter().collect())
 }
 
+/// WHIP answer headers passed back: the session's `Location` and the ICE
+/// servers' `Link`s (the broadcaster's ICE goes to the origin).
+pub const WHIP_ANSWER: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::LINK];
+
 /// Serve `request` for `channel` from the node holding its broadcast, or
-/// `None` when no other node does. A request that another node already
-/// forwarded is never forwarded again.
-pub async fn forward(cluster: &Cluster, channel: &str, request: Request, client: IpAddr) -> Option<Response> {
+/// `None` when no other node does; `passed`: the answer headers kept. A
+/// request that another node already forwarded is never forwarded again.
+pub async fn forward(
+    cluster: &Cluster,
+    channel: &str,
+    request: Request,
+    client: IpAddr,
+    passed: &[HeaderName],
+) -> Option<Response> {
     if cluster.forwarded_client(request.headers()).is_some() {
         return None;
     }
     let key = key(channel);
     let origin = cluster.owner(&key).await.filter(|o| o != cluster.own_url())?;
-    match forward::http(cluster, &origin, request, client, Some(&PASSED_ANSWER)).await {
+    match forward::http(cluster, &origin, request, client, Some(passed)).await {
         Ok(response) => Some(response),
         Err(forward::Unreachable) => {
             // Its node is gone, and the broadcast with it.
