@@ -93,6 +93,11 @@ async fn node_b_plays_a_broadcast_ingested_on_node_a() -> Result<()> {
         let status = node.get(&url).await?.status();
         ensure!(status == 403, "a private channel without a token: {status} from {}", node.base());
     }
+
+    // StopStream through B ends A's broadcast of the first channel.
+    let status = b.http().post(format!("{}/v1/channels/{}/stop", b.base(), ch.id)).bearer_auth(&b.api_key).send().await?.status();
+    ensure!(status == 204, "StopStream through B: {status}");
+    wait_playlist(&a, &hls, "ENDLIST after StopStream through B", |s, t| s == 200 && t.contains("#EXT-X-ENDLIST")).await?;
     a.stop()?;
     b.stop()?;
     Ok(())

@@ -335,10 +335,21 @@ async fn put_metadata(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stop_stream(_: ApiKey, State(state): State<ChannelState>, Path(id): Path<String>) -> Result<StatusCode, AppError> {
+async fn stop_stream(
+    _: ApiKey,
+    State(state): State<ChannelState>,
+    Path(id): Path<String>,
+    client: ClientIp,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     state.channels.get(&id)?;
+    // Distributed mode: the broadcast may be another node's.
+    if let Some(answer) = at_origin(&state, &id, (Method::POST, &uri, &headers), Bytes::new(), client).await {
+        return Ok(answer);
+    }
     state.channels.stop_broadcast(&id, None)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The stream key of `Authorization: Bearer <key>` (401 otherwise).
@@ -347,8 +358,8 @@ fn stream_key(headers: &HeaderMap) -> Result<&str, AppError> {
         .ok_or_else(|| AppError::unauthorized("STREAM_KEY_INVALID", "missing Authorization: Bearer <stream key>"))
 }
 
-/// Distributed mode: a WHIP request for a channel whose broadcast another
-/// live node holds is answered there (see [`super::remote`]); `None`: serve
+/// Distributed mode: a WHIP request (or StopStream) for a channel whose
+/// broadcast another live node holds is answered there (see [`super::remote`]); `None`: serve
 /// it here (this node holds it, nobody does, or the holder is gone).
 async fn at_origin(
     state: &ChannelState,
