@@ -114,3 +114,55 @@ async fn members_on_two_nodes_chat_moderate_and_see_history() -> Result<()> {
     b.stop()?;
     Ok(())
 }
+
+/// The connections the nodes read relays on (blocked in `XREAD`) are cut,
+/// as by a Redis restart or a network blip, and node B's member speaks at
+/// once: node A reads on from where it stopped, so its member gets every
+/// message B acknowledged, in order.
+#[tokio::test]
+async fn a_node_whose_relay_reader_drops_reads_on_and_misses_nothing() -> Result<()> {
+    let redis = Redis::start()?;
+    let (a, b) = two_nodes(&redis).await?;
+    let room = a.create_room(json!({"maximumMessageRatePerSecond": 100})).await?;
+    let mut alice = a.chat_connect(&a.chat_token(&room, "alice", &[]).await?).await?;
+    // Four senders on B, each within its own burst (5 back to back).
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        senders.push(b.chat_connect(&b.chat_token(&room, &format!("bob-{i}"), &["SEND_MESSAGE"]).await?).await?);
+    }
+    say(&mut senders[0], "warm-up", "before").await?;
+    recv(&mut senders[0]).await?;
+    anyhow::ensure!(recv(&mut alice).await?["Content"] == "before");
+
+    let pool = redis.pool()?;
+    let clients: String = pool.with(|c| redis::cmd("CLIENT").arg("LIST").query(c))?;
+    let readers: Vec<&str> = clients
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == "cmd=xread"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    anyhow::ensure!(readers.len() == 2, "one relay reader per node: {clients}");
+    for id in readers {
+        let _: i64 = pool.with(|c| redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(c))?;
+    }
+    let mut acked = Vec::new();
+    for i in 0..16 {
+        let bob = &mut senders[i % 4];
+        say(bob, &format!("b-{i}"), &format!("message {i}")).await?;
+        // Its answer, past the others' messages.
+        let ack = loop {
+            let frame = recv_live(bob).await?;
+            if frame["RequestId"] == format!("b-{i}").as_str() {
+                break frame;
+            }
+        };
+        anyhow::ensure!(ack["Type"] == "MESSAGE", "not accepted: {ack}");
+        acked.push(ack["Id"].as_str().context("Id")?.to_owned());
+    }
+    let mut got = Vec::new();
+    for _ in 0..acked.len() {
+        got.push(recv(&mut alice).await?["Id"].as_str().context("Id")?.to_owned());
+    }
+    anyhow::ensure!(got == acked, "alice on A got {got:?}, B acknowledged {acked:?}");
+    Ok(())
+}

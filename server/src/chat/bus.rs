@@ -1,18 +1,22 @@
 //! Chat across nodes (distributed mode, `--redis`): a room's members may be
 //! connected to different nodes. Each node's room core hands out what it
-//! did room-wide as [`Relay`]s; this module publishes them on Redis pub/sub
-//! (channel `stagecast:chat:<room>`) and applies what other nodes publish.
+//! did room-wide as [`Relay`]s; this module appends them to one Redis
+//! stream (`stagecast:chat-relays`, `XADD`, trimmed to about
+//! [`STREAM_LENGTH`] entries) and applies what the other nodes appended,
+//! reading the stream from the last entry it has seen (`XREAD BLOCK`).
+//!
+//! A stream rather than pub/sub: a node whose reading connection drops for
+//! a moment (a Redis restart, a network blip) reads on from where it was,
+//! so its members miss nothing sent meanwhile (as long as the gap is
+//! shorter than the stream's length).
 //!
 //! A message's acknowledgement (the sender's copy, with its `RequestId`) is
-//! held until Redis has taken the publish, so a message a client saw
-//! acknowledged has reached every node subscribed at that moment, even if
-//! its own node dies right after. Pub/sub keeps nothing: a node whose
-//! subscription is down for a moment misses what was sent meanwhile (its
-//! clients see a gap, as after a reconnect).
+//! held until Redis has taken the entry, so a message a client saw
+//! acknowledged reaches every node, even if its own node dies right after.
 //!
-//! Queues are bounded: [`PUBLISH_QUEUE`] publishes wait for Redis; when it
+//! Queues are bounded: [`PUBLISH_QUEUE`] appends wait for Redis; when it
 //! is full a relay is dropped (counted, logged) and its acknowledgements go
-//! out at once.
+//! out at once. The stream itself is trimmed.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -31,15 +34,19 @@ use crate::auth;
 
 /// Publishes waiting for Redis before relays are dropped.
 pub const PUBLISH_QUEUE: usize = 4096;
-/// Longest a Redis command or connection attempt may take.
+/// Longest a Redis command or connection attempt may take (a blocking
+/// read gets [`READ_BLOCK`] more).
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often a node pings its own subscription (through Redis).
-const PING_EVERY: Duration = Duration::from_secs(5);
-/// A subscription that hears nothing (not even its own pings) this long is reopened.
-const SUBSCRIPTION_IDLE: Duration = Duration::from_secs(16);
-const CHANNEL_PREFIX: &str = "stagecast:chat:";
-/// The channel pings go to (matched by the pattern, never a room id: room ids are alphanumeric).
-const PING_CHANNEL: &str = "stagecast:chat:~ping";
+/// How long one `XREAD` waits for new entries before asking again.
+const READ_BLOCK: Duration = Duration::from_secs(2);
+/// Entries taken per `XREAD`.
+const READ_COUNT: usize = 512;
+/// The stream keeps about this many entries (`MAXLEN ~`): the longest gap
+/// a node can read across, in relays (minutes of a busy room).
+pub const STREAM_LENGTH: usize = 10_000;
+const STREAM: &str = "stagecast:chat-relays";
+/// The entry's one field.
+const FIELD: &str = "e";
 
 /// A connection's acknowledgement, sent once its relay is published.
 pub type HeldAck = (mpsc::Sender<Outbound>, Utf8Bytes);
@@ -106,7 +113,7 @@ fn deliver(acks: Vec<HeldAck>) {
 #[error("chat over Redis: {0}")]
 pub struct BusError(#[from] redis::RedisError);
 
-/// Connect to Redis, subscribe to every room's channel, and start relaying
+/// Connect to Redis, note where the stream ends, and start relaying
 /// `hub`'s rooms. Fails when Redis cannot be reached now.
 pub async fn start(hub: &ChatHub, redis_url: &str) -> Result<Bus, BusError> {
     let client = redis::Client::open(redis_url)?;
@@ -114,105 +121,101 @@ pub async fn start(hub: &ChatHub, redis_url: &str) -> Result<Bus, BusError> {
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(REDIS_TIMEOUT)
         .set_response_timeout(REDIS_TIMEOUT);
-    let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-    let subscription = subscribe(&client).await?;
+    let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+    let reader_config = config.set_response_timeout(REDIS_TIMEOUT + READ_BLOCK);
+    let mut reader = ConnectionManager::new_with_config(client, reader_config).await?;
+    // What is in the stream already is history: read from its end.
+    let last: Vec<(String, Vec<Vec<u8>>)> =
+        redis::cmd("XREVRANGE").arg(STREAM).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut reader).await?;
+    let from = last.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id);
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(publish_loop(conn, rx, origin.clone()));
-    tokio::spawn(subscribe_loop(client, subscription, hub.clone(), origin, received.clone()));
+    tokio::spawn(read_loop(reader, from, hub.clone(), origin, received.clone()));
     Ok(Bus { tx, dropped: AtomicU64::new(0), received })
 }
 
-async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, redis::RedisError> {
-    let timed_out = || redis::RedisError::from((redis::ErrorKind::IoError, "timed out"));
-    let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await.map_err(|_| timed_out())??;
-    tokio::time::timeout(REDIS_TIMEOUT, pubsub.psubscribe(format!("{CHANNEL_PREFIX}*")))
-        .await
-        .map_err(|_| timed_out())??;
-    Ok(pubsub)
-}
-
 async fn publish_loop(mut conn: ConnectionManager, mut rx: mpsc::Receiver<Publish>, origin: String) {
-    let mut ping = tokio::time::interval(PING_EVERY);
     let mut failures = 0u64;
-    loop {
-        let (channel, payload, acks) = tokio::select! {
-            next = rx.recv() => match next {
-                Some(Publish { room, relays, acks }) => {
-                    let envelope = Envelope { origin: Cow::Borrowed(&origin), room: Cow::Borrowed(&room), relays: Cow::Owned(relays) };
-                    (format!("{CHANNEL_PREFIX}{room}"), serde_json::to_string(&envelope), acks)
-                }
-                None => return,
-            },
-            _ = ping.tick() => {
-                let envelope = Envelope { origin: Cow::Borrowed(&origin), room: Cow::Borrowed(""), relays: Cow::Owned(Vec::new()) };
-                (PING_CHANNEL.to_owned(), serde_json::to_string(&envelope), Vec::new())
-            }
-        };
-        let Ok(payload) = payload else {
+    while let Some(Publish { room, relays, acks }) = rx.recv().await {
+        let envelope = Envelope { origin: Cow::Borrowed(&origin), room: Cow::Borrowed(&room), relays: Cow::Owned(relays) };
+        let Ok(payload) = serde_json::to_string(&envelope) else {
             // Strings and string maps always serialize.
             deliver(acks);
             continue;
         };
-        let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut conn).await;
-        if let Err(e) = sent {
+        let added: Result<String, _> = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_LENGTH)
+            .arg("*")
+            .arg(FIELD)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = added {
             failures += 1;
             if failures.is_power_of_two() {
-                tracing::warn!(error = %e, failures, "chat relay: PUBLISH to Redis failed; other nodes miss this room change");
+                tracing::warn!(error = %e, failures, "chat relay: XADD to Redis failed; other nodes miss this room change");
             }
         }
         deliver(acks);
     }
 }
 
-async fn subscribe_loop(
-    client: redis::Client,
-    first: redis::aio::PubSub,
-    hub: ChatHub,
-    origin: String,
-    received: Arc<AtomicU64>,
-) {
-    let mut subscription = Some(first);
+/// One `XREAD` answer: per stream, its entries (id, [field, value, …]).
+type StreamRead = Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>;
+
+/// Read the stream from `from` on, forever; after an error, from the last
+/// entry read (the connection reconnects by itself).
+async fn read_loop(mut conn: ConnectionManager, mut from: String, hub: ChatHub, origin: String, received: Arc<AtomicU64>) {
     let mut backoff = Duration::from_millis(100);
+    let mut failing = false;
     loop {
-        let pubsub = match subscription.take() {
-            Some(s) => s,
-            None => match subscribe(&client).await {
-                Ok(s) => {
-                    tracing::info!("chat relay: subscribed to Redis again");
+        let read: Result<StreamRead, _> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(STREAM)
+            .arg(&from)
+            .query_async(&mut conn)
+            .await;
+        let streams = match read {
+            Ok(streams) => {
+                if failing {
+                    tracing::info!(from, "chat relay: reading from Redis again, from where it stopped");
+                    failing = false;
                     backoff = Duration::from_millis(100);
-                    s
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "chat relay: cannot subscribe to Redis; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
+                streams.unwrap_or_default()
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "chat relay: cannot read from Redis; retrying");
+                    failing = true;
                 }
-            },
-        };
-        let mut messages = pubsub.into_on_message();
-        loop {
-            let message = match tokio::time::timeout(SUBSCRIPTION_IDLE, messages.next()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    tracing::warn!("chat relay: the Redis subscription closed; reopening it");
-                    break;
-                }
-                Err(_) => {
-                    tracing::warn!("chat relay: nothing from Redis for {SUBSCRIPTION_IDLE:?} (not even pings); reopening");
-                    break;
-                }
-            };
-            let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(message.get_payload_bytes()) else {
-                tracing::warn!(channel = message.get_channel_name(), "chat relay: unreadable message on the chat channel");
-                continue;
-            };
-            if envelope.origin == origin || envelope.relays.is_empty() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
-            received.fetch_add(1, Ordering::Relaxed);
-            hub.apply_remote(&envelope.room, envelope.relays.into_owned());
+        };
+        for (_, entries) in streams {
+            for (id, fields) in entries {
+                from = id;
+                let payload = fields.chunks(2).find(|kv| kv.len() == 2 && kv[0] == FIELD.as_bytes()).map(|kv| &kv[1]);
+                let Some(Ok(envelope)) = payload.map(|p| serde_json::from_slice::<Envelope<'_>>(p)) else {
+                    tracing::warn!(id = from, "chat relay: unreadable entry in the chat stream");
+                    continue;
+                };
+                if envelope.origin == origin || envelope.relays.is_empty() {
+                    continue;
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+                hub.apply_remote(&envelope.room, envelope.relays.into_owned());
+            }
         }
     }
 }
