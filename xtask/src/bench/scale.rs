@@ -338,19 +338,20 @@ fn render(
     )?;
     writeln!(md)?;
     let dated = format!("Measured {}.", date.trim());
+    let (mut chat, mut join) = (String::new(), String::new());
     if !lines.is_empty() {
-        writeln!(md, "{}", CHAT.0)?;
-        chat_table(&mut md, lines, &dated)?;
-        writeln!(md, "{}", CHAT.1)?;
-    } else if let Some(text) = kept(old, CHAT) {
-        writeln!(md, "{text}")?;
+        chat_table(&mut chat, lines, &dated)?;
     }
     if !joins.is_empty() {
-        writeln!(md, "{}", JOIN.0)?;
-        join_table(&mut md, joins, &dated)?;
-        writeln!(md, "{}", JOIN.1)?;
-    } else if let Some(text) = kept(old, JOIN) {
-        writeln!(md, "{text}")?;
+        join_table(&mut join, joins, &dated)?;
+    }
+    // A half not run this time keeps its last table.
+    for (markers, fresh) in [(CHAT, chat), (JOIN, join)] {
+        if !fresh.is_empty() {
+            writeln!(md, "{}\n{fresh}{}", markers.0, markers.1)?;
+        } else if let Some(text) = kept(old, markers) {
+            writeln!(md, "{text}")?;
+        }
     }
     writeln!(md, "{END}")?;
     Ok(md)
@@ -457,4 +458,22 @@ fn chat_table(md: &mut String, lines: &[BTreeMap<String, String>], dated: &str) 
          not the server, can set the latency: compare its CPU with its cores."
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_not_run_keeps_its_last_table() -> Result<()> {
+        let old = format!("# Benchmarks\n\n{BEGIN}\n{}\nold chat table\n{}\n{END}\n", CHAT.0, CHAT.1);
+        let joins = [Joins { label: "one node", join_ms: vec![200.0, 300.0, 250.0] }];
+        let md = render(&[], &joins, "0", "0", &old)?;
+        assert!(md.contains(&format!("{}\nold chat table\n{}", CHAT.0, CHAT.1)), "{md}");
+        assert!(md.contains("| one node | 250 ms | 200, 300, 250 ms |"), "{md}");
+        assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END), "{md}");
+        let doc = splice_between(&old, BEGIN, END, &md);
+        assert_eq!(doc.matches(BEGIN).count(), 1);
+        Ok(())
+    }
 }
