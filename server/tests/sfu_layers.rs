@@ -375,8 +375,9 @@ fn layers_wanted_follows_what_subscribers_receive() -> Result<()> {
     w.run_for(Duration::from_secs(1))?;
     let (_, _, _) = w.subscribe(4, "carol", LayerStart::Lowest, Some("low"))?;
     w.run_for(Duration::from_secs(1))?;
-    assert_eq!(w.layers_wanted().last().cloned(), Some(vec!["low".to_owned(), "high".to_owned()]));
-    // The last subscriber of high leaves: only the lowest is wanted.
+    // bob may get high (and every layer on the way up): all stay wanted, nothing to announce.
+    assert_eq!(w.layers_wanted(), Vec::<Vec<String>>::new());
+    // The last subscriber that may get more than low leaves: only the lowest is wanted.
     w.sfu.close_session(&high_session, Some(&pid("bob")), w.now)?;
     w.run_for(Duration::from_millis(100))?;
     assert_eq!(w.layers_wanted().last().cloned(), Some(vec!["low".to_owned()]));
@@ -438,5 +439,28 @@ fn packets_lost_toward_a_subscriber_are_recovered_by_nack_and_rtx() -> Result<()
     for pair in frames.windows(2) {
         ensure!(pair[1] == pair[0].wrapping_add(1), "frame {} followed by {}", pair[0], pair[1]);
     }
+    Ok(())
+}
+
+/// A subscriber that starts on (or is held to) a lower layer still wants
+/// every layer up to its best: the publisher keeps sending them, so their
+/// bitrates stay measured and the subscriber can climb back. Only a cap
+/// below them, or a pause, lets the publisher stop them.
+#[test]
+fn layers_up_to_a_subscribers_best_stay_wanted_while_it_gets_a_lower_one() -> Result<()> {
+    let mut w = World::new();
+    w.publish()?;
+    let (_, session, _) = w.subscribe(3, "bob", LayerStart::Lowest, None)?;
+    w.run_for(Duration::from_secs(1))?;
+    // Every layer is wanted from the start (what the publisher sends anyway): no change to announce.
+    assert_eq!(w.layers_wanted(), Vec::<Vec<String>>::new(), "bob gets low and may climb to high");
+    w.sfu.set_layer(&session, &pid("bob"), &LayerRequest { rid: Some(Some("low".into())), paused: None }, w.now)?;
+    w.run_for(Duration::from_millis(100))?;
+    assert_eq!(w.layers_wanted().last().cloned(), Some(vec!["low".to_owned()]), "capped to low: only low");
+    // The cap lifted while bob still gets low: every layer up to high again.
+    w.sfu.set_layer(&session, &pid("bob"), &LayerRequest { rid: Some(None), paused: None }, w.now)?;
+    w.run_for(Duration::from_millis(100))?;
+    let all: Vec<String> = RIDS.iter().map(|r| (*r).to_owned()).collect();
+    assert_eq!(w.layers_wanted().last().cloned(), Some(all), "no cap: bob may climb to high");
     Ok(())
 }

@@ -130,7 +130,12 @@ async function layerSwitch(net, out) {
     onTop = await sub.page.evaluate(topSince, SWITCH);
   }
   if (onTop.since === null || Date.now() - onTop.since < SWITCH.onTopMs) {
-    throw new Error(`the unlimited subscriber did not stay on the 640×360 layer for ${SWITCH.onTopMs / 1000} s within ${SWITCH.topTimeoutMs / 1000} s: ${JSON.stringify(onTop)}`);
+    // What the publisher sends per layer, and why its encoder holds back.
+    const sent = await pub.page.evaluate(publisherLayers);
+    throw new Error(
+      `the unlimited subscriber did not stay on the 640×360 layer for ${SWITCH.onTopMs / 1000} s within ${SWITCH.topTimeoutMs / 1000} s: ` +
+        `${JSON.stringify(onTop)}; the publisher sends ${JSON.stringify(sent)}`,
+    );
   }
   const topMs = onTop.since - top;
   const cutAt = Date.now();
@@ -142,6 +147,19 @@ async function layerSwitch(net, out) {
   }
   if (r.at === null) throw new Error(`no steady lower layer ${SWITCH.timeoutMs / 1000} s after the cut: ${JSON.stringify(r)}`);
   return { ms: r.at - cutAt, firstLowMs: r.firstLow - cutAt, topAfterJoinMs: topMs, widths: r.widths, stallsAfterCut: r.stalls };
+}
+
+/** In the publisher's page: per simulcast layer, its size, frame rate, whether it is sent, and the encoder's limit. */
+async function publisherLayers() {
+  const stats = await window.__pub.stream.requestRTCStats();
+  const out = [];
+  stats.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out.push({ rid: s.rid, w: s.frameWidth, fps: s.framesPerSecond, active: s.active, limit: s.qualityLimitationReason, bytes: s.bytesSent });
+    }
+    if (s.type === 'candidate-pair' && s.nominated) out.push({ availableOutgoingBitrate: s.availableOutgoingBitrate });
+  });
+  return out;
 }
 
 /** In the subscriber's page: its one remote video's size and frames, every 100 ms, into `window.__decoding`. */

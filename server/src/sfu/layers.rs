@@ -277,6 +277,12 @@ impl Selector {
         self.target
     }
 
+    /// The index in `layers` of the best layer this subscriber may get (its
+    /// cap): what it climbs back to when its estimate allows.
+    pub fn best_allowed(&self, layers: &[Layer]) -> usize {
+        self.top(layers)
+    }
+
     /// Forwarding a lower layer than the cap allows because of bandwidth.
     pub fn adapting(&self) -> bool {
         self.adapting

@@ -213,9 +213,12 @@ impl Sfu {
         tracks.iter().find(|t| t.kind == MediaKind::Video).map(|t| (t.mid, t.layers.clone()))
     }
 
-    /// Recompute the layers some subscriber of a publisher receives or is
-    /// switching to (always the lowest); emit [`SfuEvent::LayersWanted`]
-    /// when that changed.
+    /// Recompute the layers some subscriber of a publisher receives, is
+    /// switching to, or may climb to (every layer up to its cap; always the
+    /// lowest); emit [`SfuEvent::LayersWanted`] when that changed. A
+    /// subscriber held low by its bandwidth still wants the layers above:
+    /// paused, the next one would measure nothing, the padding toward it
+    /// would stop, and the subscriber could never earn it back.
     pub(super) fn update_wanted(&mut self, publisher_key: u64) {
         let Some(p) = self.sessions.get(&publisher_key) else {
             return;
@@ -232,18 +235,21 @@ impl Sfu {
         if track.layers.iter().all(|l| l.rid.is_none()) {
             return;
         }
-        let wants = |key: LayerKey| {
+        let wants = |index: usize, key: LayerKey| {
             subscribers.iter().filter_map(|k| self.sessions.get(k)).any(|s| {
                 s.ended_at.is_none()
                     && matches!(&s.role, Role::Subscriber { selector, .. }
-                        if !selector.paused && (selector.target() == Some(key) || selector.current() == Some(key)))
+                        if !selector.paused
+                            && (index <= selector.best_allowed(&track.layers)
+                                || selector.target() == Some(key)
+                                || selector.current() == Some(key)))
             })
         };
         let rids: Vec<String> = track
             .layers
             .iter()
             .enumerate()
-            .filter(|(i, l)| *i == 0 || wants(l.rid))
+            .filter(|(i, l)| *i == 0 || wants(*i, l.rid))
             .filter_map(|(_, l)| l.name().map(str::to_owned))
             .collect();
         if rids == track.wanted {
