@@ -238,14 +238,22 @@ fn wasm_tests() -> Result<Outcome> {
         .into_iter()
         .find(|p| p.is_file())
         .context("xtask/webdriver.json is missing")?;
-    util::run(
-        util::cargo()
-            .args(["test", "-p", "stagecast-sdk", "--target", "wasm32-unknown-unknown", "--no-fail-fast"])
+    let tests = || {
+        let mut cmd = util::cargo();
+        cmd.args(["test", "-p", "stagecast-sdk", "--target", "wasm32-unknown-unknown", "--no-fail-fast"])
             .env("CHROMEDRIVER", setup::CHROMEDRIVER)
             .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
-            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", webdriver_json)
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
-    )?;
+            .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &webdriver_json)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+        cmd
+    };
+    if let Err(first) = util::run(&mut tests()) {
+        // The runner gives chromedriver a few seconds to bind its port; on
+        // a loaded 2-core machine it once did not ("driver failed to bind
+        // port during startup"). A test that really fails fails again.
+        note(&format!("wasm tests failed ({first:#}); running them once more"));
+        util::run(&mut tests())?;
+    }
     Ok(Outcome::Passed)
 }
 
