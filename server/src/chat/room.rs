@@ -263,14 +263,19 @@ impl RoomCore {
                 // Pruned here too (a node whose members only listen never
                 // sends), and bounded: a full window is all that counts.
                 let newest = self.recent_sends.back().copied().unwrap_or(at_ms);
-                while self.recent_sends.front().is_some_and(|t| *t <= newest.saturating_sub(1000)) {
-                    self.recent_sends.pop_front();
-                }
+                self.slide_window(newest);
                 while self.recent_sends.len() > self.limits.max_messages_per_second as usize {
                     self.recent_sends.pop_front();
                 }
                 Vec::new()
             }
+        }
+    }
+
+    /// Drop the sends that left the room's one-second window by `now_ms`.
+    fn slide_window(&mut self, now_ms: i64) {
+        while self.recent_sends.front().is_some_and(|t| *t <= now_ms.saturating_sub(1000)) {
+            self.recent_sends.pop_front();
         }
     }
 
@@ -457,9 +462,7 @@ impl RoomCore {
         }
         // Then the room's: a sliding one-second window over everyone but moderators.
         if !member.capabilities.moderates() {
-            while self.recent_sends.front().is_some_and(|t| *t <= now_ms.saturating_sub(1000)) {
-                self.recent_sends.pop_front();
-            }
+            self.slide_window(now_ms);
             if self.recent_sends.len() >= self.limits.max_messages_per_second as usize {
                 return Err(refuse(
                     ErrorCode::TooManyRequests,
