@@ -91,7 +91,45 @@ pub(super) fn net_recovery(doc: &str) -> Result<String> {
         .filter(|m| m.get("bench").map(String::as_str) == Some("netRecovery"))
         .filter_map(|m| Some((m.get("case")?.clone(), m)))
         .collect();
-    render_net(&cases, date.trim(), &load_before, &loadavg())
+    render_net(&cases, net_section_of(doc).as_deref(), date.trim(), &load_before, &loadavg())
+}
+
+/// How a row carried over from an earlier run ends (`BENCH_CASES` picked
+/// other cases this time).
+const EARLIER: &str = "(earlier run)";
+
+/// The sample labels of each case, in the order the section lists them.
+const SAMPLE_LABELS: [(&str, &str); 5] = [
+    ("tcp", "ICE-TCP"),
+    ("turn", "TURN"),
+    ("link8", "link down 8 s"),
+    ("restart", "server restart, media back"),
+    ("layerswitch", "layer switch"),
+];
+
+/// From `old` (the last section), the table rows that start with `prefix`,
+/// marked as from an earlier run (once).
+fn earlier_rows<'a>(old: Option<&'a str>, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    old.into_iter().flat_map(str::lines).filter(move |l| l.starts_with(prefix)).map(|l| {
+        let row = l.trim_end();
+        if row.ends_with(&format!("{EARLIER} |")) {
+            row.to_owned()
+        } else {
+            let body = row.strip_suffix('|').unwrap_or(row).trim_end();
+            format!("{body} {EARLIER} |")
+        }
+    })
+}
+
+/// From `old`, the samples listed under `label` (`"<label> 1, 2, 3"`),
+/// marked as from an earlier run (once).
+fn earlier_samples(old: Option<&str>, label: &str) -> Option<String> {
+    let para = old?.lines().find(|l| l.starts_with("Every sample"))?;
+    let list = para.split_once("): ")?.1;
+    let list = list.split_once(". Each run's detail").map_or(list, |(l, _)| l);
+    list.split("; ").find(|s| s.strip_prefix(label).is_some_and(|r| r.starts_with(' '))).map(|s| {
+        if s.ends_with(EARLIER) { s.to_owned() } else { format!("{s} {EARLIER}") }
+    })
 }
 
 /// The section for a run that could not measure (not root), keeping the
@@ -136,6 +174,7 @@ fn net_skipped(old: Option<&str>, date: &str) -> String {
 /// The network-recovery section from the harness's `BENCH` lines (by case).
 fn render_net(
     cases: &BTreeMap<String, BTreeMap<String, String>>,
+    old: Option<&str>,
     date: &str,
     load_before: &str,
     load_after: &str,
@@ -179,10 +218,14 @@ fn render_net(
     writeln!(md, "|---|---|---|---|---|---|")?;
     for (case, what, target) in NET_CASES {
         let Some(m) = cases.get(case) else {
-            writeln!(
-                md,
-                "| {what} | ≤ {target:.0} ms | — | — | 0 | not measured |"
-            )?;
+            // Not run this time: the last measurement stays, marked.
+            let kept: Vec<String> = earlier_rows(old, &format!("| {what} |")).collect();
+            if kept.is_empty() {
+                writeln!(md, "| {what} | ≤ {target:.0} ms | — | — | 0 | not measured |")?;
+            }
+            for row in kept {
+                writeln!(md, "{row}")?;
+            }
             continue;
         };
         let median = number(m, "median_ms");
@@ -207,6 +250,14 @@ fn render_net(
             m.get("runs").map_or("?", String::as_str),
         )?;
     }
+    let restart_refs = ["| server kill -9 → answering again |", "| server answering → the channel's viewer's"];
+    if !cases.contains_key("restart") {
+        for prefix in restart_refs {
+            for row in earlier_rows(old, prefix) {
+                writeln!(md, "{row}")?;
+            }
+        }
+    }
     if let Some(m) = cases.get("restart") {
         writeln!(
             md,
@@ -226,15 +277,15 @@ fn render_net(
     }
     writeln!(md)?;
     let mut lines = Vec::new();
-    for (case, label) in [
-        ("tcp", "ICE-TCP"),
-        ("turn", "TURN"),
-        ("link8", "link down 8 s"),
-        ("restart", "server restart, media back"),
-        ("layerswitch", "layer switch"),
-    ] {
-        if let Some(m) = cases.get(case) {
-            lines.push(format!("{label} {}", samples(m, "samples_ms")));
+    for (case, label) in SAMPLE_LABELS {
+        match cases.get(case) {
+            Some(m) => lines.push(format!("{label} {}", samples(m, "samples_ms"))),
+            None => lines.extend(earlier_samples(old, label)),
+        }
+    }
+    if !cases.contains_key("restart") {
+        for label in ["server answering again", "broadcast back"] {
+            lines.extend(earlier_samples(old, label));
         }
     }
     if let Some(m) = cases.get("restart") {
@@ -361,7 +412,7 @@ mod tests {
                 r#"{"bench":"netRecovery","case":"link8","runs":3,"median_ms":7000,"min_ms":6000,"max_ms":8000,"samples_ms":"6000 7000 8000"}"#,
             )?,
         );
-        let md = render_net(&cases, "today", "1 1 1", "2 2 2")?;
+        let md = render_net(&cases, None, "today", "1 1 1", "2 2 2")?;
         assert!(
             md.contains("| 1200 ms | 900–6000 ms | 3 | met (1 run over) |"),
             "{md}"
@@ -372,6 +423,34 @@ mod tests {
         );
         assert!(md.contains("| — | — | 0 | not measured |"), "{md}");
         assert!(md.starts_with(NET_BEGIN) && md.trim_end().ends_with(NET_END));
+        Ok(())
+    }
+
+    #[test]
+    fn cases_not_run_keep_their_last_rows_and_samples_marked_once() -> Result<()> {
+        let line = |case: &str, ms: u32| {
+            parse_bench_line(&format!(
+                r#"{{"bench":"netRecovery","case":"{case}","runs":1,"median_ms":{ms},"min_ms":{ms},"max_ms":{ms},"samples_ms":"{ms}","restart_median_ms":5,"restart_min_ms":5,"restart_max_ms":5,"restart_samples_ms":"5","broadcast_median_ms":9,"broadcast_min_ms":9,"broadcast_max_ms":9,"broadcast_samples_ms":"9","broadcast_back_runs":1}}"#
+            ))
+        };
+        let mut all = BTreeMap::new();
+        for case in ["tcp", "turn", "link8", "restart", "layerswitch"] {
+            all.insert(case.to_owned(), line(case, 1000)?);
+        }
+        let first = render_net(&all, None, "day 1", "1", "1")?;
+        let mut one = BTreeMap::new();
+        one.insert("layerswitch".to_owned(), line("layerswitch", 3000)?);
+        let second = render_net(&one, Some(&first), "day 2", "1", "1")?;
+        let third = render_net(&one, Some(&second), "day 3", "1", "1")?;
+        for md in [&second, &third] {
+            assert!(md.contains("| UDP-blocked guest via ICE-TCP: join() → remote video of every publisher | ≤ 5000 ms | 1000 ms | 1000–1000 ms | 1 | met (earlier run) |"), "{md}");
+            assert!(md.contains("| 3000 ms | 3000–3000 ms | 1 | met |"), "{md}");
+            assert!(md.contains("| server kill -9 → answering again | — (reference) | 5 ms | 5–5 ms | 1 | (earlier run) |"), "{md}");
+            assert!(md.contains("ICE-TCP 1000 (earlier run); TURN 1000 (earlier run)"), "{md}");
+            assert!(md.contains("layer switch 3000;") || md.contains("layer switch 3000. "), "{md}");
+            assert!(md.contains("server answering again 5 (earlier run); broadcast back 9 (earlier run)"), "{md}");
+            assert!(!md.contains("not measured") && md.matches(EARLIER).count() == 12, "{md}");
+        }
         Ok(())
     }
 }
