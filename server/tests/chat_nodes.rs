@@ -27,6 +27,23 @@ async fn two_nodes(redis: &Redis) -> Result<(Server, Server)> {
     Ok((a, b))
 }
 
+/// A node's counter from `/metrics` (`None`: not listed).
+async fn metric(node: &Server, name: &str) -> Result<Option<u64>> {
+    let metrics = node.http.get(format!("{}/metrics", node.base)).bearer_auth(&node.api_key).send().await?.text().await?;
+    Ok(metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok()))
+}
+
+/// The client ids of the nodes' relay readers (blocked in `XREAD`).
+fn relay_readers(redis: &Redis) -> Result<Vec<String>> {
+    let clients: String = redis.pool()?.with(|c| redis::cmd("CLIENT").arg("LIST").query(c))?;
+    Ok(clients
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == "cmd=xread"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect())
+}
+
 #[tokio::test]
 async fn members_on_two_nodes_chat_moderate_and_see_history() -> Result<()> {
     let redis = Redis::start()?;
@@ -106,10 +123,8 @@ async fn members_on_two_nodes_chat_moderate_and_see_history() -> Result<()> {
         assert_eq!(expect_close(ws).await?, "room deleted");
     }
     // Node A counted what it received from B: bob's message and the DeleteRoom.
-    let metrics = a.http.get(format!("{}/metrics", a.base)).bearer_auth(&a.api_key).send().await?.text().await?;
-    let count = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
-    assert_eq!(count("stagecast_chat_relays_received_total"), Some(2), "{metrics}");
-    assert_eq!(count("stagecast_chat_relays_dropped_total"), Some(0), "{metrics}");
+    assert_eq!(metric(&a, "stagecast_chat_relays_received_total").await?, Some(2));
+    assert_eq!(metric(&a, "stagecast_chat_relays_dropped_total").await?, Some(0));
     a.stop()?;
     b.stop()?;
     Ok(())
@@ -135,13 +150,8 @@ async fn a_node_whose_relay_reader_drops_reads_on_and_misses_nothing() -> Result
     anyhow::ensure!(recv(&mut alice).await?["Content"] == "before");
 
     let pool = redis.pool()?;
-    let clients: String = pool.with(|c| redis::cmd("CLIENT").arg("LIST").query(c))?;
-    let readers: Vec<&str> = clients
-        .lines()
-        .filter(|l| l.split(' ').any(|f| f == "cmd=xread"))
-        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .collect();
-    anyhow::ensure!(readers.len() == 2, "one relay reader per node: {clients}");
+    let readers = relay_readers(&redis)?;
+    anyhow::ensure!(readers.len() == 2, "one relay reader per node: {readers:?}");
     for id in readers {
         let _: i64 = pool.with(|c| redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(c))?;
     }
@@ -164,5 +174,52 @@ async fn a_node_whose_relay_reader_drops_reads_on_and_misses_nothing() -> Result
         got.push(recv(&mut alice).await?["Id"].as_str().context("Id")?.to_owned());
     }
     anyhow::ensure!(got == acked, "alice on A got {got:?}, B acknowledged {acked:?}");
+    Ok(())
+}
+
+/// The nodes' relay readers are cut off while the stream moves on further
+/// than it keeps (here, in one transaction with the cut: three entries from
+/// a node that is gone, then the stream trimmed to its newest): neither
+/// node can read across the gap. Each says so in `/metrics` on
+/// reconnecting, and chat across the nodes goes on.
+#[tokio::test]
+async fn a_node_cut_off_longer_than_the_stream_counts_the_gap_and_chats_on() -> Result<()> {
+    let redis = Redis::start()?;
+    let (a, b) = two_nodes(&redis).await?;
+    let room = a.create_room(json!({})).await?;
+    let mut alice = a.chat_connect(&a.chat_token(&room, "alice", &[]).await?).await?;
+    let mut bob = b.chat_connect(&b.chat_token(&room, "bob", &["SEND_MESSAGE"]).await?).await?;
+    say(&mut bob, "b-0", "before").await?;
+    recv(&mut bob).await?;
+    anyhow::ensure!(recv(&mut alice).await?["Content"] == "before");
+    for node in [&a, &b] {
+        anyhow::ensure!(metric(node, "stagecast_chat_relay_gaps_total").await? == Some(0), "no gap yet");
+    }
+
+    let readers = relay_readers(&redis)?;
+    anyhow::ensure!(readers.len() == 2, "one relay reader per node: {readers:?}");
+    let mut cut = redis::pipe();
+    cut.atomic();
+    for id in &readers {
+        cut.cmd("CLIENT").arg("KILL").arg("ID").arg(id).ignore();
+    }
+    for _ in 0..3 {
+        cut.cmd("XADD").arg("stagecast:chat-relays").arg("*").arg("e").arg(r#"{"origin":"gone","room":"elsewhere","relays":[]}"#).ignore();
+    }
+    cut.cmd("XTRIM").arg("stagecast:chat-relays").arg("MAXLEN").arg(1).ignore();
+    let () = redis.pool()?.with(|c| cut.query(c))?;
+
+    for node in [&a, &b] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while metric(node, "stagecast_chat_relay_gaps_total").await? != Some(1) {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the gap was not counted within 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    say(&mut bob, "b-1", "after").await?;
+    recv(&mut bob).await?;
+    anyhow::ensure!(recv(&mut alice).await?["Content"] == "after", "chat goes on across the nodes");
+    a.stop()?;
+    b.stop()?;
     Ok(())
 }

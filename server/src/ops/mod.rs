@@ -255,6 +255,7 @@ pub async fn render(state: &OpsState) -> String {
     if let Some(bus) = chat.bus {
         family(&mut out, "stagecast_chat_relays_received_total", "counter", "Room changes received from other nodes through Redis.", &[("", bus.received)]);
         family(&mut out, "stagecast_chat_relays_dropped_total", "counter", "Room changes not published to other nodes (queue full).", &[("", bus.dropped)]);
+        family(&mut out, "stagecast_chat_relay_gaps_total", "counter", "Reconnections to Redis that found room changes trimmed from the stream before this node read them.", &[("", bus.gaps)]);
     }
     // A single node counts itself; a registry that does not answer counts 0.
     let nodes = match live_nodes(state).await {
