@@ -19,12 +19,13 @@ import { originFlags, publish, sample, subscribe } from './simulcast-pages.mjs';
 import { closeAll } from './stage.mjs';
 
 const SETTLE_MS = 10_000;
-/** Why two checks are `todo` (measured on this 2-core machine, three runs). */
+/** Why two checks are `todo` (measured on this 2-core machine). */
 const ON_TWO_CORES =
-  'not met yet: three software-encoding publishers and two subscribers on 2 cores decode ~6 fps; ' +
-  'the bandwidth estimate climbs too slowly to give the unlimited subscriber the top layer of all three ' +
-  'within the settle every time (1, 2, 2 and 3 of 3 in four runs), and the 800 kbit/s one gets the low ' +
-  'layer at 9–12 fps, 4–16 % frozen';
+  'not met on 2 cores: three software-encoding publishers and two subscribers share them, and the publishers\' ' +
+  'encoders themselves make only ~9 fps of each layer (their outbound-rtp), so ≥ 15 fps cannot arrive; the ' +
+  'unlimited subscriber\'s estimate now reaches 3 Mbit/s within ~5 s of its first frame, and it had the top ' +
+  'layer (2.6 Mbit/s each) of 2 of 3 streams at the settle in one run (0–3 of 3 in runs before); the 800 kbit/s one gets the low layer ' +
+  'at 8.7 fps, 14–15 % frozen';
 const MEASURE_MS = 45_000;
 
 describe('simulcast on a stage (issue 10)', { timeout: 300_000 }, () => {

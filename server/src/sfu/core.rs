@@ -33,6 +33,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A subscriber's first bandwidth estimate when it starts at the lowest layer.
 const INITIAL_ESTIMATE_KBPS: u64 = 300;
+/// A subscriber's bandwidth estimate before it is measured: low for one
+/// that starts at the lowest layer, enough for the top for one that starts there.
+pub(super) fn initial_estimate(start: Start) -> Bitrate {
+    match start {
+        Start::Lowest => Bitrate::kbps(INITIAL_ESTIMATE_KBPS),
+        Start::Highest => Bitrate::mbps(3),
+    }
+}
+
+/// How often a subscriber's egress stats (loss from its receiver reports) come.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// When no session wants a timeout, wake up this often anyway.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -82,6 +93,8 @@ enum Role {
         selector: Selector,
         /// The `desired` and `minimum` bitrates last given to str0m's bandwidth estimator.
         bwe_desired: (u64, u64),
+        /// Its estimator was restarted at the first video frame (see `forward`).
+        bwe_primed: bool,
     },
 }
 
@@ -244,8 +257,10 @@ impl Sfu {
             config = config.set_dtls_cert(cert.clone());
         }
         if bwe.is_some() {
-            // Subscribers: a TWCC estimate of their downlink picks their layers.
-            config = config.enable_bwe(bwe);
+            // Subscribers: a TWCC estimate of their downlink picks their
+            // layers, and their receiver reports' loss (every second) can
+            // switch them down sooner.
+            config = config.enable_bwe(bwe).set_stats_interval(Some(STATS_INTERVAL));
         }
         let mut rtc = config.build(now);
         if let Ok(candidate) = Candidate::host(self.candidate, "udp") {
@@ -358,11 +373,7 @@ impl Sfu {
             .max()
             .ok_or_else(|| SfuError::PublisherNotFound(publisher.clone()))?;
         let cap = cap.map(|rid| self.layer_cap(publisher_key, rid)).transpose()?;
-        let initial = match start {
-            Start::Lowest => Bitrate::kbps(INITIAL_ESTIMATE_KBPS),
-            Start::Highest => Bitrate::mbps(3),
-        };
-        let mut rtc = self.new_rtc(now, Some(initial));
+        let mut rtc = self.new_rtc(now, Some(initial_estimate(start)));
         let answer = self.accept(&mut rtc, offer_sdp)?;
 
         let previous = self.live_sessions(|s| {
@@ -374,7 +385,7 @@ impl Sfu {
 
         let mut selector = Selector::new(start);
         selector.cap = cap;
-        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None, selector, bwe_desired: (0, 0) };
+        let role = Role::Subscriber { publisher: publisher_key, audio: None, video: None, selector, bwe_desired: (0, 0), bwe_primed: false };
         let (key, id) = self.insert(stage.clone(), subscriber.clone(), role, rtc, now);
         self.learn_media(key, &answer);
         if let Some(Session { role: Role::Publisher { subscribers, .. }, .. }) = self.sessions.get_mut(&publisher_key) {
@@ -592,9 +603,11 @@ impl Sfu {
             Event::KeyframeRequest(req) => self.relay_keyframe_request(key, req),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
                 if let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&key) {
+                    tracing::trace!(session = key, estimate = estimate.as_u64(), "bandwidth estimate");
                     selector.estimate = Some(estimate.as_u64());
                 }
             }
+            Event::MediaEgressStats(stats) => self.on_egress_stats(key, &stats),
             Event::Connected => self.on_connected(key),
             Event::MediaAdded(added) => self.on_media_added(key, added.mid, added.kind, added.direction),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

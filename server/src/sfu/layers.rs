@@ -26,8 +26,13 @@ pub const KNOWN_RIDS: [&str; 3] = ["low", "mid", "high"];
 /// At most one keyframe request per publisher layer in this interval, from
 /// all subscribers together (keyframes are big; a flood degrades everyone).
 pub const LAYER_KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
-/// Bitrate and frame rate are measured over windows this long.
+/// Bitrate and frame rate are measured over windows this long...
 const METER_WINDOW: Duration = Duration::from_secs(1);
+/// ...and the bitrate is the mean of the last this many windows: a
+/// keyframe or a burst of noise doubles one window's rate, and a subscriber
+/// whose (itself smoothed) estimate had room for the layer fell off it on
+/// one such spike.
+const RATE_WINDOWS: usize = 3;
 /// Go up one layer only when the estimate exceeds its rate by this factor...
 pub const UP_MARGIN: f64 = 1.2;
 /// ...for this long.
@@ -40,6 +45,27 @@ const PLI_STORM_COUNT: u32 = 3;
 const PLI_STORM_WINDOW: Duration = Duration::from_secs(3);
 /// ...and not raised again for this long.
 const PLI_STORM_HOLD: Duration = Duration::from_secs(10);
+/// A subscriber's receiver reports (RTCP, about every second) say its link
+/// cannot carry its layer when they lose at least this fraction of the
+/// packets...
+pub const LOSS_DOWN: f32 = 0.2;
+/// ...or when the round trip has grown this much above the least seen (a
+/// queue building up in front of it; NACKs can keep the loss low for a
+/// while). Either switches it down one layer at once, without waiting for
+/// the bandwidth estimate (str0m averages it over three seconds) to fall.
+pub const QUEUE_DOWN: Duration = Duration::from_millis(250);
+/// A subscriber below its best layer is probed (padding toward the next
+/// layer up, see [`Selector::may_probe`]) for at most this long at a time;
+/// an episode that did not earn the next layer ends in a pause...
+pub const PROBE_WINDOW: Duration = Duration::from_secs(15);
+/// ...of this long at first, doubling after each failed episode or each
+/// fall back within [`STABLE`] of climbing, up to [`PROBE_PAUSE_MAX`]. A
+/// link that cannot take the next layer is then not kept full of padding
+/// that delays the layer it does get.
+pub const PROBE_PAUSE_MIN: Duration = Duration::from_secs(5);
+pub const PROBE_PAUSE_MAX: Duration = Duration::from_secs(60);
+/// A layer held this long after climbing to it resets the pause.
+const STABLE: Duration = Duration::from_secs(30);
 
 /// A layer of a track: its rid, or `None` for a track without simulcast.
 pub type LayerKey = Option<Rid>;
@@ -56,8 +82,11 @@ pub struct Layer {
     /// From the last keyframe (0 until one was seen).
     pub width: u32,
     pub height: u32,
-    /// Over the last full window with media; kept while the layer is idle.
+    /// The mean over the last [`RATE_WINDOWS`] full windows with media;
+    /// kept while the layer is idle.
     pub bitrate_bps: u64,
+    /// The last windows' rates, newest last.
+    rates: std::collections::VecDeque<u64>,
     pub fps: f64,
     window_start: Option<Instant>,
     window_bytes: u64,
@@ -74,6 +103,7 @@ impl Layer {
             width: 0,
             height: 0,
             bitrate_bps: 0,
+            rates: std::collections::VecDeque::with_capacity(RATE_WINDOWS),
             fps: 0.0,
             window_start: None,
             window_bytes: 0,
@@ -107,7 +137,11 @@ impl Layer {
             return false;
         }
         let secs = elapsed.as_secs_f64();
-        self.bitrate_bps = (self.window_bytes as f64 * 8.0 / secs) as u64;
+        if self.rates.len() == RATE_WINDOWS {
+            self.rates.pop_front();
+        }
+        self.rates.push_back((self.window_bytes as f64 * 8.0 / secs) as u64);
+        self.bitrate_bps = self.rates.iter().sum::<u64>() / self.rates.len() as u64;
         self.fps = f64::from(self.window_frames) / secs;
         self.window_start = Some(now);
         self.window_bytes = 0;
@@ -253,7 +287,16 @@ pub struct Selector {
     target: Option<LayerKey>,
     adapting: bool,
     up_since: Option<Instant>,
+    /// No climbing and no probing before this (a pause, or a PLI storm).
     no_up_until: Option<Instant>,
+    /// Since when the current probing episode runs.
+    probing_since: Option<Instant>,
+    /// The next pause (zero: [`PROBE_PAUSE_MIN`]).
+    pause: Duration,
+    /// When it last climbed a layer.
+    up_at: Option<Instant>,
+    /// The least round trip its receiver reports showed.
+    min_rtt: Option<Duration>,
     last_pli: Option<Instant>,
     storm: (Option<Instant>, u32),
     /// Added to the source RTP time (in the track's clock) of what is forwarded.
@@ -288,6 +331,25 @@ impl Selector {
         self.adapting
     }
 
+    /// Whether padding toward the next layer up may raise this subscriber's
+    /// bandwidth estimate now: below its best layer, in a probing episode,
+    /// not in a pause.
+    pub fn may_probe(&self, now: Instant) -> bool {
+        !self.paused && self.probing_since.is_some() && self.no_up_until.is_none_or(|t| now >= t)
+    }
+
+    /// Stop probing for the next pause, longer each time it follows a
+    /// failure (a fall back soon after climbing, or an episode that earned
+    /// nothing); a layer held for [`STABLE`] starts again from the shortest.
+    fn pause_probing(&mut self, now: Instant, failed: bool) {
+        let fresh = !failed && self.up_at.is_none_or(|t| now.saturating_duration_since(t) >= STABLE);
+        self.pause = if fresh || self.pause.is_zero() { PROBE_PAUSE_MIN } else { (self.pause * 2).min(PROBE_PAUSE_MAX) };
+        let until = now + self.pause;
+        self.no_up_until = Some(self.no_up_until.map_or(until, |t| t.max(until)));
+        self.probing_since = None;
+        self.up_since = None;
+    }
+
     /// Waiting for a keyframe of the target layer.
     pub fn switching(&self) -> Option<LayerKey> {
         self.target.filter(|t| !self.paused && self.current != Some(*t))
@@ -312,6 +374,7 @@ impl Selector {
             self.target = None;
             self.adapting = false;
             self.up_since = None;
+            self.probing_since = None;
             return before != self.target;
         }
         let top = self.top(layers);
@@ -329,17 +392,24 @@ impl Selector {
                 top
             }
             i if i > 0 && rate(i) > estimate => {
-                // Down at once, to the best layer that fits.
-                self.up_since = None;
+                // Down at once, to the best layer that fits; a fall soon
+                // after a climb pauses probing for longer.
+                let recent = self.up_at.is_some_and(|t| now.saturating_duration_since(t) < STABLE);
+                self.pause_probing(now, recent);
                 (0..i).rev().find(|&j| rate(j) <= estimate).unwrap_or(0)
             }
+            // A layer not measured yet (just appeared) is not known to fit.
             i if i < top
+                    && rate(i + 1) > 0
                     && estimate as f64 > rate(i + 1) as f64 * UP_MARGIN
                     && self.no_up_until.is_none_or(|t| now >= t) =>
             {
                 let since = *self.up_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= UP_HOLD {
                     self.up_since = None;
+                    self.up_at = Some(now);
+                    // The next layer up is a new episode.
+                    self.probing_since = None;
                     i + 1
                 } else {
                     i
@@ -351,6 +421,15 @@ impl Selector {
             }
         };
         self.adapting = next < top;
+        if !self.adapting {
+            self.probing_since = None;
+        } else if self.no_up_until.is_none_or(|t| now >= t) {
+            let since = *self.probing_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= PROBE_WINDOW {
+                // This episode did not earn the next layer.
+                self.pause_probing(now, true);
+            }
+        }
         self.target = Some(layers[next].rid);
         before != self.target
     }
@@ -394,6 +473,38 @@ impl Selector {
         Some(out)
     }
 
+    /// New receiver reports from the subscriber: `loss` (0–1) of what it
+    /// was sent lately, and the round trip `rtt`. Heavy loss or a queue
+    /// ([`LOSS_DOWN`], [`QUEUE_DOWN`]) on the layer it gets switches it one
+    /// layer down and pauses climbing and probing (longer after a recent
+    /// climb). Returns true when it switched.
+    pub fn on_report(&mut self, loss: f32, rtt: Option<Duration>, layers: &[Layer], now: Instant) -> bool {
+        let queued = rtt.is_some_and(|rtt| {
+            let least = *self.min_rtt.get_or_insert(rtt);
+            self.min_rtt = Some(least.min(rtt));
+            rtt.saturating_sub(least) >= QUEUE_DOWN
+        });
+        if !(queued || loss >= LOSS_DOWN) || self.paused {
+            return false;
+        }
+        let Some(current) = self.current else {
+            return false;
+        };
+        let Some(at) = layers.iter().position(|l| l.rid == current) else {
+            return false;
+        };
+        let target = self.target.and_then(|t| layers.iter().position(|l| l.rid == t)).unwrap_or(at);
+        // The lowest already, or on its way lower.
+        if at == 0 || target < at {
+            return false;
+        }
+        self.target = Some(layers[at - 1].rid);
+        self.adapting = true;
+        let recent = self.up_at.is_some_and(|t| now.saturating_duration_since(t) < STABLE);
+        self.pause_probing(now, recent);
+        true
+    }
+
     /// The subscriber asked for a keyframe (PLI/FIR).
     pub fn on_pli(&mut self, layers: &[Layer], now: Instant) -> PliAnswer {
         let Some(current) = self.current else {
@@ -424,6 +535,7 @@ impl Selector {
             self.target = Some(layers[at - 1].rid);
             self.adapting = true;
             self.up_since = None;
+            self.probing_since = None;
             self.no_up_until = Some(now + PLI_STORM_HOLD);
             return PliAnswer::SwitchedDown;
         }
@@ -498,6 +610,154 @@ mod tests {
             s.decide(&l, t0 + Duration::from_secs(i));
         }
         assert_eq!(s.target(), rid("low"));
+    }
+
+    #[test]
+    fn probing_comes_in_episodes_with_longer_pauses_after_each_failure() {
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let l = ls();
+        let mut s = Selector::new(Start::Lowest);
+        // Enough for the lowest layer only, never for the next with margin.
+        s.estimate = Some(400_000);
+        let probing = |s: &mut Selector, secs: f64| {
+            s.decide(&l, at(secs));
+            s.may_probe(at(secs))
+        };
+        let (w, p) = (PROBE_WINDOW.as_secs_f64(), PROBE_PAUSE_MIN.as_secs_f64());
+        assert!(probing(&mut s, 0.0), "below its best, it probes at once");
+        assert!(probing(&mut s, w - 0.1));
+        // The episode earned nothing: a pause of the shortest length...
+        assert!(!probing(&mut s, w));
+        assert!(!probing(&mut s, w + p - 0.1));
+        assert!(probing(&mut s, w + p));
+        // ...then twice as long after the next failed one.
+        assert!(probing(&mut s, 2.0 * w + p - 0.1));
+        assert!(!probing(&mut s, 2.0 * w + p));
+        assert!(!probing(&mut s, 2.0 * w + 3.0 * p - 0.1));
+        assert!(probing(&mut s, 2.0 * w + 3.0 * p));
+        assert_eq!(s.target(), rid("low"));
+        // A hidden tile is never probed.
+        s.paused = true;
+        assert!(!probing(&mut s, 2.0 * w + 3.0 * p + 1.0));
+    }
+
+    #[test]
+    fn a_fall_soon_after_a_climb_pauses_probing_and_a_held_layer_resets_the_pause() {
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let l = ls();
+        let mut s = Selector::new(Start::Lowest);
+        s.estimate = Some(1_000_000);
+        s.decide(&l, at(0.0));
+        s.decide(&l, at(3.0));
+        assert_eq!(s.target(), rid("mid"), "climbed after the hold");
+        s.decide(&l, at(3.5));
+        assert!(s.may_probe(at(3.5)), "toward high now");
+        // The link shrinks right after the climb: down, and no probing for the pause.
+        s.estimate = Some(300_000);
+        s.decide(&l, at(4.0));
+        assert_eq!(s.target(), rid("low"));
+        for secs in [4.5, 8.9] {
+            s.decide(&l, at(secs));
+            assert!(!s.may_probe(at(secs)), "paused at {secs} s");
+        }
+        // Back up, and straight down again: the pause doubles.
+        s.estimate = Some(1_000_000);
+        for secs in [9.0, 10.0, 12.0] {
+            s.decide(&l, at(secs));
+        }
+        assert_eq!(s.target(), rid("mid"));
+        s.estimate = Some(300_000);
+        s.decide(&l, at(13.0));
+        s.decide(&l, at(22.9));
+        assert!(!s.may_probe(at(22.9)), "a 10 s pause");
+        s.decide(&l, at(23.0));
+        assert!(s.may_probe(at(23.0)));
+        // Mid held for longer than STABLE: the next fall pauses the shortest time again.
+        s.estimate = Some(1_000_000);
+        for secs in [24.0, 27.0] {
+            s.decide(&l, at(secs));
+        }
+        assert_eq!(s.target(), rid("mid"));
+        // (just below high with margin: stays on mid, probing in episodes)
+        s.estimate = Some(2_900_000);
+        for secs in (28..=60).map(f64::from) {
+            s.decide(&l, at(secs));
+        }
+        assert_eq!(s.target(), rid("mid"));
+        s.estimate = Some(300_000);
+        s.decide(&l, at(61.0));
+        assert_eq!(s.target(), rid("low"));
+        s.decide(&l, at(66.0));
+        assert!(s.may_probe(at(66.0)), "the shortest pause again");
+    }
+
+    #[test]
+    fn heavy_loss_switches_down_one_layer_at_once_and_holds_it() {
+        let t0 = Instant::now();
+        let l = ls();
+        let high = Some(Rid::from("high"));
+        let mut s = Selector::new(Start::Highest);
+        s.estimate = Some(10_000_000);
+        s.decide(&l, t0);
+        s.admit(high, true, 0, 90_000, t0);
+        // Light loss (what NACKs repair) changes nothing.
+        assert!(!s.on_report(0.05, None, &l, t0));
+        assert_eq!(s.target(), rid("high"));
+        // Heavy loss: one layer down now, while the estimate still says plenty.
+        assert!(s.on_report(0.5, None, &l, t0 + Duration::from_millis(100)));
+        assert_eq!(s.target(), rid("mid"));
+        assert!(s.adapting());
+        // Reports still lossy before the switch happened: not lower again.
+        assert!(!s.on_report(0.5, None, &l, t0 + Duration::from_millis(200)));
+        assert_eq!(s.target(), rid("mid"));
+        // And it does not climb back during the pause, estimate or not.
+        for ms in [1_000, 3_000, 4_000] {
+            s.decide(&l, t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(s.target(), rid("mid"));
+        s.decide(&l, t0 + PROBE_PAUSE_MIN + Duration::from_millis(200));
+        assert_eq!(s.target(), rid("mid"));
+        s.decide(&l, t0 + PROBE_PAUSE_MIN + UP_HOLD + Duration::from_millis(200));
+        assert_eq!(s.target(), rid("high"), "after the pause and the hold it climbs again");
+    }
+
+    #[test]
+    fn a_round_trip_grown_by_a_queue_switches_down_at_once() {
+        let t0 = Instant::now();
+        let l = ls();
+        let high = Some(Rid::from("high"));
+        let mut s = Selector::new(Start::Highest);
+        s.estimate = Some(10_000_000);
+        s.decide(&l, t0);
+        s.admit(high, true, 0, 90_000, t0);
+        let ms = Duration::from_millis;
+        // Jitter around the least round trip seen changes nothing.
+        for (i, rtt) in [40, 20, 90, 200].into_iter().enumerate() {
+            assert!(!s.on_report(0.0, Some(ms(rtt)), &l, t0 + ms(1000 * i as u64)), "{rtt} ms");
+        }
+        assert_eq!(s.target(), rid("high"));
+        // 20 ms + a 250 ms queue: down one layer, with no loss reported yet.
+        assert!(s.on_report(0.0, Some(ms(270)), &l, t0 + ms(5000)));
+        assert_eq!(s.target(), rid("mid"));
+    }
+
+    #[test]
+    fn a_layer_not_measured_yet_is_not_climbed_to() {
+        let t0 = Instant::now();
+        let mut l = layers(&[("low", 150_000), ("high", 0)]);
+        let mut s = Selector::new(Start::Lowest);
+        s.estimate = Some(150_000);
+        for secs in 0..6 {
+            s.decide(&l, t0 + Duration::from_secs(secs));
+        }
+        assert_eq!(s.target(), rid("low"), "a 0 bit/s layer does not fit a 150 kbit/s link");
+        l[1].bitrate_bps = 100_000;
+        for secs in 6..10 {
+            s.decide(&l, t0 + Duration::from_secs(secs));
+        }
+        assert_eq!(s.target(), rid("high"), "measured, and it fits");
     }
 
     #[test]
@@ -610,6 +870,16 @@ mod tests {
         assert_eq!((l.width, l.height), (640, 360));
         assert!((230_000..=260_000).contains(&l.bitrate_bps), "{}", l.bitrate_bps);
         assert!((29.0..=32.0).contains(&l.fps), "{}", l.fps);
+        // Two more seconds at the same rate, then one at four times it (a
+        // burst): the bitrate is the mean of the last three windows.
+        let frame = |l: &mut Layer, i: u64, bytes: usize| l.on_frame(t0 + Duration::from_millis(1000 + i * 1000 / 30), bytes, false, None);
+        for i in 1..=60u64 {
+            frame(&mut l, i, 1000);
+        }
+        for i in 61..=90u64 {
+            frame(&mut l, i, 4000);
+        }
+        assert!((460_000..=520_000).contains(&l.bitrate_bps), "(240 + 240 + 960) / 3 kbit/s: {}", l.bitrate_bps);
     }
 
     #[test]

@@ -7,15 +7,22 @@ use std::time::Instant;
 
 use str0m::bwe::Bitrate;
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::stats::MediaEgressStats;
 use str0m::Rtc;
 
 use super::{Role, Session, Sfu, SfuOutput};
-use crate::sfu::layers::{keyframe_size, known_rank, sort_layers, Layer, LayerInfo, LayerKey, LayerReport, LayerRequest, PliAnswer, Selector};
+use crate::sfu::layers::{keyframe_size, UP_MARGIN, known_rank, sort_layers, Layer, LayerInfo, LayerKey, LayerReport, LayerRequest, PliAnswer, Selector};
 use crate::sfu::{SessionId, SfuError, SfuEvent};
 use stagecast_protocol::ParticipantId;
 
 /// The least `desired` bitrate given to a subscriber's bandwidth estimator.
 const MIN_DESIRED_BPS: u64 = 300_000;
+/// `desired` before the layer it may get has been measured: IVS's top
+/// default layer (2.5 Mbit/s) with the same headroom. The estimator's first
+/// probes (3 and 6 times its start) are capped at twice `desired`: with the
+/// minimum here, they stopped at 600 kbit/s and an open link took ~10 s of
+/// slow growth to earn a 640×360 layer.
+const UNKNOWN_DESIRED_BPS: u64 = 3_250_000;
 
 impl Sfu {
     /// Write one frame from a publisher to each connected subscriber that
@@ -63,7 +70,7 @@ impl Sfu {
             if !sub.connected || sub.ended_at.is_some() {
                 continue;
             }
-            let Role::Subscriber { audio, video: video_mid, selector, bwe_desired, .. } = &mut sub.role else {
+            let Role::Subscriber { audio, video: video_mid, selector, bwe_desired, bwe_primed, .. } = &mut sub.role else {
                 continue;
             };
             let Some(mid) = (if video { *video_mid } else { *audio }) else {
@@ -71,16 +78,30 @@ impl Sfu {
             };
             let mut time = data.time;
             if video {
-                changed |= selector.decide(&layers, now);
+                if selector.decide(&layers, now) {
+                    changed = true;
+                    let rates: Vec<u64> = layers.iter().map(|l| l.bitrate_bps).collect();
+                    tracing::debug!(session = %sub.id, target = ?selector.target(), estimate = ?selector.estimate, ?rates, "layer target");
+                }
                 if let Some(target) = selector.switching() {
                     if !keyframes.contains(&target) {
                         keyframes.push(target);
                     }
                 }
-                set_desired(&mut sub.rtc, selector, &layers, bwe_desired);
+                set_desired(&mut sub.rtc, selector, &layers, bwe_desired, now);
                 let Some(t) = selector.admit(data.rid, keyframe, data.time.numer(), hz, data.network_time) else {
                     continue;
                 };
+                if !*bwe_primed {
+                    // str0m pads (and so probes) only beside active media:
+                    // the estimator's first probes, at connection, had none
+                    // and measured nothing, leaving ~10 s of slow growth to
+                    // earn a 640×360 layer. Start it again from where it is,
+                    // now that video flows, so those probes run.
+                    *bwe_primed = true;
+                    let from = selector.estimate.map_or_else(|| super::initial_estimate(selector.start), Bitrate::bps);
+                    sub.rtc.bwe().reset(from);
+                }
                 received = true;
                 time = MediaTime::new(t, data.time.frequency());
             }
@@ -181,6 +202,36 @@ impl Sfu {
             PliAnswer::SwitchedDown => {
                 tracing::debug!(session = %subscriber_key, "subscriber cannot keep up; switched down a layer");
                 self.update_wanted(publisher);
+            }
+        }
+    }
+
+    /// A subscriber's receiver reports (str0m's egress stats, every second):
+    /// heavy loss or a grown round trip on its video switches it down a
+    /// layer at once. `loss` is there only when new reports came.
+    pub(super) fn on_egress_stats(&mut self, subscriber_key: u64, stats: &MediaEgressStats) {
+        let Some(loss) = stats.loss else {
+            return;
+        };
+        let now = self.last_now;
+        let Some(Session { role: Role::Subscriber { publisher, video, .. }, .. }) = self.sessions.get(&subscriber_key) else {
+            return;
+        };
+        if *video != Some(stats.mid) {
+            return;
+        }
+        let publisher = *publisher;
+        let Some((mid, layers)) = self.video_layers(publisher) else {
+            return;
+        };
+        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&subscriber_key) else {
+            return;
+        };
+        tracing::trace!(session = %subscriber_key, loss, rtt = ?stats.rtt, "subscriber's receiver reports");
+        if selector.on_report(loss, stats.rtt, &layers, now) {
+            tracing::debug!(session = %subscriber_key, loss, rtt = ?stats.rtt, target = ?selector.target(), "subscriber's link cannot carry its layer; switched down");
+            if let Some(target) = selector.switching() {
+                self.request_keyframes(publisher, mid, &[target]);
             }
         }
     }
@@ -335,25 +386,31 @@ impl Sfu {
 
 /// Tell a subscriber's bandwidth estimator what to probe for: the top layer
 /// it may get, with headroom; and what to keep sending (padding fills the
-/// gap, within the estimate): the next layer up from the one forwarded now.
+/// gap, within the estimate): the next layer up from the one forwarded now,
+/// with the margin a climb needs ([`UP_MARGIN`]).
 /// Without that floor the estimate cannot grow past ~1.5 times what is
 /// sent, so a subscriber that started on the lowest layer never earns the
-/// next one. Set again only when either moved by more than 10 %.
-fn set_desired(rtc: &mut Rtc, selector: &Selector, layers: &[Layer], last: &mut (u64, u64)) {
+/// next one. Only while the selector probes ([`Selector::may_probe`]): a
+/// link that cannot take the next layer is not kept full of padding. Set
+/// again only when either moved by more than 10 %.
+fn set_desired(rtc: &mut Rtc, selector: &Selector, layers: &[Layer], last: &mut (u64, u64), now: Instant) {
     let top_index = layers
         .iter()
         .rposition(|l| selector.cap.is_none() || l.rid == selector.cap)
         .or(layers.len().checked_sub(1));
     let top = top_index.map_or(0, |i| layers[i].bitrate_bps);
-    let desired = ((top as f64 * 1.3) as u64).max(MIN_DESIRED_BPS);
+    let desired = if top == 0 { UNKNOWN_DESIRED_BPS } else { ((top as f64 * 1.3) as u64).max(MIN_DESIRED_BPS) };
     let current = selector.current().and_then(|c| layers.iter().position(|l| l.rid == c));
     let minimum = match (current, top_index) {
-        (Some(c), Some(t)) if c < t && !selector.paused => (layers[c + 1].bitrate_bps as f64 * 1.1) as u64,
+        // Enough to show the margin the climb needs (the estimate grows
+        // with what is sent).
+        (Some(c), Some(t)) if c < t && selector.may_probe(now) => (layers[c + 1].bitrate_bps as f64 * UP_MARGIN * 1.05) as u64,
         _ => 0,
     };
     let moved = |new: u64, old: u64| new.abs_diff(old) * 10 > old;
     if moved(desired, last.0) || moved(minimum, last.1) {
         *last = (desired, minimum);
+        tracing::debug!(desired, minimum, "subscriber bandwidth goal");
         rtc.bwe().set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
     }
 }
