@@ -48,9 +48,9 @@ export async function publish(p, net, token) {
  * stream that stops dead (which Chrome's `freezeCount` does not count) is
  * seen as stalled.
  */
-export async function subscribe(p, net, token) {
+export async function subscribe(p, net, token, { initial = null } = {}) {
   await p.page.goto(`${net.url}/sdk/package.json`);
-  await p.page.evaluate(async (token) => {
+  await p.page.evaluate(async ([token, initial]) => {
     const sc = await import('/sdk/index.js');
     const remotes = new Map();
     window.__preferLowest = false;
@@ -59,6 +59,8 @@ export async function subscribe(p, net, token) {
       shouldPublishParticipant: () => false,
       shouldSubscribeToParticipant: () => 'audio_video',
       preferredLayerForStream: (info, stream) => (window.__preferLowest ? stream.getLowestQualityLayer() : null),
+      // Where a subscription starts (IVS `initialLayerPreference`); the SDK's default when null.
+      ...(initial ? { subscribeConfiguration: () => ({ simulcast: { initialLayerPreference: initial } }) } : {}),
     });
     const layerEvents = [];
     stage.on(sc.StageEvents.STAGE_STREAM_LAYERS_CHANGED, (info, s, layers) => layerEvents.push({ id: info.id, type: 'layers', layers }));
@@ -88,7 +90,7 @@ export async function subscribe(p, net, token) {
     }, 250);
     window.__sub = { stage, remotes, layerEvents };
     await stage.join();
-  }, token);
+  }, [token, initial]);
 }
 
 /** Per remote participant: frames decoded, freeze time, own stall time, size. */

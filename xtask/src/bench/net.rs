@@ -332,7 +332,9 @@ fn render_net(
          out; the page replacing a stuck player ends a run too), or, had it never stalled, when it \
          passed what it had buffered at the kill. Layer switch: a publisher sends a noisy 640×360 \
          canvas with simulcast (320×180 and 640×360 layers), one subscriber in its own namespace \
-         receives it; once every frame it decoded for 3 s was 640 wide, its downlink is cut to \
+         receives it, starting on the top layer (`initialLayerPreference: 'highest_quality'`; a run \
+         where it does not stay there is set up again, twice at most, counted as `setupRetries` in \
+         the detail); once every frame it decoded for 3 s was 640 wide, its downlink is cut to \
          800 kbit/s (`tbf`); the time is from the cut to the start of the first second in which \
          new frames (`framesDecoded`, polled every 100 ms in the page), all of the lower layer, \
          came at least every 300 ms. All namespaces share one clock."
