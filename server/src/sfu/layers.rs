@@ -566,6 +566,15 @@ mod tests {
         layers(&[("low", 200_000), ("mid", 700_000), ("high", 2_500_000)])
     }
 
+    /// A selector getting the top layer of `l` since `t0`, with plenty of bandwidth.
+    fn on_high(l: &[Layer], t0: Instant) -> Selector {
+        let mut s = Selector::new(Start::Highest);
+        s.estimate = Some(10_000_000);
+        s.decide(l, t0);
+        s.admit(l.last().map(|l| l.rid).unwrap_or_default(), true, 0, 90_000, t0);
+        s
+    }
+
     fn rid(s: &str) -> Option<LayerKey> {
         Some(Some(Rid::from(s)))
     }
@@ -697,11 +706,7 @@ mod tests {
     fn heavy_loss_switches_down_one_layer_at_once_and_holds_it() {
         let t0 = Instant::now();
         let l = ls();
-        let high = Some(Rid::from("high"));
-        let mut s = Selector::new(Start::Highest);
-        s.estimate = Some(10_000_000);
-        s.decide(&l, t0);
-        s.admit(high, true, 0, 90_000, t0);
+        let mut s = on_high(&l, t0);
         // Light loss (what NACKs repair) changes nothing.
         assert!(!s.on_report(0.05, None, &l, t0));
         assert_eq!(s.target(), rid("high"));
@@ -727,11 +732,7 @@ mod tests {
     fn a_round_trip_grown_by_a_queue_switches_down_at_once() {
         let t0 = Instant::now();
         let l = ls();
-        let high = Some(Rid::from("high"));
-        let mut s = Selector::new(Start::Highest);
-        s.estimate = Some(10_000_000);
-        s.decide(&l, t0);
-        s.admit(high, true, 0, 90_000, t0);
+        let mut s = on_high(&l, t0);
         let ms = Duration::from_millis;
         // Jitter around the least round trip seen changes nothing.
         for (i, rtt) in [40, 20, 90, 200].into_iter().enumerate() {

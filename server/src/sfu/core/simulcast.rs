@@ -183,17 +183,7 @@ impl Sfu {
     /// switching it down), never passed on one for one.
     pub(super) fn relay_keyframe_request(&mut self, subscriber_key: u64, req: KeyframeRequest) {
         let now = self.last_now;
-        let Some(Session { role: Role::Subscriber { publisher, video, .. }, .. }) = self.sessions.get(&subscriber_key) else {
-            return;
-        };
-        if *video != Some(req.mid) {
-            return;
-        }
-        let publisher = *publisher;
-        let Some((mid, layers)) = self.video_layers(publisher) else {
-            return;
-        };
-        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&subscriber_key) else {
+        let Some((publisher, mid, layers, selector)) = self.subscriber_layers(subscriber_key, Some(req.mid)) else {
             return;
         };
         match selector.on_pli(&layers, now) {
@@ -214,17 +204,7 @@ impl Sfu {
             return;
         };
         let now = self.last_now;
-        let Some(Session { role: Role::Subscriber { publisher, video, .. }, .. }) = self.sessions.get(&subscriber_key) else {
-            return;
-        };
-        if *video != Some(stats.mid) {
-            return;
-        }
-        let publisher = *publisher;
-        let Some((mid, layers)) = self.video_layers(publisher) else {
-            return;
-        };
-        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&subscriber_key) else {
+        let Some((publisher, mid, layers, selector)) = self.subscriber_layers(subscriber_key, Some(stats.mid)) else {
             return;
         };
         tracing::trace!(session = %subscriber_key, loss, rtt = ?stats.rtt, "subscriber's receiver reports");
@@ -239,14 +219,7 @@ impl Sfu {
     /// A new viewer cannot decode until a keyframe of its first layer: ask now.
     pub(super) fn subscriber_connected(&mut self, key: u64) {
         let now = self.last_now;
-        let Some(Session { role: Role::Subscriber { publisher, .. }, .. }) = self.sessions.get(&key) else {
-            return;
-        };
-        let publisher = *publisher;
-        let Some((mid, layers)) = self.video_layers(publisher) else {
-            return;
-        };
-        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&key) else {
+        let Some((publisher, mid, layers, selector)) = self.subscriber_layers(key, None) else {
             return;
         };
         selector.decide(&layers, now);
@@ -254,6 +227,24 @@ impl Sfu {
             self.request_keyframes(publisher, mid, &[target]);
         }
         self.update_wanted(publisher);
+    }
+
+    /// For subscriber `key` (whose video is `mid`, when given): its
+    /// publisher, the publisher's video mid and a copy of its layers, and
+    /// the subscriber's selector.
+    fn subscriber_layers(&mut self, key: u64, mid: Option<Mid>) -> Option<(u64, Mid, Vec<Layer>, &mut Selector)> {
+        let Some(Session { role: Role::Subscriber { publisher, video, .. }, .. }) = self.sessions.get(&key) else {
+            return None;
+        };
+        if mid.is_some_and(|m| *video != Some(m)) {
+            return None;
+        }
+        let publisher = *publisher;
+        let (publisher_mid, layers) = self.video_layers(publisher)?;
+        let Some(Session { role: Role::Subscriber { selector, .. }, .. }) = self.sessions.get_mut(&key) else {
+            return None;
+        };
+        Some((publisher, publisher_mid, layers, selector))
     }
 
     /// A copy of the layers of a publisher's (first) video track, and its mid.
