@@ -244,7 +244,9 @@ function originRequests(log, path) {
           ? 'playlist'
           : /seg\d+\.m4s$/.test(file)
             ? 'segment'
-            : 'other';
+            : /(^|\/)init\d*\.mp4(\?|$)/.test(file)
+              ? 'init'
+              : 'other';
     const k = (kinds[kind] ||= { urls: new Map(), requests: 0, origin: 0 });
     const u = k.urls.get(uri) || { requests: 0, origin: 0 };
     u.requests += 1;
@@ -406,6 +408,8 @@ describe(title, { timeout: 300_000 }, () => {
     assert.ok(!counted.segment || counted.segment.originPerUrl <= 2, `origin requests per segment ≤ 2: ${JSON.stringify(counted.segment)}`);
     // The server counts the same: what nginx sent upstream, no more.
     assert.ok(server.part / parts.urls <= 2, `the server answered ${server.part} part requests for ${parts.urls} parts`);
+    // The playlist names the init by its content (`?v=`): cached for good, fetched once for everyone.
+    assert.ok(counted.init && counted.init.originPerUrl <= 2, `origin requests per init ≤ 2: ${JSON.stringify(counted.init)}`);
     const reloads = counted['blocking playlist'];
     assert.ok(reloads && reloads.originPerUrl <= 2, `origin requests per blocking reload ≤ 2: ${JSON.stringify(reloads)}`);
     assert.deepEqual(errors, [], 'page errors');

@@ -72,6 +72,19 @@ async fn whip_broadcast_becomes_ll_hls_that_ffprobe_reads() -> Result<()> {
     ensure!(media.contains("#EXT-X-PART-INF:PART-TARGET=") && media.contains("CAN-BLOCK-RELOAD=YES"), "{media}");
     ensure!(media.contains("#EXTINF:"), "a complete segment after 2.5 s:\n{media}");
 
+    // The init: the playlist's URL tags its bytes and is cached for good;
+    // the bare file (the next broadcast's too) and a stale tag revalidate.
+    let map = media.lines().find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"")?.strip_suffix('"')).context("EXT-X-MAP")?;
+    ensure!(map.starts_with("init.mp4?v=") && map.len() == "init.mp4?v=".len() + 16, "{map}");
+    let tagged = server.get(&format!("{hls}/{map}")).await?;
+    ensure!(tagged.status() == 200 && tagged.headers()[header::CACHE_CONTROL] == "public, max-age=3600, immutable");
+    let bytes = tagged.bytes().await?;
+    let bare = server.get(&format!("{hls}/init.mp4")).await?;
+    ensure!(bare.headers()[header::CACHE_CONTROL] == "no-cache", "the bare file is each broadcast's in turn");
+    ensure!(bare.bytes().await? == bytes, "the same bytes");
+    let stale = server.get(&format!("{hls}/init.mp4?v=0123456789abcdef")).await?;
+    ensure!(stale.status() == 200 && stale.headers()[header::CACHE_CONTROL] == "no-cache", "a tag of other bytes is not cached");
+
     // Malformed blocking params.
     ensure!(server.get(&format!("{hls}/media.m3u8?_HLS_msn=x")).await?.status() == 400);
     ensure!(server.get(&format!("{hls}/media.m3u8?_HLS_part=1")).await?.status() == 400);

@@ -238,7 +238,7 @@ fn new_parameters_after_a_resume_get_a_new_init() -> Result<()> {
     second.feed(&mut p, 45, &SPS_360);
     let text = p.media_playlist();
     let disc = text.find("#EXT-X-DISCONTINUITY\n").context(format!("discontinuity:\n{text}"))?;
-    let map = text.find("#EXT-X-MAP:URI=\"init1.mp4\"").context(format!("new init:\n{text}"))?;
+    let map = text.find("#EXT-X-MAP:URI=\"init1.mp4?v=").context(format!("new init:\n{text}"))?;
     ensure!(disc < map, "DISCONTINUITY then the new MAP:\n{text}");
     ensure!(text.matches("#EXT-X-DISCONTINUITY\n").count() == 1, "one discontinuity for one resume:\n{text}");
     Ok(())
@@ -269,7 +269,7 @@ fn a_restarted_packager_continues_numbering_from_the_saved_continuity() -> Resul
     ensure!(text.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}", saved.next_msn)), "numbering goes on:\n{text}");
     ensure!(text.starts_with("#EXTM3U") && text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     ensure!(
-        text.contains(&format!("#EXT-X-MAP:URI=\"init{}.mp4\"", saved.init_version + 1)),
+        text.contains(&format!("#EXT-X-MAP:URI=\"init{}.mp4?v=", saved.init_version + 1)),
         "a fresh init URI:\n{text}"
     );
     ensure!(q.init_version(saved.init_version + 1).is_some());

@@ -127,9 +127,13 @@ fn check_playlist(p: &Packager, previous: &mut Seen) -> Result<(), TestCaseError
             ensure(first == ms, || format!("segment {msn} moved from {first} to {ms} ms:\n{text}"))?;
             last_pdt = ms;
         } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=\"").and_then(|u| u.strip_suffix('"')) {
-            let v = uri.trim_start_matches("init").trim_end_matches(".mp4");
+            let (file, tag) = uri.split_once("?v=").unwrap_or((uri, ""));
+            let v = file.trim_start_matches("init").trim_end_matches(".mp4");
             let version = if v.is_empty() { 0 } else { v.parse().unwrap_or(u32::MAX) };
-            ensure(p.init_version(version).is_some(), || format!("{uri} is listed but missing"))?;
+            let init = p.init_version(version);
+            ensure(init.is_some(), || format!("{uri} is listed but missing"))?;
+            // The URL names these bytes and no others (it is cached as immutable).
+            ensure(init.is_some_and(|i| Packager::init_tag(i) == tag), || format!("{uri} does not tag its bytes"))?;
         }
     }
     previous.media_sequence = media_sequence;

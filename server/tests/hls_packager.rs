@@ -99,7 +99,7 @@ fn playlist_has_the_ll_hls_tags_parts_and_segments() -> Result<()> {
         "#EXT-X-TARGETDURATION:2",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600",
         "#EXT-X-PART-INF:PART-TARGET=0.200",
-        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXT-X-MAP:URI=\"init.mp4?v=",
         "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z",
     ] {
         ensure!(text.contains(tag), "missing {tag} in\n{text}");
@@ -381,7 +381,7 @@ fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuit
     }
     let text = p.media_playlist();
     ensure!(text.matches("#EXT-X-DISCONTINUITY\n").count() == 1, "one discontinuity:\n{text}");
-    let map_new = text.find("#EXT-X-MAP:URI=\"init1.mp4\"").context("new MAP")?;
+    let map_new = text.find("#EXT-X-MAP:URI=\"init1.mp4?v=").context("new MAP")?;
     let disc = text.find("#EXT-X-DISCONTINUITY\n").context("discontinuity")?;
     ensure!(disc < map_new, "DISCONTINUITY, then the new MAP:\n{text}");
     ensure!(p.init_version(1).is_some() && p.init_version(0).is_some(), "both inits while both are in the window");
@@ -404,7 +404,7 @@ fn a_resolution_change_starts_a_new_segment_with_a_new_init_after_a_discontinuit
     }
     let text = p.media_playlist();
     ensure!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1") && !text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
-    ensure!(text.contains("#EXT-X-MAP:URI=\"init1.mp4\"") && !text.contains("init.mp4"), "{text}");
+    ensure!(text.contains("#EXT-X-MAP:URI=\"init1.mp4?v=") && !text.contains("init.mp4"), "{text}");
     ensure!(p.init_version(0).is_none(), "the old init is released");
     Ok(())
 }

@@ -292,8 +292,12 @@ async fn serve(feed: Feed, file: &str, asked: &Asked<'_>, permit: HoldPermit, me
             };
             let result = wait_for(feed, timeout, |p| p.init_version(version).map(|i| Wait::Done(i.to_vec()))).await;
             match result {
-                // The same URL serves each broadcast's init: revalidate.
-                Some(Wait::Done(init)) => range::respond(headers, "video/mp4", "no-cache", init),
+                // The playlist's URL (`?v=` the content's tag) never names
+                // other bytes; the bare file is each broadcast's in turn.
+                Some(Wait::Done(init)) => {
+                    let tagged = query.get("v").is_some_and(|v| *v == Packager::init_tag(&init));
+                    range::respond(headers, "video/mp4", if tagged { IMMUTABLE } else { "no-cache" }, init)
+                }
                 _ => plain(StatusCode::NOT_FOUND, "no init segment yet"),
             }
         }

@@ -321,7 +321,8 @@ pub fn listed_segments(playlist: &str) -> Result<Vec<(u64, bool, String)>> {
         if line == "#EXT-X-DISCONTINUITY" {
             disc = true;
         } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
-            map = Some(uri.trim_end_matches('"').to_owned());
+            // The file, without the content tag (`?v=`).
+            map = uri.trim_end_matches('"').split('?').next().map(str::to_owned);
         } else if line.starts_with("seg") {
             ensure!(line == format!("seg{msn}.m4s"), "{line} is not msn {msn}:\n{playlist}");
             out.push((msn, std::mem::take(&mut disc), map.clone().context("EXT-X-MAP before a segment")?));

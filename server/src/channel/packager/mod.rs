@@ -315,7 +315,26 @@ impl Packager {
         self.inits.last().map_or(0, |(v, _)| *v)
     }
 
-    /// The URI of init segment `version` in the playlist.
+    /// What the playlist's `EXT-X-MAP` names for init segment `version`:
+    /// its file with `?v=` its content's tag ([`Packager::init_tag`]). The
+    /// file name is reused by the next broadcast (versions start again), the
+    /// tagged URL never names other bytes: it is served `immutable`, and an
+    /// HTTP cache fetches it once for every viewer, not once per viewer.
+    pub fn init_map_uri(&self, version: u32) -> String {
+        let file = Self::init_uri(version);
+        match self.init_version(version) {
+            Some(data) => format!("{file}?v={}", Self::init_tag(data)),
+            None => file,
+        }
+    }
+
+    /// A init segment's content tag: the first 8 bytes of its SHA-256, in hex.
+    pub fn init_tag(data: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The file of init segment `version`.
     pub fn init_uri(version: u32) -> String {
         if version == 0 {
             "init.mp4".to_owned()

@@ -170,7 +170,7 @@ impl Packager {
                 let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
             }
             if map != Some(seg.init) {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", Self::init_uri(seg.init));
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", self.init_map_uri(seg.init));
                 map = Some(seg.init);
             }
             if let Some(t) = chrono::DateTime::from_timestamp_millis(seg.pdt_ms) {
